@@ -1,0 +1,13 @@
+# One image for every Cartstream service; compose.yaml picks the command per service.
+FROM python:3.11-slim
+WORKDIR /app
+COPY requirements/ requirements/
+RUN pip install --no-cache-dir -r requirements/write.txt -r requirements/aggregator.txt \
+    -r requirements/connectors.txt -r requirements/read.txt
+COPY cart_contract/ cart_contract/
+COPY cart_write/ cart_write/
+COPY cart_aggregator/ cart_aggregator/
+COPY connectors/ connectors/
+COPY cart_read/ cart_read/
+COPY infra/__init__.py infra/topics.py infra/sample-catalog.jsonl infra/
+ENV PYTHONUNBUFFERED=1

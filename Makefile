@@ -1,0 +1,45 @@
+# Cartstream: `make up` starts everything locally, `make test` runs the whole suite.
+SHELL := /bin/bash
+PY ?= .venv/bin/python
+STACK := infra/stack.sh
+
+.PHONY: help deps up infra down status logs clean test test-unit test-integration test-e2e lint bench replay
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
+
+deps: ## install what is missing: venv + requirements, Kafka jars, Redis/PostgreSQL packages
+	@$(STACK) deps
+
+infra: ## start only Kafka, Redis and PostgreSQL (and create topics)
+	@$(STACK) infra
+
+up: ## start the whole system with the sample catalog
+	@$(STACK) up
+
+down: ## stop everything `make up` started
+	@$(STACK) down
+
+status: ## what runs and where it listens
+	@$(STACK) status
+
+logs: ## tail the logs (make logs SVC=kafka for one)
+	@$(STACK) logs $(SVC)
+
+clean: ## stop and delete all local data (.run/)
+	@$(STACK) clean
+
+test: deps ## run every test against real servers (starts the local stack if needed)
+	$(PY) -m pytest
+
+test-unit: ## unit tests only (no I/O)
+	$(PY) -m pytest tests/unit
+
+test-integration: deps
+	$(PY) -m pytest tests/integration
+
+test-e2e: deps
+	$(PY) -m pytest tests/e2e
+
+lint: ## ruff
+	$(PY) -m ruff check .

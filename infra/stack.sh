@@ -1,0 +1,285 @@
+#!/usr/bin/env bash
+# The local stack: real Kafka (KRaft), Redis and PostgreSQL as processes on loopback,
+# plus Cartstream's own services. State lives under $RUN_DIR (default .run/).
+#
+#   infra/stack.sh deps        install what is missing (venv, Kafka jars, Redis/PostgreSQL)
+#   infra/stack.sh infra       start Kafka, Redis, PostgreSQL and create the topics
+#   infra/stack.sh up          infra + the services + the sample catalog
+#   infra/stack.sh down        stop everything this script started (by pid)
+#   infra/stack.sh status      what runs, and where
+#   infra/stack.sh logs [svc]  tail the logs
+#   infra/stack.sh clean       down, then remove $RUN_DIR
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+# shellcheck source=infra/defaults.env
+source "$ROOT/infra/defaults.env"
+RUN_DIR="${RUN_DIR:-$ROOT/.run}"
+PY="${PYTHON:-$ROOT/.venv/bin/python}"
+KAFKA_HOME="$ROOT/infra/kafka"
+LOGS="$RUN_DIR/logs"
+PIDS="$RUN_DIR/pids"
+START_TIMEOUT="${START_TIMEOUT:-90}"
+PG_BIN="${PG_BIN:-$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n1)}"
+
+say() { printf '\033[1m[stack]\033[0m %s\n' "$*"; }
+die() { printf '[stack] ERROR: %s\n' "$*" >&2; exit 1; }
+
+is_running() { # name -> 0 when its pid file names a live process
+  local f="$PIDS/$1.pid"
+  [[ -f "$f" ]] && kill -0 "$(cat "$f")" 2>/dev/null
+}
+
+port_open() { # port -> 0 when something accepts on 127.0.0.1:port
+  (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
+}
+
+need_free_port() { # name port
+  if port_open "$2"; then
+    die "$1: port $2 is already in use by another process (set the port variable to move it)"
+  fi
+}
+
+wait_for() { # description timeout-seconds log-file command...
+  local what="$1" timeout="$2" log="$3"; shift 3
+  local start=$SECONDS
+  until "$@" >/dev/null 2>&1; do
+    if (( SECONDS - start > timeout )); then
+      echo "[stack] ERROR: $what did not become ready within ${timeout}s. Last lines of $log:" >&2
+      tail -n 30 "$log" >&2 || true
+      exit 3
+    fi
+    sleep 0.5
+  done
+}
+
+spawn() { # name log command... : start detached, record the pid
+  local name="$1"; shift
+  mkdir -p "$LOGS" "$PIDS"
+  setsid nohup "$@" >>"$LOGS/$name.log" 2>&1 < /dev/null &
+  echo $! > "$PIDS/$name.pid"
+}
+
+# ---------------------------------------------------------------- deps
+
+deps_python() {
+  if [[ ! -x "$PY" ]]; then
+    say "creating virtualenv .venv"
+    python3.11 -m venv "$ROOT/.venv" 2>/dev/null || python3 -m venv "$ROOT/.venv"
+  fi
+  local stamp="$ROOT/.venv/.requirements.sha"
+  local want; want="$(cat requirements/*.txt | sha256sum | cut -d' ' -f1)"
+  if [[ "$(cat "$stamp" 2>/dev/null)" != "$want" ]]; then
+    say "installing Python requirements (requirements/dev.txt)"
+    "$PY" -m pip install -q --disable-pip-version-check -r requirements/dev.txt
+    echo "$want" > "$stamp"
+  fi
+}
+
+deps_kafka() {
+  if [[ ! -f "$KAFKA_HOME/target/libs/.complete" ]] || [[ "$KAFKA_HOME/pom.xml" -nt "$KAFKA_HOME/target/libs/.complete" ]]; then
+    command -v mvn >/dev/null || die "Maven (mvn) is needed to fetch Kafka from Maven Central"
+    command -v java >/dev/null || die "Java 17+ is needed to run Kafka"
+    say "fetching Apache Kafka jars from Maven Central"
+    rm -rf "$KAFKA_HOME/target/libs"
+    mvn -q -B -f "$KAFKA_HOME/pom.xml" dependency:copy-dependencies
+    touch "$KAFKA_HOME/target/libs/.complete"
+  fi
+}
+
+deps_apt() {
+  local pkgs=()
+  command -v redis-server >/dev/null || pkgs+=(redis-server)
+  [[ -n "$PG_BIN" && -x "$PG_BIN/postgres" ]] || pkgs+=(postgresql)
+  if ((${#pkgs[@]})); then
+    [[ $(id -u) -eq 0 ]] || die "missing ${pkgs[*]}: install them (apt-get install ${pkgs[*]}) or run as root"
+    say "installing ${pkgs[*]} from Debian packages"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${pkgs[@]}" >/dev/null
+    PG_BIN="$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n1)"
+  fi
+}
+
+cmd_deps() { deps_apt; deps_python; deps_kafka; }
+
+# ---------------------------------------------------------------- servers
+
+start_kafka() {
+  if is_running kafka; then return; fi
+  need_free_port kafka "$KAFKA_PORT"
+  local dir="$RUN_DIR/kafka" props="$RUN_DIR/kafka/server.properties"
+  mkdir -p "$dir/data" "$LOGS"
+  sed -e "s#@KAFKA_PORT@#$KAFKA_PORT#g" -e "s#@KAFKA_CONTROLLER_PORT@#$KAFKA_CONTROLLER_PORT#g" \
+      -e "s#@KAFKA_LOG_DIR@#$dir/data#g" "$KAFKA_HOME/server.properties.in" > "$props"
+  if [[ ! -f "$dir/data/meta.properties" ]]; then
+    say "formatting Kafka storage (KRaft) under $dir/data"
+    local cluster_id; cluster_id="$("$KAFKA_HOME/bin/kafka-storage" random-uuid)"
+    "$KAFKA_HOME/bin/kafka-storage" format -t "$cluster_id" -c "$props" >>"$LOGS/kafka.log" 2>&1
+  fi
+  KAFKA_HEAP_OPTS="$KAFKA_HEAP" KAFKA_LOG4J_CONFIG="$KAFKA_HOME/log4j2-server.properties" \
+    spawn kafka "$KAFKA_HOME/bin/kafka-run-class" kafka.Kafka "$props"
+}
+
+start_redis() {
+  if is_running redis; then return; fi
+  need_free_port redis "$REDIS_PORT"
+  mkdir -p "$RUN_DIR/redis" "$PIDS" "$LOGS"
+  # appendonly: the read model survives make down / make up like the other stores.
+  spawn redis redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --dir "$RUN_DIR/redis" \
+    --appendonly yes --save "" --daemonize no --protected-mode yes
+}
+
+as_pg_user() { # run a command as the unprivileged user that owns the PostgreSQL data
+  if [[ $(id -u) -eq 0 ]]; then runuser -u postgres -- "$@"; else "$@"; fi
+}
+
+start_postgres() {
+  if is_running postgres; then return; fi
+  need_free_port postgres "$PG_PORT"
+  local data="$RUN_DIR/postgres/data"
+  mkdir -p "$RUN_DIR/postgres" "$LOGS" "$PIDS"
+  if [[ $(id -u) -eq 0 ]]; then
+    id postgres >/dev/null 2>&1 || useradd --system --home-dir /var/lib/postgresql postgres
+    chown postgres "$RUN_DIR/postgres"
+    touch "$LOGS/postgres.log"; chown postgres "$LOGS/postgres.log"
+  fi
+  if [[ ! -f "$data/PG_VERSION" ]]; then
+    say "initialising PostgreSQL cluster under $data"
+    # trust on loopback only: a developer stack, reachable from this machine alone.
+    as_pg_user "$PG_BIN/initdb" -D "$data" -U "$PG_USER" --auth=trust -E UTF8 >>"$LOGS/postgres.log" 2>&1
+  fi
+  local as_user=(); [[ $(id -u) -eq 0 ]] && as_user=(runuser -u postgres --)
+  spawn postgres "${as_user[@]}" "$PG_BIN/postgres" -D "$data" -h 127.0.0.1 -p "$PG_PORT" \
+    -k "$RUN_DIR/postgres" -c fsync=on -c synchronous_commit=on
+}
+
+pg_ready() {
+  "$PG_BIN/pg_isready" -q -h 127.0.0.1 -p "$PG_PORT" -U "$PG_USER" -d postgres
+}
+
+ensure_database() {
+  if ! "$PG_BIN/psql" -h 127.0.0.1 -p "$PG_PORT" -U "$PG_USER" -d postgres -tAc \
+      "SELECT 1 FROM pg_database WHERE datname='$PG_DB'" | grep -q 1; then
+    "$PG_BIN/createdb" -h 127.0.0.1 -p "$PG_PORT" -U "$PG_USER" "$PG_DB"
+  fi
+}
+
+cmd_infra() {
+  cmd_deps
+  local t0=$SECONDS
+  start_kafka
+  start_redis
+  start_postgres
+  wait_for "Redis" 30 "$LOGS/redis.log" "$PY" -c \
+    "import redis,sys; redis.Redis.from_url('$REDIS_URL').ping()"
+  wait_for "PostgreSQL" 60 "$LOGS/postgres.log" pg_ready
+  ensure_database
+  wait_for "Kafka" "$START_TIMEOUT" "$LOGS/kafka.log" "$PY" -m infra.topics --check-only --wait 2
+  "$PY" -m infra.topics --wait 30 | sed 's/^/[stack] /'
+  say "infrastructure ready in $((SECONDS - t0))s"
+}
+
+# ---------------------------------------------------------------- services
+
+# name|module that must exist|command (run from the repo root with the venv's python)
+SERVICES=(
+  "write-api|cart_write/__main__.py|$PY -m cart_write"
+  "aggregator|cart_aggregator/__main__.py|$PY -m cart_aggregator"
+  "sink-redis|connectors/redis_sink.py|$PY -m connectors.redis_sink"
+  "sink-postgres|connectors/postgres_sink.py|$PY -m connectors.postgres_sink"
+  "sink-catalog|connectors/catalog_sink.py|$PY -m connectors.catalog_sink"
+  "read-api|cart_read/__main__.py|$PY -m cart_read"
+)
+
+start_services() {
+  local entry name module cmd
+  for entry in "${SERVICES[@]}"; do
+    IFS='|' read -r name module cmd <<<"$entry"
+    [[ -f "$ROOT/$module" ]] || continue
+    is_running "$name" && continue
+    # shellcheck disable=SC2086
+    spawn "$name" env RUN_DIR="$RUN_DIR" $cmd
+  done
+}
+
+load_sample_catalog() {
+  local stamp="$RUN_DIR/.sample-catalog-loaded"
+  [[ -f "$stamp" ]] && return
+  [[ -f "$ROOT/connectors/catalog.py" ]] || return 0
+  say "loading the sample catalog (infra/sample-catalog.jsonl)"
+  "$PY" -m connectors.catalog load "$ROOT/infra/sample-catalog.jsonl" && touch "$stamp"
+}
+
+cmd_up() {
+  local t0=$SECONDS
+  cmd_infra
+  load_sample_catalog
+  start_services
+  wait_http() { curl -fsS "http://127.0.0.1:$1/healthz" >/dev/null; }
+  [[ -f "$ROOT/cart_write/__main__.py" ]] && wait_for "write API" 30 "$LOGS/write-api.log" wait_http "$WRITE_PORT"
+  [[ -f "$ROOT/cart_read/__main__.py" ]] && wait_for "read API" 30 "$LOGS/read-api.log" wait_http "$READ_PORT"
+  say "up in $((SECONDS - t0))s"
+  cmd_status
+}
+
+cmd_down() {
+  local f name pid
+  shopt -s nullglob
+  for f in "$PIDS"/*.pid; do
+    name="$(basename "$f" .pid)"
+    pid="$(cat "$f")"
+    if kill -0 "$pid" 2>/dev/null; then
+      say "stopping $name (pid $pid)"
+      # The whole process group: wrappers (runuser, granian workers) and their children.
+      kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
+    fi
+  done
+  for f in "$PIDS"/*.pid; do
+    pid="$(cat "$f")"
+    for _ in $(seq 1 60); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
+    if kill -0 "$pid" 2>/dev/null; then
+      say "$(basename "$f" .pid) ignored SIGTERM for 30s; killing it"
+      kill -KILL -- "-$pid" 2>/dev/null || true
+    fi
+    rm -f "$f"
+  done
+}
+
+cmd_status() {
+  local entry name port
+  printf '%-14s %-8s %-8s %s\n' SERVICE STATE PID ENDPOINT
+  for entry in "kafka|$KAFKA_BOOTSTRAP" "redis|$REDIS_URL" "postgres|$DATABASE_URL" \
+      "write-api|http://127.0.0.1:$WRITE_PORT" "aggregator|-" "sink-redis|-" \
+      "sink-postgres|-" "sink-catalog|-" "read-api|http://127.0.0.1:$READ_PORT"; do
+    IFS='|' read -r name port <<<"$entry"
+    if is_running "$name"; then
+      printf '%-14s %-8s %-8s %s\n' "$name" up "$(cat "$PIDS/$name.pid")" "$port"
+    elif [[ -f "$LOGS/$name.log" ]]; then
+      printf '%-14s %-8s %-8s %s\n' "$name" down - "$port"
+    fi
+  done
+  echo "logs: $LOGS   Kafka tools: export PATH=\"$KAFKA_HOME/bin:\$PATH\""
+}
+
+cmd_logs() {
+  mkdir -p "$LOGS"
+  if [[ $# -gt 0 ]]; then tail -n 50 -F "$LOGS/$1.log"; else tail -n 20 -F "$LOGS"/*.log; fi
+}
+
+cmd_clean() {
+  cmd_down
+  say "removing $RUN_DIR"
+  rm -rf "$RUN_DIR"
+}
+
+case "${1:-}" in
+  deps) cmd_deps ;;
+  infra) cmd_infra ;;
+  up) cmd_up ;;
+  down) cmd_down ;;
+  status) cmd_status ;;
+  logs) shift; cmd_logs "$@" ;;
+  clean) cmd_clean ;;
+  *) sed -n '2,11p' "$0"; exit 64 ;;
+esac
