@@ -1,0 +1,54 @@
+"""Cartstream's shared contract: event and record schemas. Imports nothing from the services."""
+
+from cart_contract.cart_details import (
+    CHECKED_OUT,
+    OPEN,
+    CartDetails,
+    EventPosition,
+    LineItem,
+    Rejection,
+    cart_details_from_dict,
+    cart_details_to_dict,
+    decode_cart_details,
+    encode_cart_details,
+    money,
+)
+from cart_contract.dead_letter import (
+    DeadLetter,
+    dead_letter_from_error,
+    dead_letter_to_dict,
+    decode_dead_letter,
+    encode_dead_letter,
+)
+from cart_contract.errors import ContractError
+from cart_contract.events import (
+    SCHEMA_VERSION,
+    CartEvent,
+    EventType,
+    cart_event_from_dict,
+    cart_event_to_dict,
+    decode_cart_event,
+    encode_cart_event,
+    new_cart_event,
+    utc_now_iso,
+)
+from cart_contract.ids import ID_RE, QTY_MAX, QTY_MIN, parse_id, parse_qty
+from cart_contract.products import (
+    Product,
+    decode_product,
+    encode_product,
+    product_from_dict,
+    product_to_dict,
+)
+from cart_contract.topics import CART_DETAILS, CART_EVENTS, DEAD_LETTER, PRODUCT_DETAILS
+
+__all__ = [
+    "CART_DETAILS", "CART_EVENTS", "CHECKED_OUT", "DEAD_LETTER", "ID_RE", "OPEN",
+    "PRODUCT_DETAILS", "QTY_MAX", "QTY_MIN", "SCHEMA_VERSION", "CartDetails", "CartEvent",
+    "ContractError", "DeadLetter", "EventPosition", "EventType", "LineItem", "Product",
+    "Rejection", "cart_details_from_dict", "cart_details_to_dict", "cart_event_from_dict",
+    "cart_event_to_dict", "dead_letter_from_error", "dead_letter_to_dict", "decode_cart_details",
+    "decode_cart_event", "decode_dead_letter", "decode_product", "encode_cart_details",
+    "encode_cart_event", "encode_dead_letter", "encode_product", "money", "new_cart_event",
+    "parse_id", "parse_qty", "product_from_dict", "product_to_dict", "utc_now_iso",
+]

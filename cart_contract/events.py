@@ -1,0 +1,148 @@
+"""Cart events: the facts on `cart-events`, keyed by customerId."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+import orjson
+
+from cart_contract._json import load_object, require, schema_version
+from cart_contract.errors import ContractError
+from cart_contract.ids import parse_id, parse_qty
+
+SCHEMA_VERSION = 1
+
+
+class EventType(StrEnum):
+    """What happened to a cart."""
+
+    ITEM_ADDED = "ITEM_ADDED"
+    ITEM_REMOVED = "ITEM_REMOVED"
+    CHECKOUT = "CHECKOUT"
+    CART_CLEARED = "CART_CLEARED"
+
+
+# Names written by the Java original; read, never written.
+_LEGACY_TYPES = {
+    "ADD_ITEM": EventType.ITEM_ADDED,
+    "REMOVE_ITEM": EventType.ITEM_REMOVED,
+    "CLEAR_CART": EventType.CART_CLEARED,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class CartEvent:
+    """One command's outcome, as stored in the event log."""
+
+    event_id: str
+    type: EventType
+    customer_id: str
+    item_id: str | None
+    qty: int | None
+    occurred_at: str
+    schema_version: int = SCHEMA_VERSION
+
+
+def utc_now_iso() -> str:
+    """The current time as ISO-8601 UTC with a Z suffix."""
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def new_cart_event(
+    type: EventType,
+    customer_id: str,
+    item_id: str | None = None,
+    qty: int | None = None,
+    event_id: str | None = None,
+    occurred_at: str | None = None,
+) -> CartEvent:
+    """Build an event, filling a random eventId and the current time when not given."""
+    return CartEvent(
+        event_id=event_id or str(uuid.uuid4()),
+        type=EventType(type),
+        customer_id=customer_id,
+        item_id=item_id,
+        qty=qty,
+        occurred_at=occurred_at or utc_now_iso(),
+    )
+
+
+def cart_event_to_dict(ev: CartEvent) -> dict[str, Any]:
+    """The event's wire form (camelCase, optional fields omitted)."""
+    d: dict[str, Any] = {
+        "schemaVersion": ev.schema_version,
+        "eventId": ev.event_id,
+        "type": ev.type.value,
+        "customerId": ev.customer_id,
+    }
+    if ev.item_id is not None:
+        d["itemId"] = ev.item_id
+    if ev.qty is not None:
+        d["qty"] = ev.qty
+    d["occurredAt"] = ev.occurred_at
+    return d
+
+
+def encode_cart_event(ev: CartEvent) -> bytes:
+    """Serialise an event to JSON bytes."""
+    return orjson.dumps(cart_event_to_dict(ev))
+
+
+def _event_type(value: Any) -> EventType:
+    if not isinstance(value, str):
+        raise ContractError("WRONG_TYPE", "type must be a string", "type")
+    if value in _LEGACY_TYPES:
+        return _LEGACY_TYPES[value]
+    try:
+        return EventType(value)
+    except ValueError:
+        raise ContractError("UNKNOWN_EVENT_TYPE", f"unknown event type {value!r}", "type") from None
+
+
+def _event_id(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ContractError("WRONG_TYPE", "eventId must be a string", "eventId")
+    try:
+        return str(uuid.UUID(value))
+    except ValueError:
+        raise ContractError("INVALID_ID", "eventId must be a UUID", "eventId") from None
+
+
+def _timestamp(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ContractError("WRONG_TYPE", "occurredAt must be an ISO-8601 string", "occurredAt")
+    try:
+        datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise ContractError("WRONG_TYPE", "occurredAt is not ISO-8601", "occurredAt") from None
+    return value
+
+
+def cart_event_from_dict(d: dict[str, Any]) -> CartEvent:
+    """Read an event from its wire form; unknown fields are ignored."""
+    etype = _event_type(require(d, "type", "eventType"))
+    item_id = qty = None
+    if etype in (EventType.ITEM_ADDED, EventType.ITEM_REMOVED):
+        item_id = parse_id(require(d, "itemId"), "itemId")
+        if etype is EventType.ITEM_ADDED:
+            qty = parse_qty(require(d, "qty"))
+        elif d.get("qty") is not None:
+            qty = parse_qty(d["qty"])
+    return CartEvent(
+        event_id=_event_id(require(d, "eventId")),
+        type=etype,
+        customer_id=parse_id(require(d, "customerId"), "customerId"),
+        item_id=item_id,
+        qty=qty,
+        occurred_at=_timestamp(require(d, "occurredAt")),
+        schema_version=schema_version(d),
+    )
+
+
+def decode_cart_event(raw: bytes | str) -> CartEvent:
+    """Parse an event from JSON bytes; raises ContractError."""
+    return cart_event_from_dict(load_object(raw))
