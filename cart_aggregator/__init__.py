@@ -1,0 +1,1 @@
+"""The aggregator: a Bytewax dataflow joining cart events with the catalog and folding carts."""

@@ -1,0 +1,189 @@
+"""The cart's business rules: one pure fold (state, event, product) -> state.
+
+The dataflow applies it per customer in `cart-events` offset order; tests use it as the oracle.
+No I/O, no clock: `updatedAt` is the event's `occurredAt`, so replaying a log gives identical
+records.
+
+A customer's state holds the current cart (generation, status, lines), the version (one step per
+cart event read, whatever its outcome), the position of the last event, the last 10 rejections,
+and a dedupe window: the eventIds of the customer's last DEDUPE_WINDOW events, packed as 16-byte
+UUIDs in one bytes object (512 bytes). A client retry whose original is more than DEDUPE_WINDOW
+events of that customer back is applied again; retries come seconds after the original, so in
+practice the window covers them.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, replace
+from decimal import Decimal
+
+from cart_contract import (
+    CHECKED_OUT,
+    OPEN,
+    CartDetails,
+    CartEvent,
+    EventPosition,
+    EventType,
+    LineItem,
+    Product,
+    Rejection,
+    money,
+)
+
+DEDUPE_WINDOW = 32
+REJECTIONS_KEPT = 10
+_UUID_LEN = 16
+
+UNKNOWN_PRODUCT = "UNKNOWN_PRODUCT"
+INSUFFICIENT_STOCK = "INSUFFICIENT_STOCK"
+NOT_IN_CART = "NOT_IN_CART"
+NO_OPEN_CART = "NO_OPEN_CART"
+EMPTY_CART = "EMPTY_CART"
+
+
+@dataclass(frozen=True, slots=True)
+class CustomerState:
+    """Everything the fold needs to know about one customer."""
+
+    customer_id: str
+    generation: int = 0
+    status: str | None = None
+    lines: tuple[LineItem, ...] = ()
+    version: int = 0
+    last_event: EventPosition | None = None
+    rejected: tuple[Rejection, ...] = ()
+    recent_event_ids: bytes = b""
+    updated_at: str = ""
+
+    @property
+    def is_open(self) -> bool:
+        """Whether the customer has an open cart."""
+        return self.status == OPEN
+
+
+def _seen(window: bytes, eid: bytes) -> bool:
+    i = window.find(eid)
+    while i != -1:
+        if i % _UUID_LEN == 0:
+            return True
+        i = window.find(eid, i + 1)
+    return False
+
+
+def _remember(window: bytes, eid: bytes) -> bytes:
+    return (window + eid)[-DEDUPE_WINDOW * _UUID_LEN :]
+
+
+def _line(product: Product, qty: int) -> LineItem:
+    return LineItem(
+        item_id=product.product_id,
+        item_name=product.product_name,
+        qty=qty,
+        unit_price=product.price,
+        total_price=product.price * qty,
+    )
+
+
+def _add(state: CustomerState, event: CartEvent, product: Product | None) -> CustomerState | str:
+    if product is None:
+        return UNKNOWN_PRODUCT
+    assert event.qty is not None and event.item_id is not None
+    lines = state.lines if state.is_open else ()
+    current = next((li for li in lines if li.item_id == event.item_id), None)
+    qty = (current.qty if current else 0) + event.qty
+    if qty > product.stock_qty:
+        return INSUFFICIENT_STOCK
+    if current is None:
+        new_lines = (*lines, _line(product, qty))
+    else:
+        # The whole line takes the catalog's name and price as of this event.
+        new_lines = tuple(_line(product, qty) if li is current else li for li in lines)
+    if state.is_open:
+        return replace(state, lines=new_lines)
+    return replace(state, generation=state.generation + 1, status=OPEN, lines=new_lines)
+
+
+def _remove(state: CustomerState, event: CartEvent) -> CustomerState | str:
+    current = next((li for li in state.lines if li.item_id == event.item_id), None)
+    if not state.is_open or current is None:
+        return NOT_IN_CART
+    if event.qty is None or event.qty >= current.qty:
+        lines = tuple(li for li in state.lines if li is not current)
+    else:
+        qty = current.qty - event.qty
+        shrunk = replace(current, qty=qty, total_price=current.unit_price * qty)
+        lines = tuple(shrunk if li is current else li for li in state.lines)
+    return replace(state, lines=lines)
+
+
+def _decide(state: CustomerState, event: CartEvent, product: Product | None) -> CustomerState | str:
+    match event.type:
+        case EventType.ITEM_ADDED:
+            return _add(state, event, product)
+        case EventType.ITEM_REMOVED:
+            return _remove(state, event)
+        case EventType.CART_CLEARED:
+            return replace(state, lines=()) if state.is_open else NO_OPEN_CART
+        case EventType.CHECKOUT:
+            if not state.is_open or not state.lines:
+                return EMPTY_CART
+            return replace(state, status=CHECKED_OUT)
+    raise AssertionError(f"unhandled event type {event.type}")
+
+
+def apply(
+    state: CustomerState | None,
+    event: CartEvent,
+    product: Product | None,
+    position: EventPosition,
+) -> CustomerState:
+    """Apply one cart event (with the catalog entry for its item as of this event)."""
+    if state is None:
+        state = CustomerState(customer_id=event.customer_id)
+    eid = uuid.UUID(event.event_id).bytes
+    duplicate = _seen(state.recent_event_ids, eid)
+    outcome: CustomerState | str = state if duplicate else _decide(state, event, product)
+    if isinstance(outcome, str):
+        rejection = Rejection(event.event_id, event.type.value, event.item_id, outcome)
+        outcome = replace(state, rejected=(*state.rejected, rejection)[-REJECTIONS_KEPT:])
+    return replace(
+        outcome,
+        version=state.version + 1,
+        last_event=position,
+        updated_at=event.occurred_at,
+        recent_event_ids=state.recent_event_ids
+        if duplicate
+        else _remember(state.recent_event_ids, eid),
+    )
+
+
+def to_cart_details(state: CustomerState) -> CartDetails:
+    """The record the aggregator publishes for this state."""
+    assert state.last_event is not None, "a state is published only after an event"
+    return CartDetails(
+        customer_id=state.customer_id,
+        cart_id=f"{state.customer_id}:{state.generation}",
+        # Generation 0 (nothing accepted yet) is shown as an empty open cart.
+        status=state.status or OPEN,
+        line_items=state.lines,
+        total_qty=sum(li.qty for li in state.lines),
+        total_price=money(sum((li.total_price for li in state.lines), Decimal(0))),
+        version=state.version,
+        last_event=state.last_event,
+        rejected=state.rejected,
+        updated_at=state.updated_at,
+    )
+
+
+def fold(
+    events: Iterable[tuple[CartEvent, EventPosition]],
+    catalog_at: Callable[[CartEvent], Product | None],
+) -> dict[str, CustomerState]:
+    """Fold a log into per-customer states; `catalog_at` gives each event's product."""
+    states: dict[str, CustomerState] = {}
+    for event, position in events:
+        product = catalog_at(event) if event.type is EventType.ITEM_ADDED else None
+        states[event.customer_id] = apply(states.get(event.customer_id), event, product, position)
+    return states

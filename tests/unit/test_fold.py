@@ -1,0 +1,223 @@
+"""The fold: the cart's business rules, and the oracle every other test compares against."""
+
+from __future__ import annotations
+
+import uuid
+from decimal import Decimal
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from cart_aggregator.fold import (
+    DEDUPE_WINDOW,
+    CustomerState,
+    apply,
+    fold,
+    to_cart_details,
+)
+from cart_contract import CartEvent, EventPosition, EventType, Product, new_cart_event
+
+CATALOG = {
+    "1": Product("1", "IPhone 12", Decimal("65000"), 768),
+    "2": Product("2", "Samsung Galaxy S21", Decimal("55000"), 500),
+    "3": Product("3", "Cable", Decimal("0.10"), 5),
+    "4": Product("4", "Plug", Decimal("0.20"), 5),
+}
+
+
+class Log:
+    """Builds a customer's events with consecutive offsets."""
+
+    def __init__(self, customer: str = "123") -> None:
+        self.customer = customer
+        self.state: CustomerState | None = None
+        self.offset = 0
+
+    def send(self, etype: EventType, item: str | None = None, qty: int | None = None,
+             event_id: str | None = None, catalog: dict[str, Product] = CATALOG) -> CustomerState:
+        ev = new_cart_event(etype, self.customer, item, qty, event_id=event_id,
+                            occurred_at=f"2026-11-22T10:00:{self.offset % 60:02d}Z")
+        product = catalog.get(item) if item and etype is EventType.ITEM_ADDED else None
+        self.state = apply(self.state, ev, product, EventPosition(ev.event_id, 0, self.offset))
+        self.offset += 1
+        return self.state
+
+
+ADD, REMOVE, CLEAR, CHECKOUT = (EventType.ITEM_ADDED, EventType.ITEM_REMOVED,
+                                EventType.CART_CLEARED, EventType.CHECKOUT)
+
+
+def test_seed_scenario() -> None:
+    log = Log()
+    for _ in range(3):
+        log.send(ADD, "1", 1)
+    log.send(ADD, "2", 1)
+    state = log.send(REMOVE, "2", 1)
+    cart = to_cart_details(state)
+    assert [(li.item_id, li.item_name, li.qty) for li in cart.line_items] == [("1", "IPhone 12", 3)]
+    assert (cart.total_qty, cart.total_price, cart.status) == (3, Decimal("195000.00"), "OPEN")
+    assert (cart.version, cart.cart_id, cart.last_event.offset) == (5, "123:1", 4)
+    cart = to_cart_details(log.send(CHECKOUT))
+    assert (cart.status, cart.total_price, cart.version) == ("CHECKED_OUT", Decimal("195000.00"), 6)
+    cart = to_cart_details(log.send(ADD, "2", 2))
+    assert (cart.status, cart.cart_id, cart.version) == ("OPEN", "123:2", 7)
+    assert [(li.item_id, li.qty) for li in cart.line_items] == [("2", 2)]
+
+
+def test_rejections_change_no_line_and_are_recorded() -> None:
+    log = Log()
+    assert log.send(ADD, "9", 1).rejected[-1].reason == "UNKNOWN_PRODUCT"
+    assert log.send(CHECKOUT).rejected[-1].reason == "EMPTY_CART"
+    assert log.send(CLEAR).rejected[-1].reason == "NO_OPEN_CART"
+    assert log.send(REMOVE, "1").rejected[-1].reason == "NOT_IN_CART"
+    state = log.send(ADD, "3", 6)
+    assert state.rejected[-1].reason == "INSUFFICIENT_STOCK"
+    # No accepted event yet: no cart was opened.
+    assert (state.generation, state.lines, state.version) == (0, (), 5)
+    log.send(ADD, "3", 5)
+    state = log.send(ADD, "3", 1)
+    assert state.rejected[-1].reason == "INSUFFICIENT_STOCK"
+    assert [li.qty for li in state.lines] == [5]
+
+
+def test_stock_counts_only_the_open_cart() -> None:
+    log = Log()
+    log.send(ADD, "3", 5)
+    log.send(CHECKOUT)
+    state = log.send(ADD, "3", 5)
+    assert (state.generation, [li.qty for li in state.lines]) == (2, [5])
+
+
+def test_clear_keeps_the_cart_open_and_checkout_of_cleared_cart_is_refused() -> None:
+    log = Log()
+    log.send(ADD, "1", 1)
+    state = log.send(CLEAR)
+    assert (state.status, state.lines, state.generation) == ("OPEN", (), 1)
+    assert log.send(CHECKOUT).rejected[-1].reason == "EMPTY_CART"
+
+
+def test_partial_and_whole_line_removal() -> None:
+    log = Log()
+    log.send(ADD, "1", 5)
+    state = log.send(REMOVE, "1", 2)
+    assert [(li.qty, li.total_price) for li in state.lines] == [(3, Decimal("195000"))]
+    assert log.send(REMOVE, "1", 3).lines == ()
+
+
+def test_line_reprices_to_the_catalog_as_of_the_event() -> None:
+    log = Log()
+    log.send(ADD, "1", 1)
+    cheaper = {**CATALOG, "1": Product("1", "IPhone 12 (sale)", Decimal("60000"), 768)}
+    state = log.send(ADD, "1", 1, catalog=cheaper)
+    assert [(li.item_name, li.unit_price, li.total_price) for li in state.lines] == [
+        ("IPhone 12 (sale)", Decimal("60000"), Decimal("120000"))
+    ]
+
+
+def test_duplicate_event_ids_have_no_effect_but_advance_the_version() -> None:
+    log = Log()
+    eid = str(uuid.uuid4())
+    first = log.send(ADD, "1", 1, event_id=eid)
+    again = log.send(ADD, "1", 1, event_id=eid)
+    assert again.lines == first.lines and again.rejected == ()
+    assert again.version == first.version + 1 and again.last_event.offset == 1
+
+
+def test_dedupe_window_is_bounded() -> None:
+    log = Log()
+    eid = str(uuid.uuid4())
+    log.send(ADD, "1", 1, event_id=eid)
+    for _ in range(DEDUPE_WINDOW):
+        log.send(CLEAR)
+    state = log.send(ADD, "1", 1, event_id=eid)
+    assert [li.qty for li in state.lines] == [1]  # applied again: beyond the window
+    assert len(state.recent_event_ids) == DEDUPE_WINDOW * 16
+
+
+def test_rejection_history_is_capped_at_ten() -> None:
+    log = Log()
+    for _ in range(15):
+        state = log.send(CHECKOUT)
+    assert len(state.rejected) == 10 and state.version == 15
+
+
+def test_decimal_totals_are_exact() -> None:
+    log = Log()
+    log.send(ADD, "3", 1)
+    cart = to_cart_details(log.send(ADD, "4", 1))
+    assert cart.total_price == Decimal("0.30") and str(cart.total_price) == "0.30"
+
+
+# ------------------------------------------------------------ properties
+
+commands = st.lists(
+    st.tuples(
+        st.sampled_from([ADD, ADD, ADD, REMOVE, CLEAR, CHECKOUT]),
+        st.sampled_from(["c1", "c2", "c3"]),
+        st.sampled_from(["1", "2", "3", "4", "9"]),
+        st.one_of(st.none(), st.integers(1, 4)),
+        st.booleans(),  # re-send the previous event (a client retry)
+    ),
+    max_size=80,
+)
+
+
+def build_log(cmds) -> list[tuple[CartEvent, EventPosition]]:
+    log: list[tuple[CartEvent, EventPosition]] = []
+    for offset, (etype, cid, item, qty, retry) in enumerate(cmds):
+        if retry and log and log[-1][0].customer_id == cid:
+            ev = log[-1][0]
+        else:
+            ev = new_cart_event(
+                etype, cid,
+                item if etype in (ADD, REMOVE) else None,
+                (qty or 1) if etype is ADD else (qty if etype is REMOVE else None),
+                occurred_at=f"2026-11-22T10:{offset // 60:02d}:{offset % 60:02d}Z",
+            )
+        log.append((ev, EventPosition(ev.event_id, 0, offset)))
+    return log
+
+
+def by_catalog(ev: CartEvent) -> Product | None:
+    return CATALOG.get(ev.item_id or "")
+
+
+@settings(max_examples=200)
+@given(commands)
+def test_invariants_hold_after_every_event(cmds) -> None:
+    states: dict[str, CustomerState] = {}
+    for ev, pos in build_log(cmds):
+        before = states.get(ev.customer_id)
+        after = apply(before, ev, by_catalog(ev) if ev.type is ADD else None, pos)
+        cart = to_cart_details(after)
+        assert cart.total_qty == sum(li.qty for li in cart.line_items)
+        assert cart.total_price == sum((li.total_price for li in cart.line_items), Decimal(0))
+        assert all(li.qty > 0 and li.total_price == li.unit_price * li.qty
+                   for li in cart.line_items)
+        assert all(li.qty <= CATALOG[li.item_id].stock_qty for li in cart.line_items)
+        assert after.version == (before.version if before else 0) + 1
+        assert after.generation >= (before.generation if before else 0)
+        assert len({li.item_id for li in cart.line_items}) == len(cart.line_items)
+        states[ev.customer_id] = after
+
+
+@given(commands)
+def test_replaying_the_log_gives_the_same_carts(cmds) -> None:
+    log = build_log(cmds)
+    assert fold(log, by_catalog) == fold(list(log), by_catalog)
+
+
+@given(commands)
+def test_retries_leave_lines_unchanged(cmds) -> None:
+    """Every retried event leaves the cart exactly as the original left it."""
+    states: dict[str, CustomerState] = {}
+    prev_event_id = None
+    for ev, pos in build_log(cmds):
+        before = states.get(ev.customer_id)
+        after = apply(before, ev, by_catalog(ev) if ev.type is ADD else None, pos)
+        if ev.event_id == prev_event_id:
+            assert before is not None
+            assert (after.lines, after.status, after.generation, after.rejected) == (
+                before.lines, before.status, before.generation, before.rejected)
+        prev_event_id = ev.event_id
+        states[ev.customer_id] = after
