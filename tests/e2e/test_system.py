@@ -1,0 +1,187 @@
+"""HTTP in, HTTP out, through real Kafka, the dataflow, the sinks and the read API."""
+
+from __future__ import annotations
+
+import random
+import subprocess
+import time
+import uuid
+from collections import defaultdict
+from decimal import Decimal
+from pathlib import Path
+
+import psycopg
+import pytest
+import requests
+from confluent_kafka import Consumer, TopicPartition
+
+from cart_aggregator.fold import fold, to_cart_details
+from cart_contract import (
+    CartEvent,
+    EventPosition,
+    Product,
+    cart_details_to_dict,
+    decode_cart_event,
+)
+
+pytestmark = pytest.mark.e2e
+KAFKA_BIN = Path(__file__).resolve().parents[2] / "infra" / "kafka" / "bin"
+SEED_PRODUCTS = [
+    '1:{"productId":"1","productName":"IPhone 12","price":"65000","stockQty":768}',
+    '2:{"productId":"2","productName":"Samsung Galaxy S21","price":"55000","stockQty":500}',
+]
+
+
+def console_produce(system, topic: str, lines: list[str]) -> None:
+    """The seed's console-producer command, fed the given key:json lines."""
+    subprocess.run(
+        [str(KAFKA_BIN / "kafka-console-producer"), "--topic", topic, "--bootstrap-server",
+         system.env["KAFKA_BOOTSTRAP"], "--property", "parse.key=true",
+         "--property", "key.separator=:"],
+        input="\n".join(lines) + "\n", text=True, check=True, timeout=120, capture_output=True,
+    )
+
+
+def wait_for_products(system, ids: list[str]) -> None:
+    """Wait until the catalog sink has landed these products (the read API lists them)."""
+    deadline = time.monotonic() + 60
+    for pid in ids:
+        url = f"{system.read_url}/api/v1/products/{pid}"
+        while requests.get(url, timeout=5).status_code != 200:
+            assert time.monotonic() < deadline, f"product {pid} never landed"
+            time.sleep(0.2)
+
+
+def post(session: requests.Session, system, command: str, body: dict, **kw) -> dict:
+    """POST a command, insisting on 202."""
+    resp = session.post(f"{system.write_url}/api/v1/{command}", json=body, timeout=30, **kw)
+    assert resp.status_code == 202, resp.text
+    return resp.json()
+
+
+def read_after(session: requests.Session, system, customer: str, ack: dict) -> dict:
+    """GET the cart once it reflects the acknowledged write (read your own write)."""
+    resp = session.get(
+        f"{system.read_url}/api/v1/{customer}",
+        params={"minOffset": ack["offset"], "timeout": 30000}, timeout=40,
+    )
+    assert resp.status_code == 200, resp.text
+    return resp.json()
+
+
+def test_seed_flow(system) -> None:
+    console_produce(system, system.env["TOPIC_PRODUCTS"], SEED_PRODUCTS)
+    wait_for_products(system, ["1", "2"])
+    customer = f"123-{uuid.uuid4().hex[:6]}"
+    s = requests.Session()
+    for _ in range(3):
+        post(s, system, "add", {"customerId": customer, "itemId": "1", "qty": 1})
+    post(s, system, "add", {"customerId": customer, "itemId": 2, "qty": 1})
+    ack = post(s, system, "remove", {"customerId": customer, "itemId": "2", "qty": 1})
+    cart = read_after(s, system, customer, ack)
+    assert [(li["itemId"], li["itemName"], li["qty"]) for li in cart["lineItems"]] == [
+        ("1", "IPhone 12", 3)
+    ]
+    assert (cart["totalQty"], cart["totalPrice"], cart["status"]) == (3, "195000.00", "OPEN")
+
+    ack = post(s, system, "checkout", {"customerId": customer})
+    cart = read_after(s, system, customer, ack)
+    assert (cart["status"], cart["totalPrice"]) == ("CHECKED_OUT", "195000.00")
+    first_cart = cart["cartId"]
+
+    ack = post(s, system, "add", {"customerId": customer, "itemId": "2", "qty": 1})
+    cart = read_after(s, system, customer, ack)
+    assert cart["status"] == "OPEN" and cart["cartId"] != first_cart
+    assert [(li["itemId"], li["qty"]) for li in cart["lineItems"]] == [("2", 1)]
+    assert cart["version"] == 7
+
+    orders = s.get(f"{system.read_url}/api/v1/{customer}/orders", timeout=10).json()
+    assert [o["cartId"] for o in orders["items"]] == [first_cart]
+
+
+def read_log(system, topic: str) -> list[tuple[CartEvent, EventPosition]]:
+    """Every cart event in the topic, in per-partition offset order."""
+    consumer = Consumer({"bootstrap.servers": system.env["KAFKA_BOOTSTRAP"],
+                         "group.id": f"oracle-{uuid.uuid4().hex}", "enable.auto.commit": False})
+    meta = consumer.list_topics(topic, timeout=10).topics[topic]
+    out: list[tuple[CartEvent, EventPosition]] = []
+    for p in meta.partitions:
+        low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+        if high <= low:
+            continue
+        consumer.assign([TopicPartition(topic, p, low)])
+        got = 0
+        while got < high - low:
+            for msg in consumer.consume(1000, timeout=5):
+                if msg.error():
+                    continue
+                ev = decode_cart_event(msg.value())
+                out.append((ev, EventPosition(ev.event_id, msg.partition(), msg.offset())))
+                got += 1
+    consumer.close()
+    return out
+
+
+def normalise(doc: dict) -> dict:
+    """The parts of a cart document that must equal the oracle's."""
+    keep = ("customerId", "cartId", "status", "totalQty", "totalPrice", "version", "lastEvent",
+            "rejected")
+    out = {k: doc[k] for k in keep}
+    out["lineItems"] = [(li["itemId"], li["qty"], li["unitPrice"], li["totalPrice"])
+                        for li in doc["lineItems"]]
+    return out
+
+
+def test_random_workload_matches_the_fold_of_the_log(system) -> None:
+    rng = random.Random(7)
+    catalog = {str(i): Product(str(i), f"Product {i}", Decimal(f"{i * 3}.{i % 100:02d}"), 40)
+               for i in range(1, 21)}
+    console_produce(system, system.env["TOPIC_PRODUCTS"], [
+        f'{p.product_id}:{{"productId":"{p.product_id}","productName":"{p.product_name}",'
+        f'"price":"{p.price}","stockQty":{p.stock_qty}}}' for p in catalog.values()
+    ])
+    wait_for_products(system, list(catalog))
+    customers = [f"w-{uuid.uuid4().hex[:8]}" for _ in range(100)]
+    last_ack: dict[str, dict] = {}
+    s = requests.Session()
+    for _ in range(2000):
+        c = rng.choice(customers)
+        kind = rng.choices(["add", "remove", "checkout", "clear"], [60, 20, 12, 8])[0]
+        body: dict = {"customerId": c}
+        if kind in ("add", "remove"):
+            body["itemId"] = str(rng.randint(1, 22))  # 21 and 22 are unknown products
+            if kind == "add" or rng.random() < 0.5:
+                body["qty"] = rng.randint(1, 5)
+        resp = s.post(f"{system.write_url}/api/v1/{kind}", json=body, timeout=30)
+        if resp.status_code == 404:  # unknown product refused at once by the catalog check
+            assert resp.json()["error"]["code"] == "UNKNOWN_PRODUCT"
+            continue
+        assert resp.status_code == 202, resp.text
+        last_ack[c] = resp.json()
+
+    log = read_log(system, system.env["TOPIC_CART_EVENTS"])
+    expected = {c: cart_details_to_dict(to_cart_details(st)) for c, st in
+                fold(log, lambda ev: catalog.get(ev.item_id or "")).items()}
+    assert set(expected) == set(last_ack)
+
+    for c, ack in last_ack.items():
+        got = read_after(s, system, c, ack)
+        assert normalise(got) == normalise(expected[c]), c
+
+    by_customer = defaultdict(list)
+    with psycopg.connect(system.env["DATABASE_URL"]) as conn:
+        deadline = time.monotonic() + 60
+        while True:
+            rows = conn.execute(
+                "SELECT DISTINCT ON (customer_id) customer_id, doc FROM carts "
+                "ORDER BY customer_id, generation DESC"
+            ).fetchall()
+            for cid, doc in rows:
+                by_customer[cid] = doc
+            done = all(c in by_customer and by_customer[c]["version"] == expected[c]["version"]
+                       for c in expected)
+            if done or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+    for c in expected:
+        assert normalise(by_customer[c]) == normalise(expected[c]), c
