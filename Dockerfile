@@ -9,5 +9,5 @@ COPY cart_write/ cart_write/
 COPY cart_aggregator/ cart_aggregator/
 COPY connectors/ connectors/
 COPY cart_read/ cart_read/
-COPY infra/__init__.py infra/topics.py infra/sample-catalog.jsonl infra/
+COPY infra/__init__.py infra/topics.py infra/
 ENV PYTHONUNBUFFERED=1

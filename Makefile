@@ -43,3 +43,11 @@ test-e2e: deps
 
 lint: ## ruff
 	$(PY) -m ruff check .
+
+replay: ## rebuild the read models from the log (stop the sinks first: make down-sinks)
+	$(PY) -m connectors.replay $(ARGS)
+
+bench: deps ## run every benchmark on the local stack; results in bench/results/
+	@$(STACK) infra
+	@set -e; for b in bench/write_api.py bench/aggregator.py bench/connectors.py bench/read_api.py; do \
+	  if [ -f $$b ]; then echo "== $$b"; $(PY) $$b; fi; done

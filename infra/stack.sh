@@ -207,8 +207,8 @@ load_sample_catalog() {
   local stamp="$RUN_DIR/.sample-catalog-loaded"
   [[ -f "$stamp" ]] && return
   [[ -f "$ROOT/connectors/catalog.py" ]] || return 0
-  say "loading the sample catalog (infra/sample-catalog.jsonl)"
-  "$PY" -m connectors.catalog load "$ROOT/infra/sample-catalog.jsonl" && touch "$stamp"
+  say "loading the sample catalog (connectors/data/sample-catalog.jsonl)"
+  "$PY" -m connectors.catalog load "$ROOT/connectors/data/sample-catalog.jsonl" && touch "$stamp"
 }
 
 cmd_up() {

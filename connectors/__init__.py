@@ -1,0 +1,1 @@
+"""Sink connectors: land cart details and the catalog in Redis and PostgreSQL, idempotently."""
