@@ -21,8 +21,9 @@ class Config:
     product_wait_s: float = 30.0
     run_dir: Path = Path(".run")
     workers: int = 1
-    snapshot_interval_s: float = 5.0
-    backup_interval_s: float = 30.0
+    # Whole seconds: bytewax.run takes integers.
+    snapshot_interval_s: int = 5
+    backup_interval_s: int = 30
     metrics_port: int = 3030
     source_batch_size: int = 1000
 
@@ -43,8 +44,7 @@ class Config:
             product_wait_s=float(env.get("AGG_PRODUCT_WAIT_S", cls.product_wait_s)),
             run_dir=Path(env.get("RUN_DIR", str(cls.run_dir))),
             workers=int(env.get("AGG_WORKERS", cls.workers)),
-            snapshot_interval_s=float(env.get("AGG_SNAPSHOT_INTERVAL_S",
-                                              cls.snapshot_interval_s)),
-            backup_interval_s=float(env.get("AGG_BACKUP_INTERVAL_S", cls.backup_interval_s)),
+            snapshot_interval_s=int(env.get("AGG_SNAPSHOT_INTERVAL_S", cls.snapshot_interval_s)),
+            backup_interval_s=int(env.get("AGG_BACKUP_INTERVAL_S", cls.backup_interval_s)),
             metrics_port=int(env.get("AGG_METRICS_PORT", cls.metrics_port)),
         )
