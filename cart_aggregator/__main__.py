@@ -26,6 +26,8 @@ def main(argv: list[str]) -> None:
                         str(RECOVERY_PARTITIONS)], check=True)
     os.environ.setdefault("BYTEWAX_DATAFLOW_API_ENABLED", "true")
     os.environ.setdefault("BYTEWAX_DATAFLOW_API_PORT", str(cfg.metrics_port))
+    os.environ.setdefault("BYTEWAX_DATAFLOW_API_CACHE_PATH",
+                          str(cfg.run_dir / "aggregator"))
     args = [sys.executable, "-m", "bytewax.run", "cart_aggregator.flow:flow_from_env()",
             "-r", str(cfg.recovery_dir), "-s", str(cfg.snapshot_interval_s),
             "-b", str(cfg.backup_interval_s)]

@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import bytewax.operators as op
-from bytewax.connectors.kafka import KafkaSource, KafkaSourceMessage
+from bytewax.connectors.kafka import KafkaError, KafkaSource, KafkaSourceMessage
 from bytewax.dataflow import Dataflow, Stream
 from bytewax.inputs import Source
 from bytewax.operators import StatefulLogic
@@ -120,6 +120,18 @@ class _JoinLogic(StatefulLogic[Any, Sequenced, JoinState]):
         return self.join.state
 
 
+def _records_only(step: str, stream: Stream[Any]) -> Stream[KafkaSourceMessage]:
+    """Drop consumer errors (logged): they are not records, and librdkafka retries on its own."""
+
+    def keep(item: Any) -> bool:
+        if isinstance(item, KafkaError):
+            log.warning("Kafka consumer error: %s", item.err)
+            return False
+        return True
+
+    return op.filter(step, stream, keep)
+
+
 def _split(stream: Stream[Any], step: str) -> tuple[Stream[Any], Stream[Bad]]:
     b = op.branch(step, stream, lambda x: not isinstance(x, Bad))
     return b.trues, b.falses
@@ -136,14 +148,15 @@ def build_flow(
     """Build the dataflow; tests swap the Kafka sources and sinks for testing ones."""
     flow = Dataflow("cartstream-aggregator")
     brokers = [config.kafka_bootstrap]
-    kafka_cfg = {"enable.partition.eof": "false"}
     carts_in = op.input("cart-events", flow, cart_source or KafkaSource(
-        brokers, [config.topic_cart_events], add_config=kafka_cfg,
+        brokers, [config.topic_cart_events],
         batch_size=config.source_batch_size, raise_on_errors=False))
     products_in = op.input("products", flow, product_source or KafkaSource(
-        brokers, [config.topic_products], add_config=kafka_cfg,
+        brokers, [config.topic_products],
         batch_size=config.source_batch_size, raise_on_errors=False))
 
+    carts_in = _records_only("cart-records", carts_in)
+    products_in = _records_only("product-records", products_in)
     events, bad_events = _split(op.map("parse-events", carts_in, parse_cart_event), "events-ok")
     products, bad_products = _split(op.map("parse-products", products_in, parse_product),
                                     "products-ok")
