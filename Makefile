@@ -17,8 +17,8 @@ infra: ## start only Kafka, Redis and PostgreSQL (and create topics)
 up: ## start the whole system with the sample catalog
 	@$(STACK) up
 
-down: ## stop everything `make up` started
-	@$(STACK) down
+down: ## stop everything `make up` started (make down SVC="sink-redis" for some)
+	@$(STACK) down $(SVC)
 
 status: ## what runs and where it listens
 	@$(STACK) status
@@ -44,8 +44,12 @@ test-e2e: deps
 lint: ## ruff
 	$(PY) -m ruff check .
 
-replay: ## rebuild the read models from the log (stop the sinks first: make down-sinks)
+SINKS := sink-redis sink-postgres sink-catalog
+
+replay: ## rebuild the read models from the log (stops the sinks, replays, starts them again)
+	@$(STACK) down $(SINKS)
 	$(PY) -m connectors.replay $(ARGS)
+	@$(STACK) up
 
 bench: deps ## run every benchmark on the local stack; results in bench/results/
 	@$(STACK) infra

@@ -9,7 +9,14 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer
+from confluent_kafka import (
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    Producer,
+    TopicPartition,
+)
 
 from cart_contract import dead_letter_from_error, encode_dead_letter
 
@@ -103,8 +110,12 @@ def run(
     batch_wait_s: float = 0.05,
     max_backoff_s: float = 5.0,
     on_batch: Callable[[int], None] | None = None,
+    until: dict[int, int] | None = None,
 ) -> None:
-    """Consume `topic` in batches: store each batch, dead-letter its poison, then commit."""
+    """Consume `topic` in batches: store each batch, dead-letter its poison, then commit.
+
+    With `until` (partition -> end offset) it returns once every partition got there.
+    """
     consumer = Consumer({
         "bootstrap.servers": bootstrap,
         "group.id": group,
@@ -140,8 +151,15 @@ def run(
                 log.warning("offset commit failed, records will be re-read: %s", exc)
             if on_batch:
                 on_batch(len(batch))
+            if until is not None and _caught_up(consumer, topic, until):
+                return
     finally:
         consumer.close()
+
+
+def _caught_up(consumer: Consumer, topic: str, until: dict[int, int]) -> bool:
+    positions = consumer.position([TopicPartition(topic, p) for p in until])
+    return all(tp.offset >= until[tp.partition] for tp in positions)
 
 
 def setup_logging() -> None:

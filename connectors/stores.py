@@ -84,10 +84,14 @@ class RedisProducts:
         pipe.execute()
 
 
-_UPSERT_CART = """
-INSERT INTO carts (cart_id, customer_id, generation, status, total_qty, total_price, version,
-                   last_partition, last_offset, last_event_id, updated_at, doc)
-VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+_CART_COLUMNS = ("cart_id, customer_id, generation, status, total_qty, total_price, version,"
+                 " last_partition, last_offset, last_event_id, updated_at, doc")
+_STAGE = f"""
+CREATE TEMP TABLE IF NOT EXISTS stage_carts ON COMMIT DELETE ROWS AS
+    SELECT {_CART_COLUMNS} FROM carts WITH NO DATA
+"""
+_MERGE = f"""
+INSERT INTO carts ({_CART_COLUMNS}) SELECT {_CART_COLUMNS} FROM stage_carts
 ON CONFLICT (cart_id) DO UPDATE SET
     status = EXCLUDED.status, total_qty = EXCLUDED.total_qty,
     total_price = EXCLUDED.total_price, version = EXCLUDED.version,
@@ -101,21 +105,20 @@ RETURNING cart_id
 def upsert_carts(conn: psycopg.Connection, carts: Sequence[CartDetails]) -> int:
     """Upsert carts and their lines in one transaction, guarded by version; return rows won."""
     carts = newest_per_key(carts, key=lambda c: c.cart_id)
+    if not carts:
+        return 0
     with conn.transaction(), conn.cursor() as cur:
-        cur.executemany(
-            _UPSERT_CART,
-            [(c.cart_id, c.customer_id, c.generation, c.status, c.total_qty, c.total_price,
-              c.version, c.last_event.partition, c.last_event.offset, c.last_event.event_id,
-              c.updated_at, orjson.dumps(cart_details_to_dict(c)).decode()) for c in carts],
-            returning=True,
-        )
-        won: set[str] = set()
-        while True:
-            row = cur.fetchone()
-            if row:
-                won.add(row[0])
-            if not cur.nextset():
-                break
+        # COPY into a staging table, then one set-based merge: far faster than row upserts.
+        cur.execute(_STAGE)
+        with cur.copy(f"COPY stage_carts ({_CART_COLUMNS}) FROM STDIN") as copy:
+            for c in carts:
+                copy.write_row((
+                    c.cart_id, c.customer_id, c.generation, c.status, c.total_qty,
+                    c.total_price, c.version, c.last_event.partition, c.last_event.offset,
+                    c.last_event.event_id, c.updated_at,
+                    orjson.dumps(cart_details_to_dict(c)).decode(),
+                ))
+        won = {row[0] for row in cur.execute(_MERGE)}
         if won:
             ids = list(won)
             cur.execute("DELETE FROM cart_lines WHERE cart_id = ANY(%s)", (ids,))

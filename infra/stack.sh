@@ -5,7 +5,7 @@
 #   infra/stack.sh deps        install what is missing (venv, Kafka jars, Redis/PostgreSQL)
 #   infra/stack.sh infra       start Kafka, Redis, PostgreSQL and create the topics
 #   infra/stack.sh up          infra + the services + the sample catalog
-#   infra/stack.sh down        stop everything this script started (by pid)
+#   infra/stack.sh down [svc]  stop everything this script started (by pid), or the named services
 #   infra/stack.sh status      what runs, and where
 #   infra/stack.sh logs [svc]  tail the logs
 #   infra/stack.sh clean       down, then remove $RUN_DIR
@@ -223,10 +223,13 @@ cmd_up() {
   cmd_status
 }
 
-cmd_down() {
-  local f name pid
+cmd_down() { # [name...]: stop those services, or everything
+  local f name pid files=()
   shopt -s nullglob
-  for f in "$PIDS"/*.pid; do
+  if [[ $# -gt 0 ]]; then for name in "$@"; do files+=("$PIDS/$name.pid"); done
+  else files=("$PIDS"/*.pid); fi
+  for f in "${files[@]}"; do
+    [[ -f "$f" ]] || continue
     name="$(basename "$f" .pid)"
     pid="$(cat "$f")"
     if kill -0 "$pid" 2>/dev/null; then
@@ -235,7 +238,8 @@ cmd_down() {
       kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
     fi
   done
-  for f in "$PIDS"/*.pid; do
+  for f in "${files[@]}"; do
+    [[ -f "$f" ]] || continue
     pid="$(cat "$f")"
     for _ in $(seq 1 60); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
     if kill -0 "$pid" 2>/dev/null; then
@@ -277,7 +281,7 @@ case "${1:-}" in
   deps) cmd_deps ;;
   infra) cmd_infra ;;
   up) cmd_up ;;
-  down) cmd_down ;;
+  down) shift; cmd_down "$@" ;;
   status) cmd_status ;;
   logs) shift; cmd_logs "$@" ;;
   clean) cmd_clean ;;
