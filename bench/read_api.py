@@ -1,0 +1,259 @@
+"""Read API throughput and latency on cached carts, under the production granian config.
+
+Seeds N carts in Redis (store layout: HASH cart:{customerId} with v and doc), starts
+`python -m cart_read` on a free port (READ_WORKERS/READ_THREADS defaults: 2 x 8), drives it with
+wrk over random customer ids (Lua script), or with a Python client when wrk is missing, and
+measures /healthz as the ceiling. Writes bench/results/read_api.json.
+
+    .venv/bin/python bench/read_api.py [--carts 10000] [--duration 10] [--connections 32]
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import os
+import platform
+import random
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import orjson
+import redis
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from cart_contract import (  # noqa: E402 - after the path tweak, so the bench runs as a script
+    CartDetails,
+    EventPosition,
+    LineItem,
+    encode_cart_details,
+)
+
+TARGET_RPS = 6_000
+TARGET_P99_MS = 20.0
+
+CART_REQUEST = """
+local prefix = "%(prefix)s"
+local n = %(n)d
+math.randomseed(%(seed)d)
+request = function()
+  return wrk.format("GET", "/api/v1/" .. prefix .. math.random(0, n - 1))
+end
+"""
+HEALTHZ_REQUEST = """
+request = function()
+  return wrk.format("GET", "/healthz")
+end
+"""
+DONE_HOOK = r"""
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    "RESULT requests=%d duration_us=%d p50_us=%d p90_us=%d p99_us=%d max_us=%d "
+    .. "connect=%d read=%d write=%d status=%d timeout=%d\n",
+    summary.requests, summary.duration, latency:percentile(50), latency:percentile(90),
+    latency:percentile(99), latency.max, e.connect, e.read, e.write, e.status, e.timeout))
+end
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def seed(r: redis.Redis, prefix: str, n: int) -> None:
+    """N realistic carts (3 lines each) in the store layout."""
+    lines = tuple(
+        LineItem(str(i), f"Product {i}", i, Decimal("649.99"), Decimal("649.99") * i)
+        for i in (1, 2, 3)
+    )
+    pipe = r.pipeline(transaction=False)
+    for i in range(n):
+        cid = f"{prefix}{i}"
+        doc = encode_cart_details(CartDetails(
+            cid, f"{cid}:1", "OPEN", lines, 6, Decimal("3899.94"), 7,
+            EventPosition(str(uuid.uuid4()), i % 6, 1000 + i), (), "2025-01-01T00:00:00.000000Z"))
+        pipe.hset(f"cart:{cid}", mapping={"v": 7, "doc": doc})
+        if i % 1000 == 999:
+            pipe.execute()
+    pipe.execute()
+
+
+def unseed(r: redis.Redis, prefix: str) -> None:
+    keys = list(r.scan_iter(match=f"cart:{prefix}*", count=1000))
+    for i in range(0, len(keys), 1000):
+        r.delete(*keys[i:i + 1000])
+
+
+def start_server(port: int, env_extra: dict[str, str]) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "READ_HOST": "127.0.0.1", "READ_PORT": str(port),
+           "READ_LOG_LEVEL": "WARNING", **env_extra}
+    proc = subprocess.Popen([sys.executable, "-m", "cart_read"], cwd=ROOT, env=env,
+                            start_new_session=True)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit("the read API exited at start")
+        try:
+            if requests.get(f"http://127.0.0.1:{port}/healthz", timeout=1).ok:
+                return proc
+        except requests.ConnectionError:
+            time.sleep(0.1)
+    proc.kill()
+    raise SystemExit("the read API did not start within 30 s")
+
+
+def stop_server(proc: subprocess.Popen[bytes]) -> None:
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def run_wrk(url: str, script: str, args: argparse.Namespace) -> dict[str, Any]:
+    """One wrk run; the Lua done() hook prints the numbers."""
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
+        f.write(script)
+    try:
+        cmd = ["wrk", f"-t{args.wrk_threads}", f"-c{args.connections}", f"-d{args.duration}s",
+               "--timeout", "5s", "-s", f.name, url]
+        out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    finally:
+        os.unlink(f.name)
+    m = re.search(r"RESULT (.*)", out)
+    if not m:
+        raise SystemExit(f"unexpected wrk output:\n{out}")
+    v = {k: int(x) for k, x in (kv.split("=") for kv in m.group(1).split())}
+    errors = {k: v[k] for k in ("connect", "read", "write", "status", "timeout")}
+    return {
+        "requests": v["requests"],
+        "requests_per_s": round(v["requests"] / (v["duration_us"] / 1e6), 1),
+        "p50_ms": v["p50_us"] / 1000,
+        "p90_ms": v["p90_us"] / 1000,
+        "p99_ms": v["p99_us"] / 1000,
+        "max_ms": v["max_us"] / 1000,
+        "errors": errors,
+        "client": f"wrk -t{args.wrk_threads} -c{args.connections}",
+    }
+
+
+def run_python(port: int, paths: list[str], args: argparse.Namespace) -> dict[str, Any]:
+    """Fallback client: keep-alive connections, one thread each (slower than wrk)."""
+    stop = time.monotonic() + args.duration
+    latencies: list[list[float]] = []
+    errors = [0]
+
+    def worker() -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        mine: list[float] = []
+        latencies.append(mine)
+        while time.monotonic() < stop:
+            t0 = time.perf_counter()
+            conn.request("GET", random.choice(paths))
+            resp = conn.getresponse()
+            resp.read()
+            mine.append(time.perf_counter() - t0)
+            if resp.status != 200:
+                errors[0] += 1
+        conn.close()
+
+    t0 = time.monotonic()
+    threads = [threading.Thread(target=worker) for _ in range(args.connections)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    elapsed = time.monotonic() - t0
+    lat = sorted(x for mine in latencies for x in mine)
+
+    def pct(p: float) -> float:
+        return round(lat[min(len(lat) - 1, int(len(lat) * p))] * 1000, 3)
+
+    return {"requests": len(lat), "requests_per_s": round(len(lat) / elapsed, 1),
+            "p50_ms": pct(0.5), "p90_ms": pct(0.9), "p99_ms": pct(0.99), "max_ms": pct(1.0),
+            "errors": {"status": errors[0]}, "client": f"python x{args.connections}"}
+
+
+def main() -> None:
+    """Seed, serve, measure, write the JSON, clean up."""
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--carts", type=int, default=10_000)
+    p.add_argument("--duration", type=int, default=10, help="seconds per measurement")
+    p.add_argument("--connections", type=int, default=32)
+    p.add_argument("--wrk-threads", type=int, default=1)
+    p.add_argument("--redis-url", default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
+    p.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "read_api.json")
+    p.add_argument("--python-client", action="store_true", help="do not use wrk")
+    args = p.parse_args()
+
+    use_wrk = shutil.which("wrk") is not None and not args.python_client
+    r = redis.Redis.from_url(args.redis_url)
+    prefix = f"bench-{uuid.uuid4().hex[:8]}-"
+    port = free_port()
+    seed(r, prefix, args.carts)
+    proc = start_server(port, {"REDIS_URL": args.redis_url})
+    results: dict[str, Any] = {}
+    try:
+        base = f"http://127.0.0.1:{port}"
+        sample = requests.get(f"{base}/api/v1/{prefix}0", timeout=5)
+        assert sample.status_code == 200 and sample.json()["customerId"] == f"{prefix}0"
+        for name, script, paths in (
+            ("healthz_ceiling", HEALTHZ_REQUEST + DONE_HOOK, ["/healthz"]),
+            ("cached_cart",
+             CART_REQUEST % {"prefix": prefix, "n": args.carts, "seed": 42} + DONE_HOOK,
+             [f"/api/v1/{prefix}{i}" for i in range(args.carts)]),
+        ):
+            # A short warm-up (connections, lazy pools, JIT-less but cache-warm) not measured.
+            warm = argparse.Namespace(**{**vars(args), "duration": 2})
+            if use_wrk:
+                run_wrk(base, script, warm)
+                results[name] = run_wrk(base, script, args)
+            else:
+                run_python(port, paths, warm)
+                results[name] = run_python(port, paths, args)
+            print(f"{name}: {results[name]}", flush=True)
+    finally:
+        stop_server(proc)
+        unseed(r, prefix)
+
+    cart = results["cached_cart"]
+    report = {
+        "benchmark": "read API, GET /api/v1/<customerId> on carts cached in Redis",
+        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
+                    "python": platform.python_version()},
+        "server": {"granian_workers": int(os.environ.get("READ_WORKERS", 2)),
+                   "blocking_threads": int(os.environ.get("READ_THREADS", 8)),
+                   "interface": "wsgi", "same_machine_as_client": True},
+        "load": {"carts": args.carts, "duration_s": args.duration,
+                 "connections": args.connections, "client": cart["client"]},
+        "results": results,
+        "targets": {"requests_per_s": TARGET_RPS, "p99_ms": TARGET_P99_MS},
+        "met": cart["requests_per_s"] >= TARGET_RPS and cart["p99_ms"] <= TARGET_P99_MS
+        and not any(cart["errors"].values()),
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2) + b"\n")
+    print(f"wrote {args.out}: met={report['met']}")
+
+
+if __name__ == "__main__":
+    main()

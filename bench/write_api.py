@@ -1,0 +1,287 @@
+"""Benchmark the write API: acknowledged adds/s and latency under N connections, with a ceiling.
+
+Starts the production server (`python -m cart_write`: granian, same config path) on a free port
+against the shared Kafka, drives it with wrk (Lua script: POST /api/v1/add, customerId varies),
+then drives GET /healthz on the same server as the ceiling of Flask + granian on this machine.
+Prints a table and writes bench/results/write_api.json.
+
+    .venv/bin/python -m bench.write_api                   # 64 connections, 15 s per scenario
+    .venv/bin/python -m bench.write_api --connections 128 --duration 30 --workers 2 --threads 32
+
+Needs `wrk` (Debian package `wrk`). The load generator shares the machine's cores with the
+server and Kafka, so numbers are lower than on separate machines; they are what we measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import uuid
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results" / "write_api.json"
+
+# wrk runs this per thread; `done` prints one machine-readable line with the latency percentiles.
+LUA = r"""
+local next_id = 0
+function setup(thread)
+  thread:set("tid", next_id)
+  next_id = next_id + 1
+end
+
+function init(args)
+  mode = args[1] or "get"
+  prefix = args[2] or "bench"
+  customers = tonumber(args[3] or "10000")
+  item = args[4] or "1"
+  n = 0
+end
+
+function request()
+  if mode ~= "add" then
+    return wrk.format("GET", nil)
+  end
+  n = n + 1
+  local body = string.format('{"customerId":"%s-%d-%d","itemId":"%s","qty":1}',
+                             prefix, tid, n % customers, item)
+  return wrk.format("POST", "/api/v1/add", {["Content-Type"] = "application/json"}, body)
+end
+
+function done(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    'WRKJSON {"requests":%d,"duration_us":%d,"connect_errors":%d,"read_errors":%d,' ..
+    '"write_errors":%d,"timeouts":%d,"non_2xx":%d,"p50_us":%d,"p90_us":%d,"p99_us":%d,' ..
+    '"max_us":%d,"mean_us":%.1f}\n',
+    summary.requests, summary.duration, e.connect, e.read, e.write, e.timeout, e.status,
+    latency:percentile(50), latency:percentile(90), latency:percentile(99), latency.max,
+    latency.mean))
+end
+"""
+
+
+@dataclass
+class Result:
+    """One wrk run, reduced to what we report."""
+
+    scenario: str
+    connections: int
+    duration_s: float
+    requests: int
+    accepted: int
+    non_2xx: int
+    socket_errors: int
+    rps: float
+    accepted_rps: float
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    max_ms: float
+
+
+def free_port() -> int:
+    """A port nothing listens on now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_ready(base: str, proc: subprocess.Popen[bytes], timeout_s: float = 60) -> None:
+    """Wait until /readyz says Kafka is reachable (the server is up and configured)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}")
+        try:
+            with urllib.request.urlopen(f"{base}/readyz", timeout=5) as resp:
+                if resp.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise TimeoutError(f"{base}/readyz not ready within {timeout_s}s")
+
+
+def run_wrk(url: str, script: Path, args: list[str], connections: int, threads: int,
+            duration_s: float) -> dict[str, Any]:
+    """Run wrk once and return the numbers its `done` hook printed."""
+    cmd = ["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{duration_s:g}s",
+           "--timeout", "10s", "-s", str(script), url, "--", *args]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True,
+                         timeout=duration_s + 60).stdout
+    match = re.search(r"^WRKJSON (\{.*\})$", out, re.MULTILINE)
+    if not match:
+        raise RuntimeError(f"unexpected wrk output:\n{out}")
+    return json.loads(match.group(1))
+
+
+def reduce(scenario: str, raw: dict[str, Any], connections: int) -> Result:
+    """wrk's numbers as a Result (accepted = 2xx answers)."""
+    seconds = raw["duration_us"] / 1e6
+    socket_errors = sum(raw[k] for k in ("connect_errors", "read_errors", "write_errors",
+                                         "timeouts"))
+    accepted = raw["requests"] - raw["non_2xx"] - raw["read_errors"] - raw["timeouts"]
+    return Result(
+        scenario=scenario, connections=connections, duration_s=round(seconds, 2),
+        requests=raw["requests"], accepted=max(accepted, 0), non_2xx=raw["non_2xx"],
+        socket_errors=socket_errors, rps=round(raw["requests"] / seconds, 1),
+        accepted_rps=round(max(accepted, 0) / seconds, 1),
+        p50_ms=raw["p50_us"] / 1000, p90_ms=raw["p90_us"] / 1000,
+        p99_ms=raw["p99_us"] / 1000, max_ms=raw["max_us"] / 1000,
+    )
+
+
+def topic_end_offsets(bootstrap: str, topic: str) -> int:
+    """Sum of the topic's end offsets: how many records it holds in total."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap)
+    try:
+        tps = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+        return sum(consumer.end_offsets(tps).values())
+    finally:
+        consumer.close()
+
+
+def start_server(args: argparse.Namespace, port: int, log_path: Path) -> subprocess.Popen[bytes]:
+    """`python -m cart_write` exactly as production starts it, tuned by the bench flags."""
+    env = {
+        **os.environ,
+        "WRITE_HOST": "127.0.0.1", "WRITE_PORT": str(port),
+        "KAFKA_BOOTSTRAP": args.kafka, "TOPIC_CART_EVENTS": args.topic,
+        "WRITE_LOG_LEVEL": "WARNING",
+    }
+    for flag, var in (("workers", "WRITE_WORKERS"), ("threads", "WRITE_THREADS"),
+                      ("linger_ms", "WRITE_LINGER_MS"), ("batch_size", "WRITE_BATCH_SIZE")):
+        value = getattr(args, flag)
+        if value is not None:
+            env[var] = str(value)
+    if args.no_catalog_check:
+        env["WRITE_CATALOG_CHECK"] = "0"
+    log = log_path.open("wb")
+    return subprocess.Popen([sys.executable, "-m", "cart_write"], cwd=ROOT, env=env,
+                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def stop_server(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM the server's process group and wait (SIGKILL after 30 s)."""
+    if proc.poll() is not None:
+        return
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+
+
+def table(results: list[Result]) -> str:
+    """A fixed-width table of the runs."""
+    head = (f"{'scenario':<10} {'conns':>5} {'req/s':>9} {'accepted/s':>10} {'p50 ms':>8} "
+            f"{'p90 ms':>8} {'p99 ms':>8} {'max ms':>8} {'non-2xx':>8} {'sock err':>8}")
+    rows = [head, "-" * len(head)]
+    for r in results:
+        rows.append(f"{r.scenario:<10} {r.connections:>5} {r.rps:>9.0f} {r.accepted_rps:>10.0f} "
+                    f"{r.p50_ms:>8.2f} {r.p90_ms:>8.2f} {r.p99_ms:>8.2f} {r.max_ms:>8.1f} "
+                    f"{r.non_2xx:>8} {r.socket_errors:>8}")
+    return "\n".join(rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark; exit 2 when wrk is missing."""
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--connections", type=int, default=64)
+    p.add_argument("--duration", type=float, default=15.0, help="seconds per scenario")
+    p.add_argument("--warmup", type=float, default=3.0, help="seconds of adds before measuring")
+    p.add_argument("--wrk-threads", type=int, default=2)
+    p.add_argument("--workers", type=int, help="WRITE_WORKERS (default: the service's)")
+    p.add_argument("--threads", type=int, help="WRITE_THREADS (default: the service's)")
+    p.add_argument("--linger-ms", type=int, help="WRITE_LINGER_MS (default: the service's)")
+    p.add_argument("--batch-size", type=int, help="WRITE_BATCH_SIZE (default: the service's)")
+    p.add_argument("--no-catalog-check", action="store_true",
+                   help="WRITE_CATALOG_CHECK=0 (default: check, as in production)")
+    p.add_argument("--customers", type=int, default=10000, help="distinct customerIds")
+    p.add_argument("--item", default="1", help="itemId to add (in the sample catalog)")
+    p.add_argument("--kafka", default=os.environ.get("KAFKA_BOOTSTRAP", "localhost:9092"))
+    p.add_argument("--topic", default=os.environ.get("TOPIC_CART_EVENTS", "cart-events"))
+    p.add_argument("--output", type=Path, default=RESULTS)
+    args = p.parse_args(argv)
+    if shutil.which("wrk") is None:
+        print("wrk not found: apt-get install -y wrk", file=sys.stderr)
+        return 2
+
+    from cart_write.config import Config
+
+    effective = Config.from_env({
+        **os.environ,
+        **{k: str(v) for k, v in (("WRITE_WORKERS", args.workers),
+                                  ("WRITE_THREADS", args.threads),
+                                  ("WRITE_LINGER_MS", args.linger_ms),
+                                  ("WRITE_BATCH_SIZE", args.batch_size)) if v is not None},
+    })
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    run_id = f"bench-{uuid.uuid4().hex[:8]}"
+    with tempfile.TemporaryDirectory(prefix="write-bench-") as tmp:
+        script = Path(tmp) / "write_api.lua"
+        script.write_text(LUA)
+        log_path = Path(tmp) / "server.log"
+        proc = start_server(args, port, log_path)
+        try:
+            wait_ready(base, proc)
+            add_args = ["add", run_id, str(args.customers), args.item]
+            if args.warmup > 0:
+                run_wrk(base, script, add_args, args.connections, args.wrk_threads, args.warmup)
+            before = topic_end_offsets(args.kafka, args.topic)
+            add = reduce("add", run_wrk(base, script, add_args, args.connections,
+                                        args.wrk_threads, args.duration), args.connections)
+            appended = topic_end_offsets(args.kafka, args.topic) - before
+            ceiling = reduce("healthz", run_wrk(f"{base}/healthz", script, ["get"],
+                                                args.connections, args.wrk_threads,
+                                                args.duration), args.connections)
+        except BaseException:
+            print(log_path.read_text(errors="replace")[-3000:], file=sys.stderr)
+            raise
+        finally:
+            stop_server(proc)
+
+    results = [add, ceiling]
+    print(table(results))
+    print(f"records appended to {args.topic} during the add run: {appended} "
+          f"(acknowledged: {add.accepted}; other writers may add more)")
+    report = {
+        "benchmark": "write_api",
+        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
+                    "platform": platform.platform()},
+        "server": {"entry": "python -m cart_write (granian, WSGI)",
+                   "workers": effective.workers, "threads": effective.threads,
+                   "linger_ms": effective.linger_ms, "batch_size": effective.batch_size,
+                   "catalog_check": not args.no_catalog_check},
+        "load": {"tool": "wrk", "connections": args.connections, "wrk_threads": args.wrk_threads,
+                 "duration_s": args.duration, "customers": args.customers},
+        "results": [asdict(r) for r in results],
+        "records_appended_during_add_run": appended,
+    }
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

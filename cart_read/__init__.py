@@ -1,0 +1,1 @@
+"""Cartstream read API: carts from Redis (PostgreSQL fallback), orders, queries and the catalog."""

@@ -1,0 +1,80 @@
+"""Read API settings, from the environment; the defaults are the local stack."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+NOTIFY_CHANNEL = "cartstream:cart-updated"
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be an integer, got {raw!r}") from None
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything the read API needs to know about its surroundings."""
+
+    host: str = "127.0.0.1"
+    port: int = 7000
+    workers: int = 2
+    threads: int = 8
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    database_url: str = "postgresql://cartstream@127.0.0.1:5432/cartstream"
+    notify_channel: str = NOTIFY_CHANNEL
+    # Waiters hold a granian blocking thread each; keep some threads free for plain reads.
+    max_waiters: int = 6
+    wait_default_ms: int = 5_000
+    wait_max_ms: int = 30_000
+    # While the pub/sub subscriber is disconnected, waiters re-check the store this often.
+    degraded_poll_ms: int = 500
+    redis_timeout_ms: int = 500
+    # After a Redis failure, reads go straight to PostgreSQL for this long.
+    redis_retry_ms: int = 1_000
+    pg_timeout_ms: int = 2_000
+    page_default: int = 20
+    page_max: int = 100
+    log_level: str = "INFO"
+
+    def __post_init__(self) -> None:
+        if self.log_level not in LOG_LEVELS:
+            raise ValueError(f"READ_LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}")
+        if self.page_default > self.page_max:
+            raise ValueError("READ_PAGE_DEFAULT must not exceed READ_PAGE_MAX")
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] = os.environ) -> Config:
+        """Build a Config from environment variables (READ_*, REDIS_URL, DATABASE_URL)."""
+        d = cls()
+        threads = _int(env, "READ_THREADS", d.threads, 1)
+        return cls(
+            host=env.get("READ_HOST") or d.host,
+            port=_int(env, "READ_PORT", d.port, 0),
+            workers=_int(env, "READ_WORKERS", d.workers, 1),
+            threads=threads,
+            redis_url=env.get("REDIS_URL") or d.redis_url,
+            database_url=env.get("DATABASE_URL") or d.database_url,
+            notify_channel=env.get("READ_NOTIFY_CHANNEL") or d.notify_channel,
+            max_waiters=_int(env, "READ_MAX_WAITERS", max(1, threads - 2), 1),
+            wait_default_ms=_int(env, "READ_WAIT_DEFAULT_MS", d.wait_default_ms, 0),
+            wait_max_ms=_int(env, "READ_WAIT_MAX_MS", d.wait_max_ms, 0),
+            degraded_poll_ms=_int(env, "READ_DEGRADED_POLL_MS", d.degraded_poll_ms, 10),
+            redis_timeout_ms=_int(env, "READ_REDIS_TIMEOUT_MS", d.redis_timeout_ms, 1),
+            redis_retry_ms=_int(env, "READ_REDIS_RETRY_MS", d.redis_retry_ms, 0),
+            pg_timeout_ms=_int(env, "READ_PG_TIMEOUT_MS", d.pg_timeout_ms, 1),
+            page_default=_int(env, "READ_PAGE_DEFAULT", d.page_default, 1),
+            page_max=_int(env, "READ_PAGE_MAX", d.page_max, 1),
+            log_level=(env.get("READ_LOG_LEVEL") or d.log_level).upper(),
+        )

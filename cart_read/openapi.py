@@ -1,0 +1,275 @@
+"""The read API's OpenAPI 3.1 document (served at /openapi.json; a unit test keeps it in step
+with the Flask url_map)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cart_read.config import Config
+from cart_read.params import SORTS, STATUSES
+
+_ID_PATTERN = "^[A-Za-z0-9._:@-]{1,64}$"
+_MONEY_PATTERN = r"^[0-9]{1,12}(\.[0-9]{1,2})?$"
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _error(description: str) -> dict[str, Any]:
+    return _json(_ref("Error"), description)
+
+
+def _query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": False, "schema": schema,
+            "description": description}
+
+
+def _path_id(name: str, description: str) -> dict[str, Any]:
+    return {"name": name, "in": "path", "required": True,
+            "schema": {"type": "string", "pattern": _ID_PATTERN}, "description": description}
+
+
+def _page(item: str) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "required": ["items", "nextCursor"],
+        "properties": {
+            "items": {"type": "array", "items": _ref(item)},
+            "nextCursor": {
+                "type": ["string", "null"],
+                "description": "Opaque; pass as `cursor` for the next page. null on the last page.",
+            },
+        },
+    }
+
+
+def build_openapi(config: Config) -> dict[str, Any]:
+    """The OpenAPI document, with the limits of this configuration."""
+    limit = _query(
+        "limit",
+        {"type": "integer", "minimum": 1, "maximum": config.page_max,
+         "default": config.page_default},
+        "Page size.",
+    )
+    cursor = _query("cursor", {"type": "string"},
+                    "The `nextCursor` of the previous page (opaque).")
+    bad = _error("Invalid or unknown parameter (unknown query parameters are refused).")
+    unavailable = _error("The stores cannot answer right now; retry after `Retry-After`.")
+    money = {"type": "string", "pattern": r"^-?[0-9]+\.[0-9]{2}$", "examples": ["195000.00"]}
+    schemas: dict[str, Any] = {
+        "Error": {
+            "type": "object",
+            "required": ["error"],
+            "properties": {
+                "error": {
+                    "type": "object",
+                    "required": ["code", "message", "field"],
+                    "properties": {
+                        "code": {"type": "string", "examples": ["INVALID_PARAMETER"]},
+                        "message": {"type": "string"},
+                        "field": {"type": ["string", "null"]},
+                    },
+                }
+            },
+        },
+        "LineItem": {
+            "type": "object",
+            "required": ["itemId", "itemName", "qty", "unitPrice", "totalPrice"],
+            "properties": {
+                "itemId": {"type": "string"},
+                "itemName": {"type": "string"},
+                "qty": {"type": "integer"},
+                "unitPrice": money,
+                "totalPrice": money,
+            },
+        },
+        "CartDetails": {
+            "type": "object",
+            "description": "The aggregator's cart document, as stored (cart_contract).",
+            "required": ["customerId", "cartId", "status", "lineItems", "totalQty",
+                         "totalPrice", "version", "lastEvent", "updatedAt"],
+            "properties": {
+                "customerId": {"type": "string"},
+                "cartId": {"type": "string", "description": "customerId:generation"},
+                "status": {"type": "string", "enum": list(STATUSES)},
+                "lineItems": {"type": "array", "items": _ref("LineItem")},
+                "totalQty": {"type": "integer"},
+                "totalPrice": money,
+                "version": {"type": "integer"},
+                "lastEvent": {
+                    "type": "object",
+                    "required": ["eventId", "partition", "offset"],
+                    "properties": {
+                        "eventId": {"type": "string"},
+                        "partition": {"type": "integer"},
+                        "offset": {"type": "integer"},
+                    },
+                },
+                "rejected": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "properties": {
+                            "eventId": {"type": "string"},
+                            "type": {"type": "string"},
+                            "itemId": {"type": ["string", "null"]},
+                            "reason": {"type": "string"},
+                        },
+                    },
+                },
+                "updatedAt": {"type": "string", "format": "date-time"},
+                "schemaVersion": {"type": "integer"},
+            },
+        },
+        "Product": {
+            "type": "object",
+            "required": ["productId", "productName", "price", "stockQty"],
+            "properties": {
+                "productId": {"type": "string"},
+                "productName": {"type": "string"},
+                "price": {"type": "string", "examples": ["65000.00"]},
+                "stockQty": {"type": "integer"},
+                "schemaVersion": {"type": "integer"},
+            },
+        },
+        "CartPage": _page("CartDetails"),
+        "ProductPage": _page("Product"),
+        "Timeout": {
+            "allOf": [_ref("Error")],
+            "type": "object",
+            "properties": {
+                "version": {"type": ["integer", "null"]},
+                "lastOffset": {"type": ["integer", "null"]},
+                "cart": {"oneOf": [_ref("CartDetails"), {"type": "null"}]},
+            },
+        },
+        "Health": {
+            "type": "object",
+            "properties": {
+                "status": {"type": "string"},
+                "checks": {"type": "object", "additionalProperties": {"type": "string"}},
+            },
+        },
+    }
+    customer = _path_id(
+        "customerId",
+        "The customer. `carts` and `products` are taken by the static routes "
+        "`/api/v1/carts` and `/api/v1/products`, which win: those two customer ids cannot be "
+        "read through this path.",
+    )
+    paths: dict[str, Any] = {
+        "/healthz": {"get": {
+            "summary": "Liveness (no I/O).",
+            "operationId": "healthz",
+            "responses": {"200": _json(_ref("Health"), "Alive.")},
+        }},
+        "/readyz": {"get": {
+            "summary": "Readiness: Redis answers PING and PostgreSQL answers SELECT 1.",
+            "operationId": "readyz",
+            "responses": {
+                "200": _json(_ref("Health"), "Both stores reachable."),
+                "503": _error("A store is unreachable (`checks` says which)."),
+            },
+        }},
+        "/openapi.json": {"get": {
+            "summary": "This document.",
+            "operationId": "openapi",
+            "responses": {"200": {"description": "OpenAPI 3.1 document.",
+                                  "content": {"application/json": {}}}},
+        }},
+        "/api/v1/{customerId}": {"get": {
+            "summary": "The customer's current cart (open, or the last checked-out one).",
+            "description": (
+                "Read from Redis; on a miss or while Redis is down from PostgreSQL (the "
+                "highest-generation row), re-warming Redis with a version-guarded "
+                "compare-and-set. With `minOffset` (read your own write) the request waits "
+                "until the cart's `lastEvent.offset` >= `minOffset`, woken by the sink's "
+                "`cartstream:cart-updated` notifications, and answers 504 after `timeout`."
+            ),
+            "operationId": "getCart",
+            "parameters": [
+                customer,
+                _query("minOffset", {"type": "integer", "minimum": 0},
+                       "Offset returned by the write API's 202: wait until the cart has it."),
+                _query("timeout",
+                       {"type": "integer", "minimum": 0, "default": config.wait_default_ms},
+                       f"Wait at most this many ms (only with minOffset; values above "
+                       f"{config.wait_max_ms} are capped)."),
+            ],
+            "responses": {
+                "200": _json(_ref("CartDetails"), "The cart."),
+                "400": bad,
+                "404": _error("No cart for this customer."),
+                "503": _error("Stores unavailable, or too many read-your-write requests "
+                              "wait in this process (`TOO_MANY_WAITERS`); see `Retry-After`."),
+                "504": _json(_ref("Timeout"),
+                             "minOffset not reached in time; carries the version it has."),
+            },
+        }},
+        "/api/v1/{customerId}/orders": {"get": {
+            "summary": "The customer's checked-out carts, newest first.",
+            "operationId": "listOrders",
+            "parameters": [customer, limit, cursor],
+            "responses": {"200": _json(_ref("CartPage"), "A page (empty for an unknown "
+                                       "customer)."),
+                          "400": bad, "503": unavailable},
+        }},
+        "/api/v1/carts": {"get": {
+            "summary": "Query carts in PostgreSQL (keyset pagination).",
+            "description": (
+                "Ordered by `cartId`, or by (`totalPrice`, `cartId`) with `sort=totalPrice` — "
+                "the default when `minTotal` or `maxTotal` is given. A cursor is only valid "
+                "with the same order."
+            ),
+            "operationId": "queryCarts",
+            "parameters": [
+                _query("status", {"type": "string", "enum": list(STATUSES)}, "Cart status."),
+                _query("minTotal", {"type": "string", "pattern": _MONEY_PATTERN},
+                       "totalPrice >= this amount."),
+                _query("maxTotal", {"type": "string", "pattern": _MONEY_PATTERN},
+                       "totalPrice <= this amount."),
+                _query("itemId", {"type": "string", "pattern": _ID_PATTERN},
+                       "Only carts with a line for this item."),
+                _query("sort", {"type": "string", "enum": list(SORTS)}, "Order of the results."),
+                limit,
+                cursor,
+            ],
+            "responses": {"200": _json(_ref("CartPage"), "A page of carts."),
+                          "400": bad, "503": unavailable},
+        }},
+        "/api/v1/products": {"get": {
+            "summary": "The catalog as landed in PostgreSQL (deleted products excluded).",
+            "operationId": "listProducts",
+            "parameters": [limit, cursor],
+            "responses": {"200": _json(_ref("ProductPage"), "A page of products by productId."),
+                          "400": bad, "503": unavailable},
+        }},
+        "/api/v1/products/{productId}": {"get": {
+            "summary": "One product.",
+            "operationId": "getProduct",
+            "parameters": [_path_id("productId", "The product.")],
+            "responses": {"200": _json(_ref("Product"), "The product."),
+                          "400": bad, "404": _error("Unknown or deleted product."),
+                          "503": unavailable},
+        }},
+    }
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Cartstream read API",
+            "version": "1.0.0",
+            "description": (
+                "Carts, orders, cart queries and the catalog. Errors are "
+                "`{\"error\": {\"code\", \"message\", \"field\"}}`; unknown paths answer 404 "
+                "and wrong methods 405 in the same shape."
+            ),
+        },
+        "servers": [{"url": f"http://{config.host}:{config.port}"}],
+        "paths": paths,
+        "components": {"schemas": schemas},
+    }

@@ -1,0 +1,270 @@
+"""Reads from the store layout: carts (Redis, then PostgreSQL), orders, cart queries, catalog."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+import psycopg
+import redis
+from psycopg import sql
+from psycopg_pool import PoolTimeout
+
+from cart_contract import (
+    CHECKED_OUT,
+    CartDetails,
+    ContractError,
+    Product,
+    cart_details_from_dict,
+    encode_cart_details,
+    product_to_dict,
+)
+from cart_read.errors import StoreUnavailable
+from cart_read.params import (
+    KIND_ORDERS,
+    KIND_PRODUCTS,
+    SORT_TOTAL_PRICE,
+    CartQuery,
+    PageParams,
+    encode_cursor,
+)
+from cart_read.stores import Stores
+from connectors.stores import RedisCarts, cart_key
+
+log = logging.getLogger(__name__)
+
+# What "the store cannot answer right now" looks like; other database errors are bugs (500).
+_DB_UNAVAILABLE = (psycopg.OperationalError, PoolTimeout, psycopg.errors.UndefinedTable)
+
+
+@dataclass(frozen=True, slots=True)
+class CartRead:
+    """A customer's current cart document (JSON bytes), its version and where it came from."""
+
+    doc: bytes
+    version: int
+    source: str
+
+    @property
+    def last_offset(self) -> int | None:
+        """lastEvent.offset of the document (None if it has none)."""
+        return last_offset(self.doc)
+
+
+def last_offset(doc: bytes) -> int | None:
+    """lastEvent.offset of a cart-details JSON document, None when absent or malformed."""
+    try:
+        offset = orjson.loads(doc)["lastEvent"]["offset"]
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        return None
+    return offset if isinstance(offset, int) and not isinstance(offset, bool) else None
+
+
+def _fetch(pool: Any, query: sql.Composable | str, params: list[Any]) -> list[Any]:
+    try:
+        with pool.connection() as conn:
+            return conn.execute(query, params).fetchall()
+    except _DB_UNAVAILABLE as exc:
+        raise StoreUnavailable(f"postgresql: {exc}") from exc
+
+
+def _where(conds: list[sql.Composable]) -> sql.Composable:
+    return sql.SQL(" AND ").join(conds) if conds else sql.SQL("TRUE")
+
+
+# ------------------------------------------------------------------------------------ carts
+
+
+def load_cart(stores: Stores, customer_id: str) -> CartRead | None:
+    """The customer's current cart from Redis; on a miss or Redis failure from PostgreSQL."""
+    redis_answered = False
+    if stores.redis_usable():
+        try:
+            v, doc = stores.reader.hmget(cart_key(customer_id), ("v", "doc"))
+        except redis.RedisError as exc:
+            stores.redis_failed(exc)
+        else:
+            if doc is not None:
+                return CartRead(doc, _int_or(v, -1), "redis")
+            redis_answered = True
+    row = current_cart_row(stores.pool, customer_id)
+    if row is None:
+        return None
+    version, doc_dict = row
+    try:
+        details = cart_details_from_dict(doc_dict)
+    except (ContractError, KeyError, TypeError, ArithmeticError) as exc:
+        # Serve what PostgreSQL holds, but never copy a doc the contract refuses into Redis.
+        log.warning("cart doc of %s does not follow the contract: %s", customer_id, exc)
+        return CartRead(orjson.dumps(doc_dict), version, "postgres")
+    if redis_answered:
+        rewarm(stores, details)
+    return CartRead(encode_cart_details(details), version, "postgres")
+
+
+def current_cart_row(pool: Any, customer_id: str) -> tuple[int, dict[str, Any]] | None:
+    """(version, doc) of the customer's highest-generation cart row, None if there is none."""
+    rows = _fetch(
+        pool,
+        "SELECT version, doc FROM carts WHERE customer_id = %s ORDER BY generation DESC LIMIT 1",
+        [customer_id],
+    )
+    return (rows[0][0], rows[0][1]) if rows else None
+
+
+def rewarm(stores: Stores, cart: CartDetails) -> bool:
+    """Copy a cart read from PostgreSQL into Redis; True if written.
+
+    The redis sink's own compare-and-set (connectors.stores.RedisCarts): written only when the
+    stored version is lower, so it can never replace a newer cart. No notification: the cart
+    did not change, only the cache did.
+    """
+    try:
+        return RedisCarts(stores.redis).put_many([cart], notify=False) == 1
+    except redis.RedisError as exc:
+        stores.redis_failed(exc)
+        return False
+
+
+def _int_or(raw: Any, default: int) -> int:
+    try:
+        return int(raw)
+    except (TypeError, ValueError):
+        return default
+
+
+# ----------------------------------------------------------------------------------- orders
+
+
+@dataclass(frozen=True)
+class Page:
+    """One page of a listing and the cursor of the next one (None on the last page)."""
+
+    items: list[dict[str, Any]]
+    next_cursor: str | None
+
+    def body(self) -> dict[str, Any]:
+        """The JSON body."""
+        return {"items": self.items, "nextCursor": self.next_cursor}
+
+
+def orders_page(pool: Any, customer_id: str, page: PageParams) -> Page:
+    """The customer's checked-out carts, newest generation first."""
+    conds = [sql.SQL("customer_id = %s"), sql.SQL("status = %s")]
+    params: list[Any] = [customer_id, CHECKED_OUT]
+    if page.after is not None:
+        conds.append(sql.SQL("generation < %s"))
+        params.append(page.after[0])
+    query = sql.SQL(
+        "SELECT generation, doc FROM carts WHERE {} ORDER BY generation DESC LIMIT %s"
+    ).format(_where(conds))
+    # One row more than the page tells whether another page exists.
+    rows = _fetch(pool, query, [*params, page.limit + 1])
+    more = len(rows) > page.limit
+    rows = rows[: page.limit]
+    cursor = encode_cursor(KIND_ORDERS, rows[-1][0]) if more else None
+    return Page([r[1] for r in rows], cursor)
+
+
+# ------------------------------------------------------------------------------------ carts
+
+
+def carts_page(pool: Any, q: CartQuery) -> Page:
+    """Carts matching the filters, in cartId or (totalPrice, cartId) order, keyset-paginated."""
+    conds: list[sql.Composable] = []
+    params: list[Any] = []
+    if q.status is not None:
+        conds.append(sql.SQL("c.status = %s"))
+        params.append(q.status)
+    if q.min_total is not None:
+        conds.append(sql.SQL("c.total_price >= %s"))
+        params.append(q.min_total)
+    if q.max_total is not None:
+        conds.append(sql.SQL("c.total_price <= %s"))
+        params.append(q.max_total)
+    if q.item_id is not None:
+        conds.append(sql.SQL(
+            "EXISTS (SELECT 1 FROM cart_lines l WHERE l.cart_id = c.cart_id AND l.item_id = %s)"
+        ))
+        params.append(q.item_id)
+    by_total = q.sort == SORT_TOTAL_PRICE
+    if q.after is not None:
+        if by_total:
+            conds.append(sql.SQL("(c.total_price, c.cart_id) > (%s, %s)"))
+            params.extend(q.after)
+        else:
+            conds.append(sql.SQL("c.cart_id > %s"))
+            params.append(q.after[0])
+    order = sql.SQL("c.total_price, c.cart_id" if by_total else "c.cart_id")
+    query = sql.SQL(
+        "SELECT c.cart_id, c.total_price, c.doc FROM carts c WHERE {} ORDER BY {} LIMIT %s"
+    ).format(_where(conds), order)
+    rows = _fetch(pool, query, [*params, q.limit + 1])
+    more = len(rows) > q.limit
+    rows = rows[: q.limit]
+    cursor = None
+    if more:
+        cart_id, total = rows[-1][0], rows[-1][1]
+        cursor = (encode_cursor(q.cursor_kind, str(total), cart_id) if by_total
+                  else encode_cursor(q.cursor_kind, cart_id))
+    return Page([r[2] for r in rows], cursor)
+
+
+# ---------------------------------------------------------------------------------- catalog
+
+_PRODUCT_COLUMNS = "product_id, product_name, price, stock_qty"
+
+
+def _product(row: Any) -> dict[str, Any]:
+    return product_to_dict(Product(row[0], row[1], row[2], row[3]))
+
+
+def products_page(pool: Any, page: PageParams) -> Page:
+    """Live (not deleted) products in productId order."""
+    conds = [sql.SQL("NOT deleted")]
+    params: list[Any] = []
+    if page.after is not None:
+        conds.append(sql.SQL("product_id > %s"))
+        params.append(page.after[0])
+    query = sql.SQL(
+        "SELECT " + _PRODUCT_COLUMNS + " FROM products WHERE {} ORDER BY product_id LIMIT %s"
+    ).format(_where(conds))
+    rows = _fetch(pool, query, [*params, page.limit + 1])
+    more = len(rows) > page.limit
+    rows = rows[: page.limit]
+    cursor = encode_cursor(KIND_PRODUCTS, rows[-1][0]) if more else None
+    return Page([_product(r) for r in rows], cursor)
+
+
+def product(pool: Any, product_id: str) -> dict[str, Any] | None:
+    """One live product, None when unknown or deleted."""
+    rows = _fetch(
+        pool,
+        "SELECT " + _PRODUCT_COLUMNS + " FROM products WHERE product_id = %s AND NOT deleted",
+        [product_id],
+    )
+    return _product(rows[0]) if rows else None
+
+
+# ------------------------------------------------------------------------------------ health
+
+
+def ping_redis(stores: Stores) -> str | None:
+    """None when Redis answers PING, else the reason."""
+    try:
+        stores.redis.ping()
+        return None
+    except redis.RedisError as exc:
+        return f"redis: {exc}"
+
+
+def ping_postgres(stores: Stores, timeout_s: float) -> str | None:
+    """None when PostgreSQL answers SELECT 1 within timeout_s, else the reason."""
+    try:
+        with stores.pool.connection(timeout=timeout_s) as conn:
+            conn.execute("SELECT 1").fetchone()
+        return None
+    except (psycopg.Error, PoolTimeout) as exc:
+        return f"postgresql: {exc}"

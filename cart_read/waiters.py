@@ -1,0 +1,245 @@
+"""Read-your-write: requests wait for the redis sink's `cartstream:cart-updated` notifications.
+
+One subscriber thread per process listens on the channel and wakes only the waiters of the
+customer named in a notification whose offset reached what they wait for. Each waiter is a
+threading.Event held by one granian blocking thread, so the threads bound the waiters; on top,
+`max_waiters` caps them per process (beyond it: 503 + Retry-After) so plain reads keep threads.
+A waiter always re-reads the store after registering, so a notification sent between its first
+read and its registration is never lost; after a (re)subscription every waiter re-reads too.
+Granian does not tell a WSGI app that its client went away: a waiter lives at most until its
+timeout, and is removed in `finally` whatever happens.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+log = logging.getLogger(__name__)
+
+
+class TooManyWaiters(Exception):
+    """The process already holds max_waiters waiting requests."""
+
+
+class Waiter:
+    """One waiting request: a customer, the offset it waits for, an Event to be woken by."""
+
+    __slots__ = ("customer_id", "min_offset", "event")
+
+    def __init__(self, customer_id: str, min_offset: int) -> None:
+        self.customer_id = customer_id
+        self.min_offset = min_offset
+        self.event = threading.Event()
+
+    def wait(self, timeout_s: float) -> bool:
+        """Block until woken or timeout_s passed; True if woken. Re-arms for the next wait."""
+        woken = self.event.wait(timeout_s)
+        # Clearing before the caller re-reads the store: a wake-up after this point is either
+        # seen by that read or sets the event again.
+        self.event.clear()
+        return woken
+
+
+class CartWaiters:
+    """Waiters keyed by customerId, plus the pub/sub subscriber thread that wakes them."""
+
+    def __init__(
+        self,
+        max_waiters: int,
+        *,
+        client_factory: Callable[[], Any] | None = None,
+        channel: str = "cartstream:cart-updated",
+    ) -> None:
+        self.max_waiters = max_waiters
+        self._client_factory = client_factory
+        self._channel = channel
+        self._lock = threading.Lock()
+        self._by_customer: dict[str, set[Waiter]] = {}
+        self._count = 0
+        self._thread: threading.Thread | None = None
+        self._pid = 0
+        self._stop = threading.Event()
+        # Without a subscriber (tests call notify directly) notifications are assumed to arrive.
+        self._connected = client_factory is None
+
+    @property
+    def connected(self) -> bool:
+        """True while notifications can arrive (subscribed); waiters fall back to polling else."""
+        return self._connected
+
+    def __len__(self) -> int:
+        return self._count
+
+    @contextmanager
+    def waiting(self, customer_id: str, min_offset: int) -> Iterator[Waiter]:
+        """Register a waiter for the block's duration; raises TooManyWaiters at the cap."""
+        self._ensure_subscriber()
+        waiter = Waiter(customer_id, min_offset)
+        with self._lock:
+            if self._count >= self.max_waiters:
+                raise TooManyWaiters(f"{self._count} requests already wait in this process")
+            self._by_customer.setdefault(customer_id, set()).add(waiter)
+            self._count += 1
+        try:
+            yield waiter
+        finally:
+            with self._lock:
+                group = self._by_customer.get(customer_id)
+                if group is not None:
+                    group.discard(waiter)
+                    if not group:
+                        del self._by_customer[customer_id]
+                self._count -= 1
+
+    def notify(self, customer_id: str, offset: int | None) -> int:
+        """Wake the customer's waiters whose min_offset is reached (all of them if offset is
+        None); returns how many were woken."""
+        with self._lock:
+            group = self._by_customer.get(customer_id)
+            if not group:
+                return 0
+            woken = [w for w in group if offset is None or offset >= w.min_offset]
+        for w in woken:
+            w.event.set()
+        return len(woken)
+
+    def wake_all(self) -> None:
+        """Wake every waiter (after a (re)subscription or a lost connection) to re-read."""
+        with self._lock:
+            waiters = [w for group in self._by_customer.values() for w in group]
+        for w in waiters:
+            w.event.set()
+
+    def handle_message(self, data: bytes | str) -> int:
+        """Dispatch one notification `{"customerId","version","partition","offset"}`."""
+        if not self._by_customer:
+            # Every process hears every cart update; with nobody waiting, skip the parse.
+            return 0
+        try:
+            msg = orjson.loads(data)
+            customer_id = msg["customerId"]
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            log.debug("ignoring malformed notification %r", data)
+            return 0
+        if not isinstance(customer_id, str):
+            customer_id = str(customer_id)
+        offset = msg.get("offset")
+        if isinstance(offset, bool) or not isinstance(offset, int):
+            offset = None
+        return self.notify(customer_id, offset)
+
+    # ------------------------------------------------------------------------- subscriber
+
+    def _ensure_subscriber(self) -> None:
+        if self._client_factory is None:
+            return
+        if self._thread is not None and self._thread.is_alive() and self._pid == os.getpid():
+            return
+        with self._lock:
+            if self._thread is not None and self._thread.is_alive() and self._pid == os.getpid():
+                return
+            self._pid = os.getpid()
+            self._connected = False
+            self._stop.clear()
+            self._thread = threading.Thread(
+                target=self._run, name="cart-updated-subscriber", daemon=True
+            )
+            self._thread.start()
+
+    def _run(self) -> None:
+        factory = self._client_factory
+        if factory is None:
+            return
+        backoff = 0.1
+        while not self._stop.is_set():
+            pubsub = None
+            try:
+                pubsub = factory().pubsub()
+                pubsub.subscribe(self._channel)
+                while not self._stop.is_set():
+                    msg = pubsub.get_message(timeout=1.0)
+                    if msg is None:
+                        continue
+                    if msg["type"] == "subscribe":
+                        # Notifications sent before this point were missed: everyone re-reads.
+                        self._connected = True
+                        backoff = 0.1
+                        self.wake_all()
+                    elif msg["type"] == "message":
+                        self.handle_message(msg["data"])
+            except Exception as exc:  # any failure means: reconnect, never die
+                level = logging.WARNING if self._connected else logging.DEBUG
+                log.log(level, "notification subscriber lost Redis, retrying: %s", exc)
+            finally:
+                if self._connected:
+                    self._connected = False
+                    self.wake_all()
+                if pubsub is not None:
+                    try:
+                        pubsub.close()
+                    except Exception:  # closing a broken connection may fail too
+                        pass
+            self._stop.wait(backoff)
+            backoff = min(backoff * 2, 5.0)
+
+    def close(self) -> None:
+        """Stop the subscriber thread (if this process started one)."""
+        self._stop.set()
+        thread = self._thread
+        if thread is not None and self._pid == os.getpid():
+            thread.join(timeout=3)
+
+
+@dataclass(frozen=True)
+class WaitOutcome:
+    """What a read-your-write wait ended with: reached or not, and the last cart read."""
+
+    reached: bool
+    cart: Any
+
+
+def wait_for_offset(
+    load: Callable[[], Any],
+    waiters: CartWaiters,
+    customer_id: str,
+    min_offset: int,
+    timeout_s: float,
+    *,
+    poll_s: float = 0.5,
+    clock: Callable[[], float] = time.monotonic,
+) -> WaitOutcome:
+    """Read until the cart's lastEvent.offset >= min_offset or timeout_s passes.
+
+    `load()` returns an object with `last_offset` (or None). Raises TooManyWaiters.
+    """
+    cart = load()
+    if _reached(cart, min_offset):
+        return WaitOutcome(True, cart)
+    deadline = clock() + timeout_s
+    with waiters.waiting(customer_id, min_offset) as waiter:
+        while True:
+            # Registered first, read second: no notification can slip in between unseen.
+            cart = load()
+            if _reached(cart, min_offset):
+                return WaitOutcome(True, cart)
+            remaining = deadline - clock()
+            if remaining <= 0:
+                return WaitOutcome(False, cart)
+            # Without a subscription nothing will wake us: re-read now and then until it is back.
+            waiter.wait(remaining if waiters.connected else min(remaining, poll_s))
+
+
+def _reached(cart: Any, min_offset: int) -> bool:
+    if cart is None:
+        return False
+    offset = cart.last_offset
+    return offset is not None and offset >= min_offset

@@ -1,0 +1,1 @@
+"""Cartstream write API: HTTP commands in, acknowledged events on `cart-events` out."""

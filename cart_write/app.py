@@ -1,0 +1,132 @@
+"""The Flask app: thin handlers over validation, the catalog check and the publisher."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask, Response, request
+
+from cart_contract import EventType, encode_cart_event, new_cart_event
+from cart_write.catalog import Catalog, NoCatalog, RedisCatalog
+from cart_write.config import Config
+from cart_write.errors import ApiError, error_response, json_response, register_error_handlers
+from cart_write.publisher import KafkaPublisher, Publisher, PublishUnavailable
+from cart_write.validation import (
+    COMMANDS,
+    IDEMPOTENCY_HEADER,
+    Command,
+    event_id_for,
+    parse_body,
+    parse_command,
+    parse_idempotency_key,
+)
+
+log = logging.getLogger("cart_write")
+
+
+def accept_command(
+    command: Command,
+    idempotency_key: str | None,
+    *,
+    publisher: Publisher,
+    catalog: Catalog,
+    config: Config,
+) -> dict[str, object]:
+    """Check the product (when a catalog view exists), publish, and describe the ack."""
+    if command.type is EventType.ITEM_ADDED and command.item_id is not None:
+        if catalog.knows(command.item_id) is False:
+            raise ApiError(404, "UNKNOWN_PRODUCT",
+                           f"product {command.item_id} is not in the catalog", "itemId")
+    event = new_cart_event(
+        command.type,
+        command.customer_id,
+        item_id=command.item_id,
+        qty=command.qty,
+        event_id=event_id_for(command, idempotency_key),
+    )
+    try:
+        ack = publisher.publish(
+            config.topic_cart_events, command.customer_id.encode(), encode_cart_event(event)
+        )
+    except PublishUnavailable as exc:
+        raise ApiError(503, "KAFKA_UNAVAILABLE", str(exc),
+                       headers={"Retry-After": str(config.retry_after_s)}) from exc
+    return {
+        "eventId": event.event_id,
+        "type": event.type.value,
+        "customerId": event.customer_id,
+        "partition": ack.partition,
+        "offset": ack.offset,
+    }
+
+
+def read_body(max_bytes: int) -> bytes:
+    """The request body, or 413 when it is longer than `max_bytes` (chunked bodies too)."""
+    if request.content_length is not None:
+        # Werkzeug answers 413 from the Content-Length header (MAX_CONTENT_LENGTH).
+        return request.get_data(cache=False)
+    environ = request.environ
+    if not environ.get("wsgi.input_terminated"):
+        return b""  # no length and a server that does not frame the body: nothing safe to read
+    # A chunked body: Werkzeug's limit would cut it off silently, so read one byte past it.
+    stream, chunks, size = environ["wsgi.input"], [], 0
+    while size <= max_bytes:
+        chunk = stream.read(max_bytes + 1 - size)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    if size > max_bytes:
+        raise ApiError(413, "PAYLOAD_TOO_LARGE", f"the body is larger than {max_bytes} bytes")
+    return b"".join(chunks)
+
+
+def create_app(
+    config: Config | None = None,
+    *,
+    publisher: Publisher | None = None,
+    catalog: Catalog | None = None,
+) -> Flask:
+    """Build the write API; tests inject a fake publisher and catalog."""
+    config = config or Config.from_env()
+    if publisher is None:
+        publisher = KafkaPublisher(config)
+    if catalog is None:
+        catalog = RedisCatalog(config.redis_url, config.redis_timeout_s) \
+            if config.catalog_check else NoCatalog()
+
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
+    app.extensions["cart_write"] = {"config": config, "publisher": publisher, "catalog": catalog}
+    register_error_handlers(app)
+
+    def make_handler(name: str):
+        def handle() -> Response:
+            doc = parse_body(read_body(config.max_body_bytes), request.mimetype)
+            command = parse_command(name, doc)
+            key = parse_idempotency_key(request.headers.get(IDEMPOTENCY_HEADER))
+            body = accept_command(
+                command, key, publisher=publisher, catalog=catalog, config=config
+            )
+            return json_response(body, 202)
+
+        handle.__name__ = f"command_{name}"
+        return handle
+
+    for name in COMMANDS:
+        app.add_url_rule(f"/api/v1/{name}", endpoint=name, view_func=make_handler(name),
+                         methods=["POST"])
+
+    @app.get("/healthz")
+    def healthz() -> Response:
+        return json_response({"status": "ok"}, 200)
+
+    @app.get("/readyz")
+    def readyz() -> Response:
+        if publisher.ready():
+            return json_response({"status": "ready"}, 200)
+        return error_response(503, "KAFKA_UNAVAILABLE",
+                              f"Kafka at {config.kafka_bootstrap} is not reachable",
+                              headers={"Retry-After": str(config.retry_after_s)})
+
+    return app

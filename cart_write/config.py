@@ -1,0 +1,115 @@
+"""Write API settings, read once from the environment; defaults fit the local stack."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be an integer, got {raw!r}") from None
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
+def _float(env: Mapping[str, str], name: str, default: float, minimum: float = 0.0) -> float:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be a number, got {raw!r}") from None
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
+def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    lowered = raw.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"{name} must be a boolean (1/0, true/false), got {raw!r}")
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything the write API needs to know about its surroundings."""
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    # Measured on 2 cores (bench/write_api.py): 2 granian workers x 32 blocking threads.
+    workers: int = 2
+    threads: int = 32
+    kafka_bootstrap: str = "localhost:9092"
+    topic_cart_events: str = "cart-events"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    catalog_check: bool = True
+    redis_timeout_s: float = 0.25
+    # Producer tuning: a short linger batches concurrent requests into one produce request.
+    linger_ms: int = 2
+    batch_size: int = 65536
+    # Bounds that turn a dead broker into a 503 within a few seconds instead of a hang.
+    request_timeout_ms: int = 3000
+    delivery_timeout_ms: int = 5000
+    max_block_ms: int = 3000
+    retry_after_s: int = 2
+    max_body_bytes: int = 64 * 1024
+    log_level: str = "INFO"
+
+    def __post_init__(self) -> None:
+        if self.log_level not in LOG_LEVELS:
+            raise ValueError(f"WRITE_LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}")
+        if self.delivery_timeout_ms < self.linger_ms + self.request_timeout_ms:
+            raise ValueError(
+                "WRITE_KAFKA_DELIVERY_TIMEOUT_MS must be >= WRITE_LINGER_MS + "
+                "WRITE_KAFKA_REQUEST_TIMEOUT_MS"
+            )
+
+    @property
+    def ack_timeout_s(self) -> float:
+        """How long a request waits for the broker's ack: the delivery timeout plus slack."""
+        return self.delivery_timeout_ms / 1000 + 1.0
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] = os.environ) -> Config:
+        """Build the config from environment variables (unset or empty means default)."""
+        d = cls()
+        return cls(
+            host=env.get("WRITE_HOST") or d.host,
+            port=_int(env, "WRITE_PORT", d.port, 0),
+            workers=_int(env, "WRITE_WORKERS", d.workers, 1),
+            threads=_int(env, "WRITE_THREADS", d.threads, 1),
+            kafka_bootstrap=env.get("KAFKA_BOOTSTRAP") or d.kafka_bootstrap,
+            topic_cart_events=env.get("TOPIC_CART_EVENTS") or d.topic_cart_events,
+            redis_url=env.get("REDIS_URL") or d.redis_url,
+            catalog_check=_bool(env, "WRITE_CATALOG_CHECK", d.catalog_check),
+            redis_timeout_s=_float(env, "WRITE_REDIS_TIMEOUT_S", d.redis_timeout_s, 0.01),
+            linger_ms=_int(env, "WRITE_LINGER_MS", d.linger_ms, 0),
+            batch_size=_int(env, "WRITE_BATCH_SIZE", d.batch_size, 1024),
+            request_timeout_ms=_int(
+                env, "WRITE_KAFKA_REQUEST_TIMEOUT_MS", d.request_timeout_ms, 100
+            ),
+            delivery_timeout_ms=_int(
+                env, "WRITE_KAFKA_DELIVERY_TIMEOUT_MS", d.delivery_timeout_ms, 100
+            ),
+            max_block_ms=_int(env, "WRITE_KAFKA_MAX_BLOCK_MS", d.max_block_ms, 100),
+            retry_after_s=_int(env, "WRITE_RETRY_AFTER_S", d.retry_after_s, 1),
+            max_body_bytes=_int(env, "WRITE_MAX_BODY_BYTES", d.max_body_bytes, 1024),
+            log_level=(env.get("WRITE_LOG_LEVEL") or d.log_level).upper(),
+        )

@@ -1,0 +1,217 @@
+"""Publishing events to Kafka and waiting for the broker's acknowledgement, within bounds."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from kafka import KafkaProducer
+from kafka.admin import KafkaAdminClient
+from kafka.errors import KafkaError, KafkaTimeoutError
+
+from cart_write.config import Config
+
+log = logging.getLogger("cart_write.publisher")
+
+
+@dataclass(frozen=True)
+class Ack:
+    """Where the broker stored an acknowledged record."""
+
+    partition: int
+    offset: int
+
+
+class PublishUnavailable(Exception):
+    """Kafka did not acknowledge the record within the bounds; the caller answers 503."""
+
+
+class Publisher(Protocol):
+    """What the HTTP layer needs from Kafka (a fake in unit tests)."""
+
+    def publish(self, topic: str, key: bytes, value: bytes) -> Ack:
+        """Send one record and return its position once acknowledged; raise PublishUnavailable."""
+        ...
+
+    def ready(self) -> bool:
+        """True when the broker answers."""
+        ...
+
+    def close(self) -> None:
+        """Flush and release the connection."""
+        ...
+
+
+def producer_settings(config: Config) -> dict[str, Any]:
+    """KafkaProducer keyword arguments: durable, idempotent, and bounded in time."""
+    return {
+        "bootstrap_servers": config.kafka_bootstrap.split(","),
+        "client_id": "cart-write",
+        "acks": "all",
+        "enable_idempotence": True,
+        "linger_ms": config.linger_ms,
+        "batch_size": config.batch_size,
+        "request_timeout_ms": config.request_timeout_ms,
+        "delivery_timeout_ms": config.delivery_timeout_ms,
+        "max_block_ms": config.max_block_ms,
+        "bootstrap_timeout_ms": config.max_block_ms,
+        # The default backoff grows to 30 s; a restarted broker should be used again quickly.
+        "reconnect_backoff_max_ms": 1000,
+        # Per-record sensor updates cost GIL time on the hot path; nothing reads them.
+        "metrics_enabled": False,
+    }
+
+
+class KafkaPublisher:
+    """One kafka-python producer per process, created on first use (after the server forks).
+
+    While Kafka is unreachable every call fails within about `config.ack_timeout_s` (usually
+    at once) with PublishUnavailable. A producer whose record failed is replaced by a fresh
+    one, so the service recovers by itself when the broker is back.
+    """
+
+    # After a failed attempt to build a producer, fail fast for this long instead of
+    # making every concurrent request wait for its own bootstrap timeout.
+    BUILD_BACKOFF_S = 1.0
+    # A ready() answer is reused this long so probes cannot flood the broker.
+    READY_CACHE_S = 1.0
+
+    def __init__(
+        self,
+        config: Config,
+        producer_factory: Callable[..., Any] = KafkaProducer,
+        admin_factory: Callable[..., Any] = KafkaAdminClient,
+    ) -> None:
+        self._config = config
+        self._producer_factory = producer_factory
+        self._admin_factory = admin_factory
+        self._lock = threading.Lock()
+        self._producer: Any = None
+        self._pid = 0
+        self._retry_build_at = 0.0
+        self._last_ok = 0.0
+        self._ready_lock = threading.Lock()
+        self._ready_at = 0.0
+        self._ready_value = False
+
+    def _get_producer(self) -> Any:
+        producer = self._producer
+        if producer is not None and self._pid == os.getpid():
+            return producer
+        # One thread builds; the others wait for it (bounded by the bootstrap timeout).
+        with self._lock:
+            if self._producer is not None and self._pid == os.getpid():
+                return self._producer
+            if time.monotonic() < self._retry_build_at:
+                raise PublishUnavailable("Kafka is unreachable (a recent connect attempt failed)")
+            try:
+                producer = self._producer_factory(**producer_settings(self._config))
+            except (KafkaError, OSError) as exc:
+                self._retry_build_at = time.monotonic() + self.BUILD_BACKOFF_S
+                log.warning("cannot create Kafka producer for %s: %s",
+                            self._config.kafka_bootstrap, exc)
+                raise PublishUnavailable(f"Kafka is unreachable: {exc}") from exc
+            self._producer, self._pid = producer, os.getpid()
+            log.info("Kafka producer connected to %s (pid %d)",
+                     self._config.kafka_bootstrap, self._pid)
+            return producer
+
+    def publish(self, topic: str, key: bytes, value: bytes) -> Ack:
+        """Send one record and wait (bounded) for acks=all; raise PublishUnavailable."""
+        producer = self._get_producer()
+        future = None
+        try:
+            future = producer.send(topic, key=key, value=value)
+            meta = future.get(timeout=self._config.ack_timeout_s)
+        except KafkaError as exc:
+            self._on_failure(producer, exc, future)
+            raise PublishUnavailable(f"Kafka did not acknowledge: {exc}") from exc
+        self._last_ok = time.monotonic()
+        return Ack(partition=meta.partition, offset=meta.offset)
+
+    def _on_failure(self, producer: Any, exc: KafkaError, future: Any) -> None:
+        # With unlimited retries an error reaches us only once a record expired (the delivery
+        # timeout), the producer is broken, or our own wait ran out. In every case replace it:
+        # kafka-python 3.0.12 wedges after an outage in which an already-sent batch expires
+        # (reset_producer_id() never re-runs InitProducerId, so nothing it holds moves again),
+        # and while the broker stays down a fresh producer fails fast (BUILD_BACKOFF_S)
+        # instead of making every request wait out the delivery timeout.
+        wedged = future is not None and not getattr(future, "is_done", True)
+        with self._lock:
+            if self._producer is not producer:
+                return  # another request already replaced it
+            self._producer = None
+        if wedged or not (isinstance(exc, KafkaTimeoutError) or exc.retriable):
+            log.error("Kafka producer %s, replacing it: %r",
+                      "stopped settling records" if wedged else "failed", exc)
+        else:
+            log.warning("Kafka did not acknowledge in time, replacing the producer: %s", exc)
+        threading.Thread(target=_abandon, args=(producer,), daemon=True).start()
+
+    def ready(self) -> bool:
+        """True when a broker answered recently: a successful ack or a fresh metadata probe."""
+        if time.monotonic() - self._last_ok < self.READY_CACHE_S:
+            return True
+        with self._ready_lock:
+            if time.monotonic() - self._ready_at < self.READY_CACHE_S:
+                return self._ready_value
+            self._ready_value = self._probe()
+            self._ready_at = time.monotonic()
+            return self._ready_value
+
+    def _probe(self) -> bool:
+        try:
+            admin = self._admin_factory(
+                bootstrap_servers=self._config.kafka_bootstrap.split(","),
+                client_id="cart-write-readyz",
+                request_timeout_ms=self._config.request_timeout_ms,
+                bootstrap_timeout_ms=self._config.request_timeout_ms,
+            )
+        except (KafkaError, OSError) as exc:
+            log.warning("readiness: Kafka at %s unreachable: %s", self._config.kafka_bootstrap, exc)
+            return False
+        try:
+            admin.describe_cluster()
+            return True
+        except (KafkaError, OSError) as exc:
+            log.warning("readiness: Kafka at %s did not answer: %s",
+                        self._config.kafka_bootstrap, exc)
+            return False
+        finally:
+            _close_quietly(admin)
+
+    def close(self) -> None:
+        """Flush what is buffered (bounded) and close the producer."""
+        with self._lock:
+            producer, self._producer = self._producer, None
+        if producer is not None and self._pid == os.getpid():
+            _close_quietly(producer, timeout=self._config.ack_timeout_s)
+
+
+def _abandon(producer: Any) -> None:
+    """Close a broken producer without waiting on records it will never settle."""
+    try:
+        producer.close(timeout=1.0)
+        return
+    except Exception as exc:  # a stuck flush raises before the I/O thread is stopped
+        log.debug("closing a broken producer: %r", exc)
+    # kafka-python has no public force-close; without it the I/O thread would poll forever.
+    sender = getattr(producer, "_sender", None)
+    if sender is not None and hasattr(sender, "force_close"):
+        sender.force_close()
+        sender.join(10)
+
+
+def _close_quietly(client: Any, timeout: float | None = None) -> None:
+    try:
+        if timeout is None:
+            client.close()
+        else:
+            client.close(timeout=timeout)
+    except Exception as exc:  # closing must never raise into a request or a shutdown
+        log.debug("closing Kafka client: %r", exc)

@@ -1,0 +1,115 @@
+"""Turning an HTTP request body into a command, with the contract's id and qty rules."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from cart_contract import ContractError, EventType, parse_id, parse_qty
+from cart_write.errors import ApiError
+
+# Fixed namespace so an Idempotency-Key maps to the same eventId in every process, forever.
+IDEMPOTENCY_NAMESPACE = uuid.UUID("6f1c2a8e-3d5b-5c47-9a0e-2b7d4c1f8e93")
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+IDEMPOTENCY_KEY_MAX = 255
+# Visible ASCII only: the key is echoed in logs and hashed as UTF-8, so keep it unambiguous.
+_IDEMPOTENCY_KEY_RE = re.compile(r"^[\x21-\x7e]{1,255}$")
+
+# What each command endpoint needs: (event type, needs itemId, qty rule).
+_REQUIRED, _OPTIONAL, _NONE = "required", "optional", "none"
+COMMANDS: dict[str, tuple[EventType, bool, str]] = {
+    "add": (EventType.ITEM_ADDED, True, _REQUIRED),
+    "remove": (EventType.ITEM_REMOVED, True, _OPTIONAL),
+    "checkout": (EventType.CHECKOUT, False, _NONE),
+    "clear": (EventType.CART_CLEARED, False, _NONE),
+}
+
+
+@dataclass(frozen=True)
+class Command:
+    """A validated request to change a cart."""
+
+    type: EventType
+    customer_id: str
+    item_id: str | None = None
+    qty: int | None = None
+
+
+def _is_json_mimetype(mimetype: str) -> bool:
+    return mimetype == "application/json" or (
+        mimetype.startswith("application/") and mimetype.endswith("+json")
+    )
+
+
+def parse_body(raw: bytes, mimetype: str) -> dict[str, Any]:
+    """The request's JSON object.
+
+    A JSON content type is parsed strictly (400 on bad JSON). A missing content type or
+    curl's default `application/x-www-form-urlencoded` (plain `curl -d '{...}'`) is accepted
+    when the body is JSON; anything else is 415.
+    """
+    mimetype = mimetype.lower()
+    declared_json = _is_json_mimetype(mimetype)
+    if not declared_json and mimetype not in ("", "application/x-www-form-urlencoded"):
+        raise ApiError(415, "UNSUPPORTED_MEDIA_TYPE",
+                       f"Content-Type must be application/json, not {mimetype}")
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        if not declared_json:
+            raise ApiError(415, "UNSUPPORTED_MEDIA_TYPE",
+                           "the body must be JSON with Content-Type: application/json") from None
+        raise ContractError("INVALID_JSON", f"the body is not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise ContractError("NOT_AN_OBJECT", "the body must be a JSON object")
+    return value
+
+
+def _present(doc: dict[str, Any], field: str) -> bool:
+    # JSON null counts as absent, as in the contract's record readers.
+    return doc.get(field) is not None
+
+
+def parse_command(name: str, doc: dict[str, Any]) -> Command:
+    """Validate a body for the command endpoint `name` (add, remove, checkout, clear)."""
+    event_type, needs_item, qty_rule = COMMANDS[name]
+    if not _present(doc, "customerId"):
+        raise ContractError("MISSING_FIELD", "customerId is required", "customerId")
+    customer_id = parse_id(doc["customerId"], "customerId")
+    item_id = qty = None
+    if needs_item:
+        if not _present(doc, "itemId"):
+            raise ContractError("MISSING_FIELD", "itemId is required", "itemId")
+        item_id = parse_id(doc["itemId"], "itemId")
+    if qty_rule == _REQUIRED and not _present(doc, "qty"):
+        raise ContractError("MISSING_FIELD", "qty is required", "qty")
+    if qty_rule != _NONE and _present(doc, "qty"):
+        qty = parse_qty(doc["qty"], "qty")
+    return Command(event_type, customer_id, item_id, qty)
+
+
+def parse_idempotency_key(value: str | None) -> str | None:
+    """The Idempotency-Key header's value, or None when the header is absent."""
+    if value is None:
+        return None
+    if not _IDEMPOTENCY_KEY_RE.fullmatch(value):
+        raise ApiError(400, "INVALID_IDEMPOTENCY_KEY",
+                       f"{IDEMPOTENCY_HEADER} must be 1-{IDEMPOTENCY_KEY_MAX} visible ASCII "
+                       "characters", IDEMPOTENCY_HEADER)
+    return value
+
+
+def event_id_for(command: Command, idempotency_key: str | None) -> str:
+    """A deterministic eventId for a keyed request (uuid5), a random one otherwise.
+
+    The event type is part of the name, so a key mistakenly reused for a different command
+    cannot make the aggregator drop that command as a duplicate.
+    """
+    if idempotency_key is None:
+        return str(uuid.uuid4())
+    name = f"{command.customer_id}\n{command.type.value}\n{idempotency_key}"
+    return str(uuid.uuid5(IDEMPOTENCY_NAMESPACE, name))

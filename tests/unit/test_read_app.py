@@ -1,0 +1,333 @@
+"""Read API handlers over fake stores: status codes, error shapes, fallback decisions (no I/O)."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from decimal import Decimal
+from typing import Any
+
+import orjson
+import pytest
+import redis
+
+from cart_contract import (
+    CartDetails,
+    EventPosition,
+    LineItem,
+    cart_details_to_dict,
+    encode_cart_details,
+)
+from cart_read.app import create_app
+from cart_read.config import Config
+from cart_read.params import KIND_ORDERS, encode_cursor
+from cart_read.waiters import CartWaiters
+
+CFG = Config(redis_retry_ms=0)
+
+
+def cart(customer: str = "123", version: int = 3, offset: int = 10, gen: int = 1) -> CartDetails:
+    line = LineItem("1", "IPhone 12", 3, Decimal("65000"), Decimal("195000"))
+    return CartDetails(customer, f"{customer}:{gen}", "OPEN", (line,), 3, Decimal("195000"),
+                       version, EventPosition(f"e{version}", 2, offset), (),
+                       "2025-01-01T00:00:00.000000Z")
+
+
+class FakeRedis:
+    """The few redis.Redis calls the read API makes, over dicts."""
+
+    def __init__(self, down: bool = False) -> None:
+        self.hashes: dict[str, dict[str, bytes]] = {}
+        self.down = down
+        self.evals: list[tuple[Any, ...]] = []
+
+    def _check(self) -> None:
+        if self.down:
+            raise redis.ConnectionError("connection refused")
+
+    def hmget(self, key: str, fields: tuple[str, ...]) -> list[bytes | None]:
+        self._check()
+        h = self.hashes.get(key, {})
+        return [h.get(f) for f in fields]
+
+    def cas(self, key: str, v: int, doc: bytes) -> int:
+        """The sink's compare-and-set on `v` (connectors.stores.CART_CAS)."""
+        self._check()
+        self.evals.append((key, v, doc))
+        cur = self.hashes.get(key, {}).get("v")
+        if cur is not None and int(cur) >= v:
+            return 0
+        self.hashes[key] = {"v": str(v).encode(), "doc": doc}
+        return 1
+
+    def register_script(self, script: str) -> Any:
+        assert "HSET" in script and "'v'" in script
+        return lambda keys, args, client: client.queue(
+            lambda: self.cas(keys[0], int(args[0]), args[1]))
+
+    def pipeline(self, transaction: bool = True) -> Any:
+        return FakePipeline()
+
+    def ping(self) -> bool:
+        self._check()
+        return True
+
+    def put(self, c: CartDetails) -> bytes:
+        doc = encode_cart_details(c)
+        self.hashes[f"cart:{c.customer_id}"] = {"v": str(c.version).encode(), "doc": doc}
+        return doc
+
+
+class FakePipeline:
+    def __init__(self) -> None:
+        self.calls: list[Any] = []
+
+    def queue(self, call: Any) -> None:
+        self.calls.append(call)
+
+    def execute(self) -> list[Any]:
+        return [call() for call in self.calls]
+
+
+class FakePool:
+    """A psycopg pool whose connections answer from a list of canned row lists."""
+
+    def __init__(self, *answers: list[tuple[Any, ...]], error: Exception | None = None) -> None:
+        self.answers = list(answers)
+        self.error = error
+        self.queries: list[tuple[Any, list[Any]]] = []
+
+    @contextmanager
+    def connection(self, timeout: float | None = None):
+        if self.error is not None:
+            raise self.error
+        yield self
+
+    def execute(self, query: Any, params: Any = None) -> FakePool:
+        self.queries.append((query, list(params or [])))
+        return self
+
+    def fetchall(self) -> list[tuple[Any, ...]]:
+        return self.answers.pop(0) if self.answers else []
+
+    def fetchone(self) -> tuple[Any, ...] | None:
+        rows = self.fetchall()
+        return rows[0] if rows else None
+
+
+class NoDb:
+    """A pool that fails the test if a handler touches it."""
+
+    def connection(self, timeout: float | None = None):
+        raise AssertionError("the database must not be queried here")
+
+
+def client(r: Any = None, pool: Any = None, waiter: CartWaiters | None = None, cfg=CFG):
+    app = create_app(cfg, redis=r or FakeRedis(), db_pool=pool or NoDb(),
+                     waiter=waiter or CartWaiters(4))
+    return app.test_client()
+
+
+def assert_error(resp: Any, status: int, code: str, field: str | None = None) -> dict:
+    assert resp.status_code == status
+    assert resp.mimetype == "application/json"
+    body = resp.get_json()
+    assert set(body["error"]) == {"code", "message", "field"}
+    assert body["error"]["code"] == code
+    assert body["error"]["field"] == field
+    assert body["error"]["message"]
+    return body
+
+
+# ------------------------------------------------------------------------- generic errors
+
+
+def test_unknown_path_is_json_404() -> None:
+    assert_error(client().get("/nope"), 404, "NOT_FOUND")
+    assert_error(client().get("/api/v1/123/orders/x"), 404, "NOT_FOUND")
+
+
+def test_wrong_method_is_json_405_with_allow() -> None:
+    resp = client().post("/api/v1/123")
+    assert_error(resp, 405, "METHOD_NOT_ALLOWED")
+    assert "GET" in resp.headers["Allow"]
+    assert_error(client().delete("/api/v1/carts"), 405, "METHOD_NOT_ALLOWED")
+
+
+def test_healthz_does_no_io() -> None:
+    resp = client(FakeRedis(down=True)).get("/healthz")
+    assert resp.status_code == 200 and resp.get_json() == {"status": "ok"}
+
+
+def test_readyz_reports_each_store() -> None:
+    ok = client(FakeRedis(), FakePool([(1,)])).get("/readyz")
+    assert ok.status_code == 200
+    assert ok.get_json()["checks"] == {"redis": "ok", "postgres": "ok"}
+    import psycopg
+
+    bad = client(FakeRedis(down=True), FakePool(error=psycopg.OperationalError("down")))
+    body = assert_error(bad.get("/readyz"), 503, "NOT_READY")
+    assert body["checks"]["redis"].startswith("redis:")
+    assert body["checks"]["postgres"].startswith("postgresql:")
+
+
+# ---------------------------------------------------------------------------------- carts
+
+
+def test_cart_comes_from_redis_byte_for_byte() -> None:
+    r = FakeRedis()
+    doc = r.put(cart())
+    resp = client(r).get("/api/v1/123")
+    assert resp.status_code == 200 and resp.mimetype == "application/json"
+    assert resp.data == doc
+
+
+def test_bad_customer_id_and_parameters_are_400() -> None:
+    c = client()
+    assert_error(c.get("/api/v1/a%20b"), 400, "INVALID_ID", "customerId")
+    assert_error(c.get("/api/v1/123?minOffset=-1"), 400, "INVALID_PARAMETER", "minOffset")
+    assert_error(c.get("/api/v1/123?timeout=10"), 400, "INVALID_PARAMETER", "timeout")
+    assert_error(c.get("/api/v1/123?x=1"), 400, "UNKNOWN_PARAMETER", "x")
+
+
+def test_redis_miss_reads_postgres_and_rewarms() -> None:
+    r = FakeRedis()
+    c = cart(version=5)
+    pool = FakePool([(5, orjson.loads(encode_cart_details(c)))])
+    resp = client(r, pool).get("/api/v1/123")
+    assert resp.status_code == 200
+    assert orjson.loads(resp.data) == cart_details_to_dict(c)
+    assert pool.queries[0][1] == ["123"]
+    assert r.hashes["cart:123"] == {"v": b"5", "doc": encode_cart_details(c)}
+
+
+def test_redis_down_reads_postgres_without_rewarm() -> None:
+    r = FakeRedis(down=True)
+    c = cart(version=5)
+    pool = FakePool([(5, cart_details_to_dict(c))])
+    resp = client(r, pool).get("/api/v1/123")
+    assert resp.status_code == 200
+    assert orjson.loads(resp.data) == cart_details_to_dict(c)
+    assert r.evals == []
+
+
+def test_rewarm_never_replaces_a_newer_cart() -> None:
+    r = FakeRedis()
+    r.hashes["cart:123"] = {"v": b"9"}  # a newer version's guard, doc not readable
+    pool = FakePool([(5, cart_details_to_dict(cart(version=5)))])
+    assert client(r, pool).get("/api/v1/123").status_code == 200
+    assert r.evals and r.hashes["cart:123"] == {"v": b"9"}
+
+
+def test_a_doc_the_contract_refuses_is_served_but_not_rewarmed() -> None:
+    r = FakeRedis()
+    pool = FakePool([(5, {"customerId": "123", "odd": True})])
+    resp = client(r, pool).get("/api/v1/123")
+    assert resp.status_code == 200 and resp.get_json()["odd"] is True
+    assert r.evals == []
+
+
+def test_unknown_customer_is_404() -> None:
+    assert_error(client(FakeRedis(), FakePool([])).get("/api/v1/999"), 404, "NOT_FOUND",
+                 "customerId")
+
+
+def test_both_stores_down_is_503_with_retry_after() -> None:
+    import psycopg
+
+    pool = FakePool(error=psycopg.OperationalError("connection refused"))
+    resp = client(FakeRedis(down=True), pool).get("/api/v1/123")
+    assert_error(resp, 503, "STORE_UNAVAILABLE")
+    assert resp.headers["Retry-After"] == "1"
+
+
+def test_min_offset_already_reached_answers_at_once() -> None:
+    r = FakeRedis()
+    doc = r.put(cart(offset=10))
+    resp = client(r, waiter=CartWaiters(0)).get("/api/v1/123?minOffset=10&timeout=1")
+    assert resp.status_code == 200 and resp.data == doc
+
+
+def test_min_offset_timeout_is_504_with_the_version_it_has() -> None:
+    r = FakeRedis()
+    r.put(cart(version=3, offset=10))
+    resp = client(r).get("/api/v1/123?minOffset=11&timeout=20")
+    body = assert_error(resp, 504, "TIMEOUT", "minOffset")
+    assert body["version"] == 3 and body["lastOffset"] == 10
+    assert body["cart"]["version"] == 3
+
+
+def test_min_offset_timeout_for_an_unknown_customer() -> None:
+    body = assert_error(client(FakeRedis(), FakePool()).get("/api/v1/9?minOffset=0&timeout=0"),
+                        504, "TIMEOUT", "minOffset")
+    assert body["version"] is None and body["cart"] is None
+
+
+def test_too_many_waiters_is_503_with_retry_after() -> None:
+    r = FakeRedis()
+    r.put(cart(offset=1))
+    waiters = CartWaiters(1)
+    with waiters.waiting("someone", 1):
+        resp = client(r, waiter=waiters).get("/api/v1/123?minOffset=2&timeout=10")
+    assert_error(resp, 503, "TOO_MANY_WAITERS", "minOffset")
+    assert resp.headers["Retry-After"] == "1"
+
+
+# ------------------------------------------------------------------------ static routes win
+
+
+def test_carts_and_products_are_not_customer_ids() -> None:
+    carts = client(FakeRedis(), FakePool([])).get("/api/v1/carts")
+    assert carts.status_code == 200 and carts.get_json() == {"items": [], "nextCursor": None}
+    products = client(FakeRedis(), FakePool([])).get("/api/v1/products")
+    assert products.get_json() == {"items": [], "nextCursor": None}
+
+
+# --------------------------------------------------------------------------------- listings
+
+
+def test_orders_page_and_cursor() -> None:
+    docs = [(g, {"cartId": f"123:{g}"}) for g in (5, 4, 3)]
+    pool = FakePool(docs)
+    resp = client(FakeRedis(), pool).get("/api/v1/123/orders?limit=2")
+    body = resp.get_json()
+    assert [d["cartId"] for d in body["items"]] == ["123:5", "123:4"]
+    assert body["nextCursor"] == encode_cursor(KIND_ORDERS, 4)
+    assert pool.queries[0][1] == ["123", "CHECKED_OUT", 3]  # limit + 1 rows asked for
+
+
+def test_listing_parameters_are_checked_before_any_query() -> None:
+    c = client()
+    assert_error(c.get("/api/v1/123/orders?cursor=zz"), 400, "INVALID_CURSOR", "cursor")
+    assert_error(c.get("/api/v1/carts?status=NEW"), 400, "INVALID_PARAMETER", "status")
+    assert_error(c.get("/api/v1/carts?minTotal=abc"), 400, "INVALID_PARAMETER", "minTotal")
+    assert_error(c.get("/api/v1/products?limit=0"), 400, "INVALID_PARAMETER", "limit")
+    assert_error(c.get("/api/v1/products/a%2Fb"), 404, "NOT_FOUND")  # %2F is a path separator
+    assert_error(c.get("/api/v1/products/a%20b"), 400, "INVALID_ID", "productId")
+
+
+def test_carts_query_values_are_parameters_not_sql() -> None:
+    pool = FakePool([])
+    resp = client(FakeRedis(), pool).get(
+        "/api/v1/carts?status=OPEN&minTotal=1.5&maxTotal=2&itemId=item-77&limit=5")
+    assert resp.status_code == 200
+    query, params = pool.queries[0]
+    assert params == ["OPEN", Decimal("1.5"), Decimal("2"), "item-77", 6]
+    text = query.as_string(None)
+    assert text.count("%s") == len(params)
+    assert "item-77" not in text and "1.5" not in text and "OPEN" not in text
+
+
+def test_product_found_and_not_found() -> None:
+    pool = FakePool([("1", "IPhone 12", Decimal("65000.00"), 768)], [])
+    c = client(FakeRedis(), pool)
+    resp = c.get("/api/v1/products/1")
+    assert resp.status_code == 200
+    assert resp.get_json() == {"productId": "1", "productName": "IPhone 12", "price": "65000.00",
+                               "stockQty": 768, "schemaVersion": 1}
+    assert_error(c.get("/api/v1/products/2"), 404, "NOT_FOUND", "productId")
+
+
+@pytest.mark.parametrize("path", ["/healthz", "/readyz", "/openapi.json", "/api/v1/products/1"])
+def test_fixed_endpoints_refuse_unknown_parameters(path: str) -> None:
+    resp = client(FakeRedis(), FakePool([(1,)])).get(path + "?x=1")
+    assert_error(resp, 400, "UNKNOWN_PARAMETER", "x")

@@ -1,0 +1,129 @@
+"""Read-your-write waiters: dispatch, cap, cleanup and the wait loop (threads, no I/O)."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+import orjson
+import pytest
+
+from cart_read.waiters import CartWaiters, TooManyWaiters, wait_for_offset
+
+
+@dataclass
+class Cart:
+    last_offset: int | None
+    version: int = 0
+
+
+def test_notify_wakes_only_that_customer_once_the_offset_is_reached() -> None:
+    w = CartWaiters(10)
+    with w.waiting("a", 5) as wa, w.waiting("a", 9) as wa9, w.waiting("b", 5) as wb:
+        assert w.notify("a", 4) == 0
+        assert w.notify("a", 5) == 1
+        assert wa.event.is_set() and not wa9.event.is_set() and not wb.event.is_set()
+        assert w.notify("a", None) == 2  # no offset: everyone re-reads
+        assert w.notify("nobody", 100) == 0
+
+
+def test_waiters_are_capped_and_always_removed() -> None:
+    w = CartWaiters(2)
+    with w.waiting("a", 1), w.waiting("b", 1):
+        assert len(w) == 2
+        with pytest.raises(TooManyWaiters), w.waiting("c", 1):
+            pass
+    assert len(w) == 0
+    with pytest.raises(RuntimeError), w.waiting("a", 1):
+        raise RuntimeError("handler failed")
+    assert len(w) == 0
+    assert w.notify("a", 10) == 0
+
+
+def test_handle_message_parses_the_sink_notification() -> None:
+    w = CartWaiters(10)
+    with w.waiting("42", 3) as waiter:
+        assert w.handle_message(b"not json") == 0
+        assert w.handle_message(b'{"version": 1}') == 0
+        assert w.handle_message(orjson.dumps({"customerId": "42", "offset": 2})) == 0
+        assert not waiter.event.is_set()
+        # customerId as a JSON int still names customer "42".
+        note = {"customerId": 42, "version": 7, "partition": 1, "offset": 3}
+        assert w.handle_message(orjson.dumps(note)) == 1
+        assert waiter.event.is_set()
+
+
+def test_already_reached_answers_without_registering() -> None:
+    w = CartWaiters(0)  # any registration would raise
+    out = wait_for_offset(lambda: Cart(10), w, "a", 10, 5.0)
+    assert out.reached and out.cart.last_offset == 10
+
+
+def test_notification_wakes_the_waiter() -> None:
+    w = CartWaiters(10)
+    state = {"cart": Cart(1, version=1)}
+    registered = threading.Event()
+
+    def load() -> Cart:
+        if len(w):
+            registered.set()
+        return state["cart"]
+
+    def writer() -> None:
+        registered.wait(5)
+        state["cart"] = Cart(7, version=2)
+        w.notify("a", 7)
+
+    t = threading.Thread(target=writer)
+    t.start()
+    # A 60 s timeout: if the notification did not wake it, the test would hang past its timeout.
+    out = wait_for_offset(load, w, "a", 7, 60.0)
+    t.join()
+    assert out.reached and out.cart.version == 2
+    assert len(w) == 0
+
+
+def test_update_between_first_read_and_registration_is_not_lost() -> None:
+    """The writer lands and notifies before the waiter registers: the re-read must see it."""
+    w = CartWaiters(10)
+    calls = []
+
+    def load() -> Cart:
+        calls.append(len(w))
+        if len(calls) == 1:
+            # Store updated (and notified to nobody) right after this first, stale read.
+            assert w.notify("a", 5) == 0
+            return Cart(4)
+        return Cart(5)
+
+    out = wait_for_offset(load, w, "a", 5, 60.0)
+    assert out.reached
+    assert calls == [0, 1]  # second read happened with the waiter registered
+
+
+def test_timeout_returns_the_last_cart_read() -> None:
+    w = CartWaiters(10)
+    out = wait_for_offset(lambda: Cart(3, version=9), w, "a", 4, 0.05)
+    assert not out.reached and out.cart.version == 9
+    out = wait_for_offset(lambda: None, w, "a", 4, 0.0)
+    assert not out.reached and out.cart is None
+    assert len(w) == 0
+
+
+def test_without_a_subscription_the_waiter_polls() -> None:
+    def broken_client():
+        raise ConnectionError("redis is down")
+
+    w = CartWaiters(10, client_factory=broken_client)
+    reads = []
+
+    def load() -> Cart:
+        reads.append(1)
+        return Cart(8 if len(reads) >= 3 else 1)
+
+    try:
+        # No notification will ever come; only polling (every 10 ms) can reach offset 8.
+        out = wait_for_offset(load, w, "a", 8, 60.0, poll_s=0.01)
+        assert out.reached and not w.connected
+    finally:
+        w.close()

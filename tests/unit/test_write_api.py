@@ -1,0 +1,450 @@
+"""The write API over HTTP (Flask test client) with a fake publisher and catalog: no I/O."""
+
+from __future__ import annotations
+
+import io
+import uuid
+from typing import Any
+
+import orjson
+import pytest
+from flask.testing import FlaskClient
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from cart_contract import EventType, decode_cart_event
+from cart_write.app import create_app
+from cart_write.config import Config
+from cart_write.publisher import Ack, PublishUnavailable
+
+TOPIC = "cart-events-unit"
+
+
+class FakePublisher:
+    """Records what would have gone to Kafka; partitions by a stable hash of the key."""
+
+    def __init__(self) -> None:
+        self.records: list[tuple[str, bytes, bytes]] = []
+        self.down = False
+        self.is_ready = True
+
+    def publish(self, topic: str, key: bytes, value: bytes) -> Ack:
+        if self.down:
+            raise PublishUnavailable("broker down (fake)")
+        self.records.append((topic, key, value))
+        return Ack(partition=sum(key) % 6, offset=len(self.records) - 1)
+
+    def ready(self) -> bool:
+        return self.is_ready
+
+    def close(self) -> None:
+        pass
+
+
+class FakeCatalog:
+    """Answers from a fixed set; None when there is no catalog view."""
+
+    def __init__(self, products: set[str] | None = None) -> None:
+        self.products = products
+        self.asked: list[str] = []
+
+    def knows(self, product_id: str) -> bool | None:
+        self.asked.append(product_id)
+        if self.products is None:
+            return None
+        return product_id in self.products
+
+
+@pytest.fixture
+def publisher() -> FakePublisher:
+    return FakePublisher()
+
+
+@pytest.fixture
+def catalog() -> FakeCatalog:
+    return FakeCatalog()
+
+
+@pytest.fixture
+def client(publisher: FakePublisher, catalog: FakeCatalog) -> FlaskClient:
+    app = create_app(Config(topic_cart_events=TOPIC), publisher=publisher, catalog=catalog)
+    return app.test_client()
+
+
+def post(client: FlaskClient, path: str, body: Any, headers: dict[str, str] | None = None,
+         content_type: str | None = "application/json"):
+    data = body if isinstance(body, bytes) else orjson.dumps(body)
+    hdrs = dict(headers or {})
+    if content_type is not None:
+        hdrs["Content-Type"] = content_type
+    return client.post(path, data=data, headers=hdrs)
+
+
+def assert_error(resp: Any, status: int, code: str, field: str | None = None) -> dict[str, Any]:
+    assert resp.status_code == status, resp.get_data(as_text=True)
+    assert resp.mimetype == "application/json"
+    body = resp.get_json()
+    assert set(body) == {"error"}
+    assert set(body["error"]) == {"code", "message", "field"}
+    assert body["error"]["code"] == code
+    assert body["error"]["field"] == field
+    assert isinstance(body["error"]["message"], str) and body["error"]["message"]
+    return body["error"]
+
+
+# ---------------------------------------------------------------- the seed's commands
+
+
+def test_add_is_acknowledged_with_its_position_and_lands_as_a_contract_event(
+    client: FlaskClient, publisher: FakePublisher
+) -> None:
+    resp = post(client, "/api/v1/add", {"customerId": "123", "itemId": "1", "qty": 1})
+    assert resp.status_code == 202
+    body = resp.get_json()
+    assert set(body) == {"eventId", "type", "customerId", "partition", "offset"}
+    assert body["type"] == "ITEM_ADDED" and body["customerId"] == "123"
+    [(topic, key, value)] = publisher.records
+    assert (topic, key) == (TOPIC, b"123")
+    assert (body["partition"], body["offset"]) == (sum(b"123") % 6, 0)
+    event = decode_cart_event(value)
+    assert event.event_id == body["eventId"]
+    assert (event.type, event.customer_id, event.item_id, event.qty) == (
+        EventType.ITEM_ADDED, "123", "1", 1)
+    uuid.UUID(body["eventId"])
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "expected"),
+    [
+        ("/api/v1/remove", {"customerId": "123", "itemId": "2", "qty": 1},
+         (EventType.ITEM_REMOVED, "123", "2", 1)),
+        ("/api/v1/remove", {"customerId": "123", "itemId": "2"},
+         (EventType.ITEM_REMOVED, "123", "2", None)),
+        ("/api/v1/remove", {"customerId": "123", "itemId": "2", "qty": None},
+         (EventType.ITEM_REMOVED, "123", "2", None)),
+        ("/api/v1/checkout", {"customerId": "123"}, (EventType.CHECKOUT, "123", None, None)),
+        ("/api/v1/clear", {"customerId": "123"}, (EventType.CART_CLEARED, "123", None, None)),
+        # Numeric ids, as in the seed data, become strings.
+        ("/api/v1/add", {"customerId": 123, "itemId": 1, "qty": 3},
+         (EventType.ITEM_ADDED, "123", "1", 3)),
+        # Fields a command does not use are ignored, not rejected.
+        ("/api/v1/checkout", {"customerId": "c1", "itemId": "9", "qty": 0, "note": "x"},
+         (EventType.CHECKOUT, "c1", None, None)),
+    ],
+)
+def test_commands_round_trip_through_the_contract(
+    client: FlaskClient, publisher: FakePublisher, path: str, body: dict[str, Any],
+    expected: tuple[Any, ...],
+) -> None:
+    resp = post(client, path, body)
+    assert resp.status_code == 202, resp.get_data(as_text=True)
+    event = decode_cart_event(publisher.records[-1][2])
+    assert (event.type, event.customer_id, event.item_id, event.qty) == expected
+    assert publisher.records[-1][1] == expected[1].encode()
+    assert resp.get_json()["type"] == expected[0].value
+
+
+@pytest.mark.parametrize("content_type", [
+    None,  # curl without -H
+    "application/x-www-form-urlencoded",  # plain `curl -d '{...}'`
+    "application/json; charset=utf-8",
+    "application/vnd.cartstream+json",
+])
+def test_json_bodies_are_accepted_as_plain_curl_sends_them(
+    client: FlaskClient, publisher: FakePublisher, content_type: str | None
+) -> None:
+    resp = post(client, "/api/v1/clear", {"customerId": "123"}, content_type=content_type)
+    assert resp.status_code == 202
+    assert len(publisher.records) == 1
+
+
+def test_each_request_gets_a_fresh_event_id_without_an_idempotency_key(
+    client: FlaskClient,
+) -> None:
+    ids = {post(client, "/api/v1/clear", {"customerId": "1"}).get_json()["eventId"]
+           for _ in range(3)}
+    assert len(ids) == 3
+
+
+# ---------------------------------------------------------------- validation
+
+
+@pytest.mark.parametrize(
+    ("body", "code", "field"),
+    [
+        ({"itemId": "1", "qty": 1}, "MISSING_FIELD", "customerId"),
+        ({"customerId": None, "itemId": "1", "qty": 1}, "MISSING_FIELD", "customerId"),
+        ({"customerId": "", "itemId": "1", "qty": 1}, "INVALID_ID", "customerId"),
+        ({"customerId": "x" * 65, "itemId": "1", "qty": 1}, "INVALID_ID", "customerId"),
+        ({"customerId": "a b", "itemId": "1", "qty": 1}, "INVALID_ID", "customerId"),
+        ({"customerId": "a/b", "itemId": "1", "qty": 1}, "INVALID_ID", "customerId"),
+        ({"customerId": "ü", "itemId": "1", "qty": 1}, "INVALID_ID", "customerId"),
+        ({"customerId": "a\n", "itemId": "1", "qty": 1}, "INVALID_ID", "customerId"),
+        ({"customerId": True, "itemId": "1", "qty": 1}, "WRONG_TYPE", "customerId"),
+        ({"customerId": 1.5, "itemId": "1", "qty": 1}, "WRONG_TYPE", "customerId"),
+        ({"customerId": ["1"], "itemId": "1", "qty": 1}, "WRONG_TYPE", "customerId"),
+        ({"customerId": {"id": 1}, "itemId": "1", "qty": 1}, "WRONG_TYPE", "customerId"),
+        ({"customerId": "1", "qty": 1}, "MISSING_FIELD", "itemId"),
+        ({"customerId": "1", "itemId": "", "qty": 1}, "INVALID_ID", "itemId"),
+        ({"customerId": "1", "itemId": "#1", "qty": 1}, "INVALID_ID", "itemId"),
+        ({"customerId": "1", "itemId": False, "qty": 1}, "WRONG_TYPE", "itemId"),
+        ({"customerId": "1", "itemId": "1"}, "MISSING_FIELD", "qty"),
+        ({"customerId": "1", "itemId": "1", "qty": None}, "MISSING_FIELD", "qty"),
+        ({"customerId": "1", "itemId": "1", "qty": 0}, "INVALID_QTY", "qty"),
+        ({"customerId": "1", "itemId": "1", "qty": -1}, "INVALID_QTY", "qty"),
+        ({"customerId": "1", "itemId": "1", "qty": 10001}, "INVALID_QTY", "qty"),
+        ({"customerId": "1", "itemId": "1", "qty": 1.0}, "WRONG_TYPE", "qty"),
+        ({"customerId": "1", "itemId": "1", "qty": 1.5}, "WRONG_TYPE", "qty"),
+        ({"customerId": "1", "itemId": "1", "qty": "1"}, "WRONG_TYPE", "qty"),
+        ({"customerId": "1", "itemId": "1", "qty": True}, "WRONG_TYPE", "qty"),
+        ({"customerId": "1", "itemId": "1", "qty": False}, "WRONG_TYPE", "qty"),
+        ({"customerId": "1", "itemId": "1", "qty": [1]}, "WRONG_TYPE", "qty"),
+    ],
+)
+def test_add_rejects_each_invalid_field_with_400(
+    client: FlaskClient, publisher: FakePublisher, body: dict[str, Any], code: str, field: str
+) -> None:
+    assert_error(post(client, "/api/v1/add", body), 400, code, field)
+    assert publisher.records == []
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "code", "field"),
+    [
+        ("/api/v1/remove", {"customerId": "1"}, "MISSING_FIELD", "itemId"),
+        ("/api/v1/remove", {"customerId": "1", "itemId": "2", "qty": 0}, "INVALID_QTY", "qty"),
+        ("/api/v1/remove", {"customerId": "1", "itemId": "2", "qty": "all"}, "WRONG_TYPE", "qty"),
+        ("/api/v1/checkout", {}, "MISSING_FIELD", "customerId"),
+        ("/api/v1/checkout", {"customerId": "x" * 65}, "INVALID_ID", "customerId"),
+        ("/api/v1/clear", {"customerId": False}, "WRONG_TYPE", "customerId"),
+    ],
+)
+def test_other_commands_validate_too(
+    client: FlaskClient, publisher: FakePublisher, path: str, body: dict[str, Any], code: str,
+    field: str,
+) -> None:
+    assert_error(post(client, path, body), 400, code, field)
+    assert publisher.records == []
+
+
+@pytest.mark.parametrize(("qty", "ident"), [(1, "a"), (10000, "x" * 64),
+                                            (5, "A-z.0_9:@x")])
+def test_boundary_values_are_accepted(client: FlaskClient, qty: int, ident: str) -> None:
+    resp = post(client, "/api/v1/add", {"customerId": ident, "itemId": ident, "qty": qty})
+    assert resp.status_code == 202
+
+
+@settings(max_examples=60, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(ident=st.from_regex(r"\A[A-Za-z0-9._:@-]{1,64}\Z"),
+       qty=st.integers(min_value=1, max_value=10000))
+def test_any_valid_id_and_qty_round_trip(client: FlaskClient, publisher: FakePublisher,
+                                         ident: str, qty: int) -> None:
+    resp = post(client, "/api/v1/add", {"customerId": ident, "itemId": ident, "qty": qty})
+    assert resp.status_code == 202
+    event = decode_cart_event(publisher.records[-1][2])
+    assert (event.customer_id, event.item_id, event.qty) == (ident, ident, qty)
+
+
+@settings(max_examples=60, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(ident=st.text(min_size=1, max_size=80).filter(
+    lambda s: not (len(s) <= 64 and all(c.isascii() and (c.isalnum() or c in "._:@-")
+                                        for c in s))))
+def test_any_invalid_id_is_rejected(client: FlaskClient, publisher: FakePublisher,
+                                    ident: str) -> None:
+    resp = post(client, "/api/v1/checkout", {"customerId": ident})
+    assert_error(resp, 400, "INVALID_ID", "customerId")
+
+
+@pytest.mark.parametrize(
+    ("data", "code"),
+    [
+        (b"", "INVALID_JSON"),
+        (b"{", "INVALID_JSON"),
+        (b"{'customerId': '1'}", "INVALID_JSON"),
+        (b"[]", "NOT_AN_OBJECT"),
+        (b'"customerId"', "NOT_AN_OBJECT"),
+        (b"42", "NOT_AN_OBJECT"),
+        (b"null", "NOT_AN_OBJECT"),
+    ],
+)
+def test_a_json_body_that_is_not_an_object_is_400(client: FlaskClient, data: bytes,
+                                                  code: str) -> None:
+    assert_error(post(client, "/api/v1/clear", data), 400, code)
+
+
+@pytest.mark.parametrize(
+    ("data", "content_type"),
+    [
+        (b'{"customerId":"1"}', "text/plain"),
+        (b'{"customerId":"1"}', "application/xml"),
+        (b"customerId=1", "application/x-www-form-urlencoded"),
+        (b"customerId=1", None),
+        (b"--x\r\n", "multipart/form-data; boundary=x"),
+    ],
+)
+def test_non_json_bodies_are_415(client: FlaskClient, publisher: FakePublisher, data: bytes,
+                                 content_type: str | None) -> None:
+    assert_error(post(client, "/api/v1/clear", data, content_type=content_type), 415,
+                 "UNSUPPORTED_MEDIA_TYPE")
+    assert publisher.records == []
+
+
+# ---------------------------------------------------------------- HTTP errors
+
+
+def test_unknown_path_is_404_json(client: FlaskClient) -> None:
+    assert_error(client.get("/api/v1/nope"), 404, "NOT_FOUND")
+    assert_error(post(client, "/api/v2/add", {"customerId": "1"}), 404, "NOT_FOUND")
+
+
+@pytest.mark.parametrize("method", ["GET", "PUT", "DELETE", "PATCH"])
+def test_wrong_method_is_405_json_with_allow(client: FlaskClient, method: str) -> None:
+    resp = client.open("/api/v1/add", method=method)
+    assert_error(resp, 405, "METHOD_NOT_ALLOWED")
+    assert "POST" in resp.headers["Allow"]
+
+
+def test_post_to_a_probe_is_405(client: FlaskClient) -> None:
+    assert_error(client.post("/healthz"), 405, "METHOD_NOT_ALLOWED")
+
+
+def test_body_over_64_kib_is_413_and_64_kib_is_fine(
+    client: FlaskClient, publisher: FakePublisher
+) -> None:
+    def body_of(size: int) -> bytes:
+        head = b'{"customerId":"1","pad":"'
+        return head + b"a" * (size - len(head) - 2) + b'"}'
+
+    assert len(body_of(64 * 1024)) == 64 * 1024
+    assert post(client, "/api/v1/clear", body_of(64 * 1024)).status_code == 202
+    assert_error(post(client, "/api/v1/clear", body_of(64 * 1024 + 1)), 413,
+                 "PAYLOAD_TOO_LARGE")
+    assert len(publisher.records) == 1
+
+
+@pytest.mark.parametrize(("size", "status"), [(64 * 1024, 202), (64 * 1024 + 1, 413)])
+def test_a_chunked_body_is_limited_too(client: FlaskClient, size: int, status: int) -> None:
+    head = b'{"customerId":"1","pad":"'
+    data = head + b"a" * (size - len(head) - 2) + b'"}'
+    resp = client.post("/api/v1/clear", input_stream=io.BytesIO(data),
+                       headers={"Content-Type": "application/json"},
+                       environ_overrides={"wsgi.input_terminated": True})
+    assert resp.status_code == status
+    if status == 413:
+        assert_error(resp, 413, "PAYLOAD_TOO_LARGE")
+
+
+def test_kafka_unavailable_is_503_with_retry_after(
+    client: FlaskClient, publisher: FakePublisher
+) -> None:
+    publisher.down = True
+    resp = post(client, "/api/v1/add", {"customerId": "1", "itemId": "1", "qty": 1})
+    assert_error(resp, 503, "KAFKA_UNAVAILABLE")
+    assert int(resp.headers["Retry-After"]) >= 1
+    publisher.down = False
+    assert post(client, "/api/v1/add", {"customerId": "1", "itemId": "1", "qty": 1}
+                ).status_code == 202
+
+
+def test_an_unexpected_bug_is_a_json_500_not_html(catalog: FakeCatalog) -> None:
+    class Broken(FakePublisher):
+        def publish(self, topic: str, key: bytes, value: bytes) -> Ack:
+            raise RuntimeError("bug")
+
+    app = create_app(Config(), publisher=Broken(), catalog=catalog)
+    resp = post(app.test_client(), "/api/v1/clear", {"customerId": "1"})
+    assert_error(resp, 500, "INTERNAL")
+
+
+def test_healthz_and_readyz(client: FlaskClient, publisher: FakePublisher) -> None:
+    assert client.get("/healthz").get_json() == {"status": "ok"}
+    assert client.get("/readyz").status_code == 200
+    publisher.is_ready = False
+    resp = client.get("/readyz")
+    assert_error(resp, 503, "KAFKA_UNAVAILABLE")
+    assert "Retry-After" in resp.headers
+    assert client.get("/healthz").status_code == 200
+
+
+# ---------------------------------------------------------------- idempotency
+
+
+def add_with_key(client: FlaskClient, customer: Any, key: str, path: str = "/api/v1/add"):
+    return post(client, path, {"customerId": customer, "itemId": "1", "qty": 1},
+                headers={"Idempotency-Key": key})
+
+
+def test_a_retried_request_gets_the_same_event_id(client: FlaskClient,
+                                                  publisher: FakePublisher) -> None:
+    first = add_with_key(client, "123", "k-1").get_json()["eventId"]
+    again = add_with_key(client, "123", "k-1").get_json()["eventId"]
+    assert first == again
+    # Both are published: the downstream dedupe on eventId makes the retry harmless.
+    assert [decode_cart_event(v).event_id for _, _, v in publisher.records] == [first, first]
+    assert uuid.UUID(first).version == 5
+
+
+def test_event_id_is_the_same_across_processes_and_id_spellings(
+    publisher: FakePublisher, catalog: FakeCatalog
+) -> None:
+    one = create_app(Config(), publisher=publisher, catalog=catalog).test_client()
+    two = create_app(Config(), publisher=FakePublisher(), catalog=catalog).test_client()
+    a = add_with_key(one, "123", "retry-me").get_json()["eventId"]
+    b = add_with_key(two, 123, "retry-me").get_json()["eventId"]
+    assert a == b
+    # Pinned: a changed namespace or name layout would break dedupe of in-flight retries.
+    assert a == str(uuid.uuid5(uuid.UUID("6f1c2a8e-3d5b-5c47-9a0e-2b7d4c1f8e93"),
+                               "123\nITEM_ADDED\nretry-me"))
+
+
+def test_different_key_customer_or_command_gives_a_different_event_id(
+    client: FlaskClient,
+) -> None:
+    base = add_with_key(client, "123", "k").get_json()["eventId"]
+    assert add_with_key(client, "123", "k2").get_json()["eventId"] != base
+    assert add_with_key(client, "124", "k").get_json()["eventId"] != base
+    assert add_with_key(client, "123", "k", "/api/v1/remove").get_json()["eventId"] != base
+
+
+@pytest.mark.parametrize("key", ["", " ", "a b", "x" * 256, "ключ", "tab\tkey"])
+def test_an_invalid_idempotency_key_is_400(client: FlaskClient, publisher: FakePublisher,
+                                           key: str) -> None:
+    assert_error(add_with_key(client, "1", key), 400, "INVALID_IDEMPOTENCY_KEY",
+                 "Idempotency-Key")
+    assert publisher.records == []
+
+
+def test_a_255_character_idempotency_key_is_fine(client: FlaskClient) -> None:
+    assert add_with_key(client, "1", "k" * 255).status_code == 202
+
+
+# ---------------------------------------------------------------- catalog check
+
+
+def test_add_of_an_unknown_product_is_404_when_the_catalog_is_ready(
+    publisher: FakePublisher,
+) -> None:
+    app = create_app(Config(), publisher=publisher, catalog=FakeCatalog({"1"}))
+    client = app.test_client()
+    assert_error(post(client, "/api/v1/add", {"customerId": "1", "itemId": "999", "qty": 1}),
+                 404, "UNKNOWN_PRODUCT", "itemId")
+    assert publisher.records == []
+    assert post(client, "/api/v1/add", {"customerId": "1", "itemId": "1", "qty": 1}
+                ).status_code == 202
+
+
+def test_without_a_catalog_view_unknown_products_are_accepted(
+    client: FlaskClient, publisher: FakePublisher, catalog: FakeCatalog
+) -> None:
+    assert post(client, "/api/v1/add", {"customerId": "1", "itemId": "999", "qty": 1}
+                ).status_code == 202
+    assert catalog.asked == ["999"]
+
+
+def test_only_add_consults_the_catalog(publisher: FakePublisher) -> None:
+    catalog = FakeCatalog(set())
+    client = create_app(Config(), publisher=publisher, catalog=catalog).test_client()
+    assert post(client, "/api/v1/remove", {"customerId": "1", "itemId": "999"}
+                ).status_code == 202
+    assert post(client, "/api/v1/checkout", {"customerId": "1"}).status_code == 202
+    assert catalog.asked == []
