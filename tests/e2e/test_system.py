@@ -186,3 +186,17 @@ def test_random_workload_matches_the_fold_of_the_log(system) -> None:
             time.sleep(0.5)
     for c in expected:
         assert normalise(by_customer[c]) == normalise(expected[c]), c
+
+
+def test_retried_request_with_one_idempotency_key_has_no_double_effect(system) -> None:
+    console_produce(system, system.env["TOPIC_PRODUCTS"], SEED_PRODUCTS)
+    wait_for_products(system, ["1"])
+    customer = f"idem-{uuid.uuid4().hex[:6]}"
+    s = requests.Session()
+    body = {"customerId": customer, "itemId": "1", "qty": 2}
+    first = post(s, system, "add", body, headers={"Idempotency-Key": "order-42"})
+    retry = post(s, system, "add", body, headers={"Idempotency-Key": "order-42"})
+    assert first["eventId"] == retry["eventId"] and retry["offset"] > first["offset"]
+    cart = read_after(s, system, customer, retry)
+    assert [(li["itemId"], li["qty"]) for li in cart["lineItems"]] == [("1", 2)]
+    assert cart["version"] == 2  # both events were read; the second changed nothing
