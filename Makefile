@@ -51,7 +51,7 @@ replay: ## rebuild the read models from the log (stops the sinks, replays, start
 	$(PY) -m connectors.replay $(ARGS)
 	@$(STACK) up
 
-bench: deps ## run every benchmark on the local stack; results in bench/results/
-	@$(STACK) infra
-	@set -e; for b in bench/write_api.py bench/aggregator.py bench/connectors.py bench/read_api.py; do \
+bench: deps ## run every benchmark on the local stack (starts it); results in bench/results/
+	@$(STACK) up
+	@set -e; for b in bench/write_api.py bench/aggregator.py bench/connectors.py bench/read_api.py bench/freshness.py; do \
 	  if [ -f $$b ]; then echo "== $$b"; $(PY) $$b; fi; done
