@@ -22,7 +22,7 @@ import uuid
 from decimal import Decimal
 from pathlib import Path
 
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -76,9 +76,12 @@ def preload(bootstrap: str, tag: str, events: int, customers: int) -> dict[str, 
 
 
 def output_count(consumer: Consumer, topic: str) -> int:
-    """Records in the topic now (sum of high watermarks)."""
-    return sum(consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
-               for p in range(6))
+    """Records in the topic now (sum of high watermarks); 0 while metadata settles."""
+    try:
+        return sum(consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+                   for p in range(6))
+    except KafkaException:
+        return 0
 
 
 def peak_rss_kib(pid: int) -> int:
@@ -163,9 +166,10 @@ def main() -> None:
         # Each run gets fresh output topics so its count starts at zero.
         out = {**topics, "TOPIC_CART_DETAILS": f"bench-{tag}-details-{n}p",
                "TOPIC_DEAD_LETTER": f"bench-{tag}-dead-{n}p"}
-        AdminClient({"bootstrap.servers": args.bootstrap}).create_topics(
-            [NewTopic(out["TOPIC_CART_DETAILS"], 6, 1), NewTopic(out["TOPIC_DEAD_LETTER"], 1, 1)]
-        )[out["TOPIC_CART_DETAILS"]].result(timeout=30)
+        admin = AdminClient({"bootstrap.servers": args.bootstrap})
+        for fut in admin.create_topics([NewTopic(out["TOPIC_CART_DETAILS"], 6, 1),
+                                        NewTopic(out["TOPIC_DEAD_LETTER"], 1, 1)]).values():
+            fut.result(timeout=30)
         runs.append(run_flow(args.bootstrap, out, args.events, n))
         print(json.dumps(runs[-1]))
     result = {"runs": runs, "state_bytes_per_open_cart": state_bytes_per_open_cart(),

@@ -54,8 +54,8 @@ def record(customer: str, version: int, rng: random.Random) -> CartDetails:
 
 def preload(bootstrap: str, topic: str, n: int, customers: int) -> None:
     """Fill the topic with n records; versions grow per customer."""
-    AdminClient({"bootstrap.servers": bootstrap}).create_topics(
-        [NewTopic(topic, 6, 1)])[topic].result(timeout=30)
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin.create_topics([NewTopic(topic, 6, 1)])[topic].result(timeout=30)
     rng = random.Random(3)
     versions: dict[str, int] = {}
     p = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20, "compression.type": "lz4",

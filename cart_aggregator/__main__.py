@@ -8,6 +8,7 @@ one of several processes.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import subprocess
 import sys
@@ -20,10 +21,13 @@ RECOVERY_PARTITIONS = 4
 def main(argv: list[str]) -> None:
     """Prepare recovery, then exec bytewax.run on the flow factory."""
     cfg = Config.from_env()
-    if not (cfg.recovery_dir / "part-0.sqlite3").exists():
-        cfg.recovery_dir.mkdir(parents=True, exist_ok=True)
-        subprocess.run([sys.executable, "-m", "bytewax.recovery", str(cfg.recovery_dir),
-                        str(RECOVERY_PARTITIONS)], check=True)
+    cfg.recovery_dir.mkdir(parents=True, exist_ok=True)
+    # Several processes of one cluster may share the directory: one of them initialises it.
+    with open(cfg.recovery_dir.parent / "recovery.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (cfg.recovery_dir / "part-0.sqlite3").exists():
+            subprocess.run([sys.executable, "-m", "bytewax.recovery", str(cfg.recovery_dir),
+                            str(RECOVERY_PARTITIONS)], check=True)
     os.environ.setdefault("BYTEWAX_DATAFLOW_API_ENABLED", "true")
     os.environ.setdefault("BYTEWAX_DATAFLOW_API_PORT", str(cfg.metrics_port))
     os.environ.setdefault("BYTEWAX_DATAFLOW_API_CACHE_PATH",

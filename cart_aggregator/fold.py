@@ -4,12 +4,22 @@ The dataflow applies it per customer in `cart-events` offset order; tests use it
 No I/O, no clock: `updatedAt` is the event's `occurredAt`, so replaying a log gives identical
 records.
 
-A customer's state holds the current cart (generation, status, lines), the version (one step per
-cart event read, whatever its outcome), the position of the last event, the last 10 rejections,
-and a dedupe window: the eventIds of the customer's last DEDUPE_WINDOW events, packed as 16-byte
-UUIDs in one bytes object (512 bytes). A client retry whose original is more than DEDUPE_WINDOW
-events of that customer back is applied again; retries come seconds after the original, so in
-practice the window covers them.
+SCHEMA of a CustomerState (one per customer, frozen, tuples only):
+- customer_id;
+- generation: 0 until a cart is first opened; cartId = f"{customer_id}:{generation}";
+- status: None before the first cart, else OPEN or CHECKED_OUT;
+- lines: the current cart's LineItems in first-added order (kept after checkout: the
+  published record shows the ordered lines until a new cart opens);
+- version: one step per cart event read, whatever its outcome (applied, rejected, duplicate);
+- last_event: the EventPosition of that event; updated_at: its occurredAt;
+- rejected: the last REJECTIONS_KEPT rejections, oldest first;
+- recent_event_ids: the dedupe window, the eventIds of the customer's last DEDUPE_WINDOW
+  events as 16-byte UUIDs packed into one bytes object (1 KiB), least recently seen first.
+
+Dedupe: an event whose eventId is in the window changes nothing but the version, position and
+updatedAt (and moves to the window's recent end). A client retry whose original is more than
+DEDUPE_WINDOW events of that customer back is applied again; retries come seconds after the
+original, so in practice the window covers them.
 """
 
 from __future__ import annotations
@@ -32,7 +42,7 @@ from cart_contract import (
     money,
 )
 
-DEDUPE_WINDOW = 32
+DEDUPE_WINDOW = 64
 REJECTIONS_KEPT = 10
 _UUID_LEN = 16
 
@@ -63,20 +73,24 @@ class CustomerState:
         return self.status == OPEN
 
 
-def _seen(window: bytes, eid: bytes) -> bool:
+def _seen(window: bytes, eid: bytes) -> int:
+    """The slot index of `eid` in the window, -1 when absent."""
     i = window.find(eid)
-    while i != -1:
-        if i % _UUID_LEN == 0:
-            return True
+    # A match must start on a slot boundary, not straddle two ids.
+    while i != -1 and i % _UUID_LEN:
         i = window.find(eid, i + 1)
-    return False
+    return -1 if i == -1 else i // _UUID_LEN
 
 
-def _remember(window: bytes, eid: bytes) -> bytes:
+def _remember(window: bytes, eid: bytes, slot: int = -1) -> bytes:
+    """The window with `eid` at its recent end (moved there when already at `slot`)."""
+    if slot >= 0:
+        window = window[: slot * _UUID_LEN] + window[(slot + 1) * _UUID_LEN :]
     return (window + eid)[-DEDUPE_WINDOW * _UUID_LEN :]
 
 
 def _line(product: Product, qty: int) -> LineItem:
+    # Id, name and price are the catalog entry's own objects: shared, not copied per cart.
     return LineItem(
         item_id=product.product_id,
         item_name=product.product_name,
@@ -143,8 +157,8 @@ def apply(
     if state is None:
         state = CustomerState(customer_id=event.customer_id)
     eid = uuid.UUID(event.event_id).bytes
-    duplicate = _seen(state.recent_event_ids, eid)
-    outcome: CustomerState | str = state if duplicate else _decide(state, event, product)
+    slot = _seen(state.recent_event_ids, eid)
+    outcome = state if slot >= 0 else _decide(state, event, product)
     if isinstance(outcome, str):
         rejection = Rejection(event.event_id, event.type.value, event.item_id, outcome)
         outcome = replace(state, rejected=(*state.rejected, rejection)[-REJECTIONS_KEPT:])
@@ -153,9 +167,7 @@ def apply(
         version=state.version + 1,
         last_event=position,
         updated_at=event.occurred_at,
-        recent_event_ids=state.recent_event_ids
-        if duplicate
-        else _remember(state.recent_event_ids, eid),
+        recent_event_ids=_remember(state.recent_event_ids, eid, slot),
     )
 
 
@@ -187,3 +199,20 @@ def fold(
         product = catalog_at(event) if event.type is EventType.ITEM_ADDED else None
         states[event.customer_id] = apply(states.get(event.customer_id), event, product, position)
     return states
+
+
+def compact(state: CustomerState) -> CustomerState:
+    """The state trimmed to what the fold needs; the next outputs stay identical.
+
+    Every field shows up in a later record or decides a later outcome (a CHECKED_OUT cart's
+    lines stay in its records until the next cart opens), so nothing can be dropped: this only
+    re-applies the bounds, e.g. to a state restored from a snapshot taken with larger windows.
+    """
+    size = DEDUPE_WINDOW * _UUID_LEN
+    if len(state.recent_event_ids) <= size and len(state.rejected) <= REJECTIONS_KEPT:
+        return state
+    return replace(
+        state,
+        recent_event_ids=state.recent_event_ids[-size:],
+        rejected=state.rejected[-REJECTIONS_KEPT:],
+    )
