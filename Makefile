@@ -55,3 +55,4 @@ bench: deps ## run every benchmark on the local stack (starts it); results in be
 	@$(STACK) up
 	@set -e; for b in bench/write_api.py bench/aggregator.py bench/connectors.py bench/read_api.py bench/freshness.py; do \
 	  if [ -f $$b ]; then echo "== $$b"; $(PY) $$b; fi; done
+	$(PY) bench/report.py
