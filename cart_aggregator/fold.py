@@ -14,7 +14,7 @@ SCHEMA of a CustomerState (one per customer, frozen, tuples only):
 - last_event: the EventPosition of that event; updated_at: its occurredAt;
 - rejected: the last REJECTIONS_KEPT rejections, oldest first;
 - recent_event_ids: the dedupe window, the eventIds of the customer's last DEDUPE_WINDOW
-  events as 16-byte UUIDs packed into one bytes object (1 KiB), least recently seen first.
+  events as 16-byte UUIDs packed into one bytes object (512 bytes), least recently seen first.
 
 Dedupe: an event whose eventId is in the window changes nothing but the version, position and
 updatedAt (and moves to the window's recent end). A client retry whose original is more than
@@ -42,7 +42,7 @@ from cart_contract import (
     money,
 )
 
-DEDUPE_WINDOW = 64
+DEDUPE_WINDOW = 32
 REJECTIONS_KEPT = 10
 _UUID_LEN = 16
 

@@ -34,6 +34,8 @@ from cart_contract.events import (
 )
 from cart_contract.ids import ID_RE, QTY_MAX, QTY_MIN, parse_id, parse_qty
 from cart_contract.products import (
+    PRICE_MAX,
+    STOCK_MAX,
     Product,
     decode_product,
     encode_product,
@@ -44,7 +46,8 @@ from cart_contract.topics import CART_DETAILS, CART_EVENTS, DEAD_LETTER, PRODUCT
 
 __all__ = [
     "CART_DETAILS", "CART_EVENTS", "CHECKED_OUT", "DEAD_LETTER", "ID_RE", "OPEN",
-    "PRODUCT_DETAILS", "QTY_MAX", "QTY_MIN", "SCHEMA_VERSION", "CartDetails", "CartEvent",
+    "PRICE_MAX", "PRODUCT_DETAILS", "QTY_MAX", "QTY_MIN", "SCHEMA_VERSION", "STOCK_MAX",
+    "CartDetails", "CartEvent",
     "ContractError", "DeadLetter", "EventPosition", "EventType", "LineItem", "Product",
     "Rejection", "cart_details_from_dict", "cart_details_to_dict", "cart_event_from_dict",
     "cart_event_to_dict", "dead_letter_from_error", "dead_letter_to_dict", "decode_cart_details",

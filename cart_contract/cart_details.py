@@ -8,8 +8,19 @@ from typing import Any
 
 import orjson
 
-from cart_contract._json import integer, load_object, require, schema_version
+from cart_contract._json import (
+    as_list,
+    as_object,
+    decimal_string,
+    integer,
+    load_object,
+    optional_text,
+    require,
+    schema_version,
+    text,
+)
 from cart_contract.errors import ContractError
+from cart_contract.ids import parse_id
 
 OPEN = "OPEN"
 CHECKED_OUT = "CHECKED_OUT"
@@ -111,40 +122,61 @@ def encode_cart_details(c: CartDetails) -> bytes:
     return orjson.dumps(cart_details_to_dict(c))
 
 
+def _line_item(value: Any) -> LineItem:
+    d = as_object(value, "lineItems")
+    return LineItem(
+        item_id=parse_id(require(d, "itemId"), "itemId"),
+        item_name=text(d, "itemName"),
+        qty=integer(d, "qty", 1),
+        unit_price=decimal_string(d, "unitPrice"),
+        total_price=decimal_string(d, "totalPrice"),
+    )
+
+
+def _rejection(value: Any) -> Rejection:
+    d = as_object(value, "rejected")
+    return Rejection(
+        event_id=text(d, "eventId"),
+        type=text(d, "type"),
+        item_id=optional_text(d, "itemId"),
+        reason=text(d, "reason"),
+    )
+
+
+def _cart_id(d: dict[str, Any], customer_id: str) -> str:
+    cart_id = text(d, "cartId", 200)
+    owner, sep, generation = cart_id.rpartition(":")
+    if not sep or owner != customer_id or not generation.isdigit():
+        raise ContractError("WRONG_TYPE", "cartId must be '<customerId>:<generation>'", "cartId")
+    return cart_id
+
+
 def cart_details_from_dict(d: dict[str, Any]) -> CartDetails:
-    """Read cart details from the wire form; unknown fields are ignored."""
-    last = require(d, "lastEvent")
+    """Read cart details from the wire form; unknown fields are ignored. Raises ContractError."""
+    customer_id = parse_id(require(d, "customerId"), "customerId")
+    status = require(d, "status")
+    if status not in (OPEN, CHECKED_OUT):
+        raise ContractError("WRONG_TYPE", f"status must be {OPEN} or {CHECKED_OUT}", "status")
+    last = as_object(require(d, "lastEvent"), "lastEvent")
     return CartDetails(
-        customer_id=require(d, "customerId"),
-        cart_id=require(d, "cartId"),
-        status=require(d, "status"),
-        line_items=tuple(
-            LineItem(
-                item_id=li["itemId"],
-                item_name=li["itemName"],
-                qty=li["qty"],
-                unit_price=Decimal(li["unitPrice"]),
-                total_price=Decimal(li["totalPrice"]),
-            )
-            for li in require(d, "lineItems")
-        ),
+        customer_id=customer_id,
+        cart_id=_cart_id(d, customer_id),
+        status=status,
+        line_items=tuple(_line_item(li) for li in as_list(require(d, "lineItems"), "lineItems")),
         total_qty=integer(d, "totalQty"),
-        total_price=Decimal(require(d, "totalPrice")),
+        total_price=decimal_string(d, "totalPrice"),
         version=integer(d, "version"),
-        last_event=EventPosition(last["eventId"], last["partition"], last["offset"]),
-        rejected=tuple(
-            Rejection(r["eventId"], r["type"], r.get("itemId"), r["reason"])
-            for r in d.get("rejected", ())
+        last_event=EventPosition(
+            event_id=text(last, "eventId"),
+            partition=integer(last, "partition"),
+            offset=integer(last, "offset"),
         ),
-        updated_at=require(d, "updatedAt"),
+        rejected=tuple(_rejection(r) for r in as_list(d.get("rejected", []), "rejected")),
+        updated_at=text(d, "updatedAt"),
         schema_version=schema_version(d),
     )
 
 
 def decode_cart_details(raw: bytes | str) -> CartDetails:
     """Parse cart details from JSON bytes; raises ContractError."""
-    d = load_object(raw)
-    try:
-        return cart_details_from_dict(d)
-    except (KeyError, TypeError, ArithmeticError) as exc:
-        raise ContractError("WRONG_TYPE", f"malformed cart details: {exc!r}") from None
+    return cart_details_from_dict(load_object(raw))

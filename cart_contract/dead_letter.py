@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import base64
+import binascii
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
-from cart_contract._json import load_object
+from cart_contract._json import integer, load_object, text
 from cart_contract.errors import ContractError
 from cart_contract.events import utc_now_iso
 
@@ -57,24 +58,44 @@ def encode_dead_letter(dl: DeadLetter) -> bytes:
     return orjson.dumps(dead_letter_to_dict(dl))
 
 
+def _string(d: dict[str, Any], field: str) -> str:
+    v = d.get(field, "")
+    if not isinstance(v, str):
+        raise ContractError("WRONG_TYPE", f"{field} must be a string", field)
+    return v
+
+
+def _unb64(d: dict[str, Any], field: str) -> bytes | None:
+    v = d.get(field)
+    if v is None:
+        return None
+    if not isinstance(v, str):
+        raise ContractError("WRONG_TYPE", f"{field} must be a base64 string", field)
+    try:
+        return base64.b64decode(v, validate=True)
+    except binascii.Error:
+        raise ContractError("WRONG_TYPE", f"{field} is not valid base64", field) from None
+
+
 def decode_dead_letter(raw: bytes | str) -> DeadLetter:
-    """Parse a dead-letter entry."""
+    """Parse a dead-letter entry; raises ContractError."""
     d = load_object(raw)
     return DeadLetter(
-        source_topic=d["sourceTopic"],
-        partition=d["partition"],
-        offset=d["offset"],
-        key=None if d.get("keyB64") is None else base64.b64decode(d["keyB64"]),
-        value=None if d.get("valueB64") is None else base64.b64decode(d["valueB64"]),
-        reason=d["reason"],
-        message=d["message"],
-        stage=d["stage"],
-        at=d["at"],
+        source_topic=_string(d, "sourceTopic"),
+        # -1: Kafka's "no offset", for errors not tied to one record.
+        partition=integer(d, "partition", -1),
+        offset=integer(d, "offset", -1),
+        key=_unb64(d, "keyB64"),
+        value=_unb64(d, "valueB64"),
+        reason=text(d, "reason"),
+        message=_string(d, "message"),
+        stage=text(d, "stage"),
+        at=text(d, "at"),
     )
 
 
 def dead_letter_from_error(
-    err: BaseException,
+    err: ContractError | Exception,
     *,
     source_topic: str,
     partition: int,
@@ -83,7 +104,7 @@ def dead_letter_from_error(
     value: bytes | None,
     stage: str,
 ) -> DeadLetter:
-    """Build the entry for a record that raised `err`."""
+    """Build the entry for a record that raised `err`, stamped with the current time."""
     reason = err.reason if isinstance(err, ContractError) else type(err).__name__
     message = err.message if isinstance(err, ContractError) else str(err)
     return DeadLetter(source_topic, partition, offset, key, value, reason, message, stage,

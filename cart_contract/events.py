@@ -60,14 +60,18 @@ def new_cart_event(
     event_id: str | None = None,
     occurred_at: str | None = None,
 ) -> CartEvent:
-    """Build an event, filling a random eventId and the current time when not given."""
-    return CartEvent(
-        event_id=event_id or str(uuid.uuid4()),
-        type=EventType(type),
-        customer_id=customer_id,
-        item_id=item_id,
-        qty=qty,
-        occurred_at=occurred_at or utc_now_iso(),
+    """Build a valid event (random eventId, current time when not given); raises ContractError."""
+    # Built through the reader, so a writer can never publish an event the readers refuse,
+    # and encode -> decode gives back exactly this event.
+    return cart_event_from_dict(
+        {
+            "eventId": event_id or str(uuid.uuid4()),
+            "type": type,
+            "customerId": customer_id,
+            "itemId": item_id,
+            "qty": qty,
+            "occurredAt": occurred_at or utc_now_iso(),
+        }
     )
 
 
@@ -116,14 +120,14 @@ def _timestamp(value: Any) -> str:
     if not isinstance(value, str):
         raise ContractError("WRONG_TYPE", "occurredAt must be an ISO-8601 string", "occurredAt")
     try:
-        datetime.fromisoformat(value.replace("Z", "+00:00"))
+        datetime.fromisoformat(value)
     except ValueError:
         raise ContractError("WRONG_TYPE", "occurredAt is not ISO-8601", "occurredAt") from None
     return value
 
 
 def cart_event_from_dict(d: dict[str, Any]) -> CartEvent:
-    """Read an event from its wire form; unknown fields are ignored."""
+    """Read an event from its wire form; unknown fields (and itemId/qty where unused) ignored."""
     etype = _event_type(require(d, "type", "eventType"))
     item_id = qty = None
     if etype in (EventType.ITEM_ADDED, EventType.ITEM_REMOVED):

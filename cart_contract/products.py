@@ -13,6 +13,12 @@ from cart_contract._json import integer, require, schema_version, text
 from cart_contract.errors import ContractError
 from cart_contract.ids import parse_id
 
+NAME_MAX = 200
+# Bounds keep every derived amount inside Decimal's default 28-digit context (so quantizing a
+# total can never raise) and stock inside a 32-bit SQL integer.
+PRICE_MAX = Decimal("1000000000")
+STOCK_MAX = 2**31 - 1
+
 
 @dataclass(frozen=True, slots=True)
 class Product:
@@ -26,24 +32,29 @@ class Product:
 
 
 def _price(value: Any) -> Decimal:
+    # A float here would already have lost the typed digits: decode_product parses numbers
+    # straight to Decimal, so only strings, ints and Decimals are legitimate.
     if isinstance(value, bool) or not isinstance(value, str | int | Decimal):
         raise ContractError("INVALID_PRICE", "price must be a number or numeric string", "price")
     try:
-        price = Decimal(value) if not isinstance(value, Decimal) else value
+        price = value if isinstance(value, Decimal) else Decimal(value)
     except InvalidOperation:
         raise ContractError("INVALID_PRICE", f"price {value!r} is not a number", "price") from None
-    if not price.is_finite() or price < 0:
-        raise ContractError("INVALID_PRICE", "price must be a finite number >= 0", "price")
-    return price
+    if not price.is_finite() or price < 0 or price > PRICE_MAX:
+        raise ContractError(
+            "INVALID_PRICE", f"price must be a finite number in 0..{PRICE_MAX}", "price"
+        )
+    # "-0" is zero; keep the sign off so it prints and compares like the zero it is.
+    return abs(price) if price.is_zero() else price
 
 
 def product_from_dict(d: dict[str, Any]) -> Product:
     """Read a product from its wire form; unknown fields are ignored."""
     return Product(
         product_id=parse_id(require(d, "productId"), "productId"),
-        product_name=text(d, "productName"),
+        product_name=text(d, "productName", NAME_MAX),
         price=_price(require(d, "price")),
-        stock_qty=integer(d, "stockQty"),
+        stock_qty=integer(d, "stockQty", 0, STOCK_MAX),
         schema_version=schema_version(d),
     )
 
@@ -65,7 +76,7 @@ def encode_product(p: Product) -> bytes:
 
 
 def decode_product(key: bytes | str | None, value: bytes | str | None) -> Product | None:
-    """Parse a product record; None for a tombstone. Raises ContractError."""
+    """Parse a product record; None for a tombstone (empty value). Raises ContractError."""
     if value is None or len(value) == 0:
         return None
     try:
@@ -77,7 +88,10 @@ def decode_product(key: bytes | str | None, value: bytes | str | None) -> Produc
         raise ContractError("NOT_AN_OBJECT", "a JSON object is required")
     product = product_from_dict(d)
     if key is not None and len(key) > 0:
-        k = key.decode() if isinstance(key, bytes) else key
+        try:
+            k = key.decode() if isinstance(key, bytes) else key
+        except UnicodeDecodeError:
+            raise ContractError("INVALID_ID", "key is not UTF-8", "key") from None
         if k != product.product_id:
             raise ContractError(
                 "KEY_MISMATCH", f"key {k!r} differs from productId {product.product_id!r}", "key"

@@ -10,12 +10,23 @@ from hypothesis import strategies as st
 
 from cart_aggregator.fold import (
     DEDUPE_WINDOW,
+    REJECTIONS_KEPT,
     CustomerState,
     apply,
+    compact,
     fold,
     to_cart_details,
 )
-from cart_contract import CartEvent, EventPosition, EventType, Product, new_cart_event
+from cart_contract import (
+    CartEvent,
+    EventPosition,
+    EventType,
+    Product,
+    Rejection,
+    decode_cart_details,
+    encode_cart_details,
+    new_cart_event,
+)
 
 CATALOG = {
     "1": Product("1", "IPhone 12", Decimal("65000"), 768),
@@ -134,11 +145,118 @@ def test_dedupe_window_is_bounded() -> None:
     assert len(state.recent_event_ids) == DEDUPE_WINDOW * 16
 
 
+def test_dedupe_window_holds_exactly_the_last_events() -> None:
+    log = Log()
+    eid = str(uuid.uuid4())
+    log.send(ADD, "1", 1, event_id=eid)
+    for _ in range(DEDUPE_WINDOW - 1):
+        log.send(REMOVE, "7")  # rejected: leaves the line alone
+    state = log.send(ADD, "1", 1, event_id=eid)
+    assert [li.qty for li in state.lines] == [1]  # the window's oldest is remembered
+
+
+def test_a_duplicate_counts_as_recently_seen() -> None:
+    log = Log()
+    eid = str(uuid.uuid4())
+    log.send(ADD, "1", 1, event_id=eid)
+    for _ in range(DEDUPE_WINDOW - 1):
+        log.send(REMOVE, "7")
+    log.send(ADD, "1", 1, event_id=eid)  # a retry: moves to the recent end of the window
+    for _ in range(DEDUPE_WINDOW - 1):
+        log.send(REMOVE, "7")
+    state = log.send(ADD, "1", 1, event_id=eid)
+    assert [li.qty for li in state.lines] == [1]
+    assert len(state.recent_event_ids) == DEDUPE_WINDOW * 16
+
+
+def test_dedupe_survives_a_new_cart() -> None:
+    log = Log()
+    eid = str(uuid.uuid4())
+    log.send(ADD, "1", 1, event_id=eid)
+    log.send(CHECKOUT)
+    state = log.send(ADD, "1", 1, event_id=eid)
+    assert (state.status, state.generation, [li.qty for li in state.lines]) == (
+        "CHECKED_OUT", 1, [1])
+
+
+def test_a_duplicated_rejection_is_recorded_once() -> None:
+    log = Log()
+    eid = str(uuid.uuid4())
+    log.send(CHECKOUT, event_id=eid)
+    state = log.send(CHECKOUT, event_id=eid)
+    assert [r.reason for r in state.rejected] == ["EMPTY_CART"]
+
+
 def test_rejection_history_is_capped_at_ten() -> None:
     log = Log()
-    for _ in range(15):
-        state = log.send(CHECKOUT)
-    assert len(state.rejected) == 10 and state.version == 15
+    for _ in range(14):
+        log.send(CHECKOUT)
+    eid = str(uuid.uuid4())
+    state = log.send(REMOVE, "7", event_id=eid)
+    assert len(state.rejected) == REJECTIONS_KEPT == 10 and state.version == 15
+    assert state.rejected[-1] == Rejection(eid, "ITEM_REMOVED", "7", "NOT_IN_CART")
+    assert [r.reason for r in state.rejected[:-1]] == ["EMPTY_CART"] * 9
+
+
+def test_rejections_after_checkout_keep_the_ordered_cart() -> None:
+    log = Log()
+    log.send(ADD, "1", 2)
+    ordered = log.send(CHECKOUT)
+    assert log.send(REMOVE, "1").rejected[-1].reason == "NOT_IN_CART"
+    assert log.send(CLEAR).rejected[-1].reason == "NO_OPEN_CART"
+    assert log.send(CHECKOUT).rejected[-1].reason == "EMPTY_CART"
+    assert log.send(ADD, "9", 1).rejected[-1].reason == "UNKNOWN_PRODUCT"
+    state = log.send(ADD, "1", 769)
+    assert state.rejected[-1].reason == "INSUFFICIENT_STOCK"
+    assert (state.status, state.generation, state.lines) == (
+        "CHECKED_OUT", 1, ordered.lines)
+    cart = to_cart_details(state)
+    assert (cart.cart_id, cart.total_price, cart.version) == ("123:1", Decimal("130000.00"), 7)
+
+
+def test_removing_more_than_the_line_holds_removes_the_line() -> None:
+    log = Log()
+    log.send(ADD, "1", 2)
+    log.send(ADD, "2", 1)
+    state = log.send(REMOVE, "1", 5)
+    assert [li.item_id for li in state.lines] == ["2"]
+
+
+def test_lines_keep_first_added_order() -> None:
+    log = Log()
+    for item in ["2", "1", "3", "2"]:
+        state = log.send(ADD, item, 1)
+    assert [(li.item_id, li.qty) for li in state.lines] == [("2", 2), ("1", 1), ("3", 1)]
+
+
+def test_every_event_sets_position_and_time() -> None:
+    ev = new_cart_event(CHECKOUT, "c9", occurred_at="2026-11-22T10:00:00.123456Z")
+    pos = EventPosition(ev.event_id, 4, 77)
+    state = apply(None, ev, None, pos)
+    cart = to_cart_details(state)
+    assert (cart.last_event, cart.updated_at, cart.version) == (
+        pos, "2026-11-22T10:00:00.123456Z", 1)
+    # Before any cart is opened the record shows generation 0, an empty open cart.
+    assert (cart.cart_id, cart.status, cart.line_items, cart.total_price) == (
+        "c9:0", "OPEN", (), Decimal("0.00"))
+
+
+def test_compact_keeps_every_next_output_identical() -> None:
+    log = Log()
+    for i in range(DEDUPE_WINDOW + 40):  # enough events for ten rejections
+        log.send(ADD, "9" if i % 5 == 0 else "1", 1) if i % 3 else log.send(CHECKOUT)
+    state = log.state
+    assert state is not None and compact(state) is state and len(state.rejected) == 10
+    bloated = CustomerState(
+        **{**{f: getattr(state, f) for f in state.__slots__},
+           "recent_event_ids": uuid.uuid4().bytes * 10 + state.recent_event_ids,
+           "rejected": state.rejected * 3})
+    trimmed = compact(bloated)
+    assert len(trimmed.recent_event_ids) == DEDUPE_WINDOW * 16 and len(trimmed.rejected) == 10
+    ev = new_cart_event(REMOVE, "123", "9")
+    pos = EventPosition(ev.event_id, 0, 99)
+    assert to_cart_details(apply(trimmed, ev, None, pos)) == to_cart_details(
+        apply(bloated, ev, None, pos))
 
 
 def test_decimal_totals_are_exact() -> None:
@@ -198,13 +316,41 @@ def test_invariants_hold_after_every_event(cmds) -> None:
         assert after.version == (before.version if before else 0) + 1
         assert after.generation >= (before.generation if before else 0)
         assert len({li.item_id for li in cart.line_items}) == len(cart.line_items)
+        assert len(after.recent_event_ids) <= DEDUPE_WINDOW * 16
+        assert len(after.rejected) <= 10
+        assert (after.last_event, after.updated_at) == (pos, ev.occurred_at)
+        assert decode_cart_details(encode_cart_details(cart)) == cart
+        assert compact(after) == after
         states[ev.customer_id] = after
 
 
 @given(commands)
 def test_replaying_the_log_gives_the_same_carts(cmds) -> None:
     log = build_log(cmds)
-    assert fold(log, by_catalog) == fold(list(log), by_catalog)
+    first = {cid: to_cart_details(s) for cid, s in fold(log, by_catalog).items()}
+    again = {cid: to_cart_details(s) for cid, s in fold(list(log), by_catalog).items()}
+    assert encode_all(first) == encode_all(again)
+
+
+def encode_all(carts: dict) -> dict:
+    return {cid: encode_cart_details(c) for cid, c in carts.items()}
+
+
+@given(commands)
+def test_redelivering_the_whole_log_changes_no_cart(cmds) -> None:
+    """At-least-once: the log read a second time, right after itself, changes no cart."""
+    log = build_log(cmds)
+    once = fold(log, by_catalog)
+    redelivered = [(ev, EventPosition(ev.event_id, 0, len(log) + i))
+                   for i, (ev, _) in enumerate(log)]
+    twice = fold(log + redelivered, by_catalog)
+    for cid, state in once.items():
+        if sum(1 for ev, _ in log if ev.customer_id == cid) > DEDUPE_WINDOW:
+            continue  # beyond the window a retry is applied again, by design
+        again = twice[cid]
+        assert (again.generation, again.status, again.lines, again.rejected) == (
+            state.generation, state.status, state.lines, state.rejected)
+        assert again.version == 2 * state.version
 
 
 @given(commands)
