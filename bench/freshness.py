@@ -75,8 +75,11 @@ def main() -> None:
                 time.sleep(delay)
             pool.submit(one, f"fresh-{random.randrange(5000)}")
     elapsed = time.monotonic() - start
+    kinds: dict[str, int] = {}
+    for e in errors:
+        kinds[e] = kinds.get(e, 0) + 1
     result = {
-        "writes": total, "achieved_rate": round(total / elapsed), "errors": len(errors),
+        "writes": total, "achieved_rate": round(total / elapsed), "errors": kinds,
         "freshness_ms": {"p50": round(percentile(lags, 50) * 1000, 1),
                          "p99": round(percentile(lags, 99) * 1000, 1)} if lags else None,
         "target_p99_ms": 500,
