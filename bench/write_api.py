@@ -8,13 +8,14 @@ Prints a table and writes bench/results/write_api.json.
     .venv/bin/python -m bench.write_api                   # 64 connections, 15 s per scenario
     .venv/bin/python -m bench.write_api --connections 128 --duration 30 --workers 2 --threads 32
 
-Needs `wrk` (Debian package `wrk`). The load generator shares the machine's cores with the
-server and Kafka, so numbers are lower than on separate machines; they are what we measured.
+Uses `wrk` (Debian package `wrk`), else a slower Python client. The load generator shares the
+machine's cores with the server and Kafka, so numbers are lower than on separate machines.
 """
 
 from __future__ import annotations
 
 import argparse
+import http.client
 import json
 import os
 import platform
@@ -25,6 +26,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 import uuid
@@ -34,6 +36,8 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results" / "write_api.json"
+if str(ROOT) not in sys.path:  # `python bench/write_api.py` puts bench/ first, not the repo
+    sys.path.insert(0, str(ROOT))
 
 # wrk runs this per thread; `done` prints one machine-readable line with the latency percentiles.
 LUA = r"""
@@ -129,6 +133,66 @@ def run_wrk(url: str, script: Path, args: list[str], connections: int, threads: 
     return json.loads(match.group(1))
 
 
+def run_python(base: str, mode: str, run_id: str, customers: int, item: str,
+               connections: int, duration_s: float) -> dict[str, Any]:
+    """Fallback when wrk is missing: one keep-alive connection per thread (far slower).
+
+    Returns the same fields as the wrk script's `done` hook.
+    """
+    host, port = base.removeprefix("http://").split(":")
+    deadline = time.monotonic() + duration_s
+    lock = threading.Lock()
+    latencies: list[float] = []
+    counts = {"non_2xx": 0, "read_errors": 0}
+
+    def client(n: int) -> None:
+        conn = http.client.HTTPConnection(host, int(port), timeout=10)
+        mine: list[float] = []
+        non_2xx = errors = i = 0
+        while time.monotonic() < deadline:
+            i += 1
+            t0 = time.perf_counter()
+            try:
+                if mode == "add":
+                    body = (f'{{"customerId":"{run_id}-{n}-{i % customers}",'
+                            f'"itemId":"{item}","qty":1}}')
+                    conn.request("POST", "/api/v1/add", body=body,
+                                 headers={"Content-Type": "application/json"})
+                else:
+                    conn.request("GET", "/healthz")
+                resp = conn.getresponse()
+                resp.read()
+            except (OSError, http.client.HTTPException):
+                errors += 1
+                conn.close()
+                continue
+            mine.append(time.perf_counter() - t0)
+            non_2xx += not 200 <= resp.status < 300
+        conn.close()
+        with lock:
+            latencies.extend(mine)
+            counts["non_2xx"] += non_2xx
+            counts["read_errors"] += errors
+
+    started = time.monotonic()
+    threads = [threading.Thread(target=client, args=(n,)) for n in range(connections)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    elapsed = time.monotonic() - started
+    lat = sorted(latencies) or [0.0]
+
+    def pct_us(p: float) -> int:
+        return int(lat[min(len(lat) - 1, int(len(lat) * p))] * 1e6)
+
+    return {"requests": len(latencies), "duration_us": int(elapsed * 1e6), "connect_errors": 0,
+            "read_errors": counts["read_errors"], "write_errors": 0, "timeouts": 0,
+            "non_2xx": counts["non_2xx"], "p50_us": pct_us(0.5), "p90_us": pct_us(0.9),
+            "p99_us": pct_us(0.99), "max_us": int(lat[-1] * 1e6),
+            "mean_us": sum(lat) / len(lat) * 1e6}
+
+
 def reduce(scenario: str, raw: dict[str, Any], connections: int) -> Result:
     """wrk's numbers as a Result (accepted = 2xx answers)."""
     seconds = raw["duration_us"] / 1e6
@@ -202,7 +266,7 @@ def table(results: list[Result]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the benchmark; exit 2 when wrk is missing."""
+    """Run the benchmark and write the JSON report."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--connections", type=int, default=64)
     p.add_argument("--duration", type=float, default=15.0, help="seconds per scenario")
@@ -220,9 +284,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--topic", default=os.environ.get("TOPIC_CART_EVENTS", "cart-events"))
     p.add_argument("--output", type=Path, default=RESULTS)
     args = p.parse_args(argv)
-    if shutil.which("wrk") is None:
-        print("wrk not found: apt-get install -y wrk", file=sys.stderr)
-        return 2
+    use_wrk = shutil.which("wrk") is not None
+    if not use_wrk:
+        print("wrk not found (apt-get install -y wrk); using the slower Python client",
+              file=sys.stderr)
 
     from cart_write.config import Config
 
@@ -233,6 +298,7 @@ def main(argv: list[str] | None = None) -> int:
                                   ("WRITE_LINGER_MS", args.linger_ms),
                                   ("WRITE_BATCH_SIZE", args.batch_size)) if v is not None},
     })
+    load_before = os.getloadavg()[0]
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     run_id = f"bench-{uuid.uuid4().hex[:8]}"
@@ -243,16 +309,22 @@ def main(argv: list[str] | None = None) -> int:
         proc = start_server(args, port, log_path)
         try:
             wait_ready(base, proc)
-            add_args = ["add", run_id, str(args.customers), args.item]
+
+            def drive(mode: str, seconds: float) -> dict[str, Any]:
+                if not use_wrk:
+                    return run_python(base, mode, run_id, args.customers, args.item,
+                                      args.connections, seconds)
+                url = base if mode == "add" else f"{base}/healthz"
+                lua_args = [mode, run_id, str(args.customers), args.item]
+                return run_wrk(url, script, lua_args, args.connections, args.wrk_threads,
+                               seconds)
+
             if args.warmup > 0:
-                run_wrk(base, script, add_args, args.connections, args.wrk_threads, args.warmup)
+                drive("add", args.warmup)
             before = topic_end_offsets(args.kafka, args.topic)
-            add = reduce("add", run_wrk(base, script, add_args, args.connections,
-                                        args.wrk_threads, args.duration), args.connections)
+            add = reduce("add", drive("add", args.duration), args.connections)
             appended = topic_end_offsets(args.kafka, args.topic) - before
-            ceiling = reduce("healthz", run_wrk(f"{base}/healthz", script, ["get"],
-                                                args.connections, args.wrk_threads,
-                                                args.duration), args.connections)
+            ceiling = reduce("healthz", drive("get", args.duration), args.connections)
         except BaseException:
             print(log_path.read_text(errors="replace")[-3000:], file=sys.stderr)
             raise
@@ -263,16 +335,21 @@ def main(argv: list[str] | None = None) -> int:
     print(table(results))
     print(f"records appended to {args.topic} during the add run: {appended} "
           f"(acknowledged: {add.accepted}; other writers may add more)")
+    print(f"load average (1 min) before/after: {load_before:.2f} / {os.getloadavg()[0]:.2f} "
+          f"on {os.cpu_count()} CPUs")
     report = {
         "benchmark": "write_api",
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                    "platform": platform.platform()},
+                    "platform": platform.platform(),
+                    # Other work on the machine skews the numbers; this shows how busy it was.
+                    "loadavg_1m_before": load_before, "loadavg_1m_after": os.getloadavg()[0]},
         "server": {"entry": "python -m cart_write (granian, WSGI)",
                    "workers": effective.workers, "threads": effective.threads,
                    "linger_ms": effective.linger_ms, "batch_size": effective.batch_size,
                    "catalog_check": not args.no_catalog_check},
-        "load": {"tool": "wrk", "connections": args.connections, "wrk_threads": args.wrk_threads,
+        "load": {"tool": "wrk" if use_wrk else "python threads",
+                 "connections": args.connections, "wrk_threads": args.wrk_threads,
                  "duration_s": args.duration, "customers": args.customers},
         "results": [asdict(r) for r in results],
         "records_appended_during_add_run": appended,

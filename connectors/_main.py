@@ -8,7 +8,7 @@ import time
 import redis
 
 from connectors.config import Config
-from connectors.consumer import DeadLetters, Stopper, run, setup_logging
+from connectors.consumer import DeadLetters, Stopper, run, setup_logging, with_retry
 from connectors.sinks import CatalogSink, PostgresCartSink, RedisCartSink
 
 log = logging.getLogger("connectors")
@@ -28,6 +28,12 @@ def main(sink: str, config: Config | None = None) -> None:
     else:
         raise SystemExit(f"unknown sink {sink!r}")
     stopper = Stopper().install()
+    db = getattr(store, "db", None)
+    if db is not None:
+        # Migrate at start, not at the first record: readers need the tables before any cart lands.
+        if with_retry(lambda: db.connection() and [], "schema migration", stopper,
+                      cfg.retry_max_s) is None:
+            return
     done = [0, time.monotonic()]
 
     def progress(n: int) -> None:
