@@ -5,7 +5,7 @@ Seeds N carts in Redis (store layout: HASH cart:{customerId} with v and doc), st
 wrk over random customer ids (Lua script), or with a Python client when wrk is missing, and
 measures /healthz as the ceiling. Writes bench/results/read_api.json.
 
-    .venv/bin/python bench/read_api.py [--carts 10000] [--duration 10] [--connections 32]
+    .venv/bin/python bench/read_api.py [--carts 10000] [--duration 10] [--connections 16]
 """
 
 from __future__ import annotations
@@ -197,7 +197,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--carts", type=int, default=10_000)
     p.add_argument("--duration", type=int, default=10, help="seconds per measurement")
-    p.add_argument("--connections", type=int, default=32)
+    p.add_argument("--connections", type=int, default=16)
     p.add_argument("--wrk-threads", type=int, default=1)
     p.add_argument("--redis-url", default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "read_api.json")
@@ -205,6 +205,7 @@ def main() -> None:
     args = p.parse_args()
 
     use_wrk = shutil.which("wrk") is not None and not args.python_client
+    load_before = os.getloadavg()
     r = redis.Redis.from_url(args.redis_url)
     prefix = f"bench-{uuid.uuid4().hex[:8]}-"
     port = free_port()
@@ -239,9 +240,13 @@ def main() -> None:
         "benchmark": "read API, GET /api/v1/<customerId> on carts cached in Redis",
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
-                    "python": platform.python_version()},
+                    "python": platform.python_version(),
+                    # Shared with other work: the 1-min load average says how busy it was.
+                    "loadavg_before": round(load_before[0], 2),
+                    "loadavg_after": round(os.getloadavg()[0], 2)},
         "server": {"granian_workers": int(os.environ.get("READ_WORKERS", 2)),
                    "blocking_threads": int(os.environ.get("READ_THREADS", 8)),
+                   "switch_interval_us": int(os.environ.get("READ_SWITCH_INTERVAL_US", 500)),
                    "interface": "wsgi", "same_machine_as_client": True},
         "load": {"carts": args.carts, "duration_s": args.duration,
                  "connections": args.connections, "client": cart["client"]},

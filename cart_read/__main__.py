@@ -43,6 +43,9 @@ def build_server(config: Config) -> Granian:
         # Bound what a worker holds at once (queued for a thread): overload shows as latency.
         backpressure=max(config.threads * 8, 64),
         respawn_failed_workers=True,
+        # A worker still importing the app when SIGTERM arrives misses it and would serve on:
+        # without this, granian waits for it forever.
+        workers_kill_timeout=config.shutdown_timeout_s,
         log_level=LogLevels(config.log_level.lower()),
         log_dictconfig=logging_config(config.log_level),
     )

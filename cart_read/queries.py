@@ -168,7 +168,7 @@ def orders_page(pool: Any, customer_id: str, page: PageParams) -> Page:
     return Page([r[1] for r in rows], cursor)
 
 
-# ------------------------------------------------------------------------------------ carts
+# ----------------------------------------------------------------------------- cart queries
 
 
 def carts_page(pool: Any, q: CartQuery) -> Page:

@@ -23,6 +23,7 @@ from cart_contract import CartDetails, EventPosition, LineItem, encode_cart_deta
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
+WORKERS = 2  # the production default
 
 
 def free_port() -> int:
@@ -41,6 +42,7 @@ def cart(customer: str, version: int, offset: int) -> CartDetails:
 def server(redis_url: str, database_url: str, tmp_path: Path) -> Iterator[str]:
     port = free_port()
     env = {**os.environ, "READ_PORT": str(port), "READ_HOST": "127.0.0.1",
+           "READ_WORKERS": str(WORKERS), "READ_LOG_LEVEL": "INFO",
            "REDIS_URL": redis_url, "DATABASE_URL": database_url,
            # Only a notification (or the subscription itself) may end a wait early.
            "READ_DEGRADED_POLL_MS": "60000"}
@@ -53,11 +55,14 @@ def server(redis_url: str, database_url: str, tmp_path: Path) -> Iterator[str]:
         deadline = time.monotonic() + 30
         while True:
             assert proc.poll() is None, log_path.read_text()
-            try:
-                if requests.get(f"{base}/healthz", timeout=1).status_code == 200:
-                    break
-            except requests.ConnectionError:
-                pass
+            # Every worker up: one still importing the app when SIGTERM comes takes
+            # READ_SHUTDOWN_TIMEOUT_S to be killed, and would also leave requests unserved.
+            if log_path.read_text().count("Started worker-") == WORKERS:
+                try:
+                    if requests.get(f"{base}/healthz", timeout=1).status_code == 200:
+                        break
+                except requests.ConnectionError:
+                    pass
             assert time.monotonic() < deadline, "read API did not start:\n" + log_path.read_text()
             time.sleep(0.1)
         yield base

@@ -15,6 +15,8 @@ def test_defaults_are_the_local_stack() -> None:
     assert c.notify_channel == "cartstream:cart-updated"
     # Waiters leave two of the eight threads to plain reads.
     assert c.max_waiters == 6
+    assert (c.wait_default_ms, c.wait_max_ms) == (5000, 30000)
+    assert (c.switch_interval_us, c.shutdown_timeout_s) == (500, 10)
 
 
 def test_environment_overrides() -> None:
@@ -30,7 +32,8 @@ def test_environment_overrides() -> None:
 
 @pytest.mark.parametrize("env", [
     {"READ_PORT": "x"}, {"READ_THREADS": "0"}, {"READ_LOG_LEVEL": "LOUD"},
-    {"READ_PAGE_DEFAULT": "500"},
+    {"READ_PAGE_DEFAULT": "500"}, {"READ_SWITCH_INTERVAL_US": "10"},
+    {"READ_SHUTDOWN_TIMEOUT_S": "0"},
 ])
 def test_bad_values_are_refused(env: dict[str, str]) -> None:
     with pytest.raises(ValueError):
