@@ -38,6 +38,9 @@ def logging_config(level: str) -> dict[str, Any]:
     }
 
 
+SHUTDOWN_TIMEOUT_S = 10
+
+
 def build_server(config: Config) -> Granian:
     """A granian server for the WSGI app: `workers` processes x `threads` blocking threads."""
     return Granian(
@@ -51,6 +54,9 @@ def build_server(config: Config) -> Granian:
         # as latency at the client, not as unbounded memory here.
         backpressure=max(config.threads * 8, 64),
         respawn_failed_workers=True,
+        # A worker still importing the app when SIGTERM arrives misses it; without a kill
+        # timeout granian waits for it forever (seen on the read API's server test).
+        workers_kill_timeout=SHUTDOWN_TIMEOUT_S,
         log_level=LogLevels(config.log_level.lower()),
         log_dictconfig=logging_config(config.log_level),
     )
