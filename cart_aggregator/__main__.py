@@ -1,44 +1,237 @@
-"""`python -m cart_aggregator [bytewax.run options]`: run the dataflow with recovery on.
+"""`python -m cart_aggregator`: run the dataflow with recovery on, and serve its metrics.
 
-Creates the recovery partitions under $RUN_DIR/aggregator/recovery on first start, enables
-Bytewax's dataflow API (Prometheus metrics at :AGG_METRICS_PORT/metrics) and hands over to
-`bytewax.run`. Extra arguments pass through, e.g. `-i 0 -a host0:2101 -a host1:2101` to run
-one of several processes.
+    python -m cart_aggregator                        # one process, AGG_WORKERS threads
+    AGG_PROCESSES=2 python -m cart_aggregator        # a two-process cluster on this machine
+    python -m cart_aggregator -i 0 -a "h0:2101;h1:2101"   # process 0 of a cluster of machines
+
+Creates the recovery partitions under $RUN_DIR/aggregator/recovery when missing (see README for
+clusters of machines), serves Prometheus metrics on AGG_METRICS_PORT (+ process index) and runs
+the flow in this process. SIGTERM and SIGINT stop it; recovery makes any stop safe.
 """
 
 from __future__ import annotations
 
+import argparse
 import fcntl
+import gc
+import ipaddress
+import logging
 import os
+import signal
+import socket
 import subprocess
 import sys
+import threading
+import time
+from dataclasses import replace
+from datetime import timedelta
+from pathlib import Path
+from types import FrameType
 
-from cart_aggregator.config import Config
+from cart_aggregator.config import Config, parse_addresses
 
-RECOVERY_PARTITIONS = 4
+log = logging.getLogger("cart_aggregator")
 
 
-def main(argv: list[str]) -> None:
-    """Prepare recovery, then exec bytewax.run on the flow factory."""
-    cfg = Config.from_env()
-    cfg.recovery_dir.mkdir(parents=True, exist_ok=True)
-    # Several processes of one cluster may share the directory: one of them initialises it.
-    with open(cfg.recovery_dir.parent / "recovery.lock", "w") as lock:
+def parse_args(argv: list[str], cfg: Config) -> tuple[Config, int | None]:
+    """Command-line flags override the environment (same flags as `bytewax.run`).
+
+    Returns the configuration, and the partition count when asked only to create them.
+    """
+    p = argparse.ArgumentParser(prog="python -m cart_aggregator", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("-w", "--workers-per-process", type=int, help="worker threads [AGG_WORKERS]")
+    p.add_argument("-i", "--process-id", type=int, help="this process's index [AGG_PROCESS_ID]")
+    p.add_argument("-a", "--addresses", action="append",
+                   help="host:port of every process, ';'-separated or repeated [AGG_ADDRESSES]")
+    p.add_argument("-p", "--processes", type=int,
+                   help="start this many local processes as one cluster [AGG_PROCESSES]")
+    p.add_argument("-s", "--snapshot-interval", type=float,
+                   help="seconds between snapshots [AGG_SNAPSHOT_INTERVAL_S]")
+    p.add_argument("-b", "--backup-interval", type=float,
+                   help="seconds of extra snapshots kept [AGG_BACKUP_INTERVAL_S]")
+    p.add_argument("-r", "--recovery-directory", type=Path,
+                   help="recovery partitions [$RUN_DIR/aggregator/recovery]")
+    p.add_argument("--no-recovery", action="store_true", help="run without recovery")
+    p.add_argument("--init-recovery", type=int, metavar="N",
+                   help="only create N recovery partitions (to share out between machines)")
+    a = p.parse_args(argv)
+    cfg = replace(
+        cfg,
+        workers=a.workers_per_process or cfg.workers,
+        process_id=a.process_id if a.process_id is not None else cfg.process_id,
+        addresses=tuple(x for arg in a.addresses for x in parse_addresses(arg))
+        if a.addresses else cfg.addresses,
+        processes=a.processes or cfg.processes,
+        snapshot_interval_s=a.snapshot_interval or cfg.snapshot_interval_s,
+        backup_interval_s=a.backup_interval if a.backup_interval is not None
+        else cfg.backup_interval_s,
+        recovery=cfg.recovery and not a.no_recovery,
+        recovery_directory=a.recovery_directory or cfg.recovery_directory,
+    )
+    if cfg.addresses and cfg.process_id is None:
+        p.error("-a/AGG_ADDRESSES needs -i/AGG_PROCESS_ID")
+    if cfg.process_id is not None and not cfg.addresses:
+        p.error("-i/AGG_PROCESS_ID needs -a/AGG_ADDRESSES")
+    return cfg, a.init_recovery
+
+
+def _is_local(address: str) -> bool:
+    host = address.rsplit(":", 1)[0].strip("[]")
+    if host in ("localhost", socket.gethostname()):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def prepare_recovery(directory: Path, partitions: int, may_create: bool, state_format: str) -> None:
+    """Make sure `directory` holds recovery partitions written by this flow's state format.
+
+    Partitions of another format (an older flow) cannot be resumed: they are moved aside and
+    the flow starts over from the beginning of the topics, which re-emits the same versions.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    marker = directory / "STATE_FORMAT"
+    # Several processes of a local cluster share the directory: one prepares it.
+    with open(directory.parent / f"{directory.name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if not (cfg.recovery_dir / "part-0.sqlite3").exists():
-            subprocess.run([sys.executable, "-m", "bytewax.recovery", str(cfg.recovery_dir),
-                            str(RECOVERY_PARTITIONS)], check=True)
-    os.environ.setdefault("BYTEWAX_DATAFLOW_API_ENABLED", "true")
-    os.environ.setdefault("BYTEWAX_DATAFLOW_API_PORT", str(cfg.metrics_port))
-    os.environ.setdefault("BYTEWAX_DATAFLOW_API_CACHE_PATH",
-                          str(cfg.run_dir / "aggregator"))
-    args = [sys.executable, "-m", "bytewax.run", "cart_aggregator.flow:flow_from_env()",
-            "-r", str(cfg.recovery_dir), "-s", str(cfg.snapshot_interval_s),
-            "-b", str(cfg.backup_interval_s)]
-    if not any(a in ("-w", "--workers-per-process") for a in argv):
-        args += ["-w", str(cfg.workers)]
-    os.execv(sys.executable, [*args, *argv])
+        parts = sorted(directory.glob("part-*.sqlite3"))
+        found = marker.read_text().strip() if marker.exists() else None
+        if parts and found != state_format:
+            if not may_create:
+                raise SystemExit(f"{directory} holds state of format {found!r}, this flow "
+                                 f"writes {state_format!r}; move it aside on every machine")
+            aside = directory.with_name(f"{directory.name}.{found or 'old'}.{int(time.time())}"
+                                        .replace("/", "-"))
+            directory.rename(aside)
+            log.warning("recovery state of format %r moved to %s; starting from the log",
+                        found, aside)
+            directory.mkdir()
+            parts = []
+        if not parts:
+            if not may_create:
+                raise SystemExit(f"no recovery partitions in {directory}: create them once "
+                                 f"(python -m bytewax.recovery DIR N) and give each machine "
+                                 f"its share (see cart_aggregator/README.md)")
+            from bytewax.recovery import init_db_dir
+
+            init_db_dir(directory, partitions)
+            log.info("created %d recovery partitions in %s", partitions, directory)
+        marker.write_text(state_format + "\n")
+
+
+def _stop(signum: int, frame: FrameType | None) -> None:
+    # bytewax checks for pending Python signals between steps and unwinds its workers.
+    raise KeyboardInterrupt
+
+
+def _stop_with_parent(parent: int) -> None:
+    """A local-cluster member must not outlive its launcher (even one killed with -9)."""
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
+def run_process(cfg: Config) -> int:
+    """Run this process's share of the flow until it stops; returns the exit status."""
+    from bytewax.recovery import RecoveryConfig
+    from bytewax.testing import cluster_main
+
+    from cart_aggregator import metrics
+    from cart_aggregator.flow import STATE_FORMAT, build_flow
+
+    index = cfg.process_id or 0
+    recovery = None
+    if cfg.recovery:
+        local_cluster = all(_is_local(a) for a in cfg.addresses)
+        prepare_recovery(cfg.recovery_dir, cfg.recovery_partitions, local_cluster,
+                         STATE_FORMAT)
+        recovery = RecoveryConfig(str(cfg.recovery_dir),
+                                  timedelta(seconds=cfg.backup_interval_s))
+    if cfg.metrics_port:
+        metrics.serve(cfg.metrics_host, cfg.metrics_port + index)
+        metrics.LagMonitor(metrics.kafka_watermarks(cfg.kafka_bootstrap),
+                           cfg.lag_interval_s).start()
+    signal.signal(signal.SIGTERM, _stop)
+    if os.environ.get("AGG_PARENT_PID"):
+        _stop_with_parent(int(os.environ["AGG_PARENT_PID"]))
+    # Per event the fold allocates dozens of short-lived objects; the default gen-0 threshold
+    # (700) runs a collection every few events. Modules and config never need collecting.
+    gc.freeze()
+    gc.set_threshold(10_000, 20, 10)
+    log.info("aggregator process %d: %d worker(s), cluster %s, recovery %s", index, cfg.workers,
+             list(cfg.addresses) or "-", cfg.recovery_dir if recovery else "off")
+    try:
+        # bytewax.run's entry point runs a lone worker on the main thread, where a signal
+        # interrupts whatever Python callback is running. cluster_main (the same runtime that
+        # `bytewax.run -w/-i/-a` uses) keeps the main thread free to take signals and stop the
+        # workers between steps.
+        cluster_main(build_flow(cfg), list(cfg.addresses), index,
+                     worker_count_per_proc=cfg.workers,
+                     epoch_interval=timedelta(seconds=cfg.snapshot_interval_s),
+                     recovery_config=recovery)
+    except KeyboardInterrupt:
+        log.info("stopped")
+    return 0
+
+
+def run_local_cluster(cfg: Config, argv: list[str]) -> int:
+    """Start `cfg.processes` processes of one cluster on this machine and watch them.
+
+    A cluster cannot lose a member, so when one exits the others are stopped too, and the
+    exit status is the first failure's.
+    """
+    addresses = ";".join(f"127.0.0.1:{cfg.cluster_port + i}" for i in range(cfg.processes))
+    # Each child gets -i/-a, which makes it a cluster member rather than another launcher.
+    env = {**os.environ, "AGG_PARENT_PID": str(os.getpid())}
+    children = [subprocess.Popen([sys.executable, "-m", "cart_aggregator", *argv,
+                                  "-i", str(i), "-a", addresses], env=env)
+                for i in range(cfg.processes)]
+
+    def forward(signum: int, frame: FrameType | None) -> None:
+        for c in children:
+            if c.poll() is None:
+                c.send_signal(signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    status = None
+    while status is None:
+        for c in children:
+            code = c.poll()
+            if code is not None:
+                status = code
+                break
+        else:
+            time.sleep(0.5)
+    forward(signal.SIGTERM, None)
+    for c in children:
+        try:
+            c.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            c.kill()
+    return status or max((c.returncode or 0) for c in children)
+
+
+def main(argv: list[str]) -> int:
+    """Entry point."""
+    logging.basicConfig(level=os.environ.get("LOG_LEVEL", "INFO"),
+                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    cfg, init_partitions = parse_args(argv, Config.from_env())
+    if init_partitions:
+        from cart_aggregator.flow import STATE_FORMAT
+
+        prepare_recovery(cfg.recovery_dir, init_partitions, True, STATE_FORMAT)
+        return 0
+    if cfg.processes > 1 and cfg.process_id is None:
+        return run_local_cluster(cfg, argv)
+    return run_process(cfg)
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    sys.exit(main(sys.argv[1:]))

@@ -1,230 +1,359 @@
-"""The aggregator dataflow: sequence → product join → resequence and fold.
+"""The aggregator dataflow: parse → sequence → product join → resequence and fold → Kafka.
 
-    python -m bytewax.run 'cart_aggregator.flow:flow_from_env()'   (configured from the environment)
+    python -m cart_aggregator                      # recovery, metrics, cluster flags (see README)
+    python -m bytewax.run cart_aggregator.flow     # the bare flow, configured from the environment
 
-Inputs are `cart-events` (key customerId) and `product-details-events` (key productId). Every
-cart event read produces one cart-details record; bad records go to the dead-letter topic.
+Inputs: `cart-events` (key customerId) and `product-details-events` (key productId, compacted).
+Every cart event read yields one cart-details record (applied, rejected or duplicate), keyed by
+customerId; records that cannot be parsed go to the dead-letter topic. The stages' logic is in
+`cart_aggregator.sequencing` and `cart_aggregator.fold`; this module wires them into bytewax.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import bytewax.operators as op
-from bytewax.connectors.kafka import KafkaError, KafkaSource, KafkaSourceMessage
-from bytewax.dataflow import Dataflow, Stream
+from bytewax.connectors.kafka import KafkaError, KafkaSourceMessage
+from bytewax.dataflow import Dataflow
 from bytewax.inputs import Source
-from bytewax.operators import StatefulLogic
+from bytewax.operators import StatefulBatchLogic
 from bytewax.outputs import DynamicSink
-from prometheus_client import Counter
 
+from cart_aggregator import metrics
 from cart_aggregator.config import Config
-from cart_aggregator.sink import DeliveredKafkaSink
-from cart_aggregator.stages import (
-    JoinState,
-    ProductJoin,
-    ProductUpdate,
-    ResequenceState,
-    Sequenced,
-    resequence_and_fold,
-    sequence,
+from cart_aggregator.fold import CustomerState, apply, compact, to_cart_details
+from cart_aggregator.sequencing import (
+    ADD,
+    CUSTOMER,
+    ITEM,
+    PRODUCT,
+    TYPE,
+    VERSION,
+    CatalogEntry,
+    ProductCache,
+    ProductRecord,
+    Wire,
+    expire,
+    from_wire,
+    join,
+    next_deadline,
+    product_tuple,
+    release_in_order,
+    restart_waits,
+    stamp,
+    to_wire,
 )
+from cart_aggregator.sink import DeliveredKafkaSink
+from cart_aggregator.snapshots import SHAPE, customer_from_tuple, customer_to_tuple
+from cart_aggregator.sources import OffsetSafeKafkaSource
 from cart_contract import (
-    CartEvent,
     ContractError,
     DeadLetter,
-    EventPosition,
-    EventType,
     dead_letter_from_error,
     decode_cart_event,
     decode_product,
     encode_cart_details,
     encode_dead_letter,
+    parse_id,
 )
 
 log = logging.getLogger(__name__)
 
-EVENTS_READ = Counter("cartstream_aggregator_events_read", "Cart events read")
-RECORDS_OUT = Counter("cartstream_aggregator_cart_details_emitted", "Cart details emitted")
-DEAD_LETTERS = Counter("cartstream_aggregator_dead_letters", "Records sent to the dead letters",
-                       ["topic"])
-PRODUCTS_READ = Counter("cartstream_aggregator_products_read", "Catalog records read")
+# Written next to the recovery partitions; a different value means their snapshots hold state
+# of another shape, and the flow must start over from the log (see __main__). Bump the number
+# when a stage's snapshot changes; SHAPE follows the fold's CustomerState on its own.
+STATE_FORMAT = f"cartstream-aggregator/3-{SHAPE}"
+FLOW_ID = "cartstream-aggregator"
 
 
-@dataclass(frozen=True, slots=True)
-class Bad:
-    """A record that failed to parse, carried to the dead-letter output."""
-
-    letter: DeadLetter
+# ----------------------------------------------------------------------------- parsing
 
 
-def _dead(msg: KafkaSourceMessage, err: Exception, stage: str) -> Bad:
-    DEAD_LETTERS.labels(msg.topic or "?").inc()
-    return Bad(dead_letter_from_error(
+def _consumer_error(item: KafkaError[Any, Any]) -> None:
+    """Transient consumer errors are skipped (librdkafka retries); fatal ones stop the flow."""
+    if item.err.fatal():
+        raise RuntimeError(f"fatal Kafka consumer error: {item.err}")
+    metrics.CONSUMER_ERRORS.inc()
+    log.warning("Kafka consumer error (skipped): %s", item.err)
+
+
+def _dead_letter(msg: KafkaSourceMessage[Any, Any], err: Exception) -> DeadLetter:
+    letter = dead_letter_from_error(
         err, source_topic=msg.topic or "", partition=msg.partition or 0,
-        offset=msg.offset or 0, key=msg.key, value=msg.value, stage=stage,
-    ))
+        offset=msg.offset if msg.offset is not None else -1, key=msg.key, value=msg.value,
+        stage="aggregator",
+    )
+    metrics.DEAD_LETTERS.labels(letter.source_topic, letter.reason).inc()
+    return letter
 
 
-def parse_cart_event(msg: KafkaSourceMessage) -> tuple[CartEvent, EventPosition] | Bad:
-    """Decode a cart event; its key must be its customerId (that is what orders it)."""
-    try:
-        event = decode_cart_event(msg.value or b"")
-        key = (msg.key or b"").decode("utf-8", errors="replace")
-        if key != event.customer_id:
-            raise ContractError("KEY_MISMATCH", f"key {key!r} is not customerId", "key")
-    except ContractError as exc:
-        return _dead(msg, exc, "aggregator-parse")
-    EVENTS_READ.inc()
-    return event, EventPosition(event.event_id, msg.partition or 0, msg.offset or 0)
+def parse_cart_events(msgs: list[Any]) -> list[Any]:
+    """Decode a batch: (customerId, Wire) pairs, or DeadLetters for bad records.
+
+    The key must be the customerId: it is what puts a customer's events in one partition,
+    in order, and the sequencing relies on that.
+    """
+    out: list[Any] = []
+    read: dict[tuple[str, int], int] = {}
+    good = 0
+    for msg in msgs:
+        if type(msg) is KafkaError:
+            _consumer_error(msg)
+            continue
+        read[(msg.topic, msg.partition)] = msg.offset + 1
+        try:
+            event = decode_cart_event(msg.value or b"")
+            if msg.key != event.customer_id.encode():
+                raise ContractError("KEY_MISMATCH", f"key {msg.key!r} is not the customerId "
+                                    f"{event.customer_id!r}", "key")
+        except ContractError as exc:
+            out.append(_dead_letter(msg, exc))
+            continue
+        out.append((event.customer_id, to_wire(event, msg.partition, msg.offset)))
+        good += 1
+    metrics.EVENTS_READ.inc(good)
+    metrics.note_positions(read)
+    return out
 
 
-def parse_product(msg: KafkaSourceMessage) -> ProductUpdate | Bad:
-    """Decode a catalog record (None product for a tombstone)."""
-    try:
-        key = (msg.key or b"").decode()
-        product = decode_product(key, msg.value)
-        pid = product.product_id if product else key
-        if not pid:
-            raise ContractError("MISSING_FIELD", "a tombstone needs its productId key", "key")
-    except (ContractError, UnicodeDecodeError) as exc:
-        return _dead(msg, exc, "aggregator-parse")
-    PRODUCTS_READ.inc()
-    return ProductUpdate(pid, msg.partition or 0, msg.offset or 0, product)
+def parse_products(msgs: list[Any]) -> list[Any]:
+    """Decode a batch: (productId, ProductRecord) pairs (None product = deleted), or DeadLetters."""
+    out: list[Any] = []
+    read: dict[tuple[str, int], int] = {}
+    for msg in msgs:
+        if type(msg) is KafkaError:
+            _consumer_error(msg)
+            continue
+        read[(msg.topic, msg.partition)] = msg.offset + 1
+        try:
+            try:
+                key = None if msg.key is None else msg.key.decode()
+            except UnicodeDecodeError:
+                raise ContractError("INVALID_ID", "the key is not UTF-8", "key") from None
+            product = decode_product(key, msg.value)
+            pid = product.product_id if product else parse_id(key, "key")
+        except ContractError as exc:
+            out.append(_dead_letter(msg, exc))
+            continue
+        out.append((pid, ProductRecord(
+            (pid, None if product is None else product_tuple(product), msg.offset))))
+    metrics.PRODUCTS_READ.inc(sum(1 for x in out if type(x) is tuple))
+    metrics.note_positions(read)
+    return out
 
 
-class _JoinLogic(StatefulLogic[Any, Sequenced, JoinState]):
-    """Bytewax shell around ProductJoin: items are ProductUpdate or Sequenced adds."""
+def _is_record(item: Any) -> bool:
+    return type(item) is tuple
 
-    def __init__(self, wait: timedelta, resume: JoinState | None) -> None:
-        self.join = ProductJoin(wait, resume)
 
-    def on_item(self, value: Any) -> tuple[list[Sequenced], bool]:
-        if isinstance(value, ProductUpdate):
-            return self.join.on_product(value), StatefulLogic.RETAIN
-        return self.join.on_add(value, datetime.now(UTC)), StatefulLogic.RETAIN
+def _is_add(kv: tuple[str, Wire]) -> bool:
+    return kv[1][TYPE] == ADD
 
-    def on_notify(self) -> tuple[list[Sequenced], bool]:
-        return self.join.expire(datetime.now(UTC)), StatefulLogic.RETAIN
 
-    def on_eof(self) -> tuple[list[Sequenced], bool]:
-        # Bounded input ended (tests, replays): nothing more can arrive, so reject the waiters.
-        return self.join.expire(datetime.max.replace(tzinfo=UTC)), StatefulLogic.RETAIN
+def _by_product(batch: list[tuple[str, Wire]]) -> list[tuple[str, Wire]]:
+    return [(w[ITEM], w) for _, w in batch]
+
+
+def _by_customer(batch: list[tuple[str, Wire]]) -> list[tuple[str, Wire]]:
+    return [(w[CUSTOMER], w) for _, w in batch]
+
+
+def _values(batch: list[tuple[str, Any]]) -> list[Any]:
+    return [v for _, v in batch]
+
+
+def _encode_letters(batch: list[DeadLetter]) -> list[tuple[bytes | None, bytes]]:
+    return [(dl.key, encode_dead_letter(dl)) for dl in batch]
+
+
+# ------------------------------------------------------------------- stateful stages
+# Each logic keeps immutable state (or copies it in snapshot), so a snapshot is consistent
+# with the epoch it was taken in even though bytewax pickles it later.
+
+
+class SequenceLogic(StatefulBatchLogic[Any, Wire, int]):
+    """Per customer: the version of the last event stamped."""
+
+    def __init__(self, last: int | None) -> None:
+        self.last = last or 0
+
+    def on_batch(self, values: list[Any]) -> tuple[list[Wire], bool]:
+        self.last, out = stamp(self.last, values)
+        return out, StatefulBatchLogic.RETAIN
+
+    def snapshot(self) -> int:
+        return self.last
+
+
+class JoinLogic(StatefulBatchLogic[Any, Wire, CatalogEntry]):
+    """Per product: the catalog entry, and the adds waiting for it (woken at their deadline)."""
+
+    def __init__(self, entry: CatalogEntry | None, wait: timedelta) -> None:
+        self.wait = wait
+        self.entry = CatalogEntry()
+        if entry is not None:
+            self._step(restart_waits(entry, datetime.now(UTC), wait), [])
+
+    def _step(self, entry: CatalogEntry, out: list[Wire]) -> tuple[list[Wire], bool]:
+        if entry.waiting or self.entry.waiting:
+            metrics.tally()[metrics.WAITING] += len(entry.waiting) - len(self.entry.waiting)
+        self.entry = entry
+        return out, StatefulBatchLogic.RETAIN
+
+    def on_batch(self, values: list[Any]) -> tuple[list[Wire], bool]:
+        return self._step(*join(self.entry, values, datetime.now(UTC), self.wait))
+
+    def on_notify(self) -> tuple[list[Wire], bool]:
+        return self._expire(datetime.now(UTC))
+
+    def on_eof(self) -> tuple[list[Wire], bool]:
+        # Bounded input ended (tests, replays): nothing can arrive any more.
+        return self._expire(None)
+
+    def _expire(self, now: datetime | None) -> tuple[list[Wire], bool]:
+        entry, due = expire(self.entry, now)
+        metrics.tally()[metrics.WAIT_EXPIRED] += len(due)
+        return self._step(entry, due)
 
     def notify_at(self) -> datetime | None:
-        return self.join.next_deadline()
+        return next_deadline(self.entry)
 
-    def snapshot(self) -> JoinState:
-        # Products and waiting events are immutable: a shallow copy is a consistent snapshot.
-        st = self.join.state
-        return JoinState(st.product, st.seen, st.offset, list(st.pending))
+    def snapshot(self) -> CatalogEntry:
+        return self.entry
 
 
-class _ResequenceLogic(StatefulLogic[Sequenced, Any, ResequenceState]):
-    """Bytewax shell around resequence_and_fold, with a cheap snapshot.
-
-    The stock stateful_flat_map deep-copies its state at every snapshot; that copy was the
-    single largest cost of the flow. Everything inside ResequenceState but the `early` dict is
-    immutable, so copying that dict is enough.
-    """
-
-    def __init__(self, resume: ResequenceState | None) -> None:
-        self.state = resume or ResequenceState()
-
-    def on_item(self, value: Sequenced) -> tuple[list[Any], bool]:
-        self.state, out = resequence_and_fold(self.state, value)
-        return out, StatefulLogic.RETAIN
-
-    def snapshot(self) -> ResequenceState:
-        st = self.state
-        return ResequenceState(st.next_seq, dict(st.early), st.customer)
+# (customer_to_tuple(state) or None, early arrivals)
+FoldSnapshot = tuple[tuple[Any, ...] | None, tuple[Wire, ...]]
+_ID_LEN = 16
 
 
-def _records_only(step: str, stream: Stream[Any]) -> Stream[KafkaSourceMessage]:
-    """Drop consumer errors (logged): they are not records, and librdkafka retries on its own."""
-
-    def keep(item: Any) -> bool:
-        if isinstance(item, KafkaError):
-            log.warning("Kafka consumer error: %s", item.err)
-            return False
-        return True
-
-    return op.filter(step, stream, keep)
+def _in_window(window: bytes, eid: bytes) -> bool:
+    """Whether the fold's dedupe window held this eventId (the window's newest entry is always
+    the event just applied, so a duplicate is one that was there before)."""
+    i = window.find(eid)
+    while i != -1 and i % _ID_LEN:
+        i = window.find(eid, i + 1)
+    return i != -1
 
 
-def _split(stream: Stream[Any], step: str) -> tuple[Stream[Any], Stream[Bad]]:
-    b = op.branch(step, stream, lambda x: not isinstance(x, Bad))
-    return b.trues, b.falses
+class FoldLogic(StatefulBatchLogic[Wire, tuple[bytes, bytes], FoldSnapshot]):
+    """Per customer: the fold's state, plus events that arrived before their predecessor."""
+
+    products = ProductCache()  # per process: carts share their products' names and prices
+
+    def __init__(self, resume: FoldSnapshot | None) -> None:
+        customer, early = resume or (None, ())
+        self.customer: CustomerState | None = (
+            compact(customer_from_tuple(customer)) if customer else None)
+        self.early: dict[int, Wire] | None = {w[VERSION]: w for w in early} or None
+        metrics.tally()[metrics.EARLY_BUFFERED] += len(early)
+
+    def on_batch(self, values: list[Wire]) -> tuple[list[tuple[bytes, bytes]], bool]:
+        customer = self.customer
+        early = self.early if self.early is not None else {}
+        held = len(early)
+        ready, parked = release_in_order((customer.version if customer else 0) + 1, early, values)
+        out = []
+        t = metrics.tally()
+        product = self.products.get
+        for w in ready:
+            prev = customer
+            event, position = from_wire(w)
+            customer = apply(customer, event, product(w[PRODUCT]), position)
+            if prev is not None and _in_window(prev.recent_event_ids,
+                                               customer.recent_event_ids[-_ID_LEN:]):
+                t[metrics.DUPLICATE] += 1
+            elif customer.rejected != (prev.rejected if prev else ()):
+                t[metrics.REJECTED] += 1
+            else:
+                t[metrics.APPLIED] += 1
+            out.append(encode_cart_details(to_cart_details(customer)))
+        self.customer = customer
+        self.early = early or None
+        if parked or held:
+            t[metrics.EARLY] += parked
+            t[metrics.EARLY_BUFFERED] += len(early) - held
+        if len(values) + held != len(ready) + len(early):
+            t[metrics.REPEATS] += len(values) + held - len(ready) - len(early)
+        if not ready:
+            return [], StatefulBatchLogic.RETAIN
+        key = ready[0][CUSTOMER].encode()
+        return [(key, value) for value in out], StatefulBatchLogic.RETAIN
+
+    def on_eof(self) -> tuple[list[tuple[bytes, bytes]], bool]:
+        if self.early:
+            log.error("customer %s: %d events never got their predecessor (versions %s)",
+                      next(iter(self.early.values()))[CUSTOMER], len(self.early),
+                      sorted(self.early))
+        return [], StatefulBatchLogic.RETAIN
+
+    def snapshot(self) -> FoldSnapshot:
+        return (customer_to_tuple(self.customer) if self.customer else None,
+                tuple(self.early.values()) if self.early else ())
+
+
+# ------------------------------------------------------------------------------ wiring
 
 
 def build_flow(
     config: Config,
     *,
-    cart_source: Source | None = None,
-    product_source: Source | None = None,
-    cart_sink: DynamicSink | None = None,
-    dead_letter_sink: DynamicSink | None = None,
+    cart_source: Source[Any] | None = None,
+    product_source: Source[Any] | None = None,
+    cart_sink: DynamicSink[Any] | None = None,
+    dead_letter_sink: DynamicSink[Any] | None = None,
 ) -> Dataflow:
-    """Build the dataflow; tests swap the Kafka sources and sinks for testing ones."""
-    flow = Dataflow("cartstream-aggregator")
+    """Build the dataflow; tests replace the Kafka sources and sinks with testing ones."""
     brokers = [config.kafka_bootstrap]
-    carts_in = op.input("cart-events", flow, cart_source or KafkaSource(
-        brokers, [config.topic_cart_events],
-        batch_size=config.source_batch_size, raise_on_errors=False))
-    products_in = op.input("products", flow, product_source or KafkaSource(
-        brokers, [config.topic_products],
-        batch_size=config.source_batch_size, raise_on_errors=False))
-
-    carts_in = _records_only("cart-records", carts_in)
-    products_in = _records_only("product-records", products_in)
-    events, bad_events = _split(op.map("parse-events", carts_in, parse_cart_event), "events-ok")
-    products, bad_products = _split(op.map("parse-products", products_in, parse_product),
-                                    "products-ok")
-
-    # 1. Number each customer's events in log order (one customer = one partition = in order).
-    seq = op.stateful_map("sequence", op.key_on("by-customer", events,
-                                                 lambda x: x[0].customer_id), sequence)
-    adds = op.branch("adds", op.key_rm("unkey", seq),
-                     lambda s: s.event.type is EventType.ITEM_ADDED)
-
-    # 2. Join adds with the catalog, keyed by product; other events bypass the join.
     wait = timedelta(seconds=config.product_wait_s)
-    to_join = op.merge(
-        "join-in",
-        op.key_on("adds-by-product", adds.trues, lambda s: s.event.item_id),
-        op.key_on("products-by-id", products, lambda p: p.product_id),
-    )
-    joined = op.key_rm("joined", op.stateful("product-join", to_join,
-                                             lambda resume: _JoinLogic(wait, resume)))
+    flow = Dataflow(FLOW_ID)
 
-    # 3. Back into each customer's order, then fold.
-    both = op.merge("fold-in", joined, adds.falses)
-    carts = op.stateful(
-        "resequence-and-fold", op.key_on("again-by-customer", both,
-                                         lambda s: s.event.customer_id),
-        _ResequenceLogic,
-    )
+    # Consumer errors travel as items (logged and skipped in parse): librdkafka retries itself.
+    events_in = op.input("cart-events", flow, cart_source or OffsetSafeKafkaSource(
+        brokers, [config.topic_cart_events], batch_size=config.source_batch_size,
+        raise_on_errors=False))
+    products_in = op.input("product-details", flow, product_source or OffsetSafeKafkaSource(
+        brokers, [config.topic_products], batch_size=config.source_batch_size,
+        raise_on_errors=False))
+    events = op.branch("events-ok", op.flat_map_batch("parse-events", events_in,
+                                                      parse_cart_events), _is_record)
+    products = op.branch("products-ok", op.flat_map_batch("parse-products", products_in,
+                                                          parse_products), _is_record)
 
-    def to_record(kv: tuple[str, Any]) -> tuple[bytes, bytes]:
-        RECORDS_OUT.inc()
-        return kv[0].encode(), encode_cart_details(kv[1])
+    # 1. Stamp each customer's events with their version, in log order.
+    stamped = op.stateful_batch("sequence", events.trues, SequenceLogic)
+    # 2. Adds meet their product (keyed by productId); the other events bypass the join.
+    adds = op.branch("adds", stamped, _is_add)
+    join_in = op.merge("join-in", op.flat_map_batch("adds-by-product", adds.trues, _by_product),
+                       products.trues)
+    joined = op.stateful_batch("join", join_in, lambda resume: JoinLogic(resume, wait))
+    # 3. Back to each customer, in version order, through the fold.
+    fold_in = op.merge("fold-in", op.flat_map_batch("by-customer", joined, _by_customer),
+                       adds.falses)
+    folded = op.stateful_batch("resequence-fold", fold_in, FoldLogic)
 
-    op.output("cart-details", op.map("encode", carts, to_record),
-              cart_sink or DeliveredKafkaSink(config.kafka_bootstrap, config.topic_cart_details))
-    letters = op.merge("bad", bad_events, bad_products)
-    op.output("dead-letters",
-              op.map("encode-dead", letters,
-                     lambda b: (b.letter.key, encode_dead_letter(b.letter))),
+    op.output("cart-details", op.flat_map_batch("records", folded, _values),
+              cart_sink or DeliveredKafkaSink(config.kafka_bootstrap, config.topic_cart_details,
+                                              config.delivery_timeout_s))
+    letters = op.merge("bad-records", events.falses, products.falses)
+    op.output("dead-letters", op.flat_map_batch("encode-dead-letters", letters, _encode_letters),
               dead_letter_sink or DeliveredKafkaSink(config.kafka_bootstrap,
-                                                     config.topic_dead_letter))
+                                                     config.topic_dead_letter,
+                                                     config.delivery_timeout_s))
     return flow
 
 
 def flow_from_env() -> Dataflow:
-    """The production flow, configured from the environment (`bytewax.run` factory)."""
-    logging.basicConfig(level=logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    """The production flow configured from the environment (`bytewax.run` factory)."""
     return build_flow(Config.from_env())
+
+
+def __getattr__(name: str) -> Any:
+    # `python -m bytewax.run cart_aggregator.flow` looks up `flow`; build it on demand so that
+    # importing this module reads no environment.
+    if name == "flow":
+        return flow_from_env()
+    raise AttributeError(name)

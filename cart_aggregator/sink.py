@@ -1,68 +1,113 @@
-"""A Kafka sink that confirms every record was delivered before the epoch can complete.
+"""A Kafka sink that returns from a batch only once the broker acknowledged every record.
 
-Bytewax's stock KafkaSink flushes without looking at delivery reports, so a refused record
-would be dropped silently. Here a batch returns only when the broker acknowledged all of it
-(acks=all, idempotent producer); otherwise the worker raises and the flow stops, to resume from
-the last snapshot.
+Bytewax's stock KafkaSink flushes without reading delivery reports, so a refused record is
+dropped silently. Here each record has a delivery callback, the producer is idempotent with
+acks=all, and `write_batch` waits for the whole batch: a failure or a timeout raises, the
+dataflow stops, and a restart resumes from the last snapshot, whose input offsets never pass
+undelivered output (bytewax completes an epoch only after its writes returned).
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from typing import Any, Protocol
 
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
-from confluent_kafka import KafkaError, Message, Producer
+
+from cart_aggregator import metrics
 
 log = logging.getLogger(__name__)
 
-Record = tuple[bytes | None, bytes]
+Record = tuple[bytes | None, bytes | None]
 
 
 class DeliveryFailed(RuntimeError):
     """The broker did not acknowledge some records."""
 
 
-class _Partition(StatelessSinkPartition[Record]):
-    def __init__(self, bootstrap: str, topic: str, flush_timeout_s: float) -> None:
-        self.topic, self.flush_timeout_s = topic, flush_timeout_s
-        self.producer = Producer({
-            "bootstrap.servers": bootstrap,
-            "acks": "all",
-            "enable.idempotence": True,
-            "linger.ms": 5,
-            "compression.type": "lz4",
-        })
-        self.failures: list[str] = []
+class ProducerLike(Protocol):
+    """The part of confluent_kafka.Producer the sink uses (tests pass a fake)."""
 
-    def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:
+    def produce(self, topic: str, value: Any = ..., key: Any = ...,
+                on_delivery: Any = ...) -> None: ...
+    def poll(self, timeout: float) -> int: ...
+    def flush(self, timeout: float) -> int: ...
+
+
+def producer_config(bootstrap: str, delivery_timeout_s: float) -> dict[str, Any]:
+    """librdkafka settings: no loss, no duplicates from retries, order kept per partition."""
+    return {
+        "bootstrap.servers": bootstrap,
+        "acks": "all",
+        "enable.idempotence": True,
+        "linger.ms": 5,
+        "compression.type": "lz4",
+        "queue.buffering.max.messages": 200_000,
+        "message.timeout.ms": int(delivery_timeout_s * 1000),
+        # Failures still reach the callback; successes need no Python call per record.
+        "delivery.report.only.error": True,
+    }
+
+
+def kafka_producer(config: dict[str, Any]) -> ProducerLike:
+    """A confluent_kafka Producer."""
+    from confluent_kafka import Producer
+
+    return Producer(config)
+
+
+class _Partition(StatelessSinkPartition[Record]):
+    def __init__(self, producer: ProducerLike, topic: str, flush_timeout_s: float) -> None:
+        self.producer, self.topic, self.flush_timeout_s = producer, topic, flush_timeout_s
+        self.failures: list[str] = []
+        self.acked = metrics.DELIVERED.labels(topic)
+
+    def _on_delivery(self, err: Any, msg: Any) -> None:
         if err is not None:
-            self.failures.append(f"{msg.topic()} key={msg.key()!r}: {err}")
+            self.failures.append(f"key={msg.key()!r}: {err}")
 
     def write_batch(self, items: list[Record]) -> None:
+        produce, topic, on_delivery = self.producer.produce, self.topic, self._on_delivery
         for key, value in items:
             while True:
                 try:
-                    self.producer.produce(self.topic, value, key, on_delivery=self._on_delivery)
+                    produce(topic, value, key, on_delivery=on_delivery)
                     break
                 except BufferError:
-                    self.producer.poll(0.05)  # local queue full: wait for deliveries
-        # The epoch (and the input offsets in its snapshot) must not move past undelivered output.
+                    self.producer.poll(0.05)  # local queue full: serve deliveries, then retry
+        # Return only when every record of the batch is acknowledged (or fail loudly).
         remaining = self.producer.flush(self.flush_timeout_s)
         if remaining or self.failures:
             raise DeliveryFailed(
-                f"{remaining} records unacknowledged, failures: {self.failures[:3]}"
+                f"{topic}: {remaining} records unacknowledged after {self.flush_timeout_s}s, "
+                f"{len(self.failures)} refused, e.g. {self.failures[:3]}"
             )
+        self.acked.inc(len(items))
 
     def close(self) -> None:
-        self.producer.flush(self.flush_timeout_s)
+        remaining = self.producer.flush(self.flush_timeout_s)
+        if remaining or self.failures:
+            log.error("%s: %d records unacknowledged at close, %d refused", self.topic,
+                      remaining, len(self.failures))
 
 
 class DeliveredKafkaSink(DynamicSink[Record]):
-    """Writes (key, value) pairs to one topic and fails loudly rather than drop any."""
+    """Writes (key, value) byte pairs to one topic; fails rather than drop a record."""
 
-    def __init__(self, bootstrap: str, topic: str, flush_timeout_s: float = 60.0) -> None:
-        self.bootstrap, self.topic, self.flush_timeout_s = bootstrap, topic, flush_timeout_s
+    def __init__(
+        self,
+        bootstrap: str,
+        topic: str,
+        delivery_timeout_s: float = 60.0,
+        producer_factory: Callable[[dict[str, Any]], ProducerLike] = kafka_producer,
+    ) -> None:
+        self.bootstrap, self.topic = bootstrap, topic
+        self.delivery_timeout_s = delivery_timeout_s
+        self.producer_factory = producer_factory
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _Partition:
-        """One producer per worker."""
-        return _Partition(self.bootstrap, self.topic, self.flush_timeout_s)
+        """One idempotent producer per worker (a customer's records all come from one worker)."""
+        producer = self.producer_factory(producer_config(self.bootstrap, self.delivery_timeout_s))
+        # librdkafka gives up on a record after message.timeout.ms; wait a little longer.
+        return _Partition(producer, self.topic, self.delivery_timeout_s + 5)

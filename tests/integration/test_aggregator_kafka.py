@@ -1,29 +1,40 @@
-"""The aggregator on real Kafka: its carts equal the fold of the log, even after kill -9."""
+"""The aggregator on real Kafka: its carts equal the fold of the log, through kill -9 and restarts.
+
+Each test creates its own topics and runs `python -m cart_aggregator` as a subprocess with its
+recovery directory under tmp_path.
+"""
 
 from __future__ import annotations
 
 import os
 import random
 import signal
+import socket
 import subprocess
 import sys
 import time
+import uuid
+from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
-from confluent_kafka import Consumer, Producer, TopicPartition
+import requests
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from cart_aggregator.fold import fold, to_cart_details
+from cart_aggregator.fold import apply, fold, to_cart_details
+from cart_aggregator.sink import DeliveredKafkaSink, DeliveryFailed
 from cart_contract import (
-    CartDetails,
     CartEvent,
+    ContractError,
     EventPosition,
     EventType,
     Product,
     decode_cart_details,
     decode_cart_event,
+    decode_dead_letter,
+    encode_cart_details,
     encode_cart_event,
     encode_product,
     new_cart_event,
@@ -33,129 +44,345 @@ pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def make_topics(bootstrap: str, tag: str) -> dict[str, str]:
-    names = {
-        "TOPIC_CART_EVENTS": (f"agg-{tag}-events", 3),
-        "TOPIC_PRODUCTS": (f"agg-{tag}-products", 2),
-        "TOPIC_CART_DETAILS": (f"agg-{tag}-details", 3),
-        "TOPIC_DEAD_LETTER": (f"agg-{tag}-dead", 1),
-    }
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def make_topics(bootstrap: str, tag: str, partitions: int = 3) -> dict[str, str]:
+    names = {"TOPIC_CART_EVENTS": (f"agg-{tag}-events", partitions),
+             "TOPIC_PRODUCTS": (f"agg-{tag}-products", 2),
+             "TOPIC_CART_DETAILS": (f"agg-{tag}-details", partitions),
+             "TOPIC_DEAD_LETTER": (f"agg-{tag}-dead", 1)}
     admin = AdminClient({"bootstrap.servers": bootstrap})
     for fut in admin.create_topics([NewTopic(n, p, 1) for n, p in names.values()]).values():
         fut.result(timeout=30)
     return {k: n for k, (n, _) in names.items()}
 
 
-def produce(bootstrap: str, topic: str, records: list[tuple[bytes, bytes]]) -> None:
-    producer = Producer({"bootstrap.servers": bootstrap, "acks": "all", "linger.ms": 5})
+def produce(bootstrap: str, topic: str, records: list[tuple[bytes | None, bytes | None]]) -> None:
+    producer = Producer({"bootstrap.servers": bootstrap, "acks": "all", "linger.ms": 5,
+                         "enable.idempotence": True})
     for key, value in records:
         producer.produce(topic, value, key)
         producer.poll(0)
     assert producer.flush(60) == 0
 
 
-def read_all(bootstrap: str, topic: str) -> list:
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"read-{time.time_ns()}",
-                         "enable.auto.commit": False})
-    parts = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-    out = []
-    for p in parts:
-        low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
-        if high <= low:
+def events_of(events: list[CartEvent]) -> list[tuple[bytes, bytes]]:
+    return [(e.customer_id.encode(), encode_cart_event(e)) for e in events]
+
+
+def products_of(products: list[Product]) -> list[tuple[bytes, bytes]]:
+    return [(p.product_id.encode(), encode_product(p)) for p in products]
+
+
+class Topic:
+    """Follows a topic from its beginning, keeping every record read so far."""
+
+    def __init__(self, bootstrap: str, topic: str) -> None:
+        self.consumer = Consumer({"bootstrap.servers": bootstrap, "enable.auto.commit": False,
+                                  "group.id": f"test-{uuid.uuid4()}"})
+        self.topic = topic
+        self.partitions = list(self.consumer.list_topics(topic, timeout=10)
+                               .topics[topic].partitions)
+        self.consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING)
+                              for p in self.partitions])
+        self.records: list = []
+
+    def read_to_end(self, timeout: float = 30) -> None:
+        """Poll until every partition has been read up to its current high watermark."""
+        ends = {p: self.consumer.get_watermark_offsets(TopicPartition(self.topic, p),
+                                                       timeout=10)[1] for p in self.partitions}
+        deadline = time.monotonic() + timeout
+        while True:
+            done = {p: -1 for p in self.partitions}
+            for m in self.records:
+                done[m.partition()] = max(done[m.partition()], m.offset())
+            if all(done[p] >= ends[p] - 1 for p in self.partitions):
+                return
+            assert time.monotonic() < deadline, f"could not read {self.topic} to its end"
+            self.poll()
+
+    def poll(self, seconds: float = 0.5) -> None:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            msgs = self.consumer.consume(10_000, timeout=0.2)
+            self.records += [m for m in msgs if m.error() is None]
+            if not msgs:
+                return
+
+    def close(self) -> None:
+        self.consumer.close()
+
+
+class Carts(Topic):
+    """A cart-details topic: the latest record (raw bytes) and every version per customer."""
+
+    def __init__(self, bootstrap: str, topic: str) -> None:
+        super().__init__(bootstrap, topic)
+        self.latest: dict[str, tuple[int, bytes]] = {}
+        self.versions: dict[str, set[int]] = {}
+
+    def poll(self, seconds: float = 0.5) -> None:
+        start = len(self.records)
+        super().poll(seconds)
+        for m in self.records[start:]:
+            c = decode_cart_details(m.value())
+            self.versions.setdefault(c.customer_id, set()).add(c.version)
+            if c.version > self.latest.get(c.customer_id, (0, b""))[0]:
+                self.latest[c.customer_id] = (c.version, m.value())
+
+    def wait_for(self, expected: dict[str, bytes], proc: subprocess.Popen[bytes], log: Path,
+                 timeout: float = 60) -> None:
+        """Poll until every expected customer's latest record has the expected version."""
+        want = {c: decode_cart_details(v).version for c, v in expected.items()}
+        deadline = time.monotonic() + timeout
+        while any(self.latest.get(c, (0, b""))[0] < v for c, v in want.items()):
+            assert proc.poll() is None, f"aggregator exited:\n{log.read_text()[-3000:]}"
+            assert time.monotonic() < deadline, "aggregator did not catch up"
+            self.poll()
+
+    def got(self, customers: list[str]) -> dict[str, bytes]:
+        return {c: self.latest[c][1] for c in customers if c in self.latest}
+
+
+def oracle(bootstrap: str, topic: str, catalog_at: Callable[[CartEvent], Product | None]
+           ) -> dict[str, bytes]:
+    """The fold of the events topic as stored, encoded as the aggregator must publish it."""
+    log = Topic(bootstrap, topic)
+    log.read_to_end()
+    log.close()
+    positioned = []
+    for m in sorted(log.records, key=lambda m: (m.partition(), m.offset())):
+        try:
+            ev = decode_cart_event(m.value())
+        except ContractError:
+            continue  # a dead letter
+        if m.key() != ev.customer_id.encode():
+            continue  # a dead letter too: the key decides the partition, hence the order
+        positioned.append((ev, EventPosition(ev.event_id, m.partition(), m.offset())))
+    return {c: encode_cart_details(to_cart_details(s))
+            for c, s in fold(positioned, catalog_at).items()}
+
+
+class Aggregator:
+    """`python -m cart_aggregator` as a subprocess group that can be killed hard."""
+
+    def __init__(self, env: dict[str, str], log: Path) -> None:
+        self.env, self.log = env, log
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> subprocess.Popen[bytes]:
+        self.proc = subprocess.Popen([sys.executable, "-m", "cart_aggregator"], cwd=ROOT,
+                                     env=self.env, stdout=self.log.open("ab"),
+                                     stderr=subprocess.STDOUT, start_new_session=True)
+        return self.proc
+
+    def kill9(self) -> None:
+        assert self.proc is not None and self.proc.poll() is None, self.log.read_text()[-3000:]
+        os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(timeout=30)
+
+    def stop(self) -> int:
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.terminate()
+        try:
+            return self.proc.wait(timeout=30)
+        finally:
+            if self.proc.poll() is None:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+
+
+def env_for(bootstrap: str, topics: dict[str, str], run_dir: Path, **extra: str) -> dict[str, str]:
+    return {**os.environ, **topics, "KAFKA_BOOTSTRAP": bootstrap, "RUN_DIR": str(run_dir),
+            "AGG_SNAPSHOT_INTERVAL_S": "1", "AGG_BACKUP_INTERVAL_S": "0",
+            "AGG_METRICS_PORT": "0", "PYTHONUNBUFFERED": "1", **extra}
+
+
+def random_events(rng: random.Random, customers: list[str], items: list[str],
+                  n: int) -> list[CartEvent]:
+    out: list[CartEvent] = []
+    for _ in range(n):
+        if out and rng.random() < 0.02:  # a client retry: the same event again
+            out.append(rng.choice(out[-20:]))
             continue
-        consumer.assign([TopicPartition(topic, p, low)])
-        got = 0
-        while got < high - low:
-            for m in consumer.consume(5000, timeout=5):
-                if m.error() is None:
-                    out.append(m)
-                    got += 1
-    consumer.close()
+        kind = rng.choices(list(EventType), [60, 20, 12, 8])[0]
+        item = rng.choice(items) if kind in (EventType.ITEM_ADDED, EventType.ITEM_REMOVED) else None
+        out.append(new_cart_event(kind, rng.choice(customers), item,
+                                  rng.randint(1, 4) if kind is EventType.ITEM_ADDED else None))
     return out
 
 
-def latest_carts(bootstrap: str, topic: str) -> dict[str, CartDetails]:
-    best: dict[str, CartDetails] = {}
-    for m in read_all(bootstrap, topic):
-        c = decode_cart_details(m.value())
-        if c.customer_id not in best or c.version > best[c.customer_id].version:
-            best[c.customer_id] = c
-    return best
-
-
-def start(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, "-m", "cart_aggregator"], cwd=ROOT, env=env,
-                            stdout=log.open("ab"), stderr=subprocess.STDOUT,
-                            start_new_session=True)
-
-
-def kill9(proc: subprocess.Popen[bytes]) -> None:
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait(timeout=30)
-
-
-def test_kill_9_and_restart_give_the_carts_of_the_fold(kafka_bootstrap: str, unique: str,
-                                                      tmp_path: Path) -> None:
+def test_kill_9_and_restarts_give_the_carts_of_the_fold(kafka_bootstrap: str, unique: str,
+                                                       tmp_path: Path) -> None:
     rng = random.Random(unique)
     topics = make_topics(kafka_bootstrap, unique)
-    env = {**os.environ, **topics, "KAFKA_BOOTSTRAP": kafka_bootstrap, "RUN_DIR": str(tmp_path),
-           "AGG_SNAPSHOT_INTERVAL_S": "1", "AGG_BACKUP_INTERVAL_S": "0",
-           "AGG_METRICS_PORT": str(rng.randint(20000, 30000)), "PYTHONUNBUFFERED": "1"}
-    # The catalog changes while the flow runs: products 11-15 appear only in the second phase,
-    # after events that reference them, so those adds must wait for them.
-    first = {str(i): Product(str(i), f"P{i}", Decimal(f"{i}.10"), 30) for i in range(1, 11)}
-    later = {str(i): Product(str(i), f"Late {i}", Decimal(f"{i}.99"), 30) for i in range(11, 16)}
-    catalog = {**first, **later}
-    customers = [f"k{unique}-{i}" for i in range(200)]
-    events: list[CartEvent] = []
-    for _ in range(4000):
-        kind = rng.choices(list(EventType), [60, 20, 12, 8])[0]
-        item = str(rng.randint(1, 15)) if kind in (EventType.ITEM_ADDED,
-                                                   EventType.ITEM_REMOVED) else None
-        events.append(new_cart_event(kind, rng.choice(customers), item,
-                                     rng.randint(1, 4) if kind is EventType.ITEM_ADDED else None))
+    agg = Aggregator(env_for(kafka_bootstrap, topics, tmp_path, AGG_PRODUCT_WAIT_S="120"),
+                     tmp_path / "aggregator.log")
+    carts = Carts(kafka_bootstrap, topics["TOPIC_CART_DETAILS"])
+    customers = [f"k{unique}-{i}" for i in range(300)]
+    # The catalog changes while the flow runs: products 21-25 appear only after events that
+    # use them (those adds wait), then 1-5 change name and price, 6 is deleted and 7 runs
+    # low on stock.
+    first = [Product(str(i), f"P{i}", Decimal(f"{i}.10"), 30) for i in range(1, 21)]
+    late = [Product(str(i), f"Late {i}", Decimal(f"{i}.99"), 30) for i in range(21, 26)]
+    catalog_a = {p.product_id: p for p in [*first, *late]}
+    changed = [Product(str(i), f"P{i} v2", Decimal(f"{i}.75"), 30) for i in range(1, 6)]
+    catalog_b = {**catalog_a, **{p.product_id: p for p in changed}, "7": Product(
+        "7", "P7", Decimal("7.10"), 2)}
+    del catalog_b["6"]
+    items = [str(i) for i in range(1, 26)]
+    phase_a = random_events(rng, customers, items, 2500)
+    phase_b = random_events(rng, customers, items, 2500)
+    in_b = {e.event_id for e in phase_b} - {e.event_id for e in phase_a}
 
-    produce(kafka_bootstrap, topics["TOPIC_PRODUCTS"],
-            [(p.product_id.encode(), encode_product(p)) for p in first.values()])
-    log = tmp_path / "aggregator.log"
-    proc = start(env, log)
-    for chunk in range(4):
-        produce(kafka_bootstrap, topics["TOPIC_CART_EVENTS"],
-                [(e.customer_id.encode(), encode_cart_event(e))
-                 for e in events[chunk * 1000:(chunk + 1) * 1000]])
-        if chunk == 1:
-            produce(kafka_bootstrap, topics["TOPIC_PRODUCTS"],
-                    [(p.product_id.encode(), encode_product(p)) for p in later.values()])
-        time.sleep(rng.uniform(1.0, 3.0))
-        kill9(proc)  # at a random moment of the run, three times in all
-        if chunk < 3:
-            proc = start(env, log)
-    proc = start(env, log)
+    def catalog_at(ev: CartEvent) -> Product | None:
+        return (catalog_b if ev.event_id in in_b else catalog_a).get(ev.item_id or "")
 
-    log_records = read_all(kafka_bootstrap, topics["TOPIC_CART_EVENTS"])
-    positioned = []
-    for m in log_records:
-        ev = decode_cart_event(m.value())
-        positioned.append((ev, EventPosition(ev.event_id, m.partition(), m.offset())))
-    positioned.sort(key=lambda t: (t[1].partition, t[1].offset))
-    expected = {c: to_cart_details(s) for c, s in
-                fold(positioned, lambda ev: catalog.get(ev.item_id or "")).items()}
+    produce(kafka_bootstrap, topics["TOPIC_PRODUCTS"], products_of(first))
+    agg.start()
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            got = latest_carts(kafka_bootstrap, topics["TOPIC_CART_DETAILS"])
-            if all(c in got and got[c].version >= expected[c].version for c in expected):
-                break
-            assert proc.poll() is None, log.read_text()[-3000:]
-            assert time.monotonic() < deadline, "aggregator did not catch up"
-            time.sleep(1)
+        # Phase A, with two kill -9 at random moments; the late products arrive in between.
+        for i, chunk in enumerate((phase_a[:1200], phase_a[1200:])):
+            produce(kafka_bootstrap, topics["TOPIC_CART_EVENTS"], events_of(chunk))
+            time.sleep(rng.uniform(0.5, 2.5))
+            agg.kill9()
+            if i == 0:
+                produce(kafka_bootstrap, topics["TOPIC_PRODUCTS"], products_of(late))
+            agg.start()
+        expected_a = oracle(kafka_bootstrap, topics["TOPIC_CART_EVENTS"], catalog_at)
+        carts.wait_for(expected_a, agg.proc, agg.log)
+        assert carts.got(list(expected_a)) == expected_a
+
+        # The catalog changes; probes show when the join has each new version, and a snapshot
+        # interval later a resume can no longer see the old one.
+        produce(kafka_bootstrap, topics["TOPIC_PRODUCTS"],
+                [*products_of([*changed, catalog_b["7"]]), (b"6", None)])
+        for pid in ("1", "2", "3", "4", "5", "6", "7"):
+            probe_until_current(carts, agg, kafka_bootstrap, topics, pid, catalog_b.get(pid))
+        time.sleep(2.5)
+
+        # Phase B, with two more kill -9.
+        for chunk in (phase_b[:1200], phase_b[1200:]):
+            produce(kafka_bootstrap, topics["TOPIC_CART_EVENTS"], events_of(chunk))
+            time.sleep(rng.uniform(0.5, 2.5))
+            agg.kill9()
+            agg.start()
+        expected = oracle(kafka_bootstrap, topics["TOPIC_CART_EVENTS"], catalog_at)
+        workload = {c: v for c, v in expected.items() if c in set(customers)}
+        carts.wait_for(workload, agg.proc, agg.log)
     finally:
-        proc.terminate()
-        proc.wait(timeout=30)
-    assert got == expected
-    # Recovery may repeat output, but never skip or invent a version.
-    versions: dict[str, set[int]] = {}
-    for m in read_all(kafka_bootstrap, topics["TOPIC_CART_DETAILS"]):
-        c = decode_cart_details(m.value())
-        versions.setdefault(c.customer_id, set()).add(c.version)
-    assert all(v == set(range(1, expected[c].version + 1)) for c, v in versions.items())
+        status = agg.stop()
+    assert status == 0, agg.log.read_text()[-3000:]  # SIGTERM stops it cleanly
+    assert carts.got(list(workload)) == workload
+    # Output repeats after a resume, but never skips or invents a version.
+    for c, raw in workload.items():
+        assert carts.versions[c] == set(range(1, decode_cart_details(raw).version + 1))
+    carts.close()
+
+
+def probe_until_current(carts: Carts, agg: Aggregator, bootstrap: str, topics: dict[str, str],
+                        pid: str, product: Product | None, timeout: float = 30) -> None:
+    """Add product `pid` to fresh customers until the result is what `product` gives."""
+    deadline = time.monotonic() + timeout
+    n = 0
+    while True:
+        n += 1
+        ev = new_cart_event(EventType.ITEM_ADDED, f"probe-{uuid.uuid4().hex[:8]}-{pid}", pid, 3)
+        produce(bootstrap, topics["TOPIC_CART_EVENTS"], events_of([ev]))
+        while ev.customer_id not in carts.latest:
+            assert agg.proc is not None and agg.proc.poll() is None, agg.log.read_text()[-3000:]
+            assert time.monotonic() < deadline, f"no record for probe {ev.customer_id}"
+            carts.poll()
+        got = decode_cart_details(carts.latest[ev.customer_id][1])
+        want = to_cart_details(apply(None, ev, product, got.last_event))
+        if (got.line_items, got.rejected) == (want.line_items, want.rejected):
+            return
+        assert time.monotonic() < deadline, f"product {pid} never became current ({n} probes)"
+        time.sleep(0.2)
+
+
+def test_two_processes_dead_letters_metrics_and_a_clean_stop(kafka_bootstrap: str, unique: str,
+                                                             tmp_path: Path) -> None:
+    rng = random.Random(unique)
+    topics = make_topics(kafka_bootstrap, unique, partitions=4)
+    catalog = {str(i): Product(str(i), f"P{i}", Decimal(f"{i}.50"), 20) for i in range(1, 11)}
+    customers = [f"m{unique}-{i}" for i in range(100)]
+    events = random_events(rng, customers, [str(i) for i in range(1, 12)], 1500)
+    good = events[0]
+    bad = [(b"x", b"{oops"), (b"zz", encode_cart_event(good)),
+           (good.customer_id.encode(), b'{"type":"TELEPORT"}'),
+           (good.customer_id.encode(), encode_cart_event(good).replace(b'"occurredAt":"',
+                                                                     b'"occurredAt":"x'))]
+    produce(kafka_bootstrap, topics["TOPIC_PRODUCTS"],
+            [*products_of(list(catalog.values())), (b"11", b'{"productId":"11","price":"1"}')])
+    produce(kafka_bootstrap, topics["TOPIC_CART_EVENTS"], [*events_of(events[:700]), *bad,
+                                                          *events_of(events[700:])])
+    port = free_port()
+    agg = Aggregator(env_for(kafka_bootstrap, topics, tmp_path, AGG_PROCESSES="2",
+                             AGG_METRICS_PORT=str(port), AGG_CLUSTER_PORT=str(free_port()),
+                             AGG_LAG_INTERVAL_S="0.5", AGG_PRODUCT_WAIT_S="5"),
+                     tmp_path / "aggregator.log")
+    carts = Carts(kafka_bootstrap, topics["TOPIC_CART_DETAILS"])
+    agg.start()
+    try:
+        expected = oracle(kafka_bootstrap, topics["TOPIC_CART_EVENTS"],
+                          lambda ev: catalog.get(ev.item_id or ""))
+        carts.wait_for(expected, agg.proc, agg.log)
+        assert carts.got(list(expected)) == expected
+        assert len(carts.records) == len(events)
+
+        dead = Topic(kafka_bootstrap, topics["TOPIC_DEAD_LETTER"])
+        dead.read_to_end()
+        letters = sorted((decode_dead_letter(m.value()) for m in dead.records),
+                         key=lambda d: (d.source_topic, d.reason))
+        dead.close()
+        assert [(d.source_topic, d.reason) for d in letters] == [
+            (topics["TOPIC_CART_EVENTS"], "INVALID_JSON"),
+            (topics["TOPIC_CART_EVENTS"], "KEY_MISMATCH"),
+            (topics["TOPIC_CART_EVENTS"], "UNKNOWN_EVENT_TYPE"),
+            (topics["TOPIC_CART_EVENTS"], "WRONG_TYPE"),
+            (topics["TOPIC_PRODUCTS"], "MISSING_FIELD"),
+        ]
+        assert {(d.key, d.value) for d in letters[:4]} == set(bad)
+
+        # Each process serves its metrics; together they read every event once.
+        time.sleep(1)
+        pages = [requests.get(f"http://127.0.0.1:{port + i}/metrics", timeout=5).text
+                 for i in (0, 1)]
+        assert sum(metric(p, "cartstream_aggregator_events_read_total") for p in pages) == 1500
+        assert sum(metric(p, "cartstream_aggregator_cart_details_total") for p in pages) == 1500
+        lags = [line for p in pages for line in p.splitlines()
+                if line.startswith("cartstream_aggregator_consumer_lag{")
+                and topics["TOPIC_CART_EVENTS"] in line]
+        assert len(lags) == 4 and all(line.endswith(" 0.0") for line in lags)
+    finally:
+        status = agg.stop()
+    assert status == 0, agg.log.read_text()[-3000:]
+    carts.close()
+
+
+def metric(page: str, name: str) -> float:
+    """The sum of a metric's samples (all label sets) in a Prometheus text page."""
+    return sum(float(line.rsplit(" ", 1)[1]) for line in page.splitlines()
+               if line.startswith(name + "{") or line.startswith(name + " "))
+
+
+def test_the_sink_fails_loudly_instead_of_dropping(kafka_bootstrap: str, unique: str) -> None:
+    # The broker refuses a record: this topic takes at most 1000-byte messages.
+    topic = f"agg-{unique}-tiny"
+    admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
+    admin.create_topics([NewTopic(topic, 1, 1, config={"max.message.bytes": "1000"})]
+                        )[topic].result(timeout=30)
+    part = DeliveredKafkaSink(kafka_bootstrap, topic, delivery_timeout_s=10).build("out", 0, 1)
+    part.write_batch([(b"k", b"small")])
+    with pytest.raises(DeliveryFailed, match="refused"):
+        part.write_batch([(b"k", os.urandom(5000))])  # incompressible
+    # Nobody answers: the batch times out rather than pass.
+    dead_end = DeliveredKafkaSink(f"127.0.0.1:{free_port()}", topic,
+                                  delivery_timeout_s=2).build("out", 0, 1)
+    with pytest.raises(DeliveryFailed):
+        dead_end.write_batch([(b"k", b"v")])

@@ -1,0 +1,170 @@
+"""The delivery-checked sink (with a fake producer) and the metrics helpers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from prometheus_client import REGISTRY
+
+from cart_aggregator import metrics
+from cart_aggregator.sink import DeliveredKafkaSink, DeliveryFailed, producer_config
+
+
+class FakeMessage:
+    def __init__(self, key: bytes | None) -> None:
+        self._key = key
+
+    def key(self) -> bytes | None:
+        return self._key
+
+
+class FakeProducer:
+    """Records what was produced; `refuse` keys fail, `stuck` keys never get acknowledged."""
+
+    def __init__(self, config: dict[str, Any], refuse: set[bytes] = frozenset(),
+                 stuck: set[bytes] = frozenset(), full_once: bool = False) -> None:
+        self.config, self.refuse, self.stuck, self.full_once = config, refuse, stuck, full_once
+        self.sent: list[tuple[str, bytes | None, bytes | None]] = []
+        self.pending: list[tuple[bytes | None, Any]] = []
+        self.flushes = 0
+
+    def produce(self, topic: str, value: Any = None, key: Any = None,
+                on_delivery: Any = None) -> None:
+        if self.full_once:
+            self.full_once = False
+            raise BufferError("queue full")
+        self.sent.append((topic, key, value))
+        self.pending.append((key, on_delivery))
+
+    def poll(self, timeout: float) -> int:
+        return 0
+
+    def flush(self, timeout: float) -> int:
+        self.flushes += 1
+        remaining = []
+        for key, cb in self.pending:
+            if key in self.stuck:
+                remaining.append((key, cb))
+            elif key in self.refuse:
+                cb("MSG_TIMED_OUT", FakeMessage(key))
+        self.pending = remaining
+        return len(remaining)
+
+
+def build(**fake: Any) -> tuple[Any, list[FakeProducer]]:
+    made: list[FakeProducer] = []
+
+    def factory(config: dict[str, Any]) -> FakeProducer:
+        made.append(FakeProducer(config, **fake))
+        return made[-1]
+
+    sink = DeliveredKafkaSink("k:9092", "details", 2.0, producer_factory=factory)
+    return sink.build("out", 0, 1), made
+
+
+def test_the_producer_is_idempotent_and_waits_for_all_replicas() -> None:
+    cfg = producer_config("k:9092", 30)
+    assert cfg["acks"] == "all" and cfg["enable.idempotence"] is True
+    assert cfg["message.timeout.ms"] == 30_000
+    # Failures still reach the callback; successes need no Python call per record.
+    assert cfg["delivery.report.only.error"] is True
+
+
+def test_a_batch_returns_once_everything_is_acknowledged() -> None:
+    part, (producer,) = build()
+    before = REGISTRY.get_sample_value("cartstream_aggregator_records_delivered_total",
+                                       {"topic": "details"}) or 0
+    part.write_batch([(b"c1", b"v1"), (b"c2", b"v2")])
+    assert producer.sent == [("details", b"c1", b"v1"), ("details", b"c2", b"v2")]
+    assert producer.flushes == 1 and producer.pending == []
+    assert REGISTRY.get_sample_value("cartstream_aggregator_records_delivered_total",
+                                     {"topic": "details"}) == before + 2
+
+
+def test_a_refused_record_stops_the_flow() -> None:
+    part, _ = build(refuse={b"c2"})
+    with pytest.raises(DeliveryFailed, match="1 refused"):
+        part.write_batch([(b"c1", b"v1"), (b"c2", b"v2")])
+
+
+def test_an_unacknowledged_record_stops_the_flow() -> None:
+    part, _ = build(stuck={b"c1"})
+    with pytest.raises(DeliveryFailed, match="1 records unacknowledged"):
+        part.write_batch([(b"c1", b"v1")])
+
+
+def test_a_full_local_queue_is_waited_out_not_dropped() -> None:
+    part, (producer,) = build(full_once=True)
+    part.write_batch([(b"c1", b"v1")])
+    assert producer.sent == [("details", b"c1", b"v1")]
+
+
+def test_lag_is_the_high_watermark_minus_the_next_offset_to_read() -> None:
+    metrics.note_positions({("lag-topic", 0): 40, ("lag-topic", 1): 7})
+    highs = {("lag-topic", 0): 100, ("lag-topic", 1): 7}
+    monitor = metrics.LagMonitor(lambda topic, p: highs.get((topic, p), 0), 60)
+    monitor.refresh()
+    lag = {p: REGISTRY.get_sample_value("cartstream_aggregator_consumer_lag",
+                                        {"topic": "lag-topic", "partition": p})
+           for p in ("0", "1")}
+    assert lag == {"0": 60, "1": 0}
+
+
+def test_tallies_are_summed_over_threads_when_scraped() -> None:
+    import threading
+
+    before = metrics.total(metrics.REPEATS)
+
+    def work() -> None:
+        metrics.tally()[metrics.REPEATS] += 5
+
+    threads = [threading.Thread(target=work) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert metrics.total(metrics.REPEATS) == before + 15
+    assert REGISTRY.get_sample_value("cartstream_aggregator_repeats_dropped_total") == before + 15
+
+
+class FakeKafkaPartition:
+    """The part of bytewax's _KafkaSourcePartition the wrapper relies on."""
+
+    def __init__(self, offset: int, batches: list[list[Any]]) -> None:
+        self._offset, self.batches = offset, batches
+
+    def next_batch(self) -> list[Any]:
+        batch = self.batches.pop(0)
+        if batch:  # like bytewax: the offset after the last message, errors included
+            self._offset = batch[-1].offset + 1 if hasattr(batch[-1], "offset") \
+                else batch[-1].msg.offset + 1
+        return batch
+
+    def snapshot(self) -> int:
+        return self._offset
+
+    def next_awake(self) -> None:
+        return None
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_consumer_error_never_becomes_the_resume_offset() -> None:
+    from bytewax.connectors.kafka import KafkaError, KafkaSourceMessage
+
+    from cart_aggregator.sources import _OffsetSafePartition
+
+    def msg(offset: int) -> KafkaSourceMessage:
+        return KafkaSourceMessage(b"k", b"v", topic="t", partition=0, offset=offset)
+
+    error = KafkaError(object(), msg(-1001))  # e.g. a transport error: offset OFFSET_INVALID
+    inner = FakeKafkaPartition(-2, [[msg(0), msg(1), error], [error], [msg(2)], []])
+    part = _OffsetSafePartition(inner)
+    assert len(part.next_batch()) == 3 and part.snapshot() == 2
+    part.next_batch()
+    assert part.snapshot() == 2  # not -1000, librdkafka's OFFSET_STORED
+    part.next_batch()
+    assert part.snapshot() == 3
+    assert part.next_batch() == [] and part.snapshot() == 3
