@@ -1,23 +1,30 @@
 """Load a product catalog into `product-details-events`.
 
-    python -m connectors.catalog load FILE [--dry-run]
+    python -m connectors.catalog load FILE [--dry-run] [--quiet]
 
-FILE holds JSON lines, `key:json` lines (as typed into kafka-console-producer) or CSV with a
-header `productId,productName,price,stockQty`. Every row is checked against the contract; bad
-rows are reported with their line numbers and skipped, good rows are loaded. Exit status: 0 when
-every row was good, 1 when some were bad (the good ones are loaded all the same), 2 on errors
-such as a missing file or an unreachable broker.
+FILE holds one product per line, as any of:
+  JSON lines   {"productId":"1","productName":"IPhone 12","price":"65000","stockQty":768}
+  key:json     1:{"productId":"1","productName":"IPhone 12","price":"65000","stockQty":768}
+               (what kafka-console-producer takes with parse.key=true key.separator=:)
+  CSV          a header line `productId,productName,price,stockQty`, then one row per product
+Blank lines are skipped. Every row is checked against the contract; bad rows are reported as
+FILE:LINE: REASON: message and skipped, good rows are produced (acks=all, keyed by productId,
+in file order, so a later row for the same product wins). Large files show a progress bar.
+
+Exit status: 0 every row was good and loaded; 1 some rows were bad (the good ones were loaded
+all the same, or with --dry-run only checked); 2 nothing could be done (no such file, broker
+unreachable, a record not acknowledged).
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
-import io
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TextIO
 
 import orjson
 from confluent_kafka import KafkaError, Message, Producer
@@ -25,6 +32,9 @@ from tqdm import tqdm
 
 from cart_contract import ContractError, Product, decode_product, encode_product
 from connectors.config import Config
+
+PROGRESS_MIN_BYTES = 1 << 20  # files smaller than this load without a progress bar
+_NOT_UTF8 = "INVALID_ENCODING: the line is not UTF-8"
 
 
 @dataclass(frozen=True)
@@ -35,92 +45,157 @@ class BadRow:
     reason: str
 
 
-def parse_rows(text: str) -> Iterator[tuple[int, Product | BadRow]]:
-    """Yield (line number, product or bad row) for every non-blank line of the file."""
-    lines = text.splitlines()
-    first = next((ln.strip() for ln in lines if ln.strip()), "")
-    if first.lower().startswith("productid"):
-        reader = csv.DictReader(io.StringIO(text))
-        for row in reader:
-            line = reader.line_num
-            try:
-                stock = row.get("stockQty", "")
-                body = {**row, "stockQty": int(stock) if stock.strip().isdigit() else stock}
-                yield line, decode_product(None, orjson.dumps(body))
-            except ContractError as exc:
-                yield line, BadRow(line, str(exc))
-        return
-    for number, raw in enumerate(lines, start=1):
-        raw = raw.strip()
+def _csv_rows(lines: Iterable[str], first_line: int) -> Iterator[tuple[int, Product | BadRow]]:
+    # csv keeps track of quoted fields spanning lines; line_num counts physical lines read.
+    reader = csv.DictReader(lines)
+    for row in reader:
+        line = first_line + reader.line_num - 1
+        try:
+            if None in row or any(v is None for v in row.values()):
+                raise ContractError("WRONG_TYPE", "the row does not have the header's columns")
+            stock = row.get("stockQty")
+            body = {**row, "stockQty": int(stock) if stock and stock.strip().isdigit() else stock}
+            product = decode_product(None, orjson.dumps(body))
+        except ContractError as exc:
+            yield line, BadRow(line, str(exc))
+            continue
+        except orjson.JSONEncodeError:
+            yield line, BadRow(line, _NOT_UTF8)
+            continue
+        if product is not None:
+            yield line, product
+
+
+def _line_row(number: int, raw: str) -> Product | BadRow:
+    key = None
+    if not raw.startswith("{"):
+        # The key ends at the ':' before the JSON: ids may contain ':' themselves.
+        cut = raw.find(":{")
+        if cut < 0:
+            return BadRow(number, "INVALID_JSON: expected a JSON object or key:{json}")
+        key, raw = raw[:cut], raw[cut + 1:]
+    try:
+        product = decode_product(key, raw.encode())
+    except ContractError as exc:
+        return BadRow(number, str(exc))
+    except UnicodeEncodeError:
+        return BadRow(number, _NOT_UTF8)
+    return product if product is not None else BadRow(number, "MISSING_FIELD: empty record")
+
+
+def parse_lines(lines: Iterable[str]) -> Iterator[tuple[int, Product | BadRow]]:
+    """Yield (line number, product or bad row) for every row of a catalog file's lines."""
+    it = iter(enumerate(lines, start=1))
+    for number, line in it:
+        raw = line.strip().lstrip("\ufeff")
         if not raw:
             continue
-        key = None
-        if not raw.startswith("{"):
-            key, sep, raw = raw.partition(":")
-            if not sep:
-                yield number, BadRow(number, "expected JSON or key:JSON")
-                continue
-        try:
-            product = decode_product(key, raw.encode())
-        except ContractError as exc:
-            yield number, BadRow(number, str(exc))
-            continue
-        if product is None:
-            yield number, BadRow(number, "empty record")
-            continue
-        yield number, product
+        if raw.lower().startswith("productid"):
+            yield from _csv_rows((raw, *(ln for _, ln in it)), number)
+            return
+        yield number, _line_row(number, raw)
 
 
-def load(path: Path, config: Config, dry_run: bool = False) -> tuple[int, list[BadRow]]:
-    """Produce every good row (acks=all, unless dry_run); return (good rows, bad rows)."""
-    rows = list(parse_rows(path.read_text()))
-    bad = [r for _, r in rows if isinstance(r, BadRow)]
-    good = [r for _, r in rows if isinstance(r, Product)]
-    if dry_run or not good:
-        return len(good), bad
-    producer = Producer({"bootstrap.servers": config.kafka_bootstrap, "acks": "all",
-                         "enable.idempotence": True, "linger.ms": 5})
-    failures: list[str] = []
+def parse_rows(text: str) -> Iterator[tuple[int, Product | BadRow]]:
+    """parse_lines over a whole file's text."""
+    return parse_lines(text.splitlines(keepends=True))
 
-    def on_delivery(err: KafkaError | None, msg: Message) -> None:
+
+@dataclass
+class LoadResult:
+    """What a load did."""
+
+    loaded: int
+    bad: list[BadRow]
+
+
+class _Delivery:
+    def __init__(self) -> None:
+        self.failures: list[str] = []
+
+    def __call__(self, err: KafkaError | None, msg: Message) -> None:
         if err is not None:
-            failures.append(f"{msg.key()!r}: {err}")
+            self.failures.append(f"{msg.key()!r}: {err}")
 
-    for p in tqdm(good, desc="products", unit="row", disable=len(good) < 1000):
+
+def load_stream(lines: Iterable[str], config: Config, dry_run: bool = False) -> LoadResult:
+    """Validate every row and produce the good ones (unless dry_run)."""
+    producer = None if dry_run else Producer({
+        "bootstrap.servers": config.kafka_bootstrap, "acks": "all", "enable.idempotence": True,
+        "linger.ms": 20, "compression.type": "lz4", "message.timeout.ms": 30000,
+    })
+    delivery = _Delivery()
+    result = LoadResult(0, [])
+    for _, row in parse_lines(lines):
+        if isinstance(row, BadRow):
+            result.bad.append(row)
+            continue
+        result.loaded += 1
+        if producer is None:
+            continue
         while True:
             try:
-                producer.produce(config.topic_products, key=p.product_id.encode(),
-                                 value=encode_product(p), on_delivery=on_delivery)
+                producer.produce(config.topic_products, key=row.product_id.encode(),
+                                 value=encode_product(row), on_delivery=delivery)
                 break
             except BufferError:
                 producer.poll(0.1)  # local queue full: let deliveries drain
         producer.poll(0)
-    if producer.flush(60) or failures:
-        raise RuntimeError(f"not every product was acknowledged: {failures[:5] or 'timeout'}")
-    return len(good), bad
+    if producer is not None:
+        remaining = producer.flush(60)
+        if remaining or delivery.failures:
+            raise RuntimeError(f"{remaining} products unacknowledged, {len(delivery.failures)} "
+                               f"refused, e.g. {delivery.failures[:3]}")
+    return result
 
 
-def main(argv: list[str] | None = None) -> int:
+def load(path: Path, config: Config, dry_run: bool = False,
+         show_progress: bool = False) -> tuple[int, list[BadRow]]:
+    """Load a catalog file; return (good rows, bad rows)."""
+    # surrogateescape: a line that is not UTF-8 becomes one bad row, not a failed load.
+    with path.open(encoding="utf-8", errors="surrogateescape", newline="") as f:
+        result = load_stream(_progress(f, path, show_progress), config, dry_run)
+    return result.loaded, result.bad
+
+
+def _progress(f: TextIO, path: Path, show: bool) -> Iterator[str]:
+    size = path.stat().st_size
+    if not show or size < PROGRESS_MIN_BYTES:
+        yield from f
+        return
+    with tqdm(total=size, unit="B", unit_scale=True, desc=path.name, file=sys.stderr) as bar:
+        for line in f:
+            bar.update(len(line.encode(errors="surrogateescape")))
+            yield line
+
+
+def main(argv: list[str] | None = None, config: Config | None = None) -> int:
     """Command line entry point."""
     parser = argparse.ArgumentParser(prog="python -m connectors.catalog", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
-    cmd = sub.add_parser("load", help="validate and load a catalog file")
+    cmd = sub.add_parser("load", help="validate and load a catalog file (exit 1 if any row "
+                         "was bad)", description=__doc__,
+                         formatter_class=argparse.RawDescriptionHelpFormatter)
     cmd.add_argument("file", type=Path)
-    cmd.add_argument("--dry-run", action="store_true", help="validate only, load nothing")
+    cmd.add_argument("--dry-run", action="store_true", help="validate only, produce nothing")
+    cmd.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     if not args.file.is_file():
         print(f"no such file: {args.file}", file=sys.stderr)
         return 2
+    cfg = config or Config.from_env()
     try:
-        loaded, bad = load(args.file, Config.from_env(), args.dry_run)
-    except (RuntimeError, KafkaError) as exc:
+        loaded, bad = load(args.file, cfg, args.dry_run, show_progress=not args.quiet)
+    except (RuntimeError, KafkaError, OSError) as exc:
         print(f"load failed: {exc}", file=sys.stderr)
         return 2
     for b in bad:
         print(f"{args.file}:{b.line}: {b.reason}", file=sys.stderr)
-    verb = "valid (dry run, nothing loaded)" if args.dry_run else "loaded"
-    print(f"{loaded} products {verb}, {len(bad)} bad rows")
+    if args.dry_run:
+        print(f"{loaded} products valid (dry run: nothing loaded), {len(bad)} bad rows")
+    else:
+        print(f"{loaded} products loaded into {cfg.topic_products}, {len(bad)} bad rows")
     return 1 if bad else 0
 
 

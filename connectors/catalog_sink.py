@@ -1,6 +1,6 @@
-"""`python -m connectors.catalog_sink`: run the catalog sink."""
+"""`python -m connectors.catalog_sink`: run the catalog sink until SIGTERM."""
 
-from connectors._main import main
+from connectors.service import main
 
 if __name__ == "__main__":
     main("catalog")

@@ -1,4 +1,16 @@
-"""The at-least-once consume loop every sink shares: batch, store, then commit."""
+"""The at-least-once consume loop every sink shares: batch, store, dead-letter, then commit.
+
+A batch closes at `batch_max` records or after `batch_wait_s`. While one batch is being written
+(a worker thread: the store calls wait on I/O and release the GIL), the next one is read and
+decoded. A batch's offsets are committed only after its store write and its dead letters are
+done, so a crash at any point re-reads records, never skips them; re-applying is a no-op
+because every store write is version-guarded.
+
+Rebalances: librdkafka runs the callbacks inside `consume()`, when at most one batch is in
+flight. On revoke, the loop waits a little for that batch; stored in time, its offsets are
+committed then and there; otherwise they are dropped (the next owner re-reads those records).
+Offsets of an assignment that has since been revoked or lost are never committed.
+"""
 
 from __future__ import annotations
 
@@ -7,32 +19,44 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
-from confluent_kafka import (
-    Consumer,
-    KafkaError,
-    KafkaException,
-    Message,
-    Producer,
-    TopicPartition,
-)
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from cart_contract import dead_letter_from_error, encode_dead_letter
+from connectors.records import Poison
 
 log = logging.getLogger(__name__)
 
-
-@dataclass(frozen=True)
-class Poison:
-    """A record the sink cannot use, and why."""
-
-    message: Message
-    error: Exception
+__all__ = ["BatchDone", "DeadLetters", "Poison", "Sink", "Stopper", "commit_offsets", "run",
+           "with_retry"]
 
 
-# A store write: takes a batch, returns the records it refused; raises when the store is down.
+class Sink(Protocol):
+    """How a sink turns a batch into store writes, in two steps."""
+
+    def prepare(self, batch: Sequence[Message]) -> Any:
+        """Decode and dedupe (CPU only; runs while the previous batch is being written)."""
+
+    def write(self, prepared: Any) -> list[Poison]:
+        """Write to the stores; return every poison record; raise while a store is down."""
+
+
+# The simple form of a sink: one callable taking the batch, returning its poison records.
 StoreBatch = Callable[[Sequence[Message]], list[Poison]]
+
+
+class _CallableSink:
+    def __init__(self, store: StoreBatch) -> None:
+        self.store = store
+
+    def prepare(self, batch: Sequence[Message]) -> Sequence[Message]:
+        return batch
+
+    def write(self, prepared: Sequence[Message]) -> list[Poison]:
+        return self.store(prepared)
 
 
 class DeadLetters:
@@ -41,7 +65,8 @@ class DeadLetters:
     def __init__(self, bootstrap: str, topic: str, stage: str) -> None:
         self.topic, self.stage = topic, stage
         self._producer = Producer({"bootstrap.servers": bootstrap, "acks": "all",
-                                   "enable.idempotence": True})
+                                   "enable.idempotence": True, "linger.ms": 5,
+                                   "message.timeout.ms": 30000})
 
     def send(self, poisons: Sequence[Poison]) -> None:
         """Produce every entry and flush; raise if any was not delivered."""
@@ -61,21 +86,31 @@ class DeadLetters:
                         p.error)
             self._producer.produce(self.topic, key=m.key(), value=encode_dead_letter(entry),
                                    on_delivery=on_delivery)
-        if self._producer.flush(30) or failures:
-            raise RuntimeError(f"dead-letter delivery failed: {failures or 'timeout'}")
+        if self._producer.flush(35) or failures:
+            raise RuntimeError(f"dead-letter delivery failed: {failures[:3] or 'timeout'}")
 
 
 class Stopper:
-    """Turns SIGTERM/SIGINT into a flag the loop checks between batches."""
+    """Turns SIGTERM/SIGINT into a flag the loop checks between batches and retries."""
 
     def __init__(self) -> None:
         self.event = threading.Event()
 
     def install(self) -> Stopper:
         """Route the signals to this stopper (main thread only)."""
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, lambda *_: self.event.set())
+        self._previous = {sig: signal.signal(sig, lambda *_: self.event.set())
+                          for sig in (signal.SIGTERM, signal.SIGINT)}
         return self
+
+    def uninstall(self) -> None:
+        """Give the signals back to whoever had them before install()."""
+        for sig, handler in getattr(self, "_previous", {}).items():
+            signal.signal(sig, handler)
+        self._previous = {}
+
+    def stop(self) -> None:
+        """Ask the loop to stop."""
+        self.event.set()
 
     @property
     def stopped(self) -> bool:
@@ -86,16 +121,159 @@ class Stopper:
 def with_retry(write: Callable[[], list[Poison]], what: str, stopper: Stopper,
                max_backoff_s: float) -> list[Poison] | None:
     """Run `write` until it succeeds, backing off; None when stopped before it did."""
-    delay = 0.1
+    delay, failures = 0.1, 0
     while True:
         try:
-            return write()
+            result = write()
+            if failures:
+                log.info("%s succeeded after %d failed attempts", what, failures)
+            return result
         except Exception as exc:  # noqa: BLE001 - any store failure means: wait and retry
-            log.warning("%s failed (%s: %s); retrying in %.1fs", what, type(exc).__name__, exc,
-                        delay)
+            failures += 1
+            log.warning("%s failed (%s: %s); retrying in %.1fs", what, type(exc).__name__,
+                        str(exc).strip()[:300], delay)
         if stopper.event.wait(delay):
             return None
         delay = min(delay * 2, max_backoff_s)
+
+
+def commit_offsets(batch: Sequence[Message]) -> dict[int, int]:
+    """Partition -> the offset to commit after storing `batch` (its last offset + 1)."""
+    nxt: dict[int, int] = {}
+    for m in batch:
+        p, o = m.partition(), m.offset() + 1
+        if o > nxt.get(p, -1):
+            nxt[p] = o
+    return nxt
+
+
+@dataclass(frozen=True)
+class BatchDone:
+    """What one stored batch did, for progress reports."""
+
+    records: int
+    poison: int
+    stored_until: dict[int, int]  # partition -> next offset, over every batch stored so far
+
+
+@dataclass
+class _Job:
+    future: Future[list[Poison] | None]
+    offsets: dict[int, int]
+    records: int
+    generation: int
+    committed: bool = False
+
+
+@dataclass
+class BatchLoop:
+    """The batch pipeline and rebalance bookkeeping of one consumer (see the module doc)."""
+
+    consumer: Consumer
+    topic: str
+    sink: Sink
+    dead_letters: DeadLetters
+    stopper: Stopper
+    max_backoff_s: float
+    revoke_wait_s: float
+    on_batch: Callable[[BatchDone], None] | None
+    executor: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(1))
+    assigned: set[int] = field(default_factory=set)
+    generation: int = 0
+    inflight: _Job | None = None
+    stored_until: dict[int, int] = field(default_factory=dict)
+
+    # ---- rebalance callbacks (run inside consume() and close(), on this thread)
+
+    def on_assign(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """Partitions are ours now."""
+        self.assigned |= {tp.partition for tp in partitions}
+        log.info("%s: assigned partitions %s", self.topic,
+                 sorted(tp.partition for tp in partitions))
+
+    def on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """Commit the in-flight batch if it gets stored in time, else drop its offsets."""
+        job = self.inflight
+        try:
+            if job is not None and not job.committed and job.generation == self.generation:
+                wait([job.future], timeout=self.revoke_wait_s)
+                if job.future.done() and job.future.exception() is None \
+                        and job.future.result() is not None:
+                    self._commit(job)  # stored: spare the next owner re-reading it
+                else:
+                    log.info("%s: revoked while a batch of %d was not stored yet: its offsets "
+                             "are not committed, the records will be read again",
+                             self.topic, job.records)
+        except Exception:  # noqa: BLE001 - a callback must not raise into librdkafka
+            log.exception("%s: commit on revoke failed", self.topic)
+        self.generation += 1  # offsets of the revoked assignment are never committed later
+        self.assigned -= {tp.partition for tp in partitions}
+        log.info("%s: revoked partitions %s", self.topic, sorted(tp.partition for tp in partitions))
+
+    def on_lost(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """Partitions were taken without a revoke: nothing of theirs can be committed."""
+        self.generation += 1
+        self.assigned -= {tp.partition for tp in partitions}
+        log.warning("%s: lost partitions %s (their uncommitted records will be read again)",
+                    self.topic, sorted(tp.partition for tp in partitions))
+
+    # ---- the batch pipeline
+
+    def _store(self, prepared: Any) -> list[Poison] | None:
+        """Worker thread: write, then dead-letter; None when stopped before both were done."""
+        poisons = with_retry(lambda: self.sink.write(prepared), f"{self.topic}: store write",
+                             self.stopper, self.max_backoff_s)
+        if poisons is None:
+            return None
+        if poisons and with_retry(lambda: self.dead_letters.send(poisons) or [],
+                                  f"{self.topic}: dead-letter write", self.stopper,
+                                  self.max_backoff_s) is None:
+            return None
+        return poisons
+
+    def submit(self, batch: list[Message], prepared: Any) -> None:
+        """Start writing a prepared batch on the worker thread."""
+        self.inflight = _Job(self.executor.submit(self._store, prepared), commit_offsets(batch),
+                             len(batch), self.generation)
+
+    def finish(self) -> bool:
+        """Wait for the in-flight batch and commit it; False when it was not stored (stop)."""
+        job, self.inflight = self.inflight, None
+        if job is None:
+            return True
+        poisons = job.future.result()  # a BaseException from the store propagates: a crash
+        if poisons is None:
+            return False
+        for p, o in job.offsets.items():
+            self.stored_until[p] = max(o, self.stored_until.get(p, 0))
+        if not job.committed and job.generation == self.generation:
+            self._commit(job)
+        if self.on_batch:
+            self.on_batch(BatchDone(job.records, len(poisons), dict(self.stored_until)))
+        return True
+
+    def _commit(self, job: _Job) -> None:
+        offsets = [TopicPartition(self.topic, p, o) for p, o in job.offsets.items()
+                   if p in self.assigned]
+        job.committed = True
+        if not offsets:
+            return
+        try:
+            self.consumer.commit(offsets=offsets, asynchronous=False)
+        except KafkaException as exc:
+            # E.g. the group moved on (max.poll.interval exceeded during a long outage): the
+            # records are read again and re-storing them is a no-op.
+            log.warning("%s: offset commit failed, records will be read again: %s",
+                        self.topic, exc)
+
+    def caught_up(self, until: dict[int, int], idle: bool) -> bool:
+        """Whether every partition is stored up to its `until` offset."""
+        done = {p: self.stored_until.get(p, -1) for p in until}
+        if idle:  # compaction or control records can leave the last offsets without a record
+            for tp in self.consumer.position([TopicPartition(self.topic, p) for p in until]):
+                if tp.offset >= 0:
+                    done[tp.partition] = max(done[tp.partition], tp.offset)
+        return all(done[p] >= end for p, end in until.items())
 
 
 def run(
@@ -103,63 +281,66 @@ def run(
     bootstrap: str,
     topic: str,
     group: str,
-    store: StoreBatch,
+    store: Sink | StoreBatch,
     dead_letters: DeadLetters,
     stopper: Stopper,
     batch_max: int = 5000,
-    batch_wait_s: float = 0.05,
+    batch_wait_s: float = 0.1,
     max_backoff_s: float = 5.0,
-    on_batch: Callable[[int], None] | None = None,
+    revoke_wait_s: float = 10.0,
+    on_batch: Callable[[BatchDone], None] | None = None,
     until: dict[int, int] | None = None,
+    consumer_config: dict[str, Any] | None = None,
 ) -> None:
-    """Consume `topic` in batches: store each batch, dead-letter its poison, then commit.
+    """Consume `topic` as `group`: store each batch, dead-letter its poison, then commit.
 
-    With `until` (partition -> end offset) it returns once every partition got there.
+    Returns when `stopper` is set, or with `until` (partition -> end offset) once every
+    partition's records before its end offset are stored.
     """
+    sink: Sink = store if hasattr(store, "prepare") else _CallableSink(store)  # type: ignore[arg-type]
     consumer = Consumer({
         "bootstrap.servers": bootstrap,
         "group.id": group,
         "enable.auto.commit": False,
         "auto.offset.reset": "earliest",
-        # Stored offsets advance only as we consume; we commit them after the store write.
-        "enable.auto.offset.store": True,
         "session.timeout.ms": 45000,
+        **(consumer_config or {}),
     })
-    consumer.subscribe([topic])
+    loop = BatchLoop(consumer, topic, sink, dead_letters, stopper, max_backoff_s,
+                     revoke_wait_s, on_batch)
+    consumer.subscribe([topic], on_assign=loop.on_assign, on_revoke=loop.on_revoke,
+                       on_lost=loop.on_lost)
     log.info("consuming %s as group %s", topic, group)
     try:
         while not stopper.stopped:
             msgs = consumer.consume(num_messages=batch_max, timeout=batch_wait_s)
-            batch = [m for m in msgs if m.error() is None]
+            batch = []
             for m in msgs:
-                if m.error() is not None and m.error().code() != KafkaError._PARTITION_EOF:
-                    log.warning("consumer error: %s", m.error())
-            if not batch:
-                continue
-            poisons = with_retry(lambda b=batch: store(b), f"store write of {len(batch)}",
-                                 stopper, max_backoff_s)
-            if poisons is None:
+                err = m.error()
+                if err is None:
+                    if m.partition() in loop.assigned:
+                        batch.append(m)
+                elif err.fatal():
+                    raise KafkaException(err)
+                elif err.code() != KafkaError._PARTITION_EOF:
+                    log.warning("%s: consumer error: %s", topic, err)
+            # Decoding this batch overlaps the store write of the previous one.
+            prepared = sink.prepare(batch) if batch else None
+            had_inflight = loop.inflight is not None
+            if not loop.finish():
                 return  # stopped mid-retry: nothing committed, the batch comes again
-            if poisons and with_retry(lambda p=poisons: dead_letters.send(p) or [],
-                                      "dead-letter write", stopper, max_backoff_s) is None:
+            if until is not None and had_inflight and loop.caught_up(until, idle=False):
+                return  # anything consumed past the end is left to the sinks, uncommitted
+            if batch:
+                loop.submit(batch, prepared)
+            elif until is not None and loop.caught_up(until, idle=True):
                 return
-            # Only now are these records safe: commit their offsets.
-            try:
-                consumer.commit(asynchronous=False)
-            except KafkaException as exc:
-                # E.g. a rebalance took the partitions: they are re-read, and re-storing is a no-op.
-                log.warning("offset commit failed, records will be re-read: %s", exc)
-            if on_batch:
-                on_batch(len(batch))
-            if until is not None and _caught_up(consumer, topic, until):
-                return
+        loop.finish()
     finally:
-        consumer.close()
-
-
-def _caught_up(consumer: Consumer, topic: str, until: dict[int, int]) -> bool:
-    positions = consumer.position([TopicPartition(topic, p) for p in until])
-    return all(tp.offset >= until[tp.partition] for tp in positions)
+        try:
+            consumer.close()  # runs on_revoke: a finished batch is committed there
+        finally:
+            loop.executor.shutdown(wait=True, cancel_futures=True)
 
 
 def setup_logging() -> None:

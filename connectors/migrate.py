@@ -1,9 +1,18 @@
-"""Versioned SQL migrations, applied at start by every process that owns the schema."""
+"""Versioned SQL migrations (connectors/migrations/NNNN_name.sql), applied at start.
+
+    python -m connectors.migrate          # apply what is pending to $DATABASE_URL, then exit
+
+Every sink that writes PostgreSQL calls `migrate` when it connects. All pending files run in one
+transaction under an advisory lock, so sinks starting together take turns and a failing file
+leaves the schema as it was. Files are written to be idempotent (IF NOT EXISTS …), so a database
+whose tables predate `schema_migrations` also ends up on the current schema.
+"""
 
 from __future__ import annotations
 
 import logging
 import re
+import sys
 from pathlib import Path
 
 import psycopg
@@ -12,20 +21,26 @@ log = logging.getLogger(__name__)
 MIGRATIONS = Path(__file__).with_name("migrations")
 # Any constant works; it only has to be the same for every process migrating this schema.
 _LOCK_ID = 0x6361727473
+_NAME = re.compile(r"(\d{4})_[a-z0-9_]+\.sql")
 
 
-def migrations() -> list[tuple[int, Path]]:
-    """The migration files, ordered by their version number."""
-    found = []
-    for path in MIGRATIONS.glob("*.sql"):
-        m = re.match(r"(\d+)_", path.name)
-        if m:
-            found.append((int(m.group(1)), path))
-    return sorted(found)
+def migrations(directory: Path = MIGRATIONS) -> list[tuple[int, Path]]:
+    """The migration files, ordered by version; raises on a misnamed or duplicate file."""
+    found: dict[int, Path] = {}
+    for path in directory.glob("*.sql"):
+        m = _NAME.fullmatch(path.name)
+        if not m:
+            raise ValueError(f"migration {path.name} is not named NNNN_lower_snake.sql")
+        version = int(m.group(1))
+        if version in found:
+            raise ValueError(f"migrations {found[version].name} and {path.name} share a version")
+        found[version] = path
+    return sorted(found.items())
 
 
-def migrate(conn: psycopg.Connection) -> list[int]:
+def migrate(conn: psycopg.Connection, directory: Path = MIGRATIONS) -> list[int]:
     """Apply pending migrations in one transaction under an advisory lock; return them."""
+    pending = migrations(directory)
     applied: list[int] = []
     with conn.transaction():
         # Several sinks start together; the lock makes them take turns.
@@ -35,7 +50,7 @@ def migrate(conn: psycopg.Connection) -> list[int]:
             "(version int PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
         )
         done = {r[0] for r in conn.execute("SELECT version FROM schema_migrations")}
-        for version, path in migrations():
+        for version, path in pending:
             if version in done:
                 continue
             log.info("applying migration %s", path.name)
@@ -43,3 +58,20 @@ def migrate(conn: psycopg.Connection) -> list[int]:
             conn.execute("INSERT INTO schema_migrations (version) VALUES (%s)", (version,))
             applied.append(version)
     return applied
+
+
+def main() -> int:
+    """Command line entry point."""
+    from connectors.config import Config
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    url = Config.from_env().database_url
+    with psycopg.connect(url, autocommit=True, connect_timeout=10) as conn:
+        applied = migrate(conn)
+        current = conn.execute("SELECT max(version) FROM schema_migrations").fetchone()[0]
+    print(f"applied {applied or 'nothing'}; schema version {current}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,6 +1,6 @@
-"""`python -m connectors.postgres_sink`: run the postgres sink."""
+"""`python -m connectors.postgres_sink`: run the postgres sink until SIGTERM."""
 
-from connectors._main import main
+from connectors.service import main
 
 if __name__ == "__main__":
     main("postgres")

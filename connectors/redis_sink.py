@@ -1,6 +1,6 @@
-"""`python -m connectors.redis_sink`: run the redis sink."""
+"""`python -m connectors.redis_sink`: run the redis sink until SIGTERM."""
 
-from connectors._main import main
+from connectors.service import main
 
 if __name__ == "__main__":
     main("redis")

@@ -1,17 +1,23 @@
 """Rebuild the read models from the log.
 
-    python -m connectors.replay [--sinks redis,postgres,catalog] [--from-events]
+    python -m connectors.replay [--sinks redis,postgres,catalog] [--from-events] [--quiet]
 
-Stop the sinks first (`make down`, or kill the sink processes): Kafka refuses to move the
-offsets of a group that has members, and this command says so. For each chosen sink it resets
-the consumer group to the start of its topic, re-applies every record with the sink's own code
-(the version guards make records already stored a no-op, so nothing is truncated), shows
-progress and prints a summary. Afterwards `make up` starts the sinks where the replay ended.
+Stop the sinks first (`make replay` does): Kafka refuses to move the offsets of a consumer group
+that has members, and this command checks every chosen group before it touches any. For each
+chosen sink it then resets the group to the start of its topic and re-applies every record up to
+the end offsets seen at start, with the sink's own code, showing records done, records left and
+the rate, and ends with a summary. Nothing is truncated: the version guards make records already
+stored a no-op and fill in whatever is missing or older. When it returns, the group's offsets
+are at the end again and the sinks carry on from there.
 
 --from-events also rebuilds the aggregator's state from `cart-events`: it deletes the
-aggregator's recovery directory ($RUN_DIR/aggregator/recovery), so the aggregator must be
-stopped too; when it starts again it re-reads the whole event log and re-emits every cart
-record, which the sinks then see as repeats or as the missing versions.
+aggregator's recovery directory ($RUN_DIR/aggregator/recovery, or $AGG_RECOVERY_DIR). Stop the
+aggregator first (make down SVC=aggregator); this command refuses while one is running on that
+directory. When the aggregator starts again it re-reads the whole event log and re-emits every
+cart version, which the sinks store where missing (e.g. order history compacted out of
+`cart-details-event`) and skip where present.
+
+Exit status: 0 done, 2 refused (a group has members, the aggregator runs) or failed.
 """
 
 from __future__ import annotations
@@ -24,18 +30,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import redis
-from confluent_kafka import (
-    Consumer,
-    ConsumerGroupTopicPartitions,
-    TopicPartition,
-)
+from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient
 from tqdm import tqdm
 
-from connectors.config import Config
-from connectors.consumer import DeadLetters, Stopper, run, setup_logging
-from connectors.sinks import CatalogSink, PostgresCartSink, RedisCartSink
+from connectors.config import SINKS, Config
+from connectors.consumer import BatchDone, DeadLetters, Stopper, run, setup_logging
+from connectors.service import build_sink
 
 
 @dataclass(frozen=True)
@@ -44,102 +45,195 @@ class ReplayResult:
 
     sink: str
     records: int
+    written: int
+    dead_lettered: int
     seconds: float
 
+    @property
+    def rate(self) -> float:
+        """Records per second."""
+        return self.records / self.seconds if self.seconds > 0 else 0.0
 
-class GroupActive(RuntimeError):
+    def summary(self) -> str:
+        """One line for the final report."""
+        skipped = self.records - self.written - self.dead_lettered
+        return (f"{self.sink:9} {self.records:>10,} records in {self.seconds:7.1f}s "
+                f"({self.rate:>9,.0f}/s): {self.written:,} written, {skipped:,} already "
+                f"current or superseded, {self.dead_lettered:,} dead-lettered")
+
+
+class Refused(RuntimeError):
+    """The replay cannot start safely."""
+
+
+class GroupActive(Refused):
     """The sink's consumer group still has members."""
 
 
-def _topic_of(cfg: Config, sink: str) -> str:
-    return cfg.topic_products if sink == "catalog" else cfg.topic_cart_details
+def check_group_idle(admin: AdminClient, group: str, sink: str) -> None:
+    """Raise GroupActive when `group` has members (its sink is running)."""
+    desc = admin.describe_consumer_groups([group])[group].result(timeout=30)
+    if desc.members:
+        hosts = sorted({m.host for m in desc.members})
+        raise GroupActive(
+            f"consumer group {group} has {len(desc.members)} active member(s) on {hosts}: stop "
+            f"the {sink} sink first (make down SVC=sink-{sink}) and run the replay again"
+        )
 
 
-def _store_of(cfg: Config, sink: str):
-    client = redis.Redis.from_url(cfg.redis_url, socket_timeout=5)
-    if sink == "redis":
-        return RedisCartSink(client, cfg.updates_channel)
-    if sink == "postgres":
-        return PostgresCartSink(cfg.database_url)
-    return CatalogSink(client, cfg.database_url)
+def watermarks(cfg: Config, topic: str) -> dict[int, tuple[int, int]]:
+    """Partition -> (low, high) offsets of `topic`."""
+    probe = Consumer({"bootstrap.servers": cfg.kafka_bootstrap, "group.id": "cartstream-probe"})
+    try:
+        meta = probe.list_topics(topic, timeout=10).topics[topic]
+        if meta.error is not None:
+            raise Refused(f"topic {topic}: {meta.error}")
+        return {p: probe.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+                for p in meta.partitions}
+    finally:
+        probe.close()
 
 
 def reset_group(cfg: Config, sink: str) -> dict[int, tuple[int, int]]:
     """Move the sink's group to the start of its topic; return partition -> (low, high)."""
     admin = AdminClient({"bootstrap.servers": cfg.kafka_bootstrap})
-    group = cfg.group(sink)
-    desc = admin.describe_consumer_groups([group])[group].result(timeout=30)
-    if desc.members:
-        raise GroupActive(
-            f"consumer group {group} has {len(desc.members)} active member(s): stop the "
-            f"{sink} sink first (make down)"
-        )
-    topic = _topic_of(cfg, sink)
-    probe = Consumer({"bootstrap.servers": cfg.kafka_bootstrap, "group.id": group,
-                      "enable.auto.commit": False})
-    parts = probe.list_topics(topic, timeout=10).topics[topic].partitions
-    marks = {p: probe.get_watermark_offsets(TopicPartition(topic, p), timeout=10) for p in parts}
-    probe.close()
-    admin.alter_consumer_group_offsets([ConsumerGroupTopicPartitions(
-        group, [TopicPartition(topic, p, low) for p, (low, _) in marks.items()]
-    )])[group].result(timeout=30)
+    group, topic = cfg.group(sink), cfg.topic_of(sink)
+    check_group_idle(admin, group, sink)
+    marks = watermarks(cfg, topic)
+    request = ConsumerGroupTopicPartitions(
+        group, [TopicPartition(topic, p, low) for p, (low, _) in marks.items()])
+    try:
+        admin.alter_consumer_group_offsets([request])[group].result(timeout=30)
+    except KafkaException as exc:  # a sink started in the meantime
+        raise GroupActive(f"Kafka refused to reset group {group}: {exc}; is the {sink} sink "
+                          f"running?") from exc
     return marks
 
 
-def replay_sink(cfg: Config, sink: str, show_progress: bool = True) -> ReplayResult:
-    """Reset one sink's group and re-apply its whole topic; return what was done."""
+def replay_sink(cfg: Config, sink: str, show_progress: bool = True,
+                stopper: Stopper | None = None) -> ReplayResult:
+    """Reset one sink's group and re-apply its topic up to today's end; return what was done."""
     marks = reset_group(cfg, sink)
     until = {p: high for p, (low, high) in marks.items() if high > low}
     total = sum(high - low for low, high in marks.values())
     start = time.monotonic()
     if not until:
-        return ReplayResult(sink, 0, 0.0)
-    bar = tqdm(total=total, desc=f"replay {sink}", unit="rec", disable=not show_progress)
-    done = [0]
+        return ReplayResult(sink, 0, 0, 0, 0.0)
+    store = build_sink(sink, cfg)
+    bar = tqdm(total=total, desc=f"replay {sink}", unit="rec", disable=not show_progress,
+               file=sys.stderr)
+    counts = {"records": 0, "poison": 0}
 
-    def progress(n: int) -> None:
-        done[0] += n
-        bar.update(n)
+    def progress(done: BatchDone) -> None:
+        counts["records"] += done.records
+        counts["poison"] += done.poison
+        # Offsets, not records, measure progress: compaction leaves gaps in a topic.
+        covered = sum(min(done.stored_until.get(p, low), high) - low
+                      for p, (low, high) in marks.items())
+        bar.set_postfix(left=f"{total - covered:,}", refresh=False)
+        bar.update(covered - bar.n)
 
-    run(bootstrap=cfg.kafka_bootstrap, topic=_topic_of(cfg, sink), group=cfg.group(sink),
-        store=_store_of(cfg, sink),
-        dead_letters=DeadLetters(cfg.kafka_bootstrap, cfg.topic_dead_letter, f"replay-{sink}"),
-        stopper=Stopper().install(), batch_max=cfg.batch_max, on_batch=progress,
-        until=until)
-    bar.close()
-    return ReplayResult(sink, done[0], time.monotonic() - start)
+    try:
+        run(bootstrap=cfg.kafka_bootstrap, topic=cfg.topic_of(sink), group=cfg.group(sink),
+            store=store,
+            dead_letters=DeadLetters(cfg.kafka_bootstrap, cfg.topic_dead_letter,
+                                     f"replay-{sink}"),
+            stopper=stopper or Stopper(), batch_max=cfg.batch_max,
+            batch_wait_s=cfg.batch_wait_s, max_backoff_s=cfg.retry_max_s, on_batch=progress,
+            until=until)
+    finally:
+        bar.close()
+    return ReplayResult(sink, counts["records"], store.written, counts["poison"],
+                        time.monotonic() - start)
 
 
-def main(argv: list[str] | None = None) -> int:
+def aggregator_processes(cfg: Config) -> list[int]:
+    """Pids of running aggregator processes that use this recovery directory."""
+    recovery = cfg.recovery_dir.resolve()
+    found = set()
+    pid_file = cfg.run_dir / "pids" / "aggregator.pid"
+    try:
+        pid = int(pid_file.read_text().strip())
+        os.kill(pid, 0)
+        found.add(pid)
+    except (OSError, ValueError):
+        pass
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            if "cart_aggregator" not in cmdline or int(proc.name) == os.getpid():
+                continue
+            if str(recovery) in cmdline:
+                found.add(int(proc.name))
+                continue
+            env = dict(kv.split("=", 1) for kv in
+                       (proc / "environ").read_bytes().decode(errors="replace").split("\0")
+                       if "=" in kv)
+            theirs = Config.from_env(env)
+            if not env.get("RUN_DIR") and not env.get("AGG_RECOVERY_DIR"):
+                cwd = (proc / "cwd").resolve()
+                theirs = Config(run_dir=cwd / ".run")
+            if theirs.recovery_dir.resolve() == recovery:
+                found.add(int(proc.name))
+        except (OSError, ValueError):
+            continue  # gone, or not ours to read
+    return sorted(found)
+
+
+def reset_aggregator(cfg: Config) -> bool:
+    """Delete the aggregator's recovery directory; True if there was one. Refuses if it runs."""
+    running = aggregator_processes(cfg)
+    if running:
+        raise Refused(f"the aggregator is running (pid {', '.join(map(str, running))}) on "
+                      f"{cfg.recovery_dir}: stop it first (make down SVC=aggregator)")
+    if not cfg.recovery_dir.exists():
+        return False
+    shutil.rmtree(cfg.recovery_dir)
+    return True
+
+
+def main(argv: list[str] | None = None, config: Config | None = None) -> int:
     """Command line entry point."""
     parser = argparse.ArgumentParser(prog="python -m connectors.replay", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sinks", default="redis,postgres,catalog")
+    parser.add_argument("--sinks", default=",".join(SINKS),
+                        help="comma-separated sinks to replay, '' for none [%(default)s]")
     parser.add_argument("--from-events", action="store_true",
-                        help="also reset the aggregator (it must be stopped)")
+                        help="also rebuild the aggregator from cart-events (stop it first)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
-    setup_logging()
-    cfg = Config.from_env()
     sinks = [s.strip() for s in args.sinks.split(",") if s.strip()]
-    unknown = set(sinks) - {"redis", "postgres", "catalog"}
+    unknown = sorted(set(sinks) - set(SINKS))
     if unknown:
-        parser.error(f"unknown sinks: {', '.join(sorted(unknown))}")
-    if args.from_events:
-        recovery = Path(os.environ.get("RUN_DIR", ".run")) / "aggregator" / "recovery"
-        if recovery.exists():
-            shutil.rmtree(recovery)
-            print(f"removed {recovery}: the aggregator re-reads cart-events when it starts")
+        parser.error(f"unknown sinks: {', '.join(unknown)} (choose from {', '.join(SINKS)})")
+    setup_logging()
+    cfg = config or Config.from_env()
+    stopper = Stopper().install()
     results = []
-    for sink in sinks:
-        try:
-            results.append(replay_sink(cfg, sink, show_progress=not args.quiet))
-        except GroupActive as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
+    try:
+        admin = AdminClient({"bootstrap.servers": cfg.kafka_bootstrap})
+        for sink in sinks:  # every check before any change
+            check_group_idle(admin, cfg.group(sink), sink)
+        if args.from_events:
+            if reset_aggregator(cfg):
+                print(f"removed {cfg.recovery_dir}: the aggregator re-reads cart-events from "
+                      f"the start when it next starts")
+            else:
+                print(f"no aggregator state in {cfg.recovery_dir}: it starts from the log")
+        for sink in sinks:
+            results.append(replay_sink(cfg, sink, show_progress=not args.quiet,
+                                       stopper=stopper))
+            if stopper.stopped:
+                print("interrupted: the sinks carry on from where the replay stopped")
+                break
+    except (Refused, KafkaException) as exc:
+        print(f"replay refused: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        stopper.uninstall()
+    print("replay summary:")
     for r in results:
-        rate = r.records / r.seconds if r.seconds else 0.0
-        print(f"{r.sink:9} {r.records:>10} records in {r.seconds:7.1f}s ({rate:,.0f}/s)")
+        print("  " + r.summary())
     return 0
 
 

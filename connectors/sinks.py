@@ -1,119 +1,178 @@
-"""The three sinks: how each turns a batch of Kafka records into store writes."""
+"""The three sinks: how each turns a batch of Kafka records into store writes.
+
+Each has `prepare(batch)` (decode, refuse poison, keep the newest per key: CPU only) and
+`write(prepared)` (the store writes; raises while a store is down, so the loop retries), and is
+callable as `sink(batch)` for both at once.
+"""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import psycopg
 import redis
-from confluent_kafka import Message
 
-from cart_contract import (
-    CartDetails,
-    ContractError,
-    Product,
-    decode_cart_details,
-    decode_product,
-    encode_product,
-)
-from connectors.consumer import Poison
+from cart_contract import ContractError
 from connectors.migrate import migrate
+from connectors.records import (
+    CartItem,
+    Poison,
+    ProductItem,
+    newest,
+    parse_carts,
+    parse_products,
+)
 from connectors.stores import (
+    UPDATES_CHANNEL,
     RedisCarts,
     RedisProducts,
-    newest_per_key,
-    upsert_carts,
+    upsert_cart_items,
     upsert_products,
 )
 
 log = logging.getLogger(__name__)
 
+# Errors PostgreSQL raises because of a record's content (a value out of a column's range, a
+# duplicate line, a \u0000 in a document): retrying cannot help, that record is poison.
+DATA_ERRORS = (psycopg.errors.DataError, psycopg.errors.IntegrityError,
+               psycopg.errors.ProgramLimitExceeded)
 
-def parse_carts(batch: Sequence[Message]) -> tuple[list[CartDetails], list[Poison]]:
-    """Decode cart-details records; the undecodable become poison."""
-    carts, poison = [], []
-    for m in batch:
-        try:
-            carts.append(decode_cart_details(m.value() or b""))
-        except ContractError as exc:
-            poison.append(Poison(m, exc))
-    return carts, poison
+T = TypeVar("T")
 
 
-def parse_products(batch: Sequence[Message]) -> tuple[list[tuple[str, int, Product | None]],
-                                                        list[Poison]]:
-    """Decode product records (None for tombstones), latest offset per product wins."""
-    latest: dict[str, tuple[str, int, Product | None]] = {}
-    poison = []
-    for m in batch:
-        try:
-            key = (m.key() or b"").decode()
-            product = decode_product(key, m.value())
-            pid = product.product_id if product else key
-            if not pid:
-                raise ContractError("MISSING_FIELD", "a tombstone needs its productId key", "key")
-        except (ContractError, UnicodeDecodeError) as exc:
-            poison.append(Poison(m, exc))
-            continue
-        if pid not in latest or m.offset() > latest[pid][1]:
-            latest[pid] = (pid, m.offset(), product)
-    return list(latest.values()), poison
+@dataclass(frozen=True)
+class Prepared:
+    """A decoded batch: the items to write and the records refused already."""
+
+    items: list[Any]
+    poison: list[Poison]
 
 
-class RedisCartSink:
+class Sink:
+    """Common call form and counters."""
+
+    written = 0  # rows or keys the version guard let through, over the sink's life
+
+    def prepare(self, batch: Sequence[Any]) -> Prepared:
+        """Decode a batch."""
+        raise NotImplementedError
+
+    def write(self, prepared: Prepared) -> list[Poison]:
+        """Store a decoded batch; return all of its poison records."""
+        raise NotImplementedError
+
+    def __call__(self, batch: Sequence[Any]) -> list[Poison]:
+        """Decode and store a batch; return its poison records."""
+        return self.write(self.prepare(batch))
+
+
+class RedisCartSink(Sink):
     """cart-details → Redis `cart:{customerId}`, version-guarded, with a notification."""
 
-    def __init__(self, client: redis.Redis, channel: str) -> None:
-        self.carts = RedisCarts(client, channel)
+    def __init__(self, client: redis.Redis, channel: str = UPDATES_CHANNEL,
+                 prefix: str = "") -> None:
+        self.carts = RedisCarts(client, channel, prefix)
 
-    def __call__(self, batch: Sequence[Message]) -> list[Poison]:
-        """Store a batch; return its poison records."""
-        carts, poison = parse_carts(batch)
-        self.carts.put_many(newest_per_key(carts))
-        return poison
+    def prepare(self, batch: Sequence[Any]) -> Prepared:
+        """Decode, and keep each customer's highest version."""
+        items, poison = parse_carts(batch)
+        return Prepared(newest(items, lambda i: i.cart.customer_id, lambda i: i.cart.version),
+                        poison)
+
+    def write(self, prepared: Prepared) -> list[Poison]:
+        """One script call per chunk of carts."""
+        self.written += self.carts.put_docs([(i.cart, i.doc) for i in prepared.items])
+        return prepared.poison
 
 
 class Database:
     """One PostgreSQL connection, migrated on connect and replaced when it breaks."""
 
-    def __init__(self, url: str) -> None:
-        self.url = url
+    def __init__(self, url: str, application_name: str = "cartstream-sink") -> None:
+        self.url, self.application_name = url, application_name
         self._conn: psycopg.Connection | None = None
 
     def connection(self) -> psycopg.Connection:
         """A live, migrated connection."""
         if self._conn is None or self._conn.closed or self._conn.broken:
-            self._conn = psycopg.connect(self.url, autocommit=True, connect_timeout=5)
-            migrate(self._conn)
+            if self._conn is not None:
+                self._conn.close()
+            self._conn = psycopg.connect(self.url, autocommit=True, connect_timeout=5,
+                                         application_name=self.application_name)
+            applied = migrate(self._conn)
+            if applied:
+                log.info("migrated %s to schema version %d", self.application_name, applied[-1])
         return self._conn
 
+    def close(self) -> None:
+        """Close the connection, if any."""
+        if self._conn is not None:
+            self._conn.close()
 
-class PostgresCartSink:
+
+def write_or_split(items: list[T], write: Callable[[list[T]], Any],
+                   message_of: Callable[[T], Any]) -> list[Poison]:
+    """Write `items`; when the database refuses the data, halve until the culprits are alone.
+
+    Each attempt is its own transaction, so the halves that pass are stored; every item refused
+    on its own is returned as poison. Connection errors propagate (the loop retries the batch).
+    """
+    try:
+        write(items)
+        return []
+    except DATA_ERRORS as exc:
+        if len(items) == 1:
+            reason = ContractError("STORE_REJECTED",
+                                   f"PostgreSQL refused the record: {str(exc).strip()[:500]}")
+            return [Poison(message_of(items[0]), reason)]
+    mid = len(items) // 2
+    return (write_or_split(items[:mid], write, message_of)
+            + write_or_split(items[mid:], write, message_of))
+
+
+class PostgresCartSink(Sink):
     """cart-details → PostgreSQL `carts` + `cart_lines`, one transaction per batch."""
 
     def __init__(self, database_url: str) -> None:
-        self.db = Database(database_url)
+        self.db = Database(database_url, "cartstream-sink-postgres")
 
-    def __call__(self, batch: Sequence[Message]) -> list[Poison]:
-        """Store a batch; return its poison records."""
-        carts, poison = parse_carts(batch)
-        upsert_carts(self.db.connection(), carts)
-        return poison
+    def prepare(self, batch: Sequence[Any]) -> Prepared:
+        """Decode, and keep each cart's highest version."""
+        items, poison = parse_carts(batch)
+        return Prepared(newest(items, lambda i: i.cart.cart_id, lambda i: i.cart.version),
+                        poison)
+
+    def write(self, prepared: Prepared) -> list[Poison]:
+        """COPY, merge guarded by version, replace the lines of the carts that won."""
+        conn = self.db.connection()
+
+        def upsert(items: list[CartItem]) -> None:
+            self.written += upsert_cart_items(conn, items)
+
+        return prepared.poison + write_or_split(prepared.items, upsert, lambda i: i.message)
 
 
-class CatalogSink:
-    """product-details-events → Redis `product:{id}` and PostgreSQL `products`."""
+class CatalogSink(Sink):
+    """product-details-events → PostgreSQL `products` and Redis `product:{id}`."""
 
-    def __init__(self, client: redis.Redis, database_url: str) -> None:
-        self.products = RedisProducts(client)
-        self.db = Database(database_url)
+    def __init__(self, client: redis.Redis, database_url: str, prefix: str = "") -> None:
+        self.products = RedisProducts(client, prefix)
+        self.db = Database(database_url, "cartstream-sink-catalog")
 
-    def __call__(self, batch: Sequence[Message]) -> list[Poison]:
-        """Store a batch in both stores; return its poison records."""
+    def prepare(self, batch: Sequence[Any]) -> Prepared:
+        """Decode; the latest record per product wins."""
         items, poison = parse_products(batch)
-        upsert_products(self.db.connection(), items)
-        self.products.put_many(
-            [(pid, off, None if p is None else encode_product(p)) for pid, off, p in items]
-        )
-        return poison
+        return Prepared(items, poison)
+
+    def write(self, prepared: Prepared) -> list[Poison]:
+        """PostgreSQL first, then Redis (the write API's check); both guarded by offset."""
+        conn = self.db.connection()
+        poison = write_or_split(prepared.items, lambda items: upsert_products(conn, items),
+                                lambda i: i.message)
+        refused = {id(p.message) for p in poison}
+        good: list[ProductItem] = [i for i in prepared.items if id(i.message) not in refused]
+        self.written += self.products.put_many(good)
+        return prepared.poison + poison

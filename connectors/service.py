@@ -1,0 +1,74 @@
+"""Run one sink as a long-lived process (what `python -m connectors.<name>_sink` does)."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import redis
+
+from connectors.config import SINKS, Config
+from connectors.consumer import (
+    BatchDone,
+    DeadLetters,
+    Stopper,
+    run,
+    setup_logging,
+    with_retry,
+)
+from connectors.sinks import CatalogSink, PostgresCartSink, RedisCartSink, Sink
+
+log = logging.getLogger("connectors")
+
+
+def build_sink(name: str, cfg: Config) -> Sink:
+    """The sink called `name` (`redis`, `postgres` or `catalog`), wired to its stores."""
+    if name not in SINKS:
+        raise ValueError(f"unknown sink {name!r}; choose from {', '.join(SINKS)}")
+    if name == "postgres":
+        return PostgresCartSink(cfg.database_url)
+    client = redis.Redis.from_url(cfg.redis_url, socket_timeout=5, socket_connect_timeout=2)
+    if name == "redis":
+        return RedisCartSink(client, cfg.updates_channel, cfg.key_prefix)
+    return CatalogSink(client, cfg.database_url, cfg.key_prefix)
+
+
+class ProgressLog:
+    """Logs how many records were stored, at most every `every_s` seconds."""
+
+    def __init__(self, name: str, every_s: float = 10.0) -> None:
+        self.name, self.every_s = name, every_s
+        self.records = self.poison = 0
+        self._since, self._last = 0, time.monotonic()
+
+    def __call__(self, done: BatchDone) -> None:
+        """Count one stored batch."""
+        self.records += done.records
+        self.poison += done.poison
+        self._since += done.records
+        now = time.monotonic()
+        if now - self._last >= self.every_s:
+            log.info("%s sink: %d records stored (%.0f/s lately), %d dead-lettered", self.name,
+                     self.records, self._since / (now - self._last), self.poison)
+            self._since, self._last = 0, now
+
+
+def main(name: str, config: Config | None = None, stopper: Stopper | None = None) -> None:
+    """Run the named sink until SIGTERM/SIGINT (or until `stopper` is set)."""
+    setup_logging()
+    cfg = config or Config.from_env()
+    sink = build_sink(name, cfg)
+    stopper = stopper or Stopper().install()
+    log.info("%s sink starting: topic %s, group %s", name, cfg.topic_of(name), cfg.group(name))
+    db = getattr(sink, "db", None)
+    # Migrate at start, not at the first record: the read API needs the tables before any cart
+    # lands. A database that is not up yet is waited for, like any store outage.
+    if db is not None and with_retry(lambda: db.connection() and [], "schema migration",
+                                     stopper, cfg.retry_max_s) is None:
+        return
+    run(bootstrap=cfg.kafka_bootstrap, topic=cfg.topic_of(name), group=cfg.group(name),
+        store=sink, dead_letters=DeadLetters(cfg.kafka_bootstrap, cfg.topic_dead_letter,
+                                             f"sink-{name}"),
+        stopper=stopper, batch_max=cfg.batch_max, batch_wait_s=cfg.batch_wait_s,
+        max_backoff_s=cfg.retry_max_s, on_batch=ProgressLog(name))
+    log.info("%s sink stopped", name)

@@ -1,0 +1,161 @@
+"""Connectors against a real PostgreSQL: version-guarded carts and lines, products, poison."""
+
+from __future__ import annotations
+
+import uuid
+from decimal import Decimal
+
+import orjson
+import psycopg
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from cart_contract import Product, encode_cart_details, encode_product
+from connectors.migrate import migrate
+from connectors.records import ProductItem
+from connectors.sinks import CatalogSink, PostgresCartSink
+from connectors.stores import upsert_carts, upsert_products
+from connectors.testing import FakeMessage, cart, fresh_database
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def db(database_url: str, unique: str) -> str:
+    """A fresh database on the current schema."""
+    url = fresh_database(database_url, f"test_{unique}")
+    with psycopg.connect(url, autocommit=True) as conn:
+        migrate(conn)
+    return url
+
+
+@pytest.fixture
+def conn(db: str):
+    with psycopg.connect(db, autocommit=True) as c:
+        yield c
+
+
+def rows(conn: psycopg.Connection, customer: str) -> list[tuple]:
+    return conn.execute("SELECT cart_id, generation, status, version, total_qty, total_price "
+                        "FROM carts WHERE customer_id = %s ORDER BY generation",
+                        (customer,)).fetchall()
+
+
+def lines(conn: psycopg.Connection, customer: str) -> list[tuple]:
+    return conn.execute("SELECT cart_id, item_id, position, item_name, qty, unit_price, "
+                        "total_price FROM cart_lines WHERE cart_id LIKE %s ORDER BY 1, 3",
+                        (f"{customer}:%",)).fetchall()
+
+
+@settings(max_examples=20, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(order=st.permutations(list(range(1, 7))), dups=st.lists(st.integers(1, 6), max_size=4),
+       cuts=st.lists(st.integers(0, 10), max_size=3))
+def test_the_highest_version_wins_in_any_order_and_batching(db, order, dups, cuts) -> None:
+    """Versions 1-3 are generation 1 (3 checks it out), 4-6 generation 2; any order, any cut."""
+    customer = uuid.uuid4().hex[:12]
+
+    def record(v: int) -> bytes:
+        return encode_cart_details(cart(customer, v, generation=1 if v <= 3 else 2, qty=v,
+                                        lines=1 + v % 3, checked_out=v == 3))
+
+    msgs = [FakeMessage(record(v), customer.encode(), i) for i, v in enumerate([*order, *dups])]
+    bounds = sorted({0, len(msgs), *[c for c in cuts if c < len(msgs)]})
+    sink = PostgresCartSink(db)
+    for lo, hi in zip(bounds, bounds[1:], strict=False):
+        assert sink(msgs[lo:hi]) == []
+    with psycopg.connect(db) as conn:
+        assert rows(conn, customer) == [
+            (f"{customer}:1", 1, "CHECKED_OUT", 3, 3, Decimal("31.50")),
+            (f"{customer}:2", 2, "OPEN", 6, 6, Decimal("63.00"))]
+        assert [(c, i, pos) for c, i, pos, *_ in lines(conn, customer)] == [
+            (f"{customer}:1", "1", 0), (f"{customer}:2", "1", 0)]
+    sink.db.close()
+
+
+def test_lines_follow_the_winning_version_and_doc_is_the_record(conn, unique) -> None:
+    v1 = cart(unique, 1, lines=3, qty=2)
+    v2 = cart(unique, 2, lines=1, qty=5, item_name="Other")
+    assert upsert_carts(conn, [v1]) == 1
+    assert len(lines(conn, unique)) == 3
+    assert upsert_carts(conn, [v2, v1]) == 1
+    assert upsert_carts(conn, [v1]) == 0  # older: ignored, lines untouched
+    assert lines(conn, unique) == [(f"{unique}:1", "1", 0, "Other 1", 5, Decimal("10.50"),
+                                    Decimal("52.50"))]
+    doc, *last = conn.execute("SELECT doc, last_partition, last_offset, last_event_id "
+                              "FROM carts WHERE cart_id = %s", (f"{unique}:1",)).fetchone()
+    assert doc == orjson.loads(encode_cart_details(v2))
+    assert last == [0, 20, v2.last_event.event_id]
+
+
+def test_read_api_indexes_exist(conn) -> None:
+    defs = {r[0]: r[1] for r in conn.execute(
+        "SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = 'public'")}
+    joined = "\n".join(defs.values())
+    for cols in ("(customer_id, generation DESC)", "(status, cart_id)", "(total_price, cart_id)",
+                 "cart_lines USING btree (item_id)"):
+        assert cols in joined, cols
+
+
+def test_records_postgres_refuses_are_dead_lettered_and_the_rest_lands(db, unique) -> None:
+    good = [FakeMessage(encode_cart_details(cart(f"{unique}-{i}", 1)), None, i)
+            for i in range(6)]
+    huge = cart(f"{unique}-h", 1)
+    too_big = encode_cart_details(huge).replace(b'"totalPrice":"10.50"',
+                                                b'"totalPrice":"1000000000000000.00"')
+    nul = encode_cart_details(cart(f"{unique}-z", 1, item_name="bad\u0000name"))
+    generation = encode_cart_details(cart(f"{unique}-g", 1, generation=2**40))
+    bad = [FakeMessage(too_big, None, 10), FakeMessage(nul, None, 11),
+           FakeMessage(generation, None, 12)]
+    sink = PostgresCartSink(db)
+    poison = sink([good[0], bad[0], *good[1:4], bad[1], *good[4:], bad[2]])
+    assert sorted(p.message.offset() for p in poison) == [10, 11, 12]
+    assert {p.error.reason for p in poison} == {"STORE_REJECTED"}
+    with psycopg.connect(db) as conn:
+        stored = conn.execute("SELECT customer_id FROM carts ORDER BY 1").fetchall()
+    assert stored == sorted((f"{unique}-{i}",) for i in range(6))
+    sink.db.close()
+
+
+def product(pid: str, name: str, price: str = "12.50") -> Product:
+    return Product(pid, name, Decimal(price), 4)
+
+
+def test_products_upsert_by_offset_and_tombstones_keep_the_row(conn) -> None:
+    def put(pid: str, offset: int, p: Product | None) -> None:
+        upsert_products(conn, [ProductItem(pid, offset, p, None)])
+
+    def row(pid: str) -> tuple:
+        return conn.execute("SELECT product_name, price, stock_qty, deleted, source_offset "
+                            "FROM products WHERE product_id = %s", (pid,)).fetchone()
+
+    put("1", 3, product("1", "Phone", "649.99"))
+    put("1", 1, product("1", "Older"))
+    assert row("1") == ("Phone", Decimal("649.99"), 4, False, 3)
+    put("1", 5, None)
+    assert row("1") == ("Phone", Decimal("649.99"), 4, True, 5)
+    put("1", 4, product("1", "Older than the tombstone"))
+    assert row("1")[3:] == (True, 5)
+    put("2", 7, None)  # a tombstone for a product never seen
+    assert row("2") == (None, None, None, True, 7)
+
+
+def test_catalog_sink_writes_both_stores(db, redis_url, unique) -> None:
+    import redis
+
+    client = redis.Redis.from_url(redis_url)
+    prefix = f"t:{unique}:"
+    sink = CatalogSink(client, db, prefix)
+    p1 = product("1", "IPhone 12", "65000")
+    msgs = [FakeMessage(encode_product(p1), b"1", 0), FakeMessage(b"{}", b"9", 1),
+            FakeMessage(encode_product(product("2", "Gone")), b"2", 2),
+            FakeMessage(None, b"2", 3)]
+    poison = sink(msgs)
+    assert [p.message.offset() for p in poison] == [1]
+    assert client.hget(f"{prefix}product:1", "doc") == encode_product(p1)
+    assert client.hgetall(f"{prefix}product:2") == {b"offset": b"3"}
+    with psycopg.connect(db) as conn:
+        assert conn.execute("SELECT product_id, deleted FROM products ORDER BY 1").fetchall() == [
+            ("1", False), ("2", True)]
+    sink.db.close()

@@ -1,0 +1,170 @@
+"""Connectors: `python -m connectors.replay` rebuilds the same read models as the live run."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+from dataclasses import replace
+from decimal import Decimal
+from pathlib import Path
+
+import psycopg
+import pytest
+import redis
+
+from cart_contract import Product, encode_cart_details, encode_product
+from connectors import replay
+from connectors.config import Config
+from connectors.consumer import DeadLetters, Stopper, run
+from connectors.migrate import migrate
+from connectors.service import build_sink
+from connectors.testing import (
+    cart,
+    committed,
+    drain,
+    end_offsets,
+    fresh_database,
+    private_config,
+    produce,
+    wait_until,
+)
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def cfg(kafka_bootstrap, redis_url, database_url, unique, tmp_path) -> Config:
+    db = fresh_database(database_url, f"test_{unique}")
+    with psycopg.connect(db, autocommit=True) as conn:
+        migrate(conn)
+    return replace(private_config(kafka_bootstrap, redis_url, db, unique, partitions=3),
+                   run_dir=tmp_path / "run")
+
+
+def history(cfg: Config, unique: str) -> None:
+    """Carts over two generations (the first checked out), products with a deletion, poison."""
+    carts = []
+    for i in range(30):
+        c = f"r{unique}-{i}"
+        for v in range(1, 6):
+            carts.append((c.encode(), encode_cart_details(
+                cart(c, v, generation=1 if v <= 3 else 2, qty=v, lines=1 + v % 3,
+                     checked_out=v == 3))))
+    carts.append((b"x", b"not json"))
+    produce(cfg.kafka_bootstrap, cfg.topic_cart_details, carts)
+    products = [(str(i).encode(), encode_product(Product(str(i), f"P{i}", Decimal(i), i)))
+                for i in range(1, 21)]
+    produce(cfg.kafka_bootstrap, cfg.topic_products, [*products, (b"7", None)])
+
+
+def snapshot(cfg: Config) -> dict[str, object]:
+    """Everything the read models hold (timestamps set by the database excluded)."""
+    client = redis.Redis.from_url(cfg.redis_url)
+    keys = sorted(client.scan_iter(match=f"{cfg.key_prefix}*", count=1000))
+    out: dict[str, object] = {
+        "redis": {k: (client.hgetall(k) if client.type(k) == b"hash" else client.get(k))
+                  for k in keys}}
+    with psycopg.connect(cfg.database_url) as conn:
+        out["carts"] = conn.execute("SELECT * FROM carts ORDER BY cart_id").fetchall()
+        out["lines"] = conn.execute("SELECT * FROM cart_lines ORDER BY 1, 2").fetchall()
+        out["products"] = conn.execute(
+            "SELECT product_id, product_name, price, stock_qty, deleted, source_offset "
+            "FROM products ORDER BY 1").fetchall()
+    return out
+
+
+def wipe(cfg: Config) -> None:
+    client = redis.Redis.from_url(cfg.redis_url)
+    for k in client.scan_iter(match=f"{cfg.key_prefix}*", count=1000):
+        client.delete(k)
+    with psycopg.connect(cfg.database_url) as conn:
+        conn.execute("TRUNCATE carts, cart_lines, products")
+
+
+def test_replay_into_empty_stores_equals_the_live_run(cfg, unique, capsys) -> None:
+    history(cfg, unique)
+    for name in ("catalog", "redis", "postgres"):
+        drain(cfg, name)
+    live = snapshot(cfg)
+    assert len(live["carts"]) == 60 and len(live["products"]) == 20
+    wipe(cfg)
+    assert replay.main(["--quiet"], cfg) == 0
+    assert snapshot(cfg) == live
+    out = capsys.readouterr().out
+    assert "replay summary:" in out and "1 dead-lettered" in out
+    for name in ("redis", "postgres", "catalog"):  # the sinks carry on from the end
+        assert committed(cfg.kafka_bootstrap, cfg.group(name), cfg.topic_of(name)) == {
+            p: e for p, e in end_offsets(cfg.kafka_bootstrap, cfg.topic_of(name)).items()}
+
+
+def test_replay_onto_current_stores_changes_nothing(cfg, unique) -> None:
+    history(cfg, unique)
+    for name in ("catalog", "redis", "postgres"):
+        drain(cfg, name)
+    live = snapshot(cfg)
+    results = {s: replay.replay_sink(cfg, s, show_progress=False) for s in replay.SINKS}
+    assert snapshot(cfg) == live
+    assert {s: r.written for s, r in results.items()} == {"redis": 0, "postgres": 0,
+                                                           "catalog": 0}
+    assert results["redis"].records == 151 and results["catalog"].records == 21
+
+
+def test_replay_refuses_while_a_sink_runs(cfg, unique, capsys) -> None:
+    produce(cfg.kafka_bootstrap, cfg.topic_cart_details,
+            [(b"a", encode_cart_details(cart("a" + unique, 1)))])
+    stopper = Stopper()
+    thread = threading.Thread(target=run, kwargs=dict(
+        bootstrap=cfg.kafka_bootstrap, topic=cfg.topic_cart_details, group=cfg.group("redis"),
+        store=build_sink("redis", cfg),
+        dead_letters=DeadLetters(cfg.kafka_bootstrap, cfg.topic_dead_letter, "t"),
+        stopper=stopper))
+    thread.start()
+    try:
+        client = redis.Redis.from_url(cfg.redis_url)
+        wait_until(lambda: client.hexists(f"{cfg.key_prefix}cart:a{unique}", "doc"), 30,
+                   "the sink to run")
+        with pytest.raises(replay.GroupActive):
+            replay.replay_sink(cfg, "redis", show_progress=False)
+        (cfg.recovery_dir / "x").parent.mkdir(parents=True)
+        assert replay.main(["--quiet", "--from-events"], cfg) == 2
+        err = capsys.readouterr().err
+        assert f"consumer group {cfg.group('redis')} has 1 active member" in err
+        assert "stop the redis sink first" in err
+        assert cfg.recovery_dir.exists()  # refused before touching anything
+    finally:
+        stopper.stop()
+        thread.join(30)
+
+
+def test_from_events_deletes_the_aggregator_state_only_when_it_is_stopped(cfg, capsys) -> None:
+    cfg.recovery_dir.mkdir(parents=True)
+    (cfg.recovery_dir / "part-0.sqlite3").write_text("state")
+    # Something that looks like an aggregator working on this recovery directory.
+    fake = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)",
+                             "cart_aggregator", "-r", str(cfg.recovery_dir)])
+    try:
+        wait_until(lambda: replay.aggregator_processes(cfg) == [fake.pid], 10,
+                   "the fake aggregator to show")
+        assert replay.main(["--quiet", "--from-events", "--sinks", ""], cfg) == 2
+        assert "the aggregator is running" in capsys.readouterr().err
+        assert cfg.recovery_dir.exists()
+    finally:
+        fake.kill()
+        fake.wait()
+    assert replay.main(["--quiet", "--from-events", "--sinks", ""], cfg) == 0
+    assert not cfg.recovery_dir.exists()
+    assert f"removed {cfg.recovery_dir}" in capsys.readouterr().out
+
+
+def test_the_pid_file_of_the_stack_counts_as_running(cfg) -> None:
+    pids = Path(cfg.run_dir) / "pids"
+    pids.mkdir(parents=True)
+    sleeper = subprocess.Popen(["sleep", "30"])
+    try:
+        (pids / "aggregator.pid").write_text(f"{sleeper.pid}\n")
+        assert sleeper.pid in replay.aggregator_processes(cfg)
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    assert replay.aggregator_processes(cfg) == []
