@@ -34,6 +34,8 @@ class Config:
     redis_url: str = "redis://127.0.0.1:6379/0"
     database_url: str = "postgresql://cartstream@127.0.0.1:5432/cartstream"
     notify_channel: str = NOTIFY_CHANNEL
+    # Prefix of every Redis key the connectors write (one Redis shared by several systems).
+    redis_key_prefix: str = ""
     # Waiters hold a granian blocking thread each; keep some threads free for plain reads.
     max_waiters: int = 6
     wait_default_ms: int = 5_000
@@ -73,7 +75,10 @@ class Config:
             threads=threads,
             redis_url=env.get("REDIS_URL") or d.redis_url,
             database_url=env.get("DATABASE_URL") or d.database_url,
-            notify_channel=env.get("READ_NOTIFY_CHANNEL") or d.notify_channel,
+            # The connectors' variable, so one setting names the channel for both sides.
+            notify_channel=env.get("CART_UPDATES_CHANNEL") or env.get("READ_NOTIFY_CHANNEL")
+            or d.notify_channel,
+            redis_key_prefix=env.get("REDIS_KEY_PREFIX", d.redis_key_prefix),
             max_waiters=_int(env, "READ_MAX_WAITERS", max(1, threads - 2), 1),
             wait_default_ms=_int(env, "READ_WAIT_DEFAULT_MS", d.wait_default_ms, 0),
             wait_max_ms=_int(env, "READ_WAIT_MAX_MS", d.wait_max_ms, 0),

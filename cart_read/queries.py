@@ -82,7 +82,8 @@ def load_cart(stores: Stores, customer_id: str) -> CartRead | None:
     redis_answered = False
     if stores.redis_usable():
         try:
-            v, doc = stores.reader.hmget(cart_key(customer_id), ("v", "doc"))
+            v, doc = stores.reader.hmget(
+                cart_key(customer_id, stores.config.redis_key_prefix), ("v", "doc"))
         except redis.RedisError as exc:
             stores.redis_failed(exc)
         else:
@@ -122,7 +123,8 @@ def rewarm(stores: Stores, cart: CartDetails) -> bool:
     did not change, only the cache did.
     """
     try:
-        return RedisCarts(stores.redis).put_many([cart], notify=False) == 1
+        carts = RedisCarts(stores.redis, prefix=stores.config.redis_key_prefix)
+        return carts.put_many([cart], notify=False) == 1
     except redis.RedisError as exc:
         stores.redis_failed(exc)
         return False

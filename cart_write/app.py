@@ -103,7 +103,8 @@ def create_app(
     if publisher is None:
         publisher = KafkaPublisher(config)
     if catalog is None and config.catalog_check:
-        catalog = RedisCatalog(config.redis_url, config.redis_timeout_s)
+        catalog = RedisCatalog(config.redis_url, config.redis_timeout_s,
+                               key_prefix=config.redis_key_prefix)
     elif catalog is None:
         catalog = NoCatalog()
 

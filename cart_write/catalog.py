@@ -52,11 +52,14 @@ class RedisCatalog:
         ready_ttl_s: float = 1.0,
         known_ttl_s: float = 5.0,
         client: Any = None,
+        key_prefix: str = "",
     ) -> None:
         self._client = client or redis.Redis.from_url(
             url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s
         )
         self._url = url
+        self._ready_key = key_prefix + READY_KEY
+        self._product_prefix = key_prefix + "product:"
         self._backoff_s = backoff_s
         self._ready_ttl_s = ready_ttl_s
         self._known_ttl_s = known_ttl_s
@@ -78,8 +81,8 @@ class RedisCatalog:
                 return True
         try:
             pipe = self._client.pipeline(transaction=False)
-            pipe.exists(READY_KEY)
-            pipe.hexists(f"product:{product_id}", "doc")
+            pipe.exists(self._ready_key)
+            pipe.hexists(self._product_prefix + product_id, "doc")
             ready_n, known = pipe.execute()
         except redis.RedisError as exc:
             self._redis_failed(exc)

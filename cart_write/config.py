@@ -62,6 +62,8 @@ class Config:
     topic_cart_events: str = "cart-events"
     redis_url: str = "redis://127.0.0.1:6379/0"
     catalog_check: bool = True
+    # Prefix of the connectors' Redis keys (REDIS_KEY_PREFIX, shared with them and the read API).
+    redis_key_prefix: str = ""
     redis_timeout_s: float = 0.25
     # Producer tuning: a short linger batches concurrent requests into one produce request.
     linger_ms: int = 2
@@ -101,6 +103,7 @@ class Config:
             topic_cart_events=env.get("TOPIC_CART_EVENTS") or d.topic_cart_events,
             redis_url=env.get("REDIS_URL") or d.redis_url,
             catalog_check=_bool(env, "WRITE_CATALOG_CHECK", d.catalog_check),
+            redis_key_prefix=env.get("REDIS_KEY_PREFIX", d.redis_key_prefix),
             redis_timeout_s=_float(env, "WRITE_REDIS_TIMEOUT_S", d.redis_timeout_s, 0.01),
             linger_ms=_int(env, "WRITE_LINGER_MS", d.linger_ms, 0),
             batch_size=_int(env, "WRITE_BATCH_SIZE", d.batch_size, 1024),

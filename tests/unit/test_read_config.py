@@ -30,6 +30,12 @@ def test_environment_overrides() -> None:
     assert c.max_waiters == 2 and c.wait_max_ms == 1000 and c.log_level == "DEBUG"
 
 
+def test_redis_names_are_the_connectors_settings() -> None:
+    c = Config.from_env({"REDIS_KEY_PREFIX": "t1:", "CART_UPDATES_CHANNEL": "t1:updates"})
+    assert (c.redis_key_prefix, c.notify_channel) == ("t1:", "t1:updates")
+    assert Config.from_env({}).redis_key_prefix == ""
+
+
 @pytest.mark.parametrize("env", [
     {"READ_PORT": "x"}, {"READ_THREADS": "0"}, {"READ_LOG_LEVEL": "LOUD"},
     {"READ_PAGE_DEFAULT": "500"}, {"READ_SWITCH_INTERVAL_US": "10"},

@@ -340,6 +340,18 @@ def test_catalog_is_consulted_only_when_ready(clock: list[float]) -> None:
     assert cat.knows("3") is False
 
 
+def test_catalog_reads_the_keys_under_the_connectors_prefix(clock: list[float]) -> None:
+    r = FakeRedis()
+    r.strings["catalog:ready"] = "1"  # another system's keys, without the prefix
+    r.hashes["product:1"] = {"doc": "{}"}
+    cat = RedisCatalog("redis://unused", client=r, key_prefix="t1:")
+    assert cat.knows("1") is None
+    r.strings["t1:catalog:ready"] = "1"
+    r.hashes["t1:product:2"] = {"doc": "{}"}
+    clock[0] += 1.1
+    assert (cat.knows("1"), cat.knows("2")) == (False, True)
+
+
 def test_known_products_are_remembered_unknown_ones_never(clock: list[float]) -> None:
     r = FakeRedis()
     r.strings["catalog:ready"] = "1"
