@@ -53,6 +53,6 @@ replay: ## rebuild the read models from the log (stops the sinks, replays, start
 
 bench: deps ## run every benchmark on the local stack (starts it); results in bench/results/
 	@$(STACK) up
-	@set -e; for b in bench/write_api.py bench/aggregator.py bench/connectors.py bench/read_api.py bench/freshness.py; do \
+	@set -e; for b in bench/ceilings.py bench/write_api.py bench/aggregator.py bench/connectors.py bench/read_api.py bench/freshness.py bench/replay.py; do \
 	  if [ -f $$b ]; then echo "== $$b"; $(PY) $$b; fi; done
 	$(PY) bench/report.py

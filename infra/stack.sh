@@ -92,6 +92,7 @@ deps_apt() {
   local pkgs=()
   command -v redis-server >/dev/null || pkgs+=(redis-server)
   [[ -n "$PG_BIN" && -x "$PG_BIN/postgres" ]] || pkgs+=(postgresql)
+  command -v wrk >/dev/null || pkgs+=(wrk)  # the HTTP benchmarks' load generator
   if ((${#pkgs[@]})); then
     [[ $(id -u) -eq 0 ]] || die "missing ${pkgs[*]}: install them (apt-get install ${pkgs[*]}) or run as root"
     say "installing ${pkgs[*]} from Debian packages"

@@ -1,0 +1,43 @@
+"""The benchmark report: every number next to its target and ceiling (pure, no I/O)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from bench.report import rows, table  # noqa: E402
+
+RESULTS = {
+    "write_api": {"results": [
+        {"scenario": "add", "accepted_rps": 5200.0, "p99_ms": 41.0},
+        {"scenario": "healthz", "rps": 9000.0, "p99_ms": 12.0}]},
+    "aggregator": {"summary": {"1_process": {"events_per_s_median": 12000,
+                                             "events_per_cpu_s_median": 9000},
+                               "2_processes": {"events_per_s_median": 20000}},
+                   "runs": [{"processes": 1, "peak_rss_mib": [120, 80]}],
+                   "state_bytes_per_open_cart": 900},
+    "ceilings": {"kafka_confluent": {"consume_per_s": 500000},
+                 "postgres": {"upsert_per_s": 20000}},
+    "replay": {"events": 1_000_000, "seconds": 120.5, "aggregator_done_s": 80.0},
+}
+
+
+def test_each_number_sits_next_to_its_target_and_ceiling() -> None:
+    by_metric = {m: (v, t, c) for m, v, t, c in rows(RESULTS)}
+    assert by_metric["write API acked adds/s (64 conns)"][0] == 5200.0
+    assert "9000.0/s" in by_metric["write API acked adds/s (64 conns)"][2]
+    assert by_metric["aggregator events/s, 2 processes"][:2] == (20000, "> 12000")
+    assert by_metric["aggregator peak RSS MiB, 1 process"][0] == 120
+    assert "20000/s" in by_metric["PostgreSQL sink records/s"][2]
+    assert by_metric["read API reads/s (cached carts)"][0] is None
+
+
+def test_the_table_says_which_targets_are_met() -> None:
+    lines = {line.split(" | ")[0].lstrip("| "): line for line in table(RESULTS).splitlines()}
+    assert "| yes |" in lines["write API acked adds/s (64 conns)"]
+    assert "| no |" in lines["write API p99 ms"]
+    assert "| yes |" in lines["aggregator state bytes per open cart"]
+    assert "| no |" in lines["replay of 1000000 events through aggregator and sinks, s"]
+    assert "not run" in lines["read API p99 ms"]
