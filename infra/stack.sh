@@ -255,7 +255,7 @@ cmd_status() {
   local entry name port
   printf '%-14s %-8s %-8s %s\n' SERVICE STATE PID ENDPOINT
   for entry in "kafka|$KAFKA_BOOTSTRAP" "redis|$REDIS_URL" "postgres|$DATABASE_URL" \
-      "write-api|http://127.0.0.1:$WRITE_PORT" "aggregator|-" "sink-redis|-" \
+      "write-api|http://127.0.0.1:$WRITE_PORT" "aggregator|http://127.0.0.1:${AGG_METRICS_PORT:-9102}/metrics" "sink-redis|-" \
       "sink-postgres|-" "sink-catalog|-" "read-api|http://127.0.0.1:$READ_PORT"; do
     IFS='|' read -r name port <<<"$entry"
     if is_running "$name"; then
