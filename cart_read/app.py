@@ -10,7 +10,6 @@ from typing import Any
 import orjson
 import redis as redis_lib
 from flask import Flask, Response, request
-from werkzeug.exceptions import HTTPException
 
 from cart_read import queries
 from cart_read.config import Config
@@ -26,11 +25,10 @@ from cart_read.params import (
 )
 from cart_read.stores import Stores
 from cart_read.waiters import CartWaiters, TooManyWaiters, wait_for_offset
+from cart_web.errors import json_response, register_error_handlers
 
 log = logging.getLogger(__name__)
 
-JSON = "application/json"
-_HTTP_CODES = {404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED"}
 
 
 @dataclass(frozen=True)
@@ -40,12 +38,6 @@ class ReadContext:
     config: Config
     stores: Stores
     waiters: CartWaiters
-
-
-def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    """A JSON response; bytes are sent as they are (cart documents straight from Redis)."""
-    data = body if isinstance(body, bytes) else orjson.dumps(body)
-    return Response(data, status, headers=headers, mimetype=JSON)
 
 
 def _subscriber_factory(config: Config, injected: Any) -> Callable[[], Any]:
@@ -174,17 +166,7 @@ def create_app(
 
 
 def _register_errors(app: Flask) -> None:
-    @app.errorhandler(ApiError)
-    def api_error(exc: ApiError) -> Response:
-        return json_response(exc.body(), exc.status, exc.headers)
-
-    @app.errorhandler(HTTPException)
-    def http_error(exc: HTTPException) -> Response:
-        status = exc.code or 500
-        code = _HTTP_CODES.get(status) or (exc.name or "ERROR").upper().replace(" ", "_")
-        err = ApiError(status, code, exc.description or exc.name or code)
-        headers = {k: v for k, v in exc.get_headers() if k.lower() == "allow"}
-        return json_response(err.body(), status, headers)
+    register_error_handlers(app, log)
 
     @app.errorhandler(StoreUnavailable)
     def store_unavailable(exc: StoreUnavailable) -> Response:
@@ -197,8 +179,3 @@ def _register_errors(app: Flask) -> None:
         err = ApiError(503, "TOO_MANY_WAITERS", f"too many read-your-write requests: {exc}",
                        "minOffset")
         return json_response(err.body(), 503, {"Retry-After": "1"})
-
-    @app.errorhandler(Exception)
-    def internal(exc: Exception) -> Response:
-        log.exception("unhandled error")
-        return json_response(ApiError(500, "INTERNAL", "internal error").body(), 500)

@@ -6,21 +6,11 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from cart_web.env import LOG_LEVELS, env_int
+
 NOTIFY_CHANNEL = "cartstream:cart-updated"
-LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
-def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
-    raw = env.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ValueError(f"{name} must be an integer, got {raw!r}") from None
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return value
 
 
 @dataclass(frozen=True)
@@ -67,11 +57,11 @@ class Config:
     def from_env(cls, env: Mapping[str, str] = os.environ) -> Config:
         """Build a Config from environment variables (READ_*, REDIS_URL, DATABASE_URL)."""
         d = cls()
-        threads = _int(env, "READ_THREADS", d.threads, 1)
+        threads = env_int(env, "READ_THREADS", d.threads, 1)
         return cls(
             host=env.get("READ_HOST") or d.host,
-            port=_int(env, "READ_PORT", d.port, 0),
-            workers=_int(env, "READ_WORKERS", d.workers, 1),
+            port=env_int(env, "READ_PORT", d.port, 0),
+            workers=env_int(env, "READ_WORKERS", d.workers, 1),
             threads=threads,
             redis_url=env.get("REDIS_URL") or d.redis_url,
             database_url=env.get("DATABASE_URL") or d.database_url,
@@ -79,16 +69,16 @@ class Config:
             notify_channel=env.get("CART_UPDATES_CHANNEL") or env.get("READ_NOTIFY_CHANNEL")
             or d.notify_channel,
             redis_key_prefix=env.get("REDIS_KEY_PREFIX", d.redis_key_prefix),
-            max_waiters=_int(env, "READ_MAX_WAITERS", max(1, threads - 2), 1),
-            wait_default_ms=_int(env, "READ_WAIT_DEFAULT_MS", d.wait_default_ms, 0),
-            wait_max_ms=_int(env, "READ_WAIT_MAX_MS", d.wait_max_ms, 0),
-            degraded_poll_ms=_int(env, "READ_DEGRADED_POLL_MS", d.degraded_poll_ms, 10),
-            redis_timeout_ms=_int(env, "READ_REDIS_TIMEOUT_MS", d.redis_timeout_ms, 1),
-            redis_retry_ms=_int(env, "READ_REDIS_RETRY_MS", d.redis_retry_ms, 0),
-            pg_timeout_ms=_int(env, "READ_PG_TIMEOUT_MS", d.pg_timeout_ms, 1),
-            page_default=_int(env, "READ_PAGE_DEFAULT", d.page_default, 1),
-            page_max=_int(env, "READ_PAGE_MAX", d.page_max, 1),
+            max_waiters=env_int(env, "READ_MAX_WAITERS", max(1, threads - 2), 1),
+            wait_default_ms=env_int(env, "READ_WAIT_DEFAULT_MS", d.wait_default_ms, 0),
+            wait_max_ms=env_int(env, "READ_WAIT_MAX_MS", d.wait_max_ms, 0),
+            degraded_poll_ms=env_int(env, "READ_DEGRADED_POLL_MS", d.degraded_poll_ms, 10),
+            redis_timeout_ms=env_int(env, "READ_REDIS_TIMEOUT_MS", d.redis_timeout_ms, 1),
+            redis_retry_ms=env_int(env, "READ_REDIS_RETRY_MS", d.redis_retry_ms, 0),
+            pg_timeout_ms=env_int(env, "READ_PG_TIMEOUT_MS", d.pg_timeout_ms, 1),
+            page_default=env_int(env, "READ_PAGE_DEFAULT", d.page_default, 1),
+            page_max=env_int(env, "READ_PAGE_MAX", d.page_max, 1),
             log_level=(env.get("READ_LOG_LEVEL") or d.log_level).upper(),
-            shutdown_timeout_s=_int(env, "READ_SHUTDOWN_TIMEOUT_S", d.shutdown_timeout_s, 1),
-            switch_interval_us=_int(env, "READ_SWITCH_INTERVAL_US", d.switch_interval_us, 50),
+            shutdown_timeout_s=env_int(env, "READ_SHUTDOWN_TIMEOUT_S", d.shutdown_timeout_s, 1),
+            switch_interval_us=env_int(env, "READ_SWITCH_INTERVAL_US", d.switch_interval_us, 50),
         )

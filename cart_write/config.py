@@ -6,45 +6,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
-
-
-def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
-    raw = env.get(name)
-    if raw is None or raw.strip() == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ValueError(f"{name} must be an integer, got {raw!r}") from None
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return value
-
-
-def _float(env: Mapping[str, str], name: str, default: float, minimum: float = 0.0) -> float:
-    raw = env.get(name)
-    if raw is None or raw.strip() == "":
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ValueError(f"{name} must be a number, got {raw!r}") from None
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return value
-
-
-def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
-    raw = env.get(name)
-    if raw is None or raw.strip() == "":
-        return default
-    lowered = raw.strip().lower()
-    if lowered in ("1", "true", "yes", "on"):
-        return True
-    if lowered in ("0", "false", "no", "off"):
-        return False
-    raise ValueError(f"{name} must be a boolean (1/0, true/false), got {raw!r}")
+from cart_web.env import LOG_LEVELS, env_bool, env_float, env_int
 
 
 @dataclass(frozen=True)
@@ -96,25 +58,25 @@ class Config:
         d = cls()
         return cls(
             host=env.get("WRITE_HOST") or d.host,
-            port=_int(env, "WRITE_PORT", d.port, 0),
-            workers=_int(env, "WRITE_WORKERS", d.workers, 1),
-            threads=_int(env, "WRITE_THREADS", d.threads, 1),
+            port=env_int(env, "WRITE_PORT", d.port, 0),
+            workers=env_int(env, "WRITE_WORKERS", d.workers, 1),
+            threads=env_int(env, "WRITE_THREADS", d.threads, 1),
             kafka_bootstrap=env.get("KAFKA_BOOTSTRAP") or d.kafka_bootstrap,
             topic_cart_events=env.get("TOPIC_CART_EVENTS") or d.topic_cart_events,
             redis_url=env.get("REDIS_URL") or d.redis_url,
-            catalog_check=_bool(env, "WRITE_CATALOG_CHECK", d.catalog_check),
+            catalog_check=env_bool(env, "WRITE_CATALOG_CHECK", d.catalog_check),
             redis_key_prefix=env.get("REDIS_KEY_PREFIX", d.redis_key_prefix),
-            redis_timeout_s=_float(env, "WRITE_REDIS_TIMEOUT_S", d.redis_timeout_s, 0.01),
-            linger_ms=_int(env, "WRITE_LINGER_MS", d.linger_ms, 0),
-            batch_size=_int(env, "WRITE_BATCH_SIZE", d.batch_size, 1024),
-            request_timeout_ms=_int(
+            redis_timeout_s=env_float(env, "WRITE_REDIS_TIMEOUT_S", d.redis_timeout_s, 0.01),
+            linger_ms=env_int(env, "WRITE_LINGER_MS", d.linger_ms, 0),
+            batch_size=env_int(env, "WRITE_BATCH_SIZE", d.batch_size, 1024),
+            request_timeout_ms=env_int(
                 env, "WRITE_KAFKA_REQUEST_TIMEOUT_MS", d.request_timeout_ms, 100
             ),
-            delivery_timeout_ms=_int(
+            delivery_timeout_ms=env_int(
                 env, "WRITE_KAFKA_DELIVERY_TIMEOUT_MS", d.delivery_timeout_ms, 100
             ),
-            max_block_ms=_int(env, "WRITE_KAFKA_MAX_BLOCK_MS", d.max_block_ms, 100),
-            retry_after_s=_int(env, "WRITE_RETRY_AFTER_S", d.retry_after_s, 1),
-            max_body_bytes=_int(env, "WRITE_MAX_BODY_BYTES", d.max_body_bytes, 1024),
+            max_block_ms=env_int(env, "WRITE_KAFKA_MAX_BLOCK_MS", d.max_block_ms, 100),
+            retry_after_s=env_int(env, "WRITE_RETRY_AFTER_S", d.retry_after_s, 1),
+            max_body_bytes=env_int(env, "WRITE_MAX_BODY_BYTES", d.max_body_bytes, 1024),
             log_level=(env.get("WRITE_LOG_LEVEL") or d.log_level).upper(),
         )

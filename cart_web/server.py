@@ -1,0 +1,64 @@
+"""Serving a WSGI app with granian, the way both APIs do (`python -m cart_write|cart_read`)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from granian import Granian
+from granian.constants import Interfaces
+from granian.log import LogLevels
+
+
+def logging_config(level: str, loggers: Sequence[str], quiet: Sequence[str] = ()) -> dict[str, Any]:
+    """One stdout handler for granian and `loggers`; `quiet` loggers only log CRITICAL."""
+    handler = {"formatter": "generic", "class": "logging.StreamHandler",
+               "stream": "ext://sys.stdout"}
+    own = {"handlers": ["console"], "level": level, "propagate": False}
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {
+            "generic": {"format": "%(asctime)s [%(levelname)s] %(name)s: %(message)s"},
+            "access": {"format": "%(message)s"},
+        },
+        "handlers": {"console": handler, "access": {**handler, "formatter": "access"}},
+        "loggers": {
+            "_granian": dict(own),
+            "granian.access": {"handlers": ["access"], "level": "INFO", "propagate": False},
+            **{name: dict(own) for name in loggers},
+            **{name: {**own, "level": "CRITICAL"} for name in quiet},
+        },
+    }
+
+
+def build_server(
+    target: str,
+    *,
+    host: str,
+    port: int,
+    workers: int,
+    threads: int,
+    log_level: str,
+    shutdown_timeout_s: int,
+    loggers: Sequence[str],
+    quiet: Sequence[str] = (),
+) -> Granian:
+    """A granian WSGI server: `workers` processes x `threads` blocking threads each."""
+    return Granian(
+        target,
+        address=host,
+        port=port,
+        interface=Interfaces.WSGI,
+        workers=workers,
+        blocking_threads=threads,
+        # Bound the requests a worker holds at once (queued for a thread) so overload shows up
+        # as latency at the client, not as unbounded memory here.
+        backpressure=max(threads * 8, 64),
+        respawn_failed_workers=True,
+        # A worker still importing the app when SIGTERM arrives misses it and would serve on:
+        # without a kill timeout granian waits for it forever.
+        workers_kill_timeout=shutdown_timeout_s,
+        log_level=LogLevels(log_level.lower()),
+        log_dictconfig=logging_config(log_level, loggers, quiet),
+    )
