@@ -5,6 +5,7 @@ COPY requirements/ requirements/
 RUN pip install --no-cache-dir -r requirements/write.txt -r requirements/aggregator.txt \
     -r requirements/connectors.txt -r requirements/read.txt
 COPY cart_contract/ cart_contract/
+COPY cart_web/ cart_web/
 COPY cart_write/ cart_write/
 COPY cart_aggregator/ cart_aggregator/
 COPY connectors/ connectors/
