@@ -20,7 +20,7 @@ def test_defaults_are_the_local_stack_and_the_store_layout() -> None:
     assert cfg.key_prefix == "" and cfg.updates_channel == "cartstream:cart-updated"
     assert [cfg.group(s) for s in ("redis", "postgres", "catalog")] == [
         "cartstream-redis", "cartstream-postgres", "cartstream-catalog"]
-    assert (cfg.batch_max, cfg.batch_wait_s) == (5000, 0.1)
+    assert (cfg.batch_max, cfg.batch_wait_s) == (5000, 0.02)
     assert cfg.recovery_dir == ROOT / ".run" / "aggregator" / "recovery"
 
 
@@ -29,7 +29,7 @@ def test_every_setting_comes_from_its_variable() -> None:
         "KAFKA_BOOTSTRAP": "k:1", "REDIS_URL": "redis://r/1", "DATABASE_URL": "postgresql://d",
         "TOPIC_CART_DETAILS": "cd", "TOPIC_PRODUCTS": "pr", "TOPIC_DEAD_LETTER": "dl",
         "CONSUMER_GROUP_PREFIX": "g", "REDIS_KEY_PREFIX": "t1:", "CART_UPDATES_CHANNEL": "ch",
-        "SINK_BATCH_MAX": "100", "SINK_BATCH_WAIT_MS": "20", "SINK_RETRY_MAX_S": "0.5",
+        "SINK_BATCH_MAX": "100", "SINK_BATCH_WAIT_MS": "50", "SINK_RETRY_MAX_S": "0.5",
         "RUN_DIR": "/tmp/run",
     })
     assert (cfg.kafka_bootstrap, cfg.redis_url, cfg.database_url) == (
@@ -38,7 +38,7 @@ def test_every_setting_comes_from_its_variable() -> None:
         "cd", "cd", "pr")
     assert (cfg.topic_dead_letter, cfg.group("redis"), cfg.key_prefix, cfg.updates_channel) == (
         "dl", "g-redis", "t1:", "ch")
-    assert (cfg.batch_max, cfg.batch_wait_s, cfg.retry_max_s) == (100, 0.02, 0.5)
+    assert (cfg.batch_max, cfg.batch_wait_s, cfg.retry_max_s) == (100, 0.05, 0.5)
     assert cfg.recovery_dir == Path("/tmp/run/aggregator/recovery")
     assert Config.from_env({"AGG_RECOVERY_DIR": "/x/rec"}).recovery_dir == Path("/x/rec")
 
