@@ -152,11 +152,20 @@ def descendants(pid: int) -> list[int]:
     return out
 
 
-def free_port() -> int:
-    """A TCP port nobody listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+def free_port(count: int = 1) -> int:
+    """The first of `count` consecutive TCP ports nobody listens on right now."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            first = int(s.getsockname()[1])
+        try:
+            # Process i of a cluster uses port + i: all of them must be free, not just the first.
+            for port in range(first + 1, first + count):
+                with socket.socket() as s:
+                    s.bind(("127.0.0.1", port))
+            return first
+        except OSError:
+            continue
 
 
 def run_flow(bootstrap: str, inputs: dict[str, str], tag: str, events: int,
@@ -168,8 +177,8 @@ def run_flow(bootstrap: str, inputs: dict[str, str], tag: str, events: int,
     create_topics(bootstrap, {out["TOPIC_CART_DETAILS"]: 6, out["TOPIC_DEAD_LETTER"]: 1})
     run_dir = Path(tempfile.mkdtemp(prefix="agg-bench-"))
     env = {**os.environ, **inputs, **out, "KAFKA_BOOTSTRAP": bootstrap, "RUN_DIR": str(run_dir),
-           "AGG_PROCESSES": str(processes), "AGG_METRICS_PORT": str(free_port()),
-           "AGG_CLUSTER_PORT": str(free_port()), "PYTHONUNBUFFERED": "1"}
+           "AGG_PROCESSES": str(processes), "AGG_METRICS_PORT": str(free_port(processes)),
+           "AGG_CLUSTER_PORT": str(free_port(processes)), "PYTHONUNBUFFERED": "1"}
     log = (run_dir / "aggregator.log").open("wb")
     proc = subprocess.Popen([sys.executable, "-m", "cart_aggregator"], cwd=ROOT, env=env,
                             stdout=log, stderr=subprocess.STDOUT)

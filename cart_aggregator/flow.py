@@ -48,7 +48,7 @@ from cart_aggregator.sequencing import (
 )
 from cart_aggregator.sink import DeliveredKafkaSink
 from cart_aggregator.snapshots import SHAPE, customer_from_tuple, customer_to_tuple
-from cart_aggregator.sources import OffsetSafeKafkaSource
+from cart_aggregator.sources import OffsetSafeKafkaSource, SourceMessage
 from cart_contract import (
     ContractError,
     DeadLetter,
@@ -80,7 +80,7 @@ def _consumer_error(item: KafkaError[Any, Any]) -> None:
     log.warning("Kafka consumer error (skipped): %s", item.err)
 
 
-def _dead_letter(msg: KafkaSourceMessage[Any, Any], err: Exception) -> DeadLetter:
+def _dead_letter(msg: SourceMessage | KafkaSourceMessage[Any, Any], err: Exception) -> DeadLetter:
     letter = dead_letter_from_error(
         err, source_topic=msg.topic or "", partition=msg.partition or 0,
         offset=msg.offset if msg.offset is not None else -1, key=msg.key, value=msg.value,
@@ -92,6 +92,9 @@ def _dead_letter(msg: KafkaSourceMessage[Any, Any], err: Exception) -> DeadLette
 
 def parse_cart_events(msgs: list[Any]) -> list[Any]:
     """Decode a batch: (customerId, Wire) pairs, or DeadLetters for bad records.
+
+    Messages are `SourceMessage`s from Kafka, or bytewax `KafkaSourceMessage`s (tests): both
+    have key, value, topic, partition and offset.
 
     The key must be the customerId: it is what puts a customer's events in one partition,
     in order, and the sequencing relies on that.

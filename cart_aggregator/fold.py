@@ -28,6 +28,7 @@ import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from decimal import Decimal
+from typing import NamedTuple
 
 from cart_contract import (
     CHECKED_OUT,
@@ -45,6 +46,7 @@ from cart_contract import (
 DEDUPE_WINDOW = 32
 REJECTIONS_KEPT = 10
 _UUID_LEN = 16
+_ZERO = Decimal(0)
 
 UNKNOWN_PRODUCT = "UNKNOWN_PRODUCT"
 INSUFFICIENT_STOCK = "INSUFFICIENT_STOCK"
@@ -71,6 +73,24 @@ class CustomerState:
     def is_open(self) -> bool:
         """Whether the customer has an open cart."""
         return self.status == OPEN
+
+
+class _Cart(NamedTuple):
+    """The part of a CustomerState an event's rules decide (a tuple: cheap to build)."""
+
+    generation: int
+    status: str | None
+    lines: tuple[LineItem, ...]
+
+
+def _id_bytes(event_id: str) -> bytes:
+    """An eventId as 16 bytes (the readers give the canonical text; anything else: uuid.UUID)."""
+    # bytes.fromhex is several times cheaper than uuid.UUID, and this runs once per event.
+    try:
+        raw = bytes.fromhex(event_id.replace("-", ""))
+    except ValueError:
+        raw = b""
+    return raw if len(raw) == _UUID_LEN else uuid.UUID(event_id).bytes
 
 
 def _seen(window: bytes, eid: bytes) -> int:
@@ -100,7 +120,7 @@ def _line(product: Product, qty: int) -> LineItem:
     )
 
 
-def _add(state: CustomerState, event: CartEvent, product: Product | None) -> CustomerState | str:
+def _add(state: CustomerState, event: CartEvent, product: Product | None) -> _Cart | str:
     if product is None:
         return UNKNOWN_PRODUCT
     assert event.qty is not None and event.item_id is not None
@@ -115,11 +135,11 @@ def _add(state: CustomerState, event: CartEvent, product: Product | None) -> Cus
         # The whole line takes the catalog's name and price as of this event.
         new_lines = tuple(_line(product, qty) if li is current else li for li in lines)
     if state.is_open:
-        return replace(state, lines=new_lines)
-    return replace(state, generation=state.generation + 1, status=OPEN, lines=new_lines)
+        return _Cart(state.generation, OPEN, new_lines)
+    return _Cart(state.generation + 1, OPEN, new_lines)
 
 
-def _remove(state: CustomerState, event: CartEvent) -> CustomerState | str:
+def _remove(state: CustomerState, event: CartEvent) -> _Cart | str:
     current = next((li for li in state.lines if li.item_id == event.item_id), None)
     if not state.is_open or current is None:
         return NOT_IN_CART
@@ -127,23 +147,25 @@ def _remove(state: CustomerState, event: CartEvent) -> CustomerState | str:
         lines = tuple(li for li in state.lines if li is not current)
     else:
         qty = current.qty - event.qty
-        shrunk = replace(current, qty=qty, total_price=current.unit_price * qty)
+        shrunk = LineItem(current.item_id, current.item_name, qty, current.unit_price,
+                          current.unit_price * qty)
         lines = tuple(shrunk if li is current else li for li in state.lines)
-    return replace(state, lines=lines)
+    return _Cart(state.generation, OPEN, lines)
 
 
-def _decide(state: CustomerState, event: CartEvent, product: Product | None) -> CustomerState | str:
+def _decide(state: CustomerState, event: CartEvent, product: Product | None) -> _Cart | str:
+    """The customer's cart after the event, or the reason the event is rejected."""
     match event.type:
         case EventType.ITEM_ADDED:
             return _add(state, event, product)
         case EventType.ITEM_REMOVED:
             return _remove(state, event)
         case EventType.CART_CLEARED:
-            return replace(state, lines=()) if state.is_open else NO_OPEN_CART
+            return _Cart(state.generation, OPEN, ()) if state.is_open else NO_OPEN_CART
         case EventType.CHECKOUT:
             if not state.is_open or not state.lines:
                 return EMPTY_CART
-            return replace(state, status=CHECKED_OUT)
+            return _Cart(state.generation, CHECKED_OUT, state.lines)
     raise AssertionError(f"unhandled event type {event.type}")
 
 
@@ -156,43 +178,50 @@ def apply(
     """Apply one cart event (with the catalog entry for its item as of this event)."""
     if state is None:
         state = CustomerState(customer_id=event.customer_id)
-    eid = uuid.UUID(event.event_id).bytes
+    eid = _id_bytes(event.event_id)
     slot = _seen(state.recent_event_ids, eid)
-    outcome = state if slot >= 0 else _decide(state, event, product)
+    # A duplicate changes no cart; otherwise the rules decide (a new cart, or a rejection).
+    cart = _Cart(state.generation, state.status, state.lines)
+    outcome = cart if slot >= 0 else _decide(state, event, product)
     rejected = state.rejected
     if isinstance(outcome, str):
         rejection = Rejection(event.event_id, event.type.value, event.item_id, outcome)
         rejected = (*rejected, rejection)[-REJECTIONS_KEPT:]
-        outcome = state
-    # One constructor call instead of chained dataclasses.replace: this is the hot path.
+        outcome = cart
+    # One positional constructor call (fields in declaration order): this is the hot path.
     return CustomerState(
-        customer_id=outcome.customer_id,
-        generation=outcome.generation,
-        status=outcome.status,
-        lines=outcome.lines,
-        version=state.version + 1,
-        last_event=position,
-        rejected=rejected,
-        recent_event_ids=_remember(state.recent_event_ids, eid, slot),
-        updated_at=event.occurred_at,
+        state.customer_id,
+        outcome.generation,
+        outcome.status,
+        outcome.lines,
+        state.version + 1,
+        position,
+        rejected,
+        _remember(state.recent_event_ids, eid, slot),
+        event.occurred_at,
     )
 
 
 def to_cart_details(state: CustomerState) -> CartDetails:
     """The record the aggregator publishes for this state."""
     assert state.last_event is not None, "a state is published only after an event"
+    total_qty, total_price = 0, _ZERO
+    for li in state.lines:
+        total_qty += li.qty
+        total_price += li.total_price
+    # Positional (fields in declaration order): this runs once per event.
     return CartDetails(
-        customer_id=state.customer_id,
-        cart_id=f"{state.customer_id}:{state.generation}",
+        state.customer_id,
+        f"{state.customer_id}:{state.generation}",
         # Generation 0 (nothing accepted yet) is shown as an empty open cart.
-        status=state.status or OPEN,
-        line_items=state.lines,
-        total_qty=sum(li.qty for li in state.lines),
-        total_price=money(sum((li.total_price for li in state.lines), Decimal(0))),
-        version=state.version,
-        last_event=state.last_event,
-        rejected=state.rejected,
-        updated_at=state.updated_at,
+        state.status or OPEN,
+        state.lines,
+        total_qty,
+        money(total_price),
+        state.version,
+        state.last_event,
+        state.rejected,
+        state.updated_at,
     )
 
 

@@ -133,7 +133,9 @@ def expire(entry: CatalogEntry, now: datetime | None) -> tuple[CatalogEntry, lis
 
 def next_deadline(entry: CatalogEntry) -> datetime | None:
     """When the earliest waiting add gives up."""
-    return min((d for d, _ in entry.waiting), default=None)
+    if not entry.waiting:  # bytewax asks every product after every batch
+        return None
+    return min(d for d, _ in entry.waiting)
 
 
 def restart_waits(entry: CatalogEntry, now: datetime, wait: timedelta) -> CatalogEntry:

@@ -36,7 +36,10 @@ def as_list(value: Any, field: str) -> list[Any]:
 
 def require(d: dict[str, Any], field: str, *aliases: str) -> Any:
     """The value of a mandatory field (or one of its aliases); null counts as missing."""
-    for name in (field, *aliases):
+    value = d.get(field)
+    if value is not None:  # the common case, without building the names tuple
+        return value
+    for name in aliases:
         if d.get(name) is not None:
             return d[name]
     raise ContractError("MISSING_FIELD", f"{field} is required", field)

@@ -29,7 +29,8 @@ _CENT = Decimal("0.01")
 
 def money(d: Decimal) -> Decimal:
     """Round an amount to cents (banker's rounding)."""
-    return d.quantize(_CENT, rounding=ROUND_HALF_EVEN)
+    # Positional: Decimal's keyword parsing costs more than the rounding (~7 calls a record).
+    return d.quantize(_CENT, ROUND_HALF_EVEN)
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -32,6 +33,10 @@ _LEGACY_TYPES = {
     "REMOVE_ITEM": EventType.ITEM_REMOVED,
     "CLEAR_CART": EventType.CART_CLEARED,
 }
+# Every name the reader accepts: one dict lookup per event instead of EventType(value).
+_TYPES_BY_NAME = {**{t.value: t for t in EventType}, **_LEGACY_TYPES}
+# The canonical form every writer uses; only other spellings pay for uuid.UUID().
+_CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,17 +104,17 @@ def encode_cart_event(ev: CartEvent) -> bytes:
 def _event_type(value: Any) -> EventType:
     if not isinstance(value, str):
         raise ContractError("WRONG_TYPE", "type must be a string", "type")
-    if value in _LEGACY_TYPES:
-        return _LEGACY_TYPES[value]
-    try:
-        return EventType(value)
-    except ValueError:
-        raise ContractError("UNKNOWN_EVENT_TYPE", f"unknown event type {value!r}", "type") from None
+    etype = _TYPES_BY_NAME.get(value)
+    if etype is None:
+        raise ContractError("UNKNOWN_EVENT_TYPE", f"unknown event type {value!r}", "type")
+    return etype
 
 
 def _event_id(value: Any) -> str:
     if not isinstance(value, str):
         raise ContractError("WRONG_TYPE", "eventId must be a string", "eventId")
+    if _CANONICAL_UUID.fullmatch(value):
+        return value
     try:
         return str(uuid.UUID(value))
     except ValueError:
@@ -136,14 +141,15 @@ def cart_event_from_dict(d: dict[str, Any]) -> CartEvent:
             qty = parse_qty(require(d, "qty"))
         elif d.get("qty") is not None:
             qty = parse_qty(d["qty"])
+    # Positional (fields in declaration order): the reader runs once per event.
     return CartEvent(
-        event_id=_event_id(require(d, "eventId")),
-        type=etype,
-        customer_id=parse_id(require(d, "customerId"), "customerId"),
-        item_id=item_id,
-        qty=qty,
-        occurred_at=_timestamp(require(d, "occurredAt")),
-        schema_version=schema_version(d),
+        _event_id(require(d, "eventId")),
+        etype,
+        parse_id(require(d, "customerId"), "customerId"),
+        item_id,
+        qty,
+        _timestamp(require(d, "occurredAt")),
+        schema_version(d),
     )
 
 

@@ -128,18 +128,47 @@ def test_tallies_are_summed_over_threads_when_scraped() -> None:
     assert REGISTRY.get_sample_value("cartstream_aggregator_repeats_dropped_total") == before + 15
 
 
+class ConsumedMessage:
+    """A confluent_kafka Message: accessors, and error() for a consumer error."""
+
+    def __init__(self, offset: int, error: Any = None) -> None:
+        self._offset, self._error = offset, error
+
+    def error(self) -> Any:
+        return self._error
+
+    def key(self) -> bytes:
+        return b"k"
+
+    def value(self) -> bytes:
+        return b"v"
+
+    def topic(self) -> str:
+        return "t"
+
+    def partition(self) -> int:
+        return 0
+
+    def offset(self) -> int:
+        return self._offset
+
+
+class FakeConsumer:
+    def __init__(self, batches: list[list[ConsumedMessage]]) -> None:
+        self.batches = batches
+
+    def consume(self, num_messages: int, timeout: float) -> list[ConsumedMessage]:
+        return self.batches.pop(0)
+
+
 class FakeKafkaPartition:
     """The part of bytewax's _KafkaSourcePartition the wrapper relies on."""
 
-    def __init__(self, offset: int, batches: list[list[Any]]) -> None:
-        self._offset, self.batches = offset, batches
-
-    def next_batch(self) -> list[Any]:
-        batch = self.batches.pop(0)
-        if batch:  # like bytewax: the offset after the last message, errors included
-            self._offset = batch[-1].offset + 1 if hasattr(batch[-1], "offset") \
-                else batch[-1].msg.offset + 1
-        return batch
+    def __init__(self, offset: int, batches: list[list[ConsumedMessage]],
+                 raise_on_errors: bool = False) -> None:
+        self._offset, self._consumer = offset, FakeConsumer(batches)
+        self._batch_size, self._eof, self._raise_on_errors, self._topic = 10, False, \
+            raise_on_errors, "t"
 
     def snapshot(self) -> int:
         return self._offset
@@ -151,20 +180,48 @@ class FakeKafkaPartition:
         pass
 
 
+class FakeError:
+    """A consumer error such as a transport failure (not the end of a partition)."""
+
+    def code(self) -> int:
+        return -195
+
+
 def test_a_consumer_error_never_becomes_the_resume_offset() -> None:
-    from bytewax.connectors.kafka import KafkaError, KafkaSourceMessage
+    from bytewax.connectors.kafka import KafkaError
 
-    from cart_aggregator.sources import _OffsetSafePartition
+    from cart_aggregator.sources import SourceMessage, _OffsetSafePartition
 
-    def msg(offset: int) -> KafkaSourceMessage:
-        return KafkaSourceMessage(b"k", b"v", topic="t", partition=0, offset=offset)
-
-    error = KafkaError(object(), msg(-1001))  # e.g. a transport error: offset OFFSET_INVALID
-    inner = FakeKafkaPartition(-2, [[msg(0), msg(1), error], [error], [msg(2)], []])
+    error = ConsumedMessage(-1001, FakeError())  # offset OFFSET_INVALID
+    inner = FakeKafkaPartition(-2, [[ConsumedMessage(0), ConsumedMessage(1), error], [error],
+                                    [ConsumedMessage(2)], []])
     part = _OffsetSafePartition(inner)
-    assert len(part.next_batch()) == 3 and part.snapshot() == 2
+    batch = part.next_batch()
+    assert batch[:2] == [SourceMessage(b"k", b"v", "t", 0, 0), SourceMessage(b"k", b"v", "t", 0, 1)]
+    assert type(batch[2]) is KafkaError and batch[2].msg.offset == -1001
+    assert part.snapshot() == 2
     part.next_batch()
     assert part.snapshot() == 2  # not -1000, librdkafka's OFFSET_STORED
     part.next_batch()
     assert part.snapshot() == 3
     assert part.next_batch() == [] and part.snapshot() == 3
+
+
+def test_partition_end_and_fatal_errors_follow_bytewax() -> None:
+    from confluent_kafka import KafkaError as ConfluentKafkaError
+
+    from cart_aggregator.sources import _OffsetSafePartition
+
+    class EndOfPartition:
+        def code(self) -> int:
+            return ConfluentKafkaError._PARTITION_EOF
+
+    part = _OffsetSafePartition(FakeKafkaPartition(
+        0, [[ConsumedMessage(0), ConsumedMessage(1, EndOfPartition()), ConsumedMessage(2)]]))
+    assert [m.offset for m in part.next_batch()] == [0]  # the batch up to the end, then stop
+    with pytest.raises(StopIteration):
+        part.next_batch()
+    failing = _OffsetSafePartition(FakeKafkaPartition(
+        0, [[ConsumedMessage(0), ConsumedMessage(-1001, FakeError())]], raise_on_errors=True))
+    with pytest.raises(RuntimeError, match="error consuming"):
+        failing.next_batch()
