@@ -303,7 +303,9 @@ def run(
         "group.id": group,
         "enable.auto.commit": False,
         "auto.offset.reset": "earliest",
-        "session.timeout.ms": 45000,
+        # A sink restarted after a crash gets its partitions only once the dead member's
+        # session expires: 10 s of frozen read model instead of librdkafka's 45 s.
+        "session.timeout.ms": 10000,
         **(consumer_config or {}),
     })
     loop = BatchLoop(consumer, topic, sink, dead_letters, stopper, max_backoff_s,
