@@ -1,8 +1,9 @@
 """Benchmark the write API: acknowledged adds/s and latency under N connections, with a ceiling.
 
 Starts the production server (`python -m cart_write`: granian, same config path) on a free port
-against the shared Kafka (writing to a fresh topic unless --topic), drives it with wrk (Lua script: POST /api/v1/add, customerId varies),
-then drives GET /healthz on the same server as the ceiling of Flask + granian on this machine.
+against the shared Kafka (writing to a fresh topic unless --topic), drives it with wrk (Lua
+script: POST /api/v1/add, customerId varies), then drives GET /healthz on the same server as
+the ceiling of Flask + granian on this machine.
 Prints a table and writes bench/results/write_api.json.
 
     .venv/bin/python -m bench.write_api                   # 64 connections, 15 s per scenario
