@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from cart_web.errors import ApiError, error_object
+from cart_web.errors import ApiError
 
-__all__ = ["ApiError", "StoreUnavailable", "error_object"]
+__all__ = ["ApiError", "StoreUnavailable"]
 
 
 class StoreUnavailable(Exception):

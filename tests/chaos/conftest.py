@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -55,17 +56,24 @@ def start_system(system: System) -> None:
     system.wait_healthy()
 
 
+@contextmanager
+def running_system(endpoints, run_dir: Path) -> Iterator[tuple[System, dict[str, Product]]]:
+    """A started Cartstream on `endpoints` with the chaos settings and its catalog loaded."""
+    system = make_system(endpoints, mkdir(run_dir))
+    system.env.update(CHAOS_ENV)
+    try:
+        start_system(system)
+        catalog = make_catalog()
+        load_catalog(system, catalog)
+        yield system, catalog
+    finally:
+        system.stop_all()
+
+
 @pytest.fixture(scope="module")
 def chaos(endpoints, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Chaos]:
     """A fresh Cartstream for one module, its catalog loaded before any workload."""
     root: Path = tmp_path_factory.mktemp("chaos")
-    with PrivateRedis(root / "redis") as private_redis:
-        system = make_system(replace(endpoints, redis_url=private_redis.url), mkdir(root / "run"))
-        system.env.update(CHAOS_ENV)
-        try:
-            start_system(system)
-            catalog = make_catalog()
-            load_catalog(system, catalog)
-            yield Chaos(system, catalog, private_redis)
-        finally:
-            system.stop_all()
+    with PrivateRedis(root / "redis") as private_redis, running_system(
+            replace(endpoints, redis_url=private_redis.url), root / "run") as (system, catalog):
+        yield Chaos(system, catalog, private_redis)

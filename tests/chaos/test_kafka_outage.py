@@ -16,9 +16,9 @@ import pytest
 from cart_contract import Product
 from cart_write.config import Config as WriteConfig
 from infra.topics import wait_for_broker
-from tests.chaos.checks import Workload, check_system, load_catalog, make_catalog
-from tests.chaos.conftest import CHAOS_ENV, mkdir, start_system
-from tests.e2e.conftest import System, make_system
+from tests.chaos.checks import Workload, check_system
+from tests.chaos.conftest import running_system
+from tests.e2e.conftest import System
 from tests.integration.kafka_private import PrivateKafka
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -41,16 +41,9 @@ def outage(endpoints, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Outa
     kafka.start()
     try:
         wait_for_broker(kafka.bootstrap, 90)
-        system = make_system(replace(endpoints, kafka_bootstrap=kafka.bootstrap),
-                             mkdir(root / "run"))
-        system.env.update(CHAOS_ENV)
-        try:
-            start_system(system)
-            catalog = make_catalog()
-            load_catalog(system, catalog)
+        with running_system(replace(endpoints, kafka_bootstrap=kafka.bootstrap),
+                            root / "run") as (system, catalog):
             yield Outage(system, catalog, kafka)
-        finally:
-            system.stop_all()
     finally:
         kafka.stop(hard=True)
 
