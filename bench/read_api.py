@@ -36,6 +36,7 @@ import requests
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.cpu import tree_cpu_s  # noqa: E402
 from cart_contract import (  # noqa: E402 - after the path tweak, so the bench runs as a script
     CartDetails,
     EventPosition,
@@ -226,10 +227,15 @@ def main() -> None:
             warm = argparse.Namespace(**{**vars(args), "duration": 2})
             if use_wrk:
                 run_wrk(base, script, warm)
+                cpu0 = tree_cpu_s(proc.pid)
                 results[name] = run_wrk(base, script, args)
             else:
                 run_python(port, paths, warm)
+                cpu0 = tree_cpu_s(proc.pid)
                 results[name] = run_python(port, paths, args)
+            # The server's own CPU per request: comparable across runs on a busy machine.
+            results[name]["server_cpu_ms_per_request"] = round(
+                (tree_cpu_s(proc.pid) - cpu0) * 1000 / max(1, results[name]["requests"]), 4)
             print(f"{name}: {results[name]}", flush=True)
     finally:
         stop_server(proc)

@@ -14,6 +14,7 @@ from flask import Flask, Response, request
 from cart_read import queries
 from cart_read.config import Config
 from cart_read.errors import ApiError, StoreUnavailable
+from cart_read.fast import cart_response, with_fast_cart_reads
 from cart_read.openapi import build_openapi
 from cart_read.params import (
     cart_params,
@@ -26,6 +27,7 @@ from cart_read.params import (
 from cart_read.stores import Stores
 from cart_read.waiters import CartWaiters, TooManyWaiters, wait_for_offset
 from cart_web.errors import json_response, register_error_handlers
+from cart_web.server import buffered
 
 log = logging.getLogger(__name__)
 
@@ -127,10 +129,7 @@ def create_app(
         cid = path_id(customerId, "customerId")
         params = cart_params(request.args, config)
         if params.min_offset is None:
-            cart = queries.load_cart(stores, cid)
-            if cart is None:
-                raise ApiError(404, "NOT_FOUND", f"no cart for customer {cid}", "customerId")
-            return json_response(cart.doc)
+            return cart_response(stores, cid)
         assert params.timeout_s is not None
         outcome = wait_for_offset(
             lambda: queries.load_cart(stores, cid),
@@ -162,6 +161,8 @@ def create_app(
         page = orders_params(request.args, config)
         return json_response(queries.orders_page(stores.pool, cid, page).body())
 
+    # Plain cart reads skip Flask (fast.py); every body leaves as one buffer (cart_web.server).
+    app.wsgi_app = buffered(with_fast_cart_reads(app.wsgi_app, stores))  # type: ignore[method-assign]
     return app
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from granian import Granian
@@ -62,3 +62,25 @@ def build_server(
         log_level=LogLevels(log_level.lower()),
         log_dictconfig=logging_config(log_level, loggers, quiet),
     )
+
+
+def buffered(app: Callable[[dict[str, Any], Any], Iterable[bytes]]) -> Callable[..., list[bytes]]:
+    """Wrap a WSGI app so it returns its body as one list item.
+
+    Werkzeug answers with an iterator, which makes granian pull the body through Python a chunk
+    at a time (about a fifth of a worker's GIL time on a cached-cart read); a list goes out in
+    one native write. Every response here is a small JSON document, so nothing streams.
+    """
+
+    def wsgi(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        result = app(environ, start_response)
+        if isinstance(result, list):
+            return result
+        try:
+            return [b"".join(result)]
+        finally:
+            close = getattr(result, "close", None)
+            if close is not None:
+                close()
+
+    return wsgi

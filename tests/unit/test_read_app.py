@@ -331,3 +331,35 @@ def test_product_found_and_not_found() -> None:
 def test_fixed_endpoints_refuse_unknown_parameters(path: str) -> None:
     resp = client(FakeRedis(), FakePool([(1,)])).get(path + "?x=1")
     assert_error(resp, 400, "UNKNOWN_PARAMETER", "x")
+
+
+# ------------------------------------------------------------------------- fast path
+
+
+@pytest.mark.parametrize("method,path", [
+    ("GET", "/api/v1/123"),            # served by cart_read.fast
+    ("GET", "/api/v1/999"),            # fast path, 404 from PostgreSQL's empty answer
+    ("GET", "/api/v1/123?minOffset=1"),
+    ("GET", "/api/v1/carts"),
+    ("GET", "/api/v1/products"),
+    ("GET", "/api/v1/123/"),
+    ("GET", "/api/v1/a%20b"),
+    ("GET", "/api/v1/" + "x" * 65),
+    ("HEAD", "/api/v1/123"),
+    ("POST", "/api/v1/123"),
+])
+def test_the_fast_path_answers_exactly_like_flask(method: str, path: str) -> None:
+    from flask import Flask
+    from werkzeug.test import Client
+
+    def build() -> Any:
+        r = FakeRedis()
+        r.put(cart())
+        return create_app(CFG, redis=r, db_pool=FakePool([], [], []), waiter=CartWaiters(4))
+
+    app = build()
+    fast = Client(app).open(path, method=method)
+    flask_only = build()
+    plain = Client(Flask.wsgi_app.__get__(flask_only)).open(path, method=method)
+    assert (fast.status_code, fast.data) == (plain.status_code, plain.data)
+    assert sorted(fast.headers.items()) == sorted(plain.headers.items())
