@@ -48,6 +48,7 @@ def rows(r: dict[str, Any]) -> list[Row]:
     """(metric, measured, target, ceiling) for every number the issues ask for."""
     write, read = r.get("write_api", {}), r.get("read_api", {})
     add, healthz = _scenario(write, "add"), _scenario(write, "healthz")
+    nokafka = _scenario(write, "add_nokafka")
     agg, con, ceil = r.get("aggregator", {}), r.get("connectors", {}), r.get("ceilings", {})
     one, two = _get(agg, "summary", "1_process"), _get(agg, "summary", "2_processes")
     kc, kp = ceil.get("kafka_confluent", {}), ceil.get("kafka_python", {})
@@ -66,6 +67,10 @@ def rows(r: dict[str, Any]) -> list[Row]:
          f"GET /healthz {healthz.get('rps')}/s; kafka-python produce "
          f"{kp.get('produce_per_s')}/s"),
         ("write API p99 ms", add.get("p99_ms"), "<= 30", f"/healthz p99 {healthz.get('p99_ms')}"),
+        ("write API CPU ms per acked add (server + broker)",
+         _sum(add.get("server_cpu_ms"), add.get("broker_cpu_ms")), "-",
+         f"add path without Kafka {nokafka.get('accepted_rps')}/s at "
+         f"{nokafka.get('server_cpu_ms')} ms; /healthz {healthz.get('server_cpu_ms')} ms"),
         ("aggregator events/s, 1 process", _get(one, "events_per_s_median"), ">= 40000",
          f"confluent-kafka consume {kc.get('consume_per_s')}/s"),
         ("aggregator events/s, 2 processes", _get(two, "events_per_s_median"),
@@ -89,6 +94,11 @@ def rows(r: dict[str, Any]) -> list[Row]:
          _get(r, "replay", "seconds"), "< 90" if (replayed or 0) >= 1_000_000 else "-",
          f"aggregator alone done at {_get(r, 'replay', 'aggregator_done_s')} s"),
     ]
+
+
+def _sum(*values: float | None) -> float | None:
+    known = [v for v in values if v is not None]
+    return round(sum(known), 3) if known else None
 
 
 def table(r: dict[str, Any]) -> str:

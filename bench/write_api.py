@@ -96,6 +96,9 @@ class Result:
     p90_ms: float
     p99_ms: float
     max_ms: float
+    # CPU per request of the server's processes and of the local Kafka broker (None: not found).
+    server_cpu_ms: float | None = None
+    broker_cpu_ms: float | None = None
 
 
 def free_port() -> int:
@@ -222,7 +225,8 @@ def topic_end_offsets(bootstrap: str, topic: str) -> int:
         consumer.close()
 
 
-def start_server(args: argparse.Namespace, port: int, log_path: Path) -> subprocess.Popen[bytes]:
+def start_server(args: argparse.Namespace, port: int, log_path: Path,
+                 module: str = "cart_write") -> subprocess.Popen[bytes]:
     """`python -m cart_write` exactly as production starts it, tuned by the bench flags."""
     env = {
         **os.environ,
@@ -238,8 +242,21 @@ def start_server(args: argparse.Namespace, port: int, log_path: Path) -> subproc
     if args.no_catalog_check:
         env["WRITE_CATALOG_CHECK"] = "0"
     log = log_path.open("wb")
-    return subprocess.Popen([sys.executable, "-m", "cart_write"], cwd=ROOT, env=env,
+    return subprocess.Popen([sys.executable, "-m", module], cwd=ROOT, env=env,
                             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def broker_pid() -> int | None:
+    """The pid of a Kafka broker running on this machine (the local stack's), if any."""
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                cmdline = Path(f"/proc/{name}/cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if b"kafka.Kafka" in cmdline:
+                return int(name)
+    return None
 
 
 def stop_server(proc: subprocess.Popen[bytes]) -> None:
@@ -254,15 +271,21 @@ def stop_server(proc: subprocess.Popen[bytes]) -> None:
         proc.wait(timeout=10)
 
 
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
 def table(results: list[Result]) -> str:
     """A fixed-width table of the runs."""
-    head = (f"{'scenario':<10} {'conns':>5} {'req/s':>9} {'accepted/s':>10} {'p50 ms':>8} "
-            f"{'p90 ms':>8} {'p99 ms':>8} {'max ms':>8} {'non-2xx':>8} {'sock err':>8}")
+    head = (f"{'scenario':<11} {'conns':>5} {'req/s':>9} {'accepted/s':>10} {'p50 ms':>8} "
+            f"{'p90 ms':>8} {'p99 ms':>8} {'max ms':>8} {'non-2xx':>8} {'sock err':>8} "
+            f"{'srv CPU ms':>10} {'broker ms':>9}")
     rows = [head, "-" * len(head)]
     for r in results:
-        rows.append(f"{r.scenario:<10} {r.connections:>5} {r.rps:>9.0f} {r.accepted_rps:>10.0f} "
+        rows.append(f"{r.scenario:<11} {r.connections:>5} {r.rps:>9.0f} {r.accepted_rps:>10.0f} "
                     f"{r.p50_ms:>8.2f} {r.p90_ms:>8.2f} {r.p99_ms:>8.2f} {r.max_ms:>8.1f} "
-                    f"{r.non_2xx:>8} {r.socket_errors:>8}")
+                    f"{r.non_2xx:>8} {r.socket_errors:>8} {_ms(r.server_cpu_ms):>10} "
+                    f"{_ms(r.broker_cpu_ms):>9}")
     return "\n".join(rows)
 
 
@@ -312,29 +335,42 @@ def main(argv: list[str] | None = None) -> int:
         admin = AdminClient({"bootstrap.servers": args.kafka})
         args.topic = f"{run_id}-events"
         admin.create_topics([NewTopic(args.topic, 6, 1)])[args.topic].result(timeout=30)
+    from bench.cpu import tree_cpu_s
+
+    broker = broker_pid()
     with tempfile.TemporaryDirectory(prefix="write-bench-") as tmp:
         script = Path(tmp) / "write_api.lua"
         script.write_text(LUA)
+
+        def measured(scenario: str, proc: subprocess.Popen[bytes], url: str,
+                     mode: str) -> Result:
+            """One measured run, with the CPU the server and the broker spent per request."""
+            cpu0, broker0 = tree_cpu_s(proc.pid), broker and tree_cpu_s(broker)
+            result = reduce(scenario, drive(url, mode, args.duration), args.connections)
+            n = max(1, result.requests)
+            result.server_cpu_ms = round((tree_cpu_s(proc.pid) - cpu0) * 1000 / n, 4)
+            if broker:
+                result.broker_cpu_ms = round((tree_cpu_s(broker) - broker0) * 1000 / n, 4)
+            return result
+
+        def drive(base: str, mode: str, seconds: float) -> dict[str, Any]:
+            if not use_wrk:
+                return run_python(base, mode, run_id, args.customers, args.item,
+                                  args.connections, seconds)
+            url = base if mode == "add" else f"{base}/healthz"
+            lua_args = [mode, run_id, str(args.customers), args.item]
+            return run_wrk(url, script, lua_args, args.connections, args.wrk_threads, seconds)
+
         log_path = Path(tmp) / "server.log"
         proc = start_server(args, port, log_path)
         try:
             wait_ready(base, proc)
-
-            def drive(mode: str, seconds: float) -> dict[str, Any]:
-                if not use_wrk:
-                    return run_python(base, mode, run_id, args.customers, args.item,
-                                      args.connections, seconds)
-                url = base if mode == "add" else f"{base}/healthz"
-                lua_args = [mode, run_id, str(args.customers), args.item]
-                return run_wrk(url, script, lua_args, args.connections, args.wrk_threads,
-                               seconds)
-
             if args.warmup > 0:
-                drive("add", args.warmup)
+                drive(base, "add", args.warmup)
             before = topic_end_offsets(args.kafka, args.topic)
-            add = reduce("add", drive("add", args.duration), args.connections)
+            add = measured("add", proc, base, "add")
             appended = topic_end_offsets(args.kafka, args.topic) - before
-            ceiling = reduce("healthz", drive("get", args.duration), args.connections)
+            ceiling = measured("healthz", proc, base, "get")
         except BaseException:
             print(log_path.read_text(errors="replace")[-3000:], file=sys.stderr)
             raise
@@ -342,8 +378,22 @@ def main(argv: list[str] | None = None) -> int:
             stop_server(proc)
             if scratch:
                 admin.delete_topics([args.topic])
+        # The same add path with a publisher that acks at once: what Kafka costs on top.
+        nokafka_base = f"http://127.0.0.1:{free_port()}"
+        proc = start_server(args, int(nokafka_base.rsplit(":", 1)[1]), log_path,
+                            module="bench.write_nokafka")
+        try:
+            wait_ready(nokafka_base, proc)
+            if args.warmup > 0:
+                drive(nokafka_base, "add", args.warmup)
+            nokafka = measured("add_nokafka", proc, nokafka_base, "add")
+        except BaseException:
+            print(log_path.read_text(errors="replace")[-3000:], file=sys.stderr)
+            raise
+        finally:
+            stop_server(proc)
 
-    results = [add, ceiling]
+    results = [add, nokafka, ceiling]
     print(table(results))
     print(f"records appended to {args.topic} during the add run: {appended} "
           f"(acknowledged: {add.accepted}; other writers may add more)")

@@ -11,7 +11,9 @@ from bench.report import rows, table  # noqa: E402
 
 RESULTS = {
     "write_api": {"results": [
-        {"scenario": "add", "accepted_rps": 5200.0, "p99_ms": 41.0},
+        {"scenario": "add", "accepted_rps": 5200.0, "p99_ms": 41.0, "server_cpu_ms": 0.6,
+         "broker_cpu_ms": 0.1},
+        {"scenario": "add_nokafka", "accepted_rps": 3000.0, "server_cpu_ms": 0.35},
         {"scenario": "healthz", "rps": 9000.0, "p99_ms": 12.0}]},
     "aggregator": {"summary": {"1_process": {"events_per_s_median": 12000,
                                              "events_per_cpu_s_median": 9000},
@@ -28,6 +30,8 @@ def test_each_number_sits_next_to_its_target_and_ceiling() -> None:
     by_metric = {m: (v, t, c) for m, v, t, c in rows(RESULTS)}
     assert by_metric["write API acked adds/s (64 conns)"][0] == 5200.0
     assert "9000.0/s" in by_metric["write API acked adds/s (64 conns)"][2]
+    cpu = by_metric["write API CPU ms per acked add (server + broker)"]
+    assert cpu[0] == 0.7 and "3000.0/s at 0.35 ms" in cpu[2]
     assert by_metric["aggregator events/s, 2 processes"][:2] == (20000, "> 12000")
     assert by_metric["aggregator peak RSS MiB, 1 process"][0] == 120
     assert "20000/s" in by_metric["PostgreSQL sink records/s"][2]

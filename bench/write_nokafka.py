@@ -1,0 +1,50 @@
+"""The write API with a publisher that acknowledges at once: the add path's ceiling without Kafka.
+
+`bench/write_api.py` serves this beside the real thing, on the same granian settings, so the
+report separates what HTTP, Flask, validation and the catalog check cost from what Kafka adds.
+Never a production entry point: it acknowledges events it does not store.
+
+    python -m bench.write_nokafka   (WRITE_* variables as for `python -m cart_write`)
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+
+from cart_web.server import build_server
+from cart_write.app import create_app
+from cart_write.config import Config
+from cart_write.publisher import Ack
+
+TARGET = "bench.write_nokafka:app"
+
+
+class InstantPublisher:
+    """Acknowledges every record at once with increasing offsets; stores nothing."""
+
+    def __init__(self) -> None:
+        self._offsets = itertools.count()
+        self._lock = threading.Lock()
+
+    def publish(self, topic: str, key: bytes, value: bytes) -> Ack:
+        """An ack for a record that goes nowhere."""
+        with self._lock:
+            return Ack(partition=0, offset=next(self._offsets))
+
+    def ready(self) -> bool:
+        """Always ready."""
+        return True
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+
+app = create_app(Config.from_env(), publisher=InstantPublisher())
+
+
+if __name__ == "__main__":
+    config = Config.from_env()
+    build_server(TARGET, host=config.host, port=config.port, workers=config.workers,
+                 threads=config.threads, log_level=config.log_level, shutdown_timeout_s=10,
+                 loggers=["cart_write"]).serve()
