@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 
+import psycopg
 import redis
 
 from connectors.config import SINKS, Config
@@ -53,6 +55,26 @@ class ProgressLog:
             self._since, self._last = 0, now
 
 
+class CatalogRestorer(threading.Thread):
+    """Every `every_s`, puts the catalog back into a Redis that restarted empty."""
+
+    def __init__(self, sink: CatalogSink, stopper: Stopper, every_s: float = 5.0) -> None:
+        super().__init__(name="catalog-restorer", daemon=True)
+        self.sink, self.stopper, self.every_s = sink, stopper, every_s
+
+    def run(self) -> None:
+        """Check until the sink stops; store trouble is logged and tried again next time."""
+        while not self.stopper.event.wait(self.every_s):
+            try:
+                restored = self.sink.restore_redis()
+            except (redis.RedisError, psycopg.Error) as exc:
+                log.debug("catalog check skipped: %s", exc)
+                continue
+            if restored is not None:
+                log.warning("catalog view was missing from Redis (restarted empty?): "
+                            "restored %d products from PostgreSQL", restored)
+
+
 def main(name: str, config: Config | None = None, stopper: Stopper | None = None) -> None:
     """Run the named sink until SIGTERM/SIGINT (or until `stopper` is set)."""
     setup_logging()
@@ -66,6 +88,8 @@ def main(name: str, config: Config | None = None, stopper: Stopper | None = None
     if db is not None and with_retry(lambda: db.connection() and [], "schema migration",
                                      stopper, cfg.retry_max_s) is None:
         return
+    if isinstance(sink, CatalogSink):
+        CatalogRestorer(sink, stopper).start()
     run(bootstrap=cfg.kafka_bootstrap, topic=cfg.topic_of(name), group=cfg.group(name),
         store=sink, dead_letters=DeadLetters(cfg.kafka_bootstrap, cfg.topic_dead_letter,
                                              f"sink-{name}"),

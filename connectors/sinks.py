@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 import psycopg
 import redis
 
-from cart_contract import ContractError
+from cart_contract import ContractError, Product
 from connectors.migrate import migrate
 from connectors.records import (
     CartItem,
@@ -29,6 +29,7 @@ from connectors.stores import (
     UPDATES_CHANNEL,
     RedisCarts,
     RedisProducts,
+    catalog_ready_key,
     upsert_cart_items,
     upsert_products,
 )
@@ -161,6 +162,31 @@ class CatalogSink(Sink):
     def __init__(self, client: redis.Redis, database_url: str, prefix: str = "") -> None:
         self.products = RedisProducts(client, prefix)
         self.db = Database(database_url, "cartstream-sink-catalog")
+        self.client, self.prefix, self.database_url = client, prefix, database_url
+
+    def restore_redis(self) -> int | None:
+        """Copy the catalog from PostgreSQL into a Redis that lost it; None when not needed.
+
+        Redis restarted empty loses `product:*` and `catalog:ready`, but the offsets of what
+        they held are committed, so Kafka will not deliver those records again. PostgreSQL
+        holds the same catalog (same offsets), so it is the source; the offset guard keeps any
+        newer record the sink writes meanwhile.
+        """
+        if self.client.exists(catalog_ready_key(self.prefix)):
+            return None
+        with psycopg.connect(self.database_url, autocommit=True, connect_timeout=5,
+                             application_name="cartstream-sink-catalog-restore") as conn:
+            rows = conn.execute(
+                "SELECT product_id, product_name, price, stock_qty, deleted, source_offset "
+                "FROM products").fetchall()
+        items = [ProductItem(pid, offset, None if deleted else Product(pid, name, price, qty),
+                             None)
+                 for pid, name, price, qty, deleted, offset in rows]
+        written = self.products.put_many(items)
+        if any(it.product is not None for it in items):
+            # Also when every product was already there and only the marker went missing.
+            self.client.set(catalog_ready_key(self.prefix), "1")
+        return written
 
     def prepare(self, batch: Sequence[Any]) -> Prepared:
         """Decode; the latest record per product wins."""

@@ -124,3 +124,28 @@ def test_the_console_producer_command_from_the_readme(cfg) -> None:
     client = redis.Redis.from_url(cfg.redis_url)
     stored = decode_product(b"2", client.hget(f"{cfg.key_prefix}product:2", "doc"))
     assert stored == Product("2", "Samsung Galaxy S21", Decimal("55000"), 500)
+
+
+def test_a_redis_that_lost_the_catalog_gets_it_back_from_postgres(cfg, tmp_path) -> None:
+    from connectors.service import build_sink
+
+    f = tmp_path / "catalog.jsonl"
+    f.write_text(SAMPLE.read_text())
+    assert catalog.main(["load", str(f)], cfg) == 0
+    produce(cfg.kafka_bootstrap, cfg.topic_products, [(b"2", None)])
+    drain(cfg, "catalog")
+    client = redis.Redis.from_url(cfg.redis_url)
+    sink = build_sink("catalog", cfg)
+    assert sink.restore_redis() is None  # nothing lost, nothing done
+    # Redis restarted empty: the records are committed, so Kafka will not bring them back.
+    client.delete(*client.keys(f"{cfg.key_prefix}*"))
+    n = len(SAMPLE.read_text().splitlines())
+    assert sink.restore_redis() == n
+    assert decode_product(b"1", client.hget(f"{cfg.key_prefix}product:1", "doc")) == Product(
+        "1", "IPhone 12", Decimal("65000"), 768)
+    assert not client.hexists(f"{cfg.key_prefix}product:2", "doc")
+    assert client.get(f"{cfg.key_prefix}catalog:ready") == b"1"
+    # Only the marker lost: it comes back; the products, already there, are not rewritten.
+    client.delete(f"{cfg.key_prefix}catalog:ready")
+    assert sink.restore_redis() == 0
+    assert client.get(f"{cfg.key_prefix}catalog:ready") == b"1"
