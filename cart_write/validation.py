@@ -15,6 +15,7 @@ from cart_write.errors import ApiError
 # Fixed namespace so an Idempotency-Key maps to the same eventId in every process, forever.
 IDEMPOTENCY_NAMESPACE = uuid.UUID("6f1c2a8e-3d5b-5c47-9a0e-2b7d4c1f8e93")
 IDEMPOTENCY_HEADER = "Idempotency-Key"
+IDEMPOTENCY_ENVIRON = "HTTP_IDEMPOTENCY_KEY"  # the header as a WSGI environ key
 IDEMPOTENCY_KEY_MAX = 255
 # Visible ASCII only: the key is echoed in logs and hashed as UTF-8, so keep it unambiguous.
 _IDEMPOTENCY_KEY_RE = re.compile(r"^[\x21-\x7e]{1,255}$")

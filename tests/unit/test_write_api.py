@@ -448,3 +448,38 @@ def test_only_add_consults_the_catalog(publisher: FakePublisher) -> None:
                 ).status_code == 202
     assert post(client, "/api/v1/checkout", {"customerId": "1"}).status_code == 202
     assert catalog.asked == []
+
+
+# ------------------------------------------------------------------------- fast path
+
+ADD = b'{"customerId":"123","itemId":"1","qty":1}'
+
+
+@pytest.mark.parametrize("method,path,body,headers", [
+    ("POST", "/api/v1/add", ADD, {"Content-Type": "application/json", "Idempotency-Key": "k1"}),
+    ("POST", "/api/v1/remove", b'{"customerId":"123","itemId":"1"}', {"Idempotency-Key": "k2"}),
+    ("POST", "/api/v1/add", b"{not json", {"Content-Type": "application/json"}),
+    ("POST", "/api/v1/add", ADD, {"Content-Type": "text/plain"}),
+    ("POST", "/api/v1/add", b'{"customerId":"123","itemId":"1","qty":true}', {}),
+    ("POST", "/api/v1/add", b"x" * (64 * 1024 + 1), {"Content-Type": "application/json"}),
+    ("POST", "/api/v1/add?x=1", ADD, {"Idempotency-Key": "k3"}),
+    ("POST", "/api/v1/add/", ADD, {}),
+    ("POST", "/api/v1/nope", ADD, {}),
+    ("GET", "/api/v1/add", b"", {}),
+    ("PUT", "/api/v1/checkout", b'{"customerId":"1"}', {}),
+])
+def test_the_fast_path_answers_exactly_like_flask(method: str, path: str, body: bytes,
+                                                  headers: dict[str, str]) -> None:
+    from flask import Flask
+    from werkzeug.test import Client
+
+    def call(wsgi: Any) -> Any:
+        return Client(wsgi).open(path, method=method, data=body, headers=headers)
+
+    fast_publisher, flask_publisher = FakePublisher(), FakePublisher()
+    fast = call(create_app(Config(), publisher=fast_publisher, catalog=FakeCatalog({"1"})))
+    flask_only = create_app(Config(), publisher=flask_publisher, catalog=FakeCatalog({"1"}))
+    plain = call(Flask.wsgi_app.__get__(flask_only))
+    assert (fast.status_code, fast.data) == (plain.status_code, plain.data)
+    assert sorted(fast.headers.items()) == sorted(plain.headers.items())
+    assert [r[:2] for r in fast_publisher.records] == [r[:2] for r in flask_publisher.records]
