@@ -17,7 +17,8 @@ def build_server(config: Config) -> Granian:
         WSGI_TARGET, host=config.host, port=config.port, workers=config.workers,
         threads=config.threads, log_level=config.log_level,
         shutdown_timeout_s=SHUTDOWN_TIMEOUT_S, loggers=["cart_write"],
-        # kafka-python logs every reconnect attempt at WARNING/ERROR; ours say it once.
+        # Both Kafka clients log every reconnect attempt (librdkafka's through
+        # "kafka.librdkafka"); the publisher says it once.
         quiet=["kafka"],
     )
 

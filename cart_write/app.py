@@ -16,7 +16,7 @@ from cart_write.catalog import Catalog, NoCatalog, RedisCatalog
 from cart_write.config import Config
 from cart_write.errors import ApiError, error_response, json_response, register_error_handlers
 from cart_write.fast import with_fast_commands
-from cart_write.publisher import KafkaPublisher, Publisher, PublishUnavailable
+from cart_write.publisher import Publisher, PublishUnavailable, build_publisher
 from cart_write.validation import (
     COMMANDS,
     IDEMPOTENCY_ENVIRON,
@@ -104,7 +104,7 @@ def create_app(
     """Build the write API; tests inject a fake publisher and catalog."""
     config = config or Config.from_env()
     if publisher is None:
-        publisher = KafkaPublisher(config)
+        publisher = build_publisher(config)
     if catalog is None and config.catalog_check:
         catalog = RedisCatalog(config.redis_url, config.redis_timeout_s,
                                key_prefix=config.redis_key_prefix)

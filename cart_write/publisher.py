@@ -10,6 +10,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from confluent_kafka import KafkaError as ConfluentKafkaError
+from confluent_kafka import KafkaException as ConfluentKafkaException
 from kafka import KafkaProducer
 from kafka.admin import KafkaAdminClient
 from kafka.errors import KafkaError, KafkaTimeoutError
@@ -17,6 +19,8 @@ from kafka.errors import KafkaError, KafkaTimeoutError
 from cart_write.config import Config
 
 log = logging.getLogger("cart_write.publisher")
+
+_ALL_BROKERS_DOWN = ConfluentKafkaError._ALL_BROKERS_DOWN
 
 
 @dataclass(frozen=True)
@@ -215,3 +219,176 @@ def _close_quietly(client: Any, timeout: float | None = None) -> None:
             client.close(timeout=timeout)
     except Exception as exc:  # closing must never raise into a request or a shutdown
         log.debug("closing Kafka client: %r", exc)
+
+
+def confluent_settings(config: Config) -> dict[str, Any]:
+    """librdkafka producer settings: durable, idempotent, and bounded in time."""
+    return {
+        "bootstrap.servers": config.kafka_bootstrap,
+        "client.id": "cart-write",
+        "acks": "all",
+        "enable.idempotence": True,
+        # Java's (and kafka-python's) choice of partition for a key: a customer's events land
+        # on the same partition whichever client wrote them (librdkafka's default is CRC32).
+        "partitioner": "murmur2_random",
+        "linger.ms": config.linger_ms,
+        "batch.size": config.batch_size,
+        "request.timeout.ms": config.request_timeout_ms,
+        # A record not acknowledged within this fails its request with 503 (never a hang).
+        "message.timeout.ms": config.delivery_timeout_ms,
+        "reconnect.backoff.max.ms": 1000,
+        "socket.connection.setup.timeout.ms": max(1000, config.max_block_ms),
+        # librdkafka logs every failed reconnect; error_cb above says it once. Under "kafka",
+        # which the server's logging config keeps quiet (as for kafka-python).
+        "logger": logging.getLogger("kafka.librdkafka"),
+    }
+
+
+class _Delivery:
+    """One record's outcome, set by librdkafka's delivery callback on the poll thread."""
+
+    __slots__ = ("done", "error", "partition", "offset")
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.error: Any = None
+        self.partition = self.offset = -1
+
+    def __call__(self, error: Any, msg: Any) -> None:
+        if error is None:
+            self.partition, self.offset = msg.partition(), msg.offset()
+        else:
+            self.error = error
+        self.done.set()
+
+
+class ConfluentPublisher:
+    """One confluent-kafka (librdkafka) producer per process, created on first use.
+
+    librdkafka batches, sends and retries on its own threads without the GIL, so a request
+    costs about 40% less CPU than with kafka-python (bench/write_api.py). A poll thread runs
+    the delivery callbacks that wake the waiting requests.
+    While all brokers are down (librdkafka says so through error_cb) requests fail at once
+    with PublishUnavailable, except one every PROBE_EVERY_S that goes through to find out
+    whether Kafka is back; any acknowledged record ends the outage.
+    """
+
+    PROBE_EVERY_S = 1.0
+    POLL_S = 0.05
+    READY_CACHE_S = 1.0
+
+    def __init__(self, config: Config, producer_factory: Callable[..., Any] | None = None) -> None:
+        self._config = config
+        self._producer_factory = producer_factory or _confluent_producer
+        self._lock = threading.Lock()
+        self._producer: Any = None
+        self._pid = 0
+        self._closed = threading.Event()
+        self._unreachable = False
+        self._probe_at = 0.0
+        self._last_ok = 0.0
+        self._ready_at = 0.0
+        self._ready_value = False
+
+    def _get_producer(self) -> Any:
+        producer = self._producer
+        if producer is not None and self._pid == os.getpid():
+            return producer
+        with self._lock:
+            if self._producer is None or self._pid != os.getpid():
+                settings = {**confluent_settings(self._config), "error_cb": self._on_error}
+                self._producer, self._pid = self._producer_factory(settings), os.getpid()
+                threading.Thread(target=self._poll, args=(self._producer,),
+                                 name="cart-write-delivery", daemon=True).start()
+                log.info("Kafka producer (librdkafka) for %s (pid %d)",
+                         self._config.kafka_bootstrap, self._pid)
+            return self._producer
+
+    def _poll(self, producer: Any) -> None:
+        # Runs the delivery callbacks; ends when the producer is closed or replaced.
+        while not self._closed.is_set() and self._producer is producer:
+            producer.poll(self.POLL_S)
+
+    def _on_error(self, error: Any) -> None:
+        code = error.code()
+        if code == _ALL_BROKERS_DOWN:
+            if not self._unreachable:
+                log.warning("Kafka at %s unreachable: %s", self._config.kafka_bootstrap, error)
+            self._unreachable = True
+        elif error.fatal():
+            log.error("Kafka producer failed, replacing it: %s", error)
+            with self._lock:
+                self._producer = None  # the next request builds a fresh one
+        else:
+            log.info("Kafka producer: %s", error)
+
+    def _admit(self) -> None:
+        if not self._unreachable:
+            return
+        now = time.monotonic()
+        with self._lock:
+            if now < self._probe_at:
+                raise PublishUnavailable("Kafka is unreachable (all brokers down)")
+            self._probe_at = now + self.PROBE_EVERY_S
+
+    def publish(self, topic: str, key: bytes, value: bytes) -> Ack:
+        """Send one record and wait (bounded) for acks=all; raise PublishUnavailable."""
+        self._admit()
+        producer = self._get_producer()
+        delivery = _Delivery()
+        try:
+            producer.produce(topic, value, key, on_delivery=delivery)
+        except BufferError as exc:
+            raise PublishUnavailable("too many records waiting for Kafka") from exc
+        except ConfluentKafkaException as exc:
+            raise PublishUnavailable(f"Kafka refused the record: {exc}") from exc
+        if not delivery.done.wait(self._config.ack_timeout_s):
+            raise PublishUnavailable("Kafka did not acknowledge in time")
+        if delivery.error is not None:
+            raise PublishUnavailable(f"Kafka did not acknowledge: {delivery.error}")
+        self._unreachable = False
+        self._last_ok = time.monotonic()
+        return Ack(partition=delivery.partition, offset=delivery.offset)
+
+    def ready(self) -> bool:
+        """True when a broker answered recently: a successful ack or a fresh metadata request."""
+        if time.monotonic() - self._last_ok < self.READY_CACHE_S:
+            return True
+        with self._lock:
+            fresh = time.monotonic() - self._ready_at < self.READY_CACHE_S
+        if not fresh:
+            try:
+                self._get_producer().list_topics(
+                    self._config.topic_cart_events,
+                    timeout=self._config.request_timeout_ms / 1000)
+                value = True
+            except ConfluentKafkaException as exc:
+                log.warning("readiness: Kafka at %s did not answer: %s",
+                            self._config.kafka_bootstrap, exc)
+                value = False
+            with self._lock:
+                self._ready_value, self._ready_at = value, time.monotonic()
+        return self._ready_value
+
+    def close(self) -> None:
+        """Flush what is buffered (bounded) and stop the poll thread."""
+        self._closed.set()
+        with self._lock:
+            producer, self._producer = self._producer, None
+        if producer is not None and self._pid == os.getpid():
+            remaining = producer.flush(self._config.ack_timeout_s)
+            if remaining:
+                log.warning("closing with %d record(s) not acknowledged", remaining)
+
+
+def _confluent_producer(settings: dict[str, Any]) -> Any:
+    from confluent_kafka import Producer
+
+    return Producer(settings)
+
+
+def build_publisher(config: Config) -> Publisher:
+    """The publisher config.kafka_client names: `confluent` (default) or `kafka-python`."""
+    if config.kafka_client == "kafka-python":
+        return KafkaPublisher(config)
+    return ConfluentPublisher(config)

@@ -394,3 +394,147 @@ def test_redis_trouble_skips_the_check_and_backs_off(
 
 def test_no_catalog_accepts_everything() -> None:
     assert NoCatalog().knows("anything") is None
+
+
+# ---------------------------------------------------------------- confluent-kafka publisher
+
+
+class FakeError:
+    def __init__(self, code: int, fatal: bool = False) -> None:
+        self._code, self._fatal = code, fatal
+
+    def code(self) -> int:
+        return self._code
+
+    def fatal(self) -> bool:
+        return self._fatal
+
+
+class FakeMsg:
+    def __init__(self, partition: int, offset: int) -> None:
+        self._p, self._o = partition, offset
+
+    def partition(self) -> int:
+        return self._p
+
+    def offset(self) -> int:
+        return self._o
+
+
+class FakeLibrdkafka:
+    """Delivers each record on the next poll(): an ack, or the error queued in `outcomes`."""
+
+    def __init__(self, settings: dict[str, Any]) -> None:
+        self.settings = settings
+        self.pending: list[Any] = []
+        self.outcomes: list[Any] = []
+        self.sent: list[tuple[str, bytes, bytes]] = []
+        self.lock = threading.Lock()
+
+    def produce(self, topic: str, value: bytes, key: bytes, on_delivery: Any) -> None:
+        if self.outcomes and isinstance(self.outcomes[0], BufferError):
+            raise self.outcomes.pop(0)
+        with self.lock:
+            self.sent.append((topic, key, value))
+            self.pending.append((on_delivery, self.outcomes.pop(0) if self.outcomes else None,
+                                 len(self.sent)))
+
+    def poll(self, timeout: float) -> int:
+        with self.lock:
+            due, self.pending = self.pending, []
+        for callback, error, n in due:
+            callback(error, None if error else FakeMsg(3, n))
+        if not due:
+            time.sleep(0.001)
+        return len(due)
+
+    def flush(self, timeout: float) -> int:
+        return 0
+
+
+def confluent(**overrides: Any) -> tuple[publisher_mod.ConfluentPublisher, list[FakeLibrdkafka]]:
+    built: list[FakeLibrdkafka] = []
+
+    def factory(settings: dict[str, Any]) -> FakeLibrdkafka:
+        built.append(FakeLibrdkafka(settings))
+        return built[-1]
+
+    return publisher_mod.ConfluentPublisher(Config(**overrides), producer_factory=factory), built
+
+
+def test_confluent_settings_are_durable_idempotent_bounded_and_java_partitioned() -> None:
+    s = publisher_mod.confluent_settings(Config(kafka_bootstrap="a:1,b:2"))
+    assert s["acks"] == "all" and s["enable.idempotence"] is True
+    assert s["partitioner"] == "murmur2_random"  # the partition Java clients pick for a key
+    assert s["bootstrap.servers"] == "a:1,b:2"
+    assert 0 < s["message.timeout.ms"] <= 10_000 and 0 < s["request.timeout.ms"] <= 10_000
+
+
+def test_confluent_publish_waits_for_the_ack() -> None:
+    pub, built = confluent()
+    try:
+        assert pub.publish("t", b"k", b"v") == Ack(3, 1)
+        assert pub.publish("t", b"k", b"v2") == Ack(3, 2)
+        assert len(built) == 1 and built[0].sent == [("t", b"k", b"v"), ("t", b"k", b"v2")]
+        assert built[0].settings["error_cb"] is not None
+    finally:
+        pub.close()
+
+
+@pytest.mark.parametrize("outcome", [FakeError(-192), BufferError("queue full")])
+def test_confluent_a_failed_or_refused_record_is_unavailable(outcome: Any) -> None:
+    pub, built = confluent()
+    try:
+        pub.publish("t", b"k", b"v")
+        built[0].outcomes.append(outcome)
+        with pytest.raises(PublishUnavailable):
+            pub.publish("t", b"k", b"v")
+        assert pub.publish("t", b"k", b"v").partition == 3
+    finally:
+        pub.close()
+
+
+def test_confluent_fails_fast_while_all_brokers_are_down_and_probes_once_a_second(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    pub, built = confluent()
+    now = [1000.0]
+    monkeypatch.setattr(publisher_mod.time, "monotonic", lambda: now[0])
+    try:
+        pub.publish("t", b"k", b"v")
+        built[0].settings["error_cb"](FakeError(publisher_mod._ALL_BROKERS_DOWN))
+        built[0].outcomes.append(FakeError(-192))
+        with pytest.raises(PublishUnavailable):
+            pub.publish("t", b"k", b"v")  # the probe: goes to Kafka, which fails it
+        with pytest.raises(PublishUnavailable, match="unreachable"):
+            pub.publish("t", b"k", b"v")  # within the second: refused without trying
+        assert len(built[0].sent) == 2
+        now[0] += pub.PROBE_EVERY_S
+        assert pub.publish("t", b"k", b"v") == Ack(3, 3)  # the next probe succeeds
+        assert pub.publish("t", b"k", b"v") == Ack(3, 4)  # and the outage is over
+    finally:
+        pub.close()
+
+
+def test_confluent_a_fatal_error_replaces_the_producer_and_a_fork_builds_its_own(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    pub, built = confluent()
+    try:
+        pub.publish("t", b"k", b"v")
+        built[0].settings["error_cb"](FakeError(-150, fatal=True))
+        pub.publish("t", b"k", b"v")
+        monkeypatch.setattr(publisher_mod.os, "getpid", lambda: 424242)
+        pub.publish("t", b"k", b"v")
+        assert len(built) == 3
+    finally:
+        pub.close()
+
+
+def test_the_kafka_client_is_chosen_by_config() -> None:
+    assert isinstance(publisher_mod.build_publisher(Config()), publisher_mod.ConfluentPublisher)
+    assert isinstance(publisher_mod.build_publisher(Config(kafka_client="kafka-python")),
+                      KafkaPublisher)
+    assert Config.from_env({"WRITE_KAFKA_CLIENT": "Kafka-Python"}).kafka_client == "kafka-python"
+    with pytest.raises(ValueError, match="WRITE_KAFKA_CLIENT"):
+        Config(kafka_client="nope")
