@@ -31,6 +31,8 @@ import threading
 import time
 import urllib.request
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -362,36 +364,35 @@ def main(argv: list[str] | None = None) -> int:
             return run_wrk(url, script, lua_args, args.connections, args.wrk_threads, seconds)
 
         log_path = Path(tmp) / "server.log"
-        proc = start_server(args, port, log_path)
+
+        @contextmanager
+        def serving(url: str, module: str) -> Iterator[subprocess.Popen[bytes]]:
+            """A ready, warmed-up server of `module` at `url`; its log is shown if it fails."""
+            proc = start_server(args, int(url.rsplit(":", 1)[1]), log_path, module=module)
+            try:
+                wait_ready(url, proc)
+                if args.warmup > 0:
+                    drive(url, "add", args.warmup)
+                yield proc
+            except BaseException:
+                print(log_path.read_text(errors="replace")[-3000:], file=sys.stderr)
+                raise
+            finally:
+                stop_server(proc)
+
         try:
-            wait_ready(base, proc)
-            if args.warmup > 0:
-                drive(base, "add", args.warmup)
-            before = topic_end_offsets(args.kafka, args.topic)
-            add = measured("add", proc, base, "add")
-            appended = topic_end_offsets(args.kafka, args.topic) - before
-            ceiling = measured("healthz", proc, base, "get")
-        except BaseException:
-            print(log_path.read_text(errors="replace")[-3000:], file=sys.stderr)
-            raise
+            with serving(base, "cart_write") as proc:
+                before = topic_end_offsets(args.kafka, args.topic)
+                add = measured("add", proc, base, "add")
+                appended = topic_end_offsets(args.kafka, args.topic) - before
+                ceiling = measured("healthz", proc, base, "get")
         finally:
-            stop_server(proc)
             if scratch:
                 admin.delete_topics([args.topic])
         # The same add path with a publisher that acks at once: what Kafka costs on top.
         nokafka_base = f"http://127.0.0.1:{free_port()}"
-        proc = start_server(args, int(nokafka_base.rsplit(":", 1)[1]), log_path,
-                            module="bench.write_nokafka")
-        try:
-            wait_ready(nokafka_base, proc)
-            if args.warmup > 0:
-                drive(nokafka_base, "add", args.warmup)
+        with serving(nokafka_base, "bench.write_nokafka") as proc:
             nokafka = measured("add_nokafka", proc, nokafka_base, "add")
-        except BaseException:
-            print(log_path.read_text(errors="replace")[-3000:], file=sys.stderr)
-            raise
-        finally:
-            stop_server(proc)
 
     results = [add, nokafka, ceiling]
     print(table(results))
