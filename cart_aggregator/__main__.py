@@ -160,10 +160,14 @@ def run_process(cfg: Config) -> int:
     signal.signal(signal.SIGTERM, _stop)
     if os.environ.get("AGG_PARENT_PID"):
         _stop_with_parent(int(os.environ["AGG_PARENT_PID"]))
-    # Per event the fold allocates dozens of short-lived objects; the default gen-0 threshold
-    # (700) runs a collection every few events. Modules and config never need collecting.
+    # Per event the flow allocates a dozen container objects that die by reference count
+    # (hardly anything forms cycles). A gen-0 collection costs about the same whether 10,000
+    # or 100,000 objects are pending (it mostly walks survivors: states and batches in
+    # flight), so collecting ten times less often cut GC from ~7 % to ~3 % of the CPU of an
+    # in-memory run, for pauses of ~0.1 s every few seconds under full load. Modules and
+    # config never need collecting.
     gc.freeze()
-    gc.set_threshold(10_000, 20, 10)
+    gc.set_threshold(100_000, 20, 10)
     log.info("aggregator process %d: %d worker(s), cluster %s, recovery %s", index, cfg.workers,
              list(cfg.addresses) or "-", cfg.recovery_dir if recovery else "off")
     try:

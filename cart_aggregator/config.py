@@ -58,7 +58,11 @@ class Config:
     metrics_port: int = 9102
     # How often consumer lag is refreshed from the brokers' high watermarks.
     lag_interval_s: float = 5.0
-    source_batch_size: int = 1000
+    # Kafka messages per poll and partition. Only a backlog fills a batch; the bigger it is,
+    # the more often one customer has several events in it (one keyed call for all of them).
+    source_batch_size: int = 5000
+    # After a poll that found nothing, a partition is polled again this much later (0 = at once).
+    source_idle_ms: float = 10.0
     # A batch not acknowledged by the broker within this time stops the flow.
     delivery_timeout_s: float = 60.0
 
@@ -98,6 +102,7 @@ class Config:
             metrics_port=int(env.get("AGG_METRICS_PORT", cls.metrics_port)),
             lag_interval_s=float(env.get("AGG_LAG_INTERVAL_S", cls.lag_interval_s)),
             source_batch_size=int(env.get("AGG_SOURCE_BATCH_SIZE", cls.source_batch_size)),
+            source_idle_ms=float(env.get("AGG_SOURCE_IDLE_MS", cls.source_idle_ms)),
             delivery_timeout_s=float(
                 env.get("AGG_DELIVERY_TIMEOUT_S", cls.delivery_timeout_s)
             ),

@@ -22,40 +22,43 @@ from bytewax.inputs import Source
 from bytewax.operators import StatefulBatchLogic
 from bytewax.outputs import DynamicSink
 
-from cart_aggregator import metrics
+from cart_aggregator import fastfold, metrics
 from cart_aggregator.config import Config
-from cart_aggregator.fold import CustomerState, apply, compact, to_cart_details
+from cart_aggregator.fastfold import (
+    LineCache,
+    State,
+    apply_wire,
+    encode_state,
+    from_snapshot,
+    to_snapshot,
+)
 from cart_aggregator.sequencing import (
     ADD,
     CUSTOMER,
     ITEM,
-    PRODUCT,
     TYPE,
     VERSION,
     CatalogEntry,
-    ProductCache,
     ProductRecord,
     Wire,
     expire,
-    from_wire,
     join,
     next_deadline,
     product_tuple,
     release_in_order,
     restart_waits,
     stamp,
-    to_wire,
 )
 from cart_aggregator.sink import DeliveredKafkaSink
-from cart_aggregator.snapshots import SHAPE, customer_from_tuple, customer_to_tuple
+from cart_aggregator.snapshots import SHAPE
 from cart_aggregator.sources import OffsetSafeKafkaSource, SourceMessage
 from cart_contract import (
     ContractError,
     DeadLetter,
+    EventType,
     dead_letter_from_error,
-    decode_cart_event,
+    decode_cart_event_fields,
     decode_product,
-    encode_cart_details,
     encode_dead_letter,
     parse_id,
 )
@@ -67,6 +70,8 @@ log = logging.getLogger(__name__)
 # when a stage's snapshot changes; SHAPE follows the fold's CustomerState on its own.
 STATE_FORMAT = f"cartstream-aggregator/3-{SHAPE}"
 FLOW_ID = "cartstream-aggregator"
+# EventType -> its plain str value, which is what a Wire carries (`.value` costs more).
+_TYPE_NAMES = {t: t.value for t in EventType}
 
 
 # ----------------------------------------------------------------------------- parsing
@@ -102,20 +107,24 @@ def parse_cart_events(msgs: list[Any]) -> list[Any]:
     out: list[Any] = []
     read: dict[tuple[str, int], int] = {}
     good = 0
+    decode, type_name = decode_cart_event_fields, _TYPE_NAMES
     for msg in msgs:
         if type(msg) is KafkaError:
             _consumer_error(msg)
             continue
-        read[(msg.topic, msg.partition)] = msg.offset + 1
+        partition, offset = msg.partition, msg.offset
+        read[(msg.topic, partition)] = offset + 1
         try:
-            event = decode_cart_event(msg.value or b"")
-            if msg.key != event.customer_id.encode():
+            # The event's fields only: no CartEvent per event (see sequencing.to_wire).
+            eid, etype, cid, item, qty, at, version = decode(msg.value or b"")
+            if msg.key != cid.encode():
                 raise ContractError("KEY_MISMATCH", f"key {msg.key!r} is not the customerId "
-                                    f"{event.customer_id!r}", "key")
+                                    f"{cid!r}", "key")
         except ContractError as exc:
             out.append(_dead_letter(msg, exc))
             continue
-        out.append((event.customer_id, to_wire(event, msg.partition, msg.offset)))
+        out.append((cid, (0, eid, type_name[etype], cid, item, qty, at, version, partition,
+                          offset, None)))
         good += 1
     metrics.EVENTS_READ.inc(good)
     metrics.note_positions(read)
@@ -191,6 +200,10 @@ class SequenceLogic(StatefulBatchLogic[Any, Wire, int]):
         return self.last
 
 
+# Stands in for "now" when no add can start waiting (never read by `join` then).
+_NO_WAITS = datetime.min.replace(tzinfo=UTC)
+
+
 class JoinLogic(StatefulBatchLogic[Any, Wire, CatalogEntry]):
     """Per product: the catalog entry, and the adds waiting for it (woken at their deadline)."""
 
@@ -207,7 +220,10 @@ class JoinLogic(StatefulBatchLogic[Any, Wire, CatalogEntry]):
         return out, StatefulBatchLogic.RETAIN
 
     def on_batch(self, values: list[Any]) -> tuple[list[Wire], bool]:
-        return self._step(*join(self.entry, values, datetime.now(UTC), self.wait))
+        # The clock only matters to an add that has to wait, i.e. before the product's first
+        # record (and `known` never goes back): skip the call, about once per add.
+        now = _NO_WAITS if self.entry.known else datetime.now(UTC)
+        return self._step(*join(self.entry, values, now, self.wait))
 
     def on_notify(self) -> tuple[list[Wire], bool]:
         return self._expire(datetime.now(UTC))
@@ -230,50 +246,48 @@ class JoinLogic(StatefulBatchLogic[Any, Wire, CatalogEntry]):
 
 # (customer_to_tuple(state) or None, early arrivals)
 FoldSnapshot = tuple[tuple[Any, ...] | None, tuple[Wire, ...]]
-_ID_LEN = 16
-
-
-def _in_window(window: bytes, eid: bytes) -> bool:
-    """Whether the fold's dedupe window held this eventId (the window's newest entry is always
-    the event just applied, so a duplicate is one that was there before)."""
-    i = window.find(eid)
-    while i != -1 and i % _ID_LEN:
-        i = window.find(eid, i + 1)
-    return i != -1
 
 
 class FoldLogic(StatefulBatchLogic[Wire, tuple[bytes, bytes], FoldSnapshot]):
-    """Per customer: the fold's state, plus events that arrived before their predecessor."""
+    """Per customer: the fold's state, plus events that arrived before their predecessor.
 
-    products = ProductCache()  # per process: carts share their products' names and prices
+    The state is `fastfold`'s tuple (immutable: a snapshot can hand it out as it is, bar the
+    lines' conversion) and the fold is `fastfold.apply_wire`, equal to `fold.apply`.
+    """
+
+    lines = LineCache()  # per process: carts share their lines and the lines' JSON
 
     def __init__(self, resume: FoldSnapshot | None) -> None:
         customer, early = resume or (None, ())
-        self.customer: CustomerState | None = (
-            compact(customer_from_tuple(customer)) if customer else None)
+        self.customer: State | None = from_snapshot(customer, self.lines) if customer else None
         self.early: dict[int, Wire] | None = {w[VERSION]: w for w in early} or None
-        metrics.tally()[metrics.EARLY_BUFFERED] += len(early)
+        if early:
+            metrics.tally()[metrics.EARLY_BUFFERED] += len(early)
 
     def on_batch(self, values: list[Wire]) -> tuple[list[tuple[bytes, bytes]], bool]:
         customer = self.customer
-        early = self.early if self.early is not None else {}
+        next_version = (customer[fastfold.VERSION] if customer else 0) + 1
+        early = self.early
+        if early is None and len(values) == 1 and values[0][VERSION] == next_version:
+            # The common case (one event, the next one): nothing to resequence.
+            customer, outcome = apply_wire(customer, values[0], self.lines)
+            self.customer = customer
+            metrics.tally()[outcome] += 1
+            record = encode_state(customer)
+            return [(customer[fastfold.CID].encode(), record)], StatefulBatchLogic.RETAIN
+        if early is None:
+            early = {}
         held = len(early)
-        ready, parked = release_in_order((customer.version if customer else 0) + 1, early, values)
-        out = []
+        ready, parked = release_in_order(next_version, early, values)
         t = metrics.tally()
-        product = self.products.get
-        for w in ready:
-            prev = customer
-            event, position = from_wire(w)
-            customer = apply(customer, event, product(w[PRODUCT]), position)
-            if prev is not None and _in_window(prev.recent_event_ids,
-                                               customer.recent_event_ids[-_ID_LEN:]):
-                t[metrics.DUPLICATE] += 1
-            elif customer.rejected != (prev.rejected if prev else ()):
-                t[metrics.REJECTED] += 1
-            else:
-                t[metrics.APPLIED] += 1
-            out.append(encode_cart_details(to_cart_details(customer)))
+        out = []
+        if ready:
+            key = ready[0][CUSTOMER].encode()
+            lines = self.lines
+            for w in ready:
+                customer, outcome = apply_wire(customer, w, lines)
+                t[outcome] += 1
+                out.append((key, encode_state(customer)))
         self.customer = customer
         self.early = early or None
         if parked or held:
@@ -281,10 +295,7 @@ class FoldLogic(StatefulBatchLogic[Wire, tuple[bytes, bytes], FoldSnapshot]):
             t[metrics.EARLY_BUFFERED] += len(early) - held
         if len(values) + held != len(ready) + len(early):
             t[metrics.REPEATS] += len(values) + held - len(ready) - len(early)
-        if not ready:
-            return [], StatefulBatchLogic.RETAIN
-        key = ready[0][CUSTOMER].encode()
-        return [(key, value) for value in out], StatefulBatchLogic.RETAIN
+        return out, StatefulBatchLogic.RETAIN
 
     def on_eof(self) -> tuple[list[tuple[bytes, bytes]], bool]:
         if self.early:
@@ -294,7 +305,7 @@ class FoldLogic(StatefulBatchLogic[Wire, tuple[bytes, bytes], FoldSnapshot]):
         return [], StatefulBatchLogic.RETAIN
 
     def snapshot(self) -> FoldSnapshot:
-        return (customer_to_tuple(self.customer) if self.customer else None,
+        return (to_snapshot(self.customer) if self.customer else None,
                 tuple(self.early.values()) if self.early else ())
 
 
@@ -314,13 +325,14 @@ def build_flow(
     wait = timedelta(seconds=config.product_wait_s)
     flow = Dataflow(FLOW_ID)
 
+    idle = timedelta(milliseconds=config.source_idle_ms)
     # Consumer errors travel as items (logged and skipped in parse): librdkafka retries itself.
     events_in = op.input("cart-events", flow, cart_source or OffsetSafeKafkaSource(
         brokers, [config.topic_cart_events], batch_size=config.source_batch_size,
-        raise_on_errors=False))
+        raise_on_errors=False, idle_wait=idle))
     products_in = op.input("product-details", flow, product_source or OffsetSafeKafkaSource(
         brokers, [config.topic_products], batch_size=config.source_batch_size,
-        raise_on_errors=False))
+        raise_on_errors=False, idle_wait=idle))
     events = op.branch("events-ok", op.flat_map_batch("parse-events", events_in,
                                                       parse_cart_events), _is_record)
     products = op.branch("products-ok", op.flat_map_batch("parse-products", products_in,

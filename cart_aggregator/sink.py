@@ -1,10 +1,11 @@
 """A Kafka sink that returns from a batch only once the broker acknowledged every record.
 
 Bytewax's stock KafkaSink flushes without reading delivery reports, so a refused record is
-dropped silently. Here each record has a delivery callback, the producer is idempotent with
-acks=all, and `write_batch` waits for the whole batch: a failure or a timeout raises, the
-dataflow stops, and a restart resumes from the last snapshot, whose input offsets never pass
-undelivered output (bytewax completes an epoch only after its writes returned).
+dropped silently. Here every record has a delivery callback (the producer's default one), the
+producer is idempotent with acks=all, and `write_batch` waits for the whole batch: a failure or
+a timeout raises, the dataflow stops, and a restart resumes from the last snapshot, whose input
+offsets never pass undelivered output (bytewax completes an epoch only after its writes
+returned).
 """
 
 from __future__ import annotations
@@ -58,21 +59,21 @@ def kafka_producer(config: dict[str, Any]) -> ProducerLike:
 
 
 class _Partition(StatelessSinkPartition[Record]):
-    def __init__(self, producer: ProducerLike, topic: str, flush_timeout_s: float) -> None:
+    def __init__(self, producer: ProducerLike, topic: str, flush_timeout_s: float,
+                 failures: list[str]) -> None:
         self.producer, self.topic, self.flush_timeout_s = producer, topic, flush_timeout_s
-        self.failures: list[str] = []
+        # Filled by the producer's delivery callback (`_recorder`).
+        self.failures = failures
         self.acked = metrics.DELIVERED.labels(topic)
 
-    def _on_delivery(self, err: Any, msg: Any) -> None:
-        if err is not None:
-            self.failures.append(f"key={msg.key()!r}: {err}")
-
     def write_batch(self, items: list[Record]) -> None:
-        produce, topic, on_delivery = self.producer.produce, self.topic, self._on_delivery
+        produce, topic = self.producer.produce, self.topic
         for key, value in items:
             while True:
                 try:
-                    produce(topic, value, key, on_delivery=on_delivery)
+                    # The delivery callback is the producer's default (see `build`): passing
+                    # it with every record costs ~0.6 µs a record.
+                    produce(topic, value, key)
                     break
                 except BufferError:
                     self.producer.poll(0.05)  # local queue full: serve deliveries, then retry
@@ -92,6 +93,16 @@ class _Partition(StatelessSinkPartition[Record]):
                       remaining, len(self.failures))
 
 
+def _recorder(failures: list[str]) -> Callable[[Any, Any], None]:
+    """A delivery callback that notes every refused record in `failures`."""
+
+    def on_delivery(err: Any, msg: Any) -> None:
+        if err is not None:
+            failures.append(f"key={msg.key()!r}: {err}")
+
+    return on_delivery
+
+
 class DeliveredKafkaSink(DynamicSink[Record]):
     """Writes (key, value) byte pairs to one topic; fails rather than drop a record."""
 
@@ -108,6 +119,9 @@ class DeliveredKafkaSink(DynamicSink[Record]):
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _Partition:
         """One idempotent producer per worker (a customer's records all come from one worker)."""
-        producer = self.producer_factory(producer_config(self.bootstrap, self.delivery_timeout_s))
+        failures: list[str] = []
+        config = producer_config(self.bootstrap, self.delivery_timeout_s)
+        config["on_delivery"] = _recorder(failures)  # every record's default callback
+        producer = self.producer_factory(config)
         # librdkafka gives up on a record after message.timeout.ms; wait a little longer.
-        return _Partition(producer, self.topic, self.delivery_timeout_s + 5)
+        return _Partition(producer, self.topic, self.delivery_timeout_s + 5, failures)

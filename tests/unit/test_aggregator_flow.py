@@ -14,8 +14,8 @@ from bytewax.connectors.kafka import KafkaSourceMessage
 from bytewax.recovery import RecoveryConfig, init_db_dir
 from bytewax.testing import TestingSink, TestingSource, cluster_main, run_main
 
+from cart_aggregator import fastfold, metrics
 from cart_aggregator import flow as flow_module
-from cart_aggregator import metrics
 from cart_aggregator.config import Config
 from cart_aggregator.flow import FoldLogic, SequenceLogic, build_flow
 from cart_aggregator.fold import fold, to_cart_details
@@ -269,5 +269,5 @@ def test_a_customers_state_does_not_grow_with_its_events() -> None:
         sizes.append(len(pickle.dumps(fold_logic.snapshot())))
     # Nothing is left waiting, and the snapshot after 2,000 events is no bigger than after 200.
     assert fold_logic.early is None and fold_logic.snapshot()[1] == ()
-    assert fold_logic.customer.version == 2000 and seq.snapshot() == 2000
+    assert fold_logic.customer[fastfold.VERSION] == 2000 and seq.snapshot() == 2000
     assert max(sizes[-10:]) <= max(sizes[:10]) + 200

@@ -35,7 +35,8 @@ class FakeProducer:
             self.full_once = False
             raise BufferError("queue full")
         self.sent.append((topic, key, value))
-        self.pending.append((key, on_delivery))
+        # Like librdkafka: without a callback of its own, a record gets the configured one.
+        self.pending.append((key, on_delivery or self.config["on_delivery"]))
 
     def poll(self, timeout: float) -> int:
         return 0
@@ -225,3 +226,22 @@ def test_partition_end_and_fatal_errors_follow_bytewax() -> None:
         0, [[ConsumedMessage(0), ConsumedMessage(-1001, FakeError())]], raise_on_errors=True))
     with pytest.raises(RuntimeError, match="error consuming"):
         failing.next_batch()
+
+
+def test_an_empty_poll_lets_the_worker_sleep_and_a_full_one_does_not() -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from cart_aggregator.sources import _OffsetSafePartition
+
+    part = _OffsetSafePartition(FakeKafkaPartition(0, [[], [ConsumedMessage(0)], []]),
+                                timedelta(milliseconds=10))
+    assert part.next_awake() is None  # a new partition is polled at once
+    before = datetime.now(UTC)
+    assert part.next_batch() == []
+    awake = part.next_awake()
+    # The next 10 ms tick of the clock: every idle partition wakes on the same ones.
+    assert awake is not None and before < awake <= datetime.now(UTC) + timedelta(milliseconds=10)
+    assert round(awake.timestamp() * 1000) % 10 == 0
+    assert len(part.next_batch()) == 1 and part.next_awake() is None  # a backlog: no wait
+    never = _OffsetSafePartition(FakeKafkaPartition(0, [[]]), timedelta(0))
+    assert never.next_batch() == [] and never.next_awake() is None

@@ -441,3 +441,32 @@ def test_bad_dead_letters_raise_contract_errors(change: dict) -> None:
 def test_topic_defaults() -> None:
     assert (CART_EVENTS, PRODUCT_DETAILS, CART_DETAILS, DEAD_LETTER) == (
         "cart-events", "product-details-events", "cart-details-event", "cartstream-dead-letter")
+
+
+# Values a record's fields may hold: valid ones, and every wrong type and edge the checks know.
+_field_values = st.one_of(
+    st.none(), st.booleans(), st.integers(-2, 10_002), st.floats(allow_nan=False),
+    st.sampled_from(["ITEM_ADDED", "ITEM_REMOVED", "CHECKOUT", "CART_CLEARED", "ADD_ITEM",
+                     "REMOVE_ITEM", "CLEAR_CART", "TELEPORT", EID, EID.upper(), "123",
+                     "a b", "2026-11-22T10:00:00Z", '2026-11-22"10:00', "2026-13-40", ""]),
+    st.lists(st.integers(), max_size=1), st.dictionaries(st.text(max_size=1), st.none(),
+                                                         max_size=1),
+)
+
+
+@given(st.dictionaries(st.sampled_from(["type", "eventType", "eventId", "customerId", "itemId",
+                                        "qty", "occurredAt", "schemaVersion"]), _field_values))
+def test_the_fast_reader_agrees_with_the_checked_one(over: dict) -> None:
+    from cart_contract.events import _checked_fields, cart_event_fields
+
+    d = {"eventId": EID, "type": "ITEM_ADDED", "customerId": "123", "itemId": "1", "qty": 2,
+         "occurredAt": "2026-11-22T10:00:00Z", **over}
+    try:
+        expected = _checked_fields(d)
+    except ContractError as exc:
+        with pytest.raises(ContractError) as got:
+            cart_event_fields(d)
+        assert (got.value.reason, got.value.field) == (exc.reason, exc.field)
+        return
+    fields = cart_event_fields(d)
+    assert fields == expected and [type(f) for f in fields] == [type(f) for f in expected]
