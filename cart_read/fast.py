@@ -8,18 +8,17 @@ other request, and every store failure, to the Flask app, so behaviour is the sa
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any
 
 from werkzeug import Response
 
 from cart_contract.ids import ID_RE
 from cart_read import queries
-from cart_read.errors import ApiError, StoreUnavailable
+from cart_read.errors import StoreUnavailable
 from cart_read.stores import Stores
-from cart_web.errors import json_response
-
-WsgiApp = Callable[[dict[str, Any], Any], Iterable[bytes]]
+from cart_web.errors import error_response, json_response
+from cart_web.server import WsgiApp
 
 PREFIX = "/api/v1/"
 # Static routes under the prefix win over /api/v1/<customerId> in the Flask app too.
@@ -30,8 +29,8 @@ def cart_response(stores: Stores, customer_id: str) -> Response:
     """The customer's current cart, or 404; raises StoreUnavailable when no store answers."""
     cart = queries.load_cart(stores, customer_id)
     if cart is None:
-        err = ApiError(404, "NOT_FOUND", f"no cart for customer {customer_id}", "customerId")
-        return json_response(err.body(), err.status)
+        return error_response(404, "NOT_FOUND", f"no cart for customer {customer_id}",
+                              "customerId")
     return json_response(cart.doc)
 
 

@@ -65,15 +65,24 @@ def error_response(status: int, code: str, message: str, field: str | None = Non
     return json_response({"error": error_object(code, message, field)}, status, headers)
 
 
+def api_error_response(err: ApiError) -> Response:
+    """The response an ApiError stands for."""
+    return json_response(err.body(), err.status, err.headers)
+
+
+def internal_error_response(log: logging.Logger) -> Response:
+    """A bug: logged with the traceback of the exception being handled, answered as a 500."""
+    log.exception("unhandled error")
+    return error_response(500, "INTERNAL", "internal error")
+
+
 def register_error_handlers(app: Flask, log: logging.Logger) -> None:
     """Answer ApiError, Werkzeug's HTTP errors and any bug in the JSON error shape.
 
     Services add handlers for their own exception types; Flask picks the most specific one.
     """
 
-    @app.errorhandler(ApiError)
-    def _api_error(err: ApiError) -> Response:
-        return json_response(err.body(), err.status, err.headers)
+    app.register_error_handler(ApiError, api_error_response)
 
     @app.errorhandler(HTTPException)
     def _http_error(err: HTTPException) -> Response:
@@ -86,6 +95,4 @@ def register_error_handlers(app: Flask, log: logging.Logger) -> None:
 
     @app.errorhandler(Exception)
     def _unexpected(err: Exception) -> Response:
-        # A bug: log it with the traceback, answer in the same shape.
-        log.exception("unhandled error")
-        return error_response(500, "INTERNAL", "internal error")
+        return internal_error_response(log)

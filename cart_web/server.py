@@ -64,7 +64,10 @@ def build_server(
     )
 
 
-def buffered(app: Callable[[dict[str, Any], Any], Iterable[bytes]]) -> Callable[..., list[bytes]]:
+WsgiApp = Callable[[dict[str, Any], Any], Iterable[bytes]]
+
+
+def buffered(app: WsgiApp) -> Callable[[dict[str, Any], Any], list[bytes]]:
     """Wrap a WSGI app so it returns its body as one list item.
 
     Werkzeug answers with an iterator, which makes granian pull the body through Python a chunk

@@ -11,10 +11,17 @@ from werkzeug.http import parse_options_header
 from werkzeug.wsgi import get_content_length
 
 from cart_contract import ContractError, EventType, encode_cart_event, new_cart_event
+from cart_web.errors import api_error_response, internal_error_response
 from cart_web.server import buffered
 from cart_write.catalog import Catalog, NoCatalog, RedisCatalog
 from cart_write.config import Config
-from cart_write.errors import ApiError, error_response, json_response, register_error_handlers
+from cart_write.errors import (
+    ApiError,
+    contract_error_response,
+    error_response,
+    json_response,
+    register_error_handlers,
+)
 from cart_write.fast import with_fast_commands
 from cart_write.publisher import Publisher, PublishUnavailable, build_publisher
 from cart_write.validation import (
@@ -126,14 +133,13 @@ def create_app(
             body = accept_command(
                 command, key, publisher=publisher, catalog=catalog, config=config
             )
+        # Answered here, not by Flask's handlers: the fast path (fast.py) has no Flask around it.
         except ApiError as err:
-            return json_response(err.body(), err.status, err.headers)
+            return api_error_response(err)
         except ContractError as err:
-            return error_response(400, err.reason, err.message, err.field)
+            return contract_error_response(err)
         except Exception:
-            # A bug: log it with the traceback, answer in the same shape as Flask's handler.
-            log.exception("unhandled error")
-            return error_response(500, "INTERNAL", "internal error")
+            return internal_error_response(log)
         return json_response(body, 202)
 
     def make_handler(name: str) -> Callable[[], Response]:

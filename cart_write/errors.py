@@ -19,6 +19,9 @@ def register_error_handlers(app: Flask) -> None:
     """Answer every error, ours or Werkzeug's, in the JSON error shape."""
     _register_shared(app, log)
 
-    @app.errorhandler(ContractError)
-    def _contract_error(err: ContractError) -> Response:
-        return error_response(400, err.reason, err.message, err.field)
+    app.register_error_handler(ContractError, contract_error_response)
+
+
+def contract_error_response(err: ContractError) -> Response:
+    """A contract violation in a request: 400 with the contract's reason and field."""
+    return error_response(400, err.reason, err.message, err.field)

@@ -13,9 +13,9 @@ from typing import Any
 
 from werkzeug import Response
 
+from cart_web.server import WsgiApp
 from cart_write.validation import COMMANDS
 
-WsgiApp = Callable[[dict[str, Any], Any], Iterable[bytes]]
 CommandResponse = Callable[[str, dict[str, Any]], Response]
 
 
