@@ -71,6 +71,36 @@ def producer_settings(config: Config) -> dict[str, Any]:
     }
 
 
+class _Readiness:
+    """Whether Kafka answered lately: a recent ack, else a probe's answer reused for CACHE_S.
+
+    Probes are serialised and cached so readiness checks cannot flood the broker.
+    """
+
+    CACHE_S = 1.0
+
+    def __init__(self, probe: Callable[[], bool]) -> None:
+        self._probe = probe
+        self._lock = threading.Lock()
+        self._last_ok = 0.0
+        self._at = 0.0
+        self._value = False
+
+    def acked(self) -> None:
+        """Note a record the broker acknowledged just now."""
+        self._last_ok = time.monotonic()
+
+    def __call__(self) -> bool:
+        """True after a recent ack, else the (cached) probe's answer."""
+        if time.monotonic() - self._last_ok < self.CACHE_S:
+            return True
+        with self._lock:
+            if time.monotonic() - self._at >= self.CACHE_S:
+                self._value = self._probe()
+                self._at = time.monotonic()
+            return self._value
+
+
 class KafkaPublisher:
     """One kafka-python producer per process, created on first use (after the server forks).
 
@@ -82,8 +112,6 @@ class KafkaPublisher:
     # After a failed attempt to build a producer, fail fast for this long instead of
     # making every concurrent request wait for its own bootstrap timeout.
     BUILD_BACKOFF_S = 1.0
-    # A ready() answer is reused this long so probes cannot flood the broker.
-    READY_CACHE_S = 1.0
 
     def __init__(
         self,
@@ -98,10 +126,7 @@ class KafkaPublisher:
         self._producer: Any = None
         self._pid = 0
         self._retry_build_at = 0.0
-        self._last_ok = 0.0
-        self._ready_lock = threading.Lock()
-        self._ready_at = 0.0
-        self._ready_value = False
+        self._readiness = _Readiness(self._probe)
 
     def _get_producer(self) -> Any:
         producer = self._producer
@@ -135,7 +160,7 @@ class KafkaPublisher:
         except KafkaError as exc:
             self._on_failure(producer, exc, future)
             raise PublishUnavailable(f"Kafka did not acknowledge: {exc}") from exc
-        self._last_ok = time.monotonic()
+        self._readiness.acked()
         return Ack(partition=meta.partition, offset=meta.offset)
 
     def _on_failure(self, producer: Any, exc: KafkaError, future: Any) -> None:
@@ -159,14 +184,7 @@ class KafkaPublisher:
 
     def ready(self) -> bool:
         """True when a broker answered recently: a successful ack or a fresh metadata probe."""
-        if time.monotonic() - self._last_ok < self.READY_CACHE_S:
-            return True
-        with self._ready_lock:
-            if time.monotonic() - self._ready_at < self.READY_CACHE_S:
-                return self._ready_value
-            self._ready_value = self._probe()
-            self._ready_at = time.monotonic()
-            return self._ready_value
+        return self._readiness()
 
     def _probe(self) -> bool:
         try:
@@ -275,7 +293,6 @@ class ConfluentPublisher:
 
     PROBE_EVERY_S = 1.0
     POLL_S = 0.05
-    READY_CACHE_S = 1.0
 
     def __init__(self, config: Config, producer_factory: Callable[..., Any] | None = None) -> None:
         self._config = config
@@ -286,9 +303,7 @@ class ConfluentPublisher:
         self._closed = threading.Event()
         self._unreachable = False
         self._probe_at = 0.0
-        self._last_ok = 0.0
-        self._ready_at = 0.0
-        self._ready_value = False
+        self._readiness = _Readiness(self._probe)
 
     def _get_producer(self) -> Any:
         producer = self._producer
@@ -347,28 +362,22 @@ class ConfluentPublisher:
         if delivery.error is not None:
             raise PublishUnavailable(f"Kafka did not acknowledge: {delivery.error}")
         self._unreachable = False
-        self._last_ok = time.monotonic()
+        self._readiness.acked()
         return Ack(partition=delivery.partition, offset=delivery.offset)
 
     def ready(self) -> bool:
         """True when a broker answered recently: a successful ack or a fresh metadata request."""
-        if time.monotonic() - self._last_ok < self.READY_CACHE_S:
+        return self._readiness()
+
+    def _probe(self) -> bool:
+        try:
+            self._get_producer().list_topics(self._config.topic_cart_events,
+                                             timeout=self._config.request_timeout_ms / 1000)
             return True
-        with self._lock:
-            fresh = time.monotonic() - self._ready_at < self.READY_CACHE_S
-        if not fresh:
-            try:
-                self._get_producer().list_topics(
-                    self._config.topic_cart_events,
-                    timeout=self._config.request_timeout_ms / 1000)
-                value = True
-            except ConfluentKafkaException as exc:
-                log.warning("readiness: Kafka at %s did not answer: %s",
-                            self._config.kafka_bootstrap, exc)
-                value = False
-            with self._lock:
-                self._ready_value, self._ready_at = value, time.monotonic()
-        return self._ready_value
+        except ConfluentKafkaException as exc:
+            log.warning("readiness: Kafka at %s did not answer: %s",
+                        self._config.kafka_bootstrap, exc)
+            return False
 
     def close(self) -> None:
         """Flush what is buffered (bounded) and stop the poll thread."""
