@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 import psycopg
 import redis
 
-from cart_contract import ContractError, Product
+from cart_contract import ContractError
 from connectors.migrate import migrate
 from connectors.records import (
     CartItem,
@@ -30,6 +30,7 @@ from connectors.stores import (
     RedisCarts,
     RedisProducts,
     catalog_ready_key,
+    load_products,
     upsert_cart_items,
     upsert_products,
 )
@@ -162,7 +163,6 @@ class CatalogSink(Sink):
     def __init__(self, client: redis.Redis, database_url: str, prefix: str = "") -> None:
         self.products = RedisProducts(client, prefix)
         self.db = Database(database_url, "cartstream-sink-catalog")
-        self.client, self.prefix, self.database_url = client, prefix, database_url
 
     def restore_redis(self) -> int | None:
         """Copy the catalog from PostgreSQL into a Redis that lost it; None when not needed.
@@ -172,20 +172,17 @@ class CatalogSink(Sink):
         holds the same catalog (same offsets), so it is the source; the offset guard keeps any
         newer record the sink writes meanwhile.
         """
-        if self.client.exists(catalog_ready_key(self.prefix)):
+        client, ready = self.products.client, catalog_ready_key(self.products.prefix)
+        if client.exists(ready):
             return None
-        with psycopg.connect(self.database_url, autocommit=True, connect_timeout=5,
+        # Its own connection: the sink's one may be inside a batch's transaction right now.
+        with psycopg.connect(self.db.url, autocommit=True, connect_timeout=5,
                              application_name="cartstream-sink-catalog-restore") as conn:
-            rows = conn.execute(
-                "SELECT product_id, product_name, price, stock_qty, deleted, source_offset "
-                "FROM products").fetchall()
-        items = [ProductItem(pid, offset, None if deleted else Product(pid, name, price, qty),
-                             None)
-                 for pid, name, price, qty, deleted, offset in rows]
+            items = load_products(conn)
         written = self.products.put_many(items)
         if any(it.product is not None for it in items):
             # Also when every product was already there and only the marker went missing.
-            self.client.set(catalog_ready_key(self.prefix), "1")
+            client.set(ready, "1")
         return written
 
     def prepare(self, batch: Sequence[Any]) -> Prepared:

@@ -12,7 +12,7 @@ import orjson
 import psycopg
 import redis
 
-from cart_contract import CartDetails, encode_cart_details, encode_product
+from cart_contract import CartDetails, Product, encode_cart_details, encode_product
 from connectors.records import CartItem, ProductItem, newest
 
 UPDATES_CHANNEL = "cartstream:cart-updated"
@@ -228,3 +228,11 @@ def upsert_products(conn: psycopg.Connection, items: Sequence[ProductItem]) -> N
         return
     with conn.transaction(), conn.cursor() as cur:
         cur.executemany(_UPSERT_PRODUCT, rows)
+
+
+def load_products(conn: psycopg.Connection) -> list[ProductItem]:
+    """Every product row as the record that landed it (deleted ones as tombstones)."""
+    rows = conn.execute("SELECT product_id, product_name, price, stock_qty, deleted, source_offset "
+                        "FROM products").fetchall()
+    return [ProductItem(pid, offset, None if deleted else Product(pid, name, price, qty), None)
+            for pid, name, price, qty, deleted, offset in rows]
