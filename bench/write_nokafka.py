@@ -12,7 +12,7 @@ from __future__ import annotations
 import itertools
 import threading
 
-from cart_web.server import build_server
+from cart_write.__main__ import build_server
 from cart_write.app import create_app
 from cart_write.config import Config
 from cart_write.publisher import Ack
@@ -44,7 +44,4 @@ app = create_app(Config.from_env(), publisher=InstantPublisher())
 
 
 if __name__ == "__main__":
-    config = Config.from_env()
-    build_server(TARGET, host=config.host, port=config.port, workers=config.workers,
-                 threads=config.threads, log_level=config.log_level, shutdown_timeout_s=10,
-                 loggers=["cart_write"]).serve()
+    build_server(Config.from_env(), TARGET).serve()

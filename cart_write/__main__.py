@@ -11,10 +11,10 @@ WSGI_TARGET = "cart_write.wsgi:app"
 SHUTDOWN_TIMEOUT_S = 10
 
 
-def build_server(config: Config) -> Granian:
+def build_server(config: Config, target: str = WSGI_TARGET) -> Granian:
     """A granian server for the WSGI app: `workers` processes x `threads` blocking threads."""
     return _build_server(
-        WSGI_TARGET, host=config.host, port=config.port, workers=config.workers,
+        target, host=config.host, port=config.port, workers=config.workers,
         threads=config.threads, log_level=config.log_level,
         shutdown_timeout_s=SHUTDOWN_TIMEOUT_S, loggers=["cart_write"],
         # Both Kafka clients log every reconnect attempt (librdkafka's through
