@@ -18,10 +18,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from decimal import Decimal
 from typing import Any
 
-from cart_contract import CartEvent, EventPosition, EventType, Product
+from cart_contract import CartEvent, EventType, Product
 
 # A cart event between stages:
 # (version, eventId, type, customerId, itemId, qty, occurredAt, schemaVersion, partition, offset,
@@ -44,31 +43,6 @@ def to_wire(event: CartEvent, partition: int, offset: int) -> Wire:
 def product_tuple(p: Product) -> ProductTuple:
     """A product as it travels (str(Decimal) round-trips exactly)."""
     return (p.product_id, p.product_name, str(p.price), p.stock_qty, p.schema_version)
-
-
-def from_wire(w: Wire) -> tuple[CartEvent, EventPosition]:
-    """The contract objects the fold takes."""
-    event = CartEvent(w[1], _TYPES[w[2]], w[3], w[4], w[5], w[6], w[7])
-    return event, EventPosition(w[1], w[8], w[9])
-
-
-class ProductCache:
-    """Product objects by tuple, so carts of one process share names and prices."""
-
-    def __init__(self, limit: int = 100_000) -> None:
-        self.limit = limit
-        self.products: dict[ProductTuple, Product] = {}
-
-    def get(self, t: ProductTuple | None) -> Product | None:
-        """The Product for a tuple (None for None)."""
-        if t is None:
-            return None
-        p = self.products.get(t)
-        if p is None:
-            if len(self.products) >= self.limit:
-                self.products.clear()  # old catalog versions; live ones come back on demand
-            p = self.products[t] = Product(t[0], t[1], Decimal(t[2]), t[3], t[4])
-        return p
 
 
 def stamp(last: int, items: Iterable[Wire]) -> tuple[int, list[Wire]]:
