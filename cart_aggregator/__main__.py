@@ -86,11 +86,13 @@ def _is_local(address: str) -> bool:
         return False
 
 
-def prepare_recovery(directory: Path, partitions: int, may_create: bool, state_format: str) -> None:
+def prepare_recovery(directory: Path, partitions: int, may_create: bool, state_format: str,
+                     readable: tuple[str, ...] = ()) -> None:
     """Make sure `directory` holds recovery partitions written by this flow's state format.
 
-    Partitions of another format (an older flow) cannot be resumed: they are moved aside and
-    the flow starts over from the beginning of the topics, which re-emits the same versions.
+    Partitions of a `readable` older format are resumed and marked with the current one.
+    Partitions of another format cannot be resumed: they are moved aside and the flow starts
+    over from the beginning of the topics, which re-emits the same versions.
     """
     directory.mkdir(parents=True, exist_ok=True)
     marker = directory / "STATE_FORMAT"
@@ -99,7 +101,9 @@ def prepare_recovery(directory: Path, partitions: int, may_create: bool, state_f
         fcntl.flock(lock, fcntl.LOCK_EX)
         parts = sorted(directory.glob("part-*.sqlite3"))
         found = marker.read_text().strip() if marker.exists() else None
-        if parts and found != state_format:
+        if parts and found in readable:
+            log.info("resuming recovery state of format %r as %r", found, state_format)
+        elif parts and found != state_format:
             if not may_create:
                 raise SystemExit(f"{directory} holds state of format {found!r}, this flow "
                                  f"writes {state_format!r}; move it aside on every machine")
@@ -143,14 +147,14 @@ def run_process(cfg: Config) -> int:
     from bytewax.testing import cluster_main
 
     from cart_aggregator import metrics
-    from cart_aggregator.flow import STATE_FORMAT, build_flow
+    from cart_aggregator.flow import READABLE_FORMATS, STATE_FORMAT, build_flow
 
     index = cfg.process_id or 0
     recovery = None
     if cfg.recovery:
         local_cluster = all(_is_local(a) for a in cfg.addresses)
         prepare_recovery(cfg.recovery_dir, cfg.recovery_partitions, local_cluster,
-                         STATE_FORMAT)
+                         STATE_FORMAT, READABLE_FORMATS)
         recovery = RecoveryConfig(str(cfg.recovery_dir),
                                   timedelta(seconds=cfg.backup_interval_s))
     if cfg.metrics_port:

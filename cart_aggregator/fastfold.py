@@ -32,16 +32,17 @@ from cart_aggregator.fold import (
 )
 from cart_aggregator.metrics import APPLIED, DUPLICATE, REJECTED
 from cart_aggregator.sequencing import ADD, Wire
+from cart_aggregator.snapshots import rejection_json, rejections_from_snapshot
 from cart_contract import CHECKED_OUT, OPEN, EventType
 
 # A customer's state: customer_to_tuple's layout, lines being `Line`s.
 # (customer_id, generation, status, lines, version, (eventId, partition, offset) | None,
-#  rejections as (eventId, type, itemId, reason), dedupe window bytes, updatedAt)
+#  rejections as their JSON (`snapshots.rejection_json`), dedupe window bytes, updatedAt)
 State = tuple[Any, ...]
 CID, GENERATION, STATUS, LINES, VERSION, LAST_EVENT, REJECTED_, WINDOW, UPDATED_AT = range(9)
 # A cart line: (itemId, itemName, qty, unitPrice as an exact decimal string, totalPrice, JSON,
-# the line as a snapshot holds it).
-Line = tuple[str, str, int, str, Decimal, bytes, tuple[str, str, int, str, str]]
+# the line as a snapshot holds it, totalPrice in cents when it is a whole number of cents).
+Line = tuple[str, str, int, str, Decimal, bytes, tuple[str, str, int, str, str], int | None]
 
 REMOVE = EventType.ITEM_REMOVED.value
 CLEAR = EventType.CART_CLEARED.value
@@ -49,11 +50,26 @@ CHECKOUT = EventType.CHECKOUT.value
 _ZERO = Decimal(0)
 _CENT = Decimal("0.01")
 _WINDOW_BYTES = DEDUPE_WINDOW * 16
+# A cart's total in cents stays below this, or it is summed as Decimal (see `_cents`).
+_MAX_CENTS = 10**20
 
 
 def _money(d: Decimal) -> str:
     # cart_contract.money, then str: the record's two-decimal form.
     return str(d.quantize(_CENT, ROUND_HALF_EVEN))
+
+
+def _cents(total: Decimal) -> int | None:
+    """`total` as a whole number of cents, or None when it has more decimals (or is huge).
+
+    A cart of whole-cent lines then sums ints and prints "%d.%02d", which is what `_money`
+    prints for that sum: no rounding happens, and below _MAX_CENTS nothing exceeds the
+    decimal context's precision.
+    """
+    cents = total * 100
+    if cents != cents.to_integral_value() or not 0 <= cents < _MAX_CENTS:
+        return None
+    return int(cents)
 
 
 class LineCache:
@@ -83,24 +99,43 @@ class LineCache:
             json = orjson.dumps({"itemId": item_id, "itemName": item_name, "qty": qty,
                                  "unitPrice": _money(price), "totalPrice": _money(total)})
             line = self.lines[key] = (item_id, item_name, qty, unit_price, total, json,
-                                      (item_id, item_name, qty, unit_price, str(total)))
+                                      (item_id, item_name, qty, unit_price, str(total)),
+                                      _cents(total))
         return line
 
 
-def _find(lines: tuple[Line, ...], item_id: str | None) -> Line | None:
-    for li in lines:
-        if li[0] == item_id:
-            return li
-    return None
+def _rejection_template(etype: str, reason: str, has_item: bool) -> bytes:
+    """`snapshots.rejection_json` of a rejection with this type and reason, the ids left as %s."""
+    raw = rejection_json("@E@", etype, "@I@" if has_item else None, reason)
+    return raw.replace(b"@E@", b"%s").replace(b"@I@", b"%s")
+
+
+# Each reason goes with one event type, with an itemId (adds, removes) or without (the rest):
+# a rejection is a formatting of its ids, which need no escaping (canonical UUIDs, ID_RE).
+_REJECTION = {
+    UNKNOWN_PRODUCT: _rejection_template(ADD, UNKNOWN_PRODUCT, True),
+    INSUFFICIENT_STOCK: _rejection_template(ADD, INSUFFICIENT_STOCK, True),
+    NOT_IN_CART: _rejection_template(REMOVE, NOT_IN_CART, True),
+    NO_OPEN_CART: _rejection_template(CLEAR, NO_OPEN_CART, False),
+    EMPTY_CART: _rejection_template(CHECKOUT, EMPTY_CART, False),
+}
+_fromhex = bytes.fromhex
 
 
 def apply_wire(state: State | None, w: Wire, cache: LineCache) -> tuple[State, int]:
     """`fold.apply` of one event as it travels; returns the new state and the metrics outcome."""
+    # The hot path of the flow, once per event: calls, generator expressions and temporary
+    # objects are avoided on purpose (Python 3.11 makes each a frame or an allocation).
     eid = w[1]
     if state is None:
         state = (w[3], 0, None, (), 0, None, (), b"", "")
     cid, generation, status, lines, version, _, rejected, window, _ = state
-    eid_bytes = _id_bytes(eid)
+    try:
+        eid_bytes = _fromhex(eid.replace("-", ""))  # = fold._id_bytes for canonical ids
+    except ValueError:
+        eid_bytes = b""
+    if len(eid_bytes) != 16:
+        eid_bytes = _id_bytes(eid)
     # fold._seen: a match must start on a slot boundary.
     i = window.find(eid_bytes)
     while i != -1 and i % 16:
@@ -116,29 +151,42 @@ def apply_wire(state: State | None, w: Wire, cache: LineCache) -> tuple[State, i
             if product is None:
                 reason = UNKNOWN_PRODUCT
             else:
-                item_id = w[4]
-                current = _find(lines, item_id) if is_open else None
-                qty = (current[2] if current else 0) + w[5]
+                item_id, qty, at = w[4], w[5], -1
+                if is_open:
+                    for j, li in enumerate(lines):
+                        if li[0] == item_id:
+                            qty += li[2]
+                            at = j
+                            break
                 if qty > product[3]:
                     reason = INSUFFICIENT_STOCK
                 else:
                     # The whole line takes the catalog's name and price as of this event.
-                    line = cache.get(product[0], product[1], product[2], qty)
+                    line = cache.lines.get((product[0], product[1], product[2], qty))
+                    if line is None:
+                        line = cache.get(product[0], product[1], product[2], qty)
                     if not is_open:
                         lines, generation, status = (line,), generation + 1, OPEN
-                    elif current is None:
+                    elif at < 0:
                         lines = (*lines, line)
                     else:
-                        lines = tuple(line if li is current else li for li in lines)
+                        lines = (*lines[:at], line, *lines[at + 1:])
         elif etype == REMOVE:
-            current = _find(lines, w[4])
-            if not is_open or current is None:
+            item_id, at = w[4], -1
+            if is_open:
+                for j, li in enumerate(lines):
+                    if li[0] == item_id:
+                        at = j
+                        break
+            if at < 0:
                 reason = NOT_IN_CART
-            elif w[5] is None or w[5] >= current[2]:
-                lines = tuple(li for li in lines if li is not current)
             else:
-                shrunk = cache.get(current[0], current[1], current[3], current[2] - w[5])
-                lines = tuple(shrunk if li is current else li for li in lines)
+                current, qty = lines[at], w[5]
+                if qty is None or qty >= current[2]:
+                    lines = (*lines[:at], *lines[at + 1:])
+                else:
+                    shrunk = cache.get(current[0], current[1], current[3], current[2] - qty)
+                    lines = (*lines[:at], shrunk, *lines[at + 1:])
         elif etype == CLEAR:
             if is_open:
                 lines = ()
@@ -153,7 +201,10 @@ def apply_wire(state: State | None, w: Wire, cache: LineCache) -> tuple[State, i
             raise AssertionError(f"unhandled event type {etype}")
         if reason is not None:
             outcome = REJECTED
-            rejected = (*rejected, (eid, etype, w[4], reason))[-REJECTIONS_KEPT:]
+            item = w[4]
+            rejection = (_REJECTION[reason] % (eid.encode(), item.encode()) if item is not None
+                         else _REJECTION[reason] % eid.encode())
+            rejected = (*rejected, rejection)[-REJECTIONS_KEPT:]
     return (cid, generation, status, lines, version + 1, (eid, w[8], w[9]), rejected,
             (window + eid_bytes)[-_WINDOW_BYTES:], w[6]), outcome
 
@@ -161,30 +212,39 @@ def apply_wire(state: State | None, w: Wire, cache: LineCache) -> tuple[State, i
 # The record's layout, as orjson writes the dict of `cart_details_to_dict` (compact, in this
 # key order). Only values that cannot need escaping go in raw: ids match cart_contract.ID_RE,
 # eventIds are canonical UUIDs, statuses and numbers are plain; names sit in the lines' JSON,
-# and updatedAt and rejections (free text) go through orjson.
+# rejections are kept as JSON, and updatedAt (free text) goes through orjson.
 _RECORD = (b'{"customerId":"%s","cartId":"%s:%d","status":"%s","lineItems":[%s],"totalQty":%d,'
            b'"totalPrice":"%s","version":%d,"lastEvent":{"eventId":"%s","partition":%d,'
-           b'"offset":%d},"rejected":%s,"updatedAt":%s,"schemaVersion":1}')
+           b'"offset":%d},"rejected":[%s],"updatedAt":%s,"schemaVersion":1}')
 _STATUS = {None: OPEN.encode(), OPEN: OPEN.encode(), CHECKED_OUT: CHECKED_OUT.encode()}
-
-
-def _rejections_json(rejected: tuple[tuple[str, str, str | None, str], ...]) -> bytes:
-    return orjson.dumps([{"eventId": r[0], "type": r[1], "itemId": r[2], "reason": r[3]}
-                         for r in rejected])
+# A sum of whole-cent lines below this prints exactly as the Decimal sum would (see `_cents`).
+_MAX_TOTAL_CENTS = 10**26
 
 
 def encode_state(s: State) -> bytes:
     """The cart-details record of a state, byte for byte `encode_cart_details(to_cart_details)`."""
     cid, generation, status, lines, version, last, rejected, _, updated_at = s
-    total_qty, total_price = 0, _ZERO
-    for li in lines:
-        total_qty += li[2]
-        total_price += li[4]
+    qty = cents = 0
+    parts = []
+    try:
+        for li in lines:
+            qty += li[2]
+            cents += li[7]  # None (not whole cents): TypeError
+            parts.append(li[5])
+        if cents >= _MAX_TOTAL_CENTS:
+            raise TypeError
+        total = b"%d.%02d" % divmod(cents, 100)
+    except TypeError:
+        qty, exact, parts = 0, _ZERO, []
+        for li in lines:
+            qty += li[2]
+            exact += li[4]
+            parts.append(li[5])
+        total = _money(exact).encode()
     cid_bytes = cid.encode()
     return _RECORD % (
-        cid_bytes, cid_bytes, generation, _STATUS[status], b",".join([li[5] for li in lines]),
-        total_qty, _money(total_price).encode(), version, last[0].encode(), last[1], last[2],
-        _rejections_json(rejected) if rejected else b"[]", orjson.dumps(updated_at))
+        cid_bytes, cid_bytes, generation, _STATUS[status], b",".join(parts), qty, total, version,
+        last[0].encode(), last[1], last[2], b",".join(rejected), orjson.dumps(updated_at))
 
 
 def to_snapshot(s: State) -> tuple[Any, ...]:
@@ -196,5 +256,5 @@ def from_snapshot(t: tuple[Any, ...], cache: LineCache) -> State:
     """A state back from `to_snapshot` (or `customer_to_tuple`), compacted as `fold.compact`."""
     lines = tuple(cache.get(i, n, u, q) for i, n, q, u, _ in t[LINES])
     return (*t[:LINES], lines, t[VERSION], None if t[LAST_EVENT] is None else tuple(t[LAST_EVENT]),
-            tuple(tuple(r) for r in t[REJECTED_][-REJECTIONS_KEPT:]), t[WINDOW][-_WINDOW_BYTES:],
+            rejections_from_snapshot(t[REJECTED_][-REJECTIONS_KEPT:]), t[WINDOW][-_WINDOW_BYTES:],
             t[UPDATED_AT])

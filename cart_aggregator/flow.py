@@ -64,11 +64,15 @@ from cart_contract import (
 )
 
 log = logging.getLogger(__name__)
+_RETAIN = StatefulBatchLogic.RETAIN
 
 # Written next to the recovery partitions; a different value means their snapshots hold state
 # of another shape, and the flow must start over from the log (see __main__). Bump the number
 # when a stage's snapshot changes; SHAPE follows the fold's CustomerState on its own.
-STATE_FORMAT = f"cartstream-aggregator/3-{SHAPE}"
+STATE_FORMAT = f"cartstream-aggregator/4-{SHAPE}"
+# Older formats this flow still resumes from (the marker is then rewritten, so an older flow
+# no longer takes the directory): 3 kept rejections as tuples (snapshots.rejections_from_snapshot).
+READABLE_FORMATS = (f"cartstream-aggregator/3-{SHAPE}",)
 FLOW_ID = "cartstream-aggregator"
 # EventType -> its plain str value, which is what a Wire carries (`.value` costs more).
 _TYPE_NAMES = {t: t.value for t in EventType}
@@ -173,10 +177,6 @@ def _by_customer(batch: list[tuple[str, Wire]]) -> list[tuple[str, Wire]]:
     return [(w[CUSTOMER], w) for _, w in batch]
 
 
-def _values(batch: list[tuple[str, Any]]) -> list[Any]:
-    return [v for _, v in batch]
-
-
 def _encode_letters(batch: list[DeadLetter]) -> list[tuple[bytes | None, bytes]]:
     return [(dl.key, encode_dead_letter(dl)) for dl in batch]
 
@@ -193,8 +193,11 @@ class SequenceLogic(StatefulBatchLogic[Any, Wire, int]):
         self.last = last or 0
 
     def on_batch(self, values: list[Any]) -> tuple[list[Wire], bool]:
+        if len(values) == 1:  # the common case, without stamp()'s loop
+            last = self.last = self.last + 1
+            return [(last, *values[0][1:])], _RETAIN
         self.last, out = stamp(self.last, values)
-        return out, StatefulBatchLogic.RETAIN
+        return out, _RETAIN
 
     def snapshot(self) -> int:
         return self.last
@@ -217,7 +220,7 @@ class JoinLogic(StatefulBatchLogic[Any, Wire, CatalogEntry]):
         if entry.waiting or self.entry.waiting:
             metrics.tally()[metrics.WAITING] += len(entry.waiting) - len(self.entry.waiting)
         self.entry = entry
-        return out, StatefulBatchLogic.RETAIN
+        return out, _RETAIN
 
     def on_batch(self, values: list[Any]) -> tuple[list[Wire], bool]:
         # The clock only matters to an add that has to wait, i.e. before the product's first
@@ -248,11 +251,12 @@ class JoinLogic(StatefulBatchLogic[Any, Wire, CatalogEntry]):
 FoldSnapshot = tuple[tuple[Any, ...] | None, tuple[Wire, ...]]
 
 
-class FoldLogic(StatefulBatchLogic[Wire, tuple[bytes, bytes], FoldSnapshot]):
+class FoldLogic(StatefulBatchLogic[Wire, bytes, FoldSnapshot]):
     """Per customer: the fold's state, plus events that arrived before their predecessor.
 
     The state is `fastfold`'s tuple (immutable: a snapshot can hand it out as it is, bar the
-    lines' conversion) and the fold is `fastfold.apply_wire`, equal to `fold.apply`.
+    lines' conversion) and the fold is `fastfold.apply_wire`, equal to `fold.apply`. It emits
+    the records' values: bytewax pairs each with the key, the customerId.
     """
 
     lines = LineCache()  # per process: carts share their lines and the lines' JSON
@@ -264,30 +268,36 @@ class FoldLogic(StatefulBatchLogic[Wire, tuple[bytes, bytes], FoldSnapshot]):
         if early:
             metrics.tally()[metrics.EARLY_BUFFERED] += len(early)
 
-    def on_batch(self, values: list[Wire]) -> tuple[list[tuple[bytes, bytes]], bool]:
+    def on_batch(self, values: list[Wire]) -> tuple[list[bytes], bool]:
         customer = self.customer
-        next_version = (customer[fastfold.VERSION] if customer else 0) + 1
-        early = self.early
-        if early is None and len(values) == 1 and values[0][VERSION] == next_version:
-            # The common case (one event, the next one): nothing to resequence.
-            customer, outcome = apply_wire(customer, values[0], self.lines)
-            self.customer = customer
-            metrics.tally()[outcome] += 1
-            record = encode_state(customer)
-            return [(customer[fastfold.CID].encode(), record)], StatefulBatchLogic.RETAIN
-        if early is None:
-            early = {}
+        version = customer[fastfold.VERSION] if customer is not None else 0
+        if self.early is None:
+            # The common case: the next events, in order (nearly always just one).
+            for w in values:
+                version += 1
+                if w[VERSION] != version:
+                    break
+            else:
+                t, lines, out = metrics.tally(), self.lines, []
+                for w in values:
+                    customer, outcome = apply_wire(customer, w, lines)
+                    t[outcome] += 1
+                    out.append(encode_state(customer))
+                self.customer = customer
+                return out, _RETAIN
+            version = customer[fastfold.VERSION] if customer is not None else 0
+        return self._resequence(customer, version, values)
+
+    def _resequence(self, customer: State | None, version: int,
+                    values: list[Wire]) -> tuple[list[bytes], bool]:
+        early = self.early if self.early is not None else {}
         held = len(early)
-        ready, parked = release_in_order(next_version, early, values)
-        t = metrics.tally()
-        out = []
-        if ready:
-            key = ready[0][CUSTOMER].encode()
-            lines = self.lines
-            for w in ready:
-                customer, outcome = apply_wire(customer, w, lines)
-                t[outcome] += 1
-                out.append((key, encode_state(customer)))
+        ready, parked = release_in_order(version + 1, early, values)
+        t, lines, out = metrics.tally(), self.lines, []
+        for w in ready:
+            customer, outcome = apply_wire(customer, w, lines)
+            t[outcome] += 1
+            out.append(encode_state(customer))
         self.customer = customer
         self.early = early or None
         if parked or held:
@@ -295,14 +305,14 @@ class FoldLogic(StatefulBatchLogic[Wire, tuple[bytes, bytes], FoldSnapshot]):
             t[metrics.EARLY_BUFFERED] += len(early) - held
         if len(values) + held != len(ready) + len(early):
             t[metrics.REPEATS] += len(values) + held - len(ready) - len(early)
-        return out, StatefulBatchLogic.RETAIN
+        return out, _RETAIN
 
-    def on_eof(self) -> tuple[list[tuple[bytes, bytes]], bool]:
+    def on_eof(self) -> tuple[list[bytes], bool]:
         if self.early:
             log.error("customer %s: %d events never got their predecessor (versions %s)",
                       next(iter(self.early.values()))[CUSTOMER], len(self.early),
                       sorted(self.early))
-        return [], StatefulBatchLogic.RETAIN
+        return [], _RETAIN
 
     def snapshot(self) -> FoldSnapshot:
         return (to_snapshot(self.customer) if self.customer else None,
@@ -350,7 +360,8 @@ def build_flow(
                        adds.falses)
     folded = op.stateful_batch("resequence-fold", fold_in, FoldLogic)
 
-    op.output("cart-details", op.flat_map_batch("records", folded, _values),
+    # (customerId, record) pairs, as bytewax pairs the fold's output with its key.
+    op.output("cart-details", folded,
               cart_sink or DeliveredKafkaSink(config.kafka_bootstrap, config.topic_cart_details,
                                               config.delivery_timeout_s))
     letters = op.merge("bad-records", events.falses, products.falses)

@@ -20,7 +20,8 @@ from cart_aggregator import metrics
 
 log = logging.getLogger(__name__)
 
-Record = tuple[bytes | None, bytes | None]
+# (key, value); a str key is written as its UTF-8 bytes.
+Record = tuple[str | bytes | None, bytes | None]
 
 
 class DeliveryFailed(RuntimeError):
@@ -104,7 +105,7 @@ def _recorder(failures: list[str]) -> Callable[[Any, Any], None]:
 
 
 class DeliveredKafkaSink(DynamicSink[Record]):
-    """Writes (key, value) byte pairs to one topic; fails rather than drop a record."""
+    """Writes (key, value) pairs to one topic; fails rather than drop a record."""
 
     def __init__(
         self,

@@ -104,6 +104,17 @@ def test_state_of_another_format_is_moved_aside(tmp_path: Path) -> None:
     assert len(aside) == 1 and len(list(aside[0].glob("part-*.sqlite3"))) == 2
 
 
+def test_state_of_a_readable_older_format_is_resumed_and_marked_as_the_new_one(
+        tmp_path: Path) -> None:
+    d = tmp_path / "recovery"
+    prepare_recovery(d, 2, True, "fmt/1")
+    stamp = (d / "part-0.sqlite3").stat().st_mtime_ns
+    prepare_recovery(d, 2, False, "fmt/2", ("fmt/1",))
+    assert (d / "part-0.sqlite3").stat().st_mtime_ns == stamp
+    assert (d / "STATE_FORMAT").read_text().strip() == "fmt/2"
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith("recovery.fmt")]
+
+
 def test_a_cluster_of_machines_never_creates_partitions_on_its_own(tmp_path: Path) -> None:
     with pytest.raises(SystemExit, match="no recovery partitions"):
         prepare_recovery(tmp_path / "r", 2, False, "fmt/1")

@@ -89,19 +89,19 @@ def run_flow(cart_items: list, product_items: list, workers: int = 1, wait_s: fl
     return out, [decode_dead_letter(v) for _, v in dead]
 
 
-def expected_records(cart_msgs: list, catalog: dict[str, Product] = CATALOG) -> dict[bytes, bytes]:
+def expected_records(cart_msgs: list, catalog: dict[str, Product] = CATALOG) -> dict[str, bytes]:
     """The oracle: the fold of the log, encoded as the aggregator must publish it."""
     log = []
     for m in cart_msgs:
         ev = decode_cart_event(m.value)
         log.append((ev, EventPosition(ev.event_id, m.partition, m.offset)))
     states = fold(log, lambda ev: catalog.get(ev.item_id or ""))
-    return {c.encode(): encode_cart_details(to_cart_details(s)) for c, s in states.items()}
+    return {c: encode_cart_details(to_cart_details(s)) for c, s in states.items()}
 
 
-def latest(out: list) -> dict[bytes, bytes]:
+def latest(out: list) -> dict[str, bytes]:
     """Each customer's record with the highest version."""
-    best: dict[bytes, tuple[int, bytes]] = {}
+    best: dict[str, tuple[int, bytes]] = {}
     for key, value in out:
         v = decode_cart_details(value).version
         if key not in best or v > best[key][0]:
@@ -109,8 +109,8 @@ def latest(out: list) -> dict[bytes, bytes]:
     return {k: value for k, (_, value) in best.items()}
 
 
-def versions_by_customer(out: list) -> dict[bytes, list[int]]:
-    seen: dict[bytes, list[int]] = {}
+def versions_by_customer(out: list) -> dict[str, list[int]]:
+    seen: dict[str, list[int]] = {}
     for key, value in out:
         seen.setdefault(key, []).append(decode_cart_details(value).version)
     return seen

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime
 from decimal import Decimal
+from typing import Any
 
 import orjson
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cart_contract import (
@@ -31,6 +33,7 @@ from cart_contract import (
     dead_letter_from_error,
     decode_cart_details,
     decode_cart_event,
+    decode_cart_event_fields,
     decode_dead_letter,
     decode_product,
     encode_cart_details,
@@ -44,6 +47,9 @@ from cart_contract import (
     product_from_dict,
     utc_now_iso,
 )
+from cart_contract import events as events_module
+from cart_contract._json import load_object
+from cart_contract.events import _checked_fields
 
 EID = "8f14e45f-ceea-467a-9e3c-7e0e0b0f2b1a"
 ids = st.from_regex(r"\A[A-Za-z0-9._:@-]{1,64}\Z")
@@ -470,3 +476,326 @@ def test_the_fast_reader_agrees_with_the_checked_one(over: dict) -> None:
         return
     fields = cart_event_fields(d)
     assert fields == expected and [type(f) for f in fields] == [type(f) for f in expected]
+
+
+# decode_cart_event_fields reads with msgspec and falls back to orjson + the general checks;
+# for every input it must give what that general path alone gives.
+
+
+def _reference(raw: Any) -> tuple:
+    """The reader as it was before the msgspec path: orjson, then every check."""
+    return _checked_fields(load_object(raw))
+
+
+def _outcome(decode: Callable[[Any], tuple], raw: object) -> tuple:
+    try:
+        fields = decode(raw)
+    except ContractError as exc:
+        return ("error", exc.reason, exc.field)
+    except Exception as exc:  # any other failure must match too
+        return ("raised", type(exc).__name__)
+    return ("ok", fields, [type(f) for f in fields])
+
+
+def _assert_same_as_reference(raw: object) -> tuple:
+    expected = _outcome(_reference, raw)
+    assert _outcome(decode_cart_event_fields, raw) == expected
+    return expected
+
+
+_GOOD = (b'{"schemaVersion":1,"eventId":"cf7b1a76-0bf2-4696-b8bb-cc3d11cc7454","type":"ITEM_ADDED",'
+         b'"customerId":"customer-145","itemId":"98","qty":1,'
+         b'"occurredAt":"2026-12-01T04:50:05.915490Z"}')
+
+
+def _with(extra: bytes) -> bytes:
+    """_GOOD with more members appended (a later key overrides an earlier one)."""
+    return _GOOD[:-1] + b"," + extra + b"}"
+
+
+def _without(key: bytes) -> bytes:
+    d = orjson.loads(_GOOD)
+    del d[key.decode()]
+    return orjson.dumps(d)
+
+
+class _Bytes(bytes):
+    pass
+
+
+_EDGE_CASES = {
+    "good": _GOOD,
+    "good as str": _GOOD.decode(),
+    "good as bytearray": bytearray(_GOOD),
+    "good as memoryview": memoryview(_GOOD),
+    "bytes subclass (orjson refuses it, msgspec does not)": _Bytes(_GOOD),
+    "duplicate key, last wins": _with(b'"qty":7'),
+    "duplicate key, last is null": _with(b'"qty":null'),
+    "duplicate key, last is invalid": _with(b'"customerId":"a b"'),
+    "duplicate key, first is null": _GOOD.replace(b'"qty":1', b'"qty":null,"qty":3'),
+    "duplicate type": _with(b'"type":"CHECKOUT"'),
+    "duplicate qty, first is 10**400": b'{"qty":1' + b"0" * 400 + b"," + _GOOD[1:],
+    "duplicate qty, first is 2**64": b'{"qty":18446744073709551616,' + _GOOD[1:],
+    "duplicate qty, first is 1e400": b'{"qty":1e400,' + _GOOD[1:],
+    "duplicate schemaVersion, first is 10**400": b'{"schemaVersion":1' + b"0" * 400 + b","
+                                                 + _GOOD[1:],
+    "duplicate customerId, first is invalid UTF-8": b'{"customerId":"\xff",' + _GOOD[1:],
+    "duplicate customerId, first is a lone surrogate": b'{"customerId":"\\ud800",' + _GOOD[1:],
+    "escaped key": _GOOD.replace(b'"type"', b'"\\u0074ype"'),
+    "eventType alias": _GOOD.replace(b'"type"', b'"eventType"'),
+    "both type and eventType": _with(b'"eventType":"CHECKOUT"'),
+    "lone surrogate in a known field": _GOOD.replace(b'"98"', b'"\\ud800"'),
+    "lone low surrogate in a known field": _GOOD.replace(b'"98"', b'"\\udc00"'),
+    "lone surrogate in occurredAt": _GOOD.replace(b"T04", b"\\ud80004"),
+    "surrogate pair in occurredAt": _GOOD.replace(b"T04", b"\\ud83d\\ude0004"),
+    "lone surrogate in an unknown field": _with(b'"x":"\\ud800"'),
+    "lone surrogate in an unknown key": _with(b'"\\ud800":1'),
+    "lone surrogate then more fields": _GOOD.replace(b"{", b'{"x":"\\ud800",', 1),
+    "lone surrogate in a str input": _GOOD.decode().replace("98", "\ud800"),
+    "invalid UTF-8 in a known field": _GOOD.replace(b"98", b"\xff"),
+    "invalid UTF-8 in an unknown field": _with(b'"x":"\xff"'),
+    "invalid UTF-8 in an unknown key": _with(b'"\xff":1'),
+    "UTF-8 encoded surrogate": _with(b'"x":"\xed\xa0\x80"'),
+    "non-ASCII in occurredAt": _GOOD.replace(b"T04", "\u00e904".encode()),
+    "qty true": _GOOD.replace(b'"qty":1', b'"qty":true'),
+    "qty 1.0": _GOOD.replace(b'"qty":1', b'"qty":1.0'),
+    "qty 1e0": _GOOD.replace(b'"qty":1', b'"qty":1e0'),
+    "qty -0": _GOOD.replace(b'"qty":1', b'"qty":-0'),
+    "qty 2**64": _GOOD.replace(b'"qty":1', b'"qty":18446744073709551616'),
+    "qty 10**400": _GOOD.replace(b'"qty":1', b'"qty":1' + b"0" * 400),
+    "qty 1e400": _GOOD.replace(b'"qty":1', b'"qty":1e400'),
+    "schemaVersion true": _GOOD.replace(b'"schemaVersion":1', b'"schemaVersion":true'),
+    "schemaVersion 1.0": _GOOD.replace(b'"schemaVersion":1', b'"schemaVersion":1.0'),
+    "schemaVersion 0": _GOOD.replace(b'"schemaVersion":1', b'"schemaVersion":0'),
+    "schemaVersion 2**63": _GOOD.replace(b'"schemaVersion":1',
+                                         b'"schemaVersion":9223372036854775808'),
+    "schemaVersion 2**64-1 (orjson: int)": _GOOD.replace(
+        b'"schemaVersion":1', b'"schemaVersion":18446744073709551615'),
+    "schemaVersion 2**64 (orjson: float)": _GOOD.replace(
+        b'"schemaVersion":1', b'"schemaVersion":18446744073709551616'),
+    "schemaVersion 10**400": _GOOD.replace(b'"schemaVersion":1', b'"schemaVersion":1' + b"0" * 400),
+    "1e400 in an unknown field": _with(b'"x":1e400'),
+    "10**400 in an unknown field": _with(b'"x":1' + b"0" * 400),
+    "unknown field": _with(b'"somethingNew":"x"'),
+    "nested object in an unknown field": _with(b'"x":{"a":[1,{"b":null}],"c":"d"}'),
+    "deep nesting in an unknown field": _with(b'"x":' + b"[" * 1100 + b"]" * 1100),
+    "nesting in a known field": _GOOD.replace(b'"98"', b'["98"]'),
+    **{f"{k} null": _GOOD.replace(b'"%s":' % k.encode(), b'"%s":null,"_":' % k.encode())
+       for k in ("type", "eventId", "customerId", "itemId", "qty", "occurredAt", "schemaVersion")},
+    **{f"{k} missing": _without(k.encode())
+       for k in ("type", "eventId", "customerId", "itemId", "qty", "occurredAt", "schemaVersion")},
+    "upper-case eventId": _GOOD.replace(b"cf7b1a76", b"CF7B1A76"),
+    "eventId without dashes": _GOOD.replace(b"cf7b1a76-0bf2-4696-b8bb-cc3d11cc7454",
+                                            b"cf7b1a760bf24696b8bbcc3d11cc7454"),
+    "eventId with a trailing newline": _GOOD.replace(b"7454", b"7454\\n"),
+    "customerId with a trailing newline": _GOOD.replace(b"customer-145", b"customer-145\\n"),
+    "numeric customerId": _GOOD.replace(b'"customer-145"', b"145"),
+    "checkout with a numeric itemId": _GOOD.replace(b"ITEM_ADDED", b"CHECKOUT").replace(b'"98"',
+                                                                                       b"9"),
+    "checkout with a bad itemId and qty": _GOOD.replace(b"ITEM_ADDED", b"CHECKOUT")
+    .replace(b'"98"', b'"not valid!"').replace(b'"qty":1', b'"qty":"x"'),
+    "remove without qty": _without(b"qty").replace(b"ITEM_ADDED", b"ITEM_REMOVED"),
+    "legacy type name": _GOOD.replace(b"ITEM_ADDED", b"ADD_ITEM"),
+    "array": b"[" + _GOOD + b"]",
+    "string": b'"x"',
+    "number": b"1",
+    "null": b"null",
+    "empty": b"",
+    "empty str": "",
+    "whitespace only": b" \n",
+    "leading and trailing whitespace": b" \t\r\n" + _GOOD + b" \t\r\n",
+    "form feed": _GOOD + b"\f",
+    "trailing garbage": _GOOD + b"x",
+    "two documents": _GOOD + _GOOD,
+    "trailing comma": _with(b'"x":1,'),
+    "byte order mark": b"\xef\xbb\xbf" + _GOOD,
+    "truncated": _GOOD[:-1],
+    "NaN": _with(b'"x":NaN'),
+    "control character in a string": _GOOD.replace(b"98", b"9\t8"),
+    "None": None,
+    "int": 5,
+}
+
+
+@pytest.mark.parametrize("raw", list(_EDGE_CASES.values()), ids=list(_EDGE_CASES))
+def test_event_decoder_edge_cases_match_the_general_path(raw: object) -> None:
+    _assert_same_as_reference(raw)
+
+
+def test_event_decoder_edge_cases_give_what_orjson_gives() -> None:
+    def fields(name: str) -> tuple:
+        return decode_cart_event_fields(_EDGE_CASES[name])
+
+    def reason(name: str) -> str:
+        with pytest.raises(ContractError) as err:
+            decode_cart_event_fields(_EDGE_CASES[name])
+        return err.value.reason
+
+    assert fields("duplicate key, last wins")[4] == 7
+    assert fields("duplicate type")[1:5] == (EventType.CHECKOUT, "customer-145", None, None)
+    assert fields("schemaVersion 2**64-1 (orjson: int)")[6] == 2**64 - 1
+    assert reason("schemaVersion 2**64 (orjson: float)") == "WRONG_TYPE"
+    assert fields("unknown field") == fields("good")
+    assert fields("nested object in an unknown field") == fields("good")
+    for name in ("lone surrogate in an unknown field", "invalid UTF-8 in an unknown field",
+                 "duplicate qty, first is 10**400", "duplicate customerId, first is invalid UTF-8",
+                 "1e400 in an unknown field", "deep nesting in an unknown field",
+                 "bytes subclass (orjson refuses it, msgspec does not)", "empty", "None"):
+        assert reason(name) == "INVALID_JSON", name
+
+
+@pytest.mark.parametrize("etype", ["ITEM_ADDED", "ITEM_REMOVED", "CHECKOUT", "CART_CLEARED"])
+def test_events_in_the_writers_form_skip_the_general_path(monkeypatch: pytest.MonkeyPatch,
+                                                          etype: str) -> None:
+    def general_path(raw: object) -> tuple:
+        raise AssertionError("took the general path")
+
+    monkeypatch.setattr(events_module, "_decode_full", general_path)
+    for ev in [new_cart_event(EventType(etype), "customer-1", "98", 3, event_id=EID),
+               new_cart_event(EventType(etype), "7", "x.y", None if etype != "ITEM_ADDED" else 1)]:
+        raw = encode_cart_event(ev)
+        assert decode_cart_event_fields(raw) == decode_cart_event_fields(raw.decode())
+        assert decode_cart_event(raw) == ev
+    without_version = _without(b"schemaVersion")
+    assert decode_cart_event_fields(without_version)[6] == 1
+
+
+# Values that each check and each reader edge turn on, for any field...
+_ODD_VALUES = [
+    b"null", b"true", b"false", b"0", b"-1", b"-0", b"1.0", b"1e0", b"1e400", b"1" + b"0" * 400,
+    b"9223372036854775807", b"9223372036854775808", b"18446744073709551615",
+    b"18446744073709551616", b'""', b'"1"', b"[]", b"{}", b'{"a":[1,{"b":null}]}',
+    b"[" * 1100 + b"]" * 1100, b'"\\ud800"', b'"\\udc00x"', b'"\xff"', b'"\xed\xa0\x80"',
+    b'"\xc3\xa9"', b'"\\u0041"', b"NaN", b"01", b'"\t"',
+]
+# ...and the near misses of each field.
+_NEAR_MISSES = {
+    b"type": [b'"%s"' % t.encode() for t in ("ITEM_ADDED", "ITEM_REMOVED", "CHECKOUT",
+                                              "CART_CLEARED", "ADD_ITEM", "REMOVE_ITEM",
+                                              "CLEAR_CART", "TELEPORT", "item_added", "CHECKOUT ")],
+    b"eventId": [b'"%s"' % e.encode() for e in (EID, EID.upper(), EID.replace("-", ""),
+                                                f"{{{EID}}}", f"urn:uuid:{EID}", EID[:-1],
+                                                EID[:-1] + "g", EID + "\\n")],
+    b"customerId": [b'"123"', b"123", b'"a b"', b'"%s"' % (b"x" * 64), b'"%s"' % (b"x" * 65),
+                    b'"c\\n"', b'"c@d:e.f-g_h"', b'"\\u0063"'],
+    b"qty": [b"1", b"2", b"10000", b"10001", b'"2"'],
+    b"occurredAt": [b'"2026-11-22"', b'"2026-11-22T10:00:00Z"', b'"2026-13-40"',
+                    b'"2026-02-30T00:00:00Z"', b'"2026-11-22T25:00:00Z"', b'"yesterday"',
+                    b'"2026-11-22\\u00e910:00"', b'"2026-11-22T10:00:00+25:00"'],
+    b"schemaVersion": [b"1", b"2", b"99"],
+}
+_NEAR_MISSES[b"itemId"] = _NEAR_MISSES[b"customerId"]
+
+
+def _members(etype: str) -> list[tuple[bytes, bytes]]:
+    return [(b"schemaVersion", b"1"), (b"eventId", b'"%s"' % EID.encode()),
+            (b"type", b'"%s"' % etype.encode()), (b"customerId", b'"customer-145"'),
+            (b"itemId", b'"98"'), (b"qty", b"3"), (b"occurredAt", b'"2026-12-01T04:50:05Z"')]
+
+
+def _document(members: list[tuple[bytes, bytes]]) -> bytes:
+    return b"{" + b",".join(b'"%s":%s' % m for m in members) + b"}"
+
+
+def _single_changes() -> list[bytes]:
+    """Valid events of each type with one member dropped, changed, repeated or added."""
+    docs = []
+    for etype in ["ITEM_ADDED", "ITEM_REMOVED", "CHECKOUT", "CART_CLEARED", "ADD_ITEM",
+                  "REMOVE_ITEM", "CLEAR_CART"]:
+        members = _members(etype)
+        docs.append(_document(members))
+        for i, (key, _) in enumerate(members):
+            docs.append(_document(members[:i] + members[i + 1:]))
+            for value in _NEAR_MISSES[key] + _ODD_VALUES:
+                docs.append(_document(members[:i] + [(key, value)] + members[i + 1:]))
+                docs.append(_document([(key, value)] + members))  # a later key overrides it
+                docs.append(_document(members + [(key, value)]))
+        for key in (b"x", b"eventType", b"\\u0074ype", b"\\ud800", b"\xff"):
+            for value in _ODD_VALUES + _NEAR_MISSES[b"type"]:
+                docs.append(_document(members + [(key, value)]))
+                docs.append(_document([m for m in members if m[0] != b"type"] + [(key, value)]))
+    return docs
+
+
+def test_every_single_change_to_an_event_decodes_as_the_general_path() -> None:
+    for raw in _single_changes():
+        _assert_same_as_reference(raw)
+        _assert_same_as_reference(raw.decode("utf-8", "surrogateescape"))
+        _assert_same_as_reference(_Bytes(raw))
+
+
+# JSON texts for any field: right and wrong types, near misses, edges of orjson's and msgspec's
+# readers.
+_json_values = st.one_of(
+    st.sampled_from([
+        b'"ITEM_ADDED"', b'"ITEM_REMOVED"', b'"CHECKOUT"', b'"CART_CLEARED"', b'"ADD_ITEM"',
+        b'"REMOVE_ITEM"', b'"CLEAR_CART"', b'"TELEPORT"', b'"item_added"', b'"%s"' % EID.encode(),
+        b'"%s"' % EID.upper().encode(), b'"%s"' % EID.replace("-", "").encode(),
+        b'"{%s}"' % EID.encode(), b'"%s\\n"' % EID.encode(), b'"%s"' % EID[:-1].encode(),
+        b'"123"', b'"customer-1\\n"', b'"a b"', b'""', b'"x\\n"', b'"%s"' % (b"x" * 65),
+        b'"2026-11-22T10:00:00Z"', b'"2026-11-22"', b'"2026-13-40"', b'"2026-02-30T00:00:00Z"',
+        b'"2026-11-22T25:00:00Z"', b'"yesterday"', b'"2026-11-22\\u00e910:00"',
+        b"0", b"1", b"-1", b"-0", b"2", b"10000", b"10001", b"1.0", b"1e0", b"9223372036854775807",
+        b"9223372036854775808", b"18446744073709551615", b"18446744073709551616", b"1e400",
+        b"1" + b"0" * 400, b"true", b"false", b"null", b"[]", b'["1"]', b'{"a":{"b":[1,null]}}',
+        b"[" * 1100 + b"]" * 1100, b'"\\u0041"', b'"\\ud800"', b'"\\udc00"', b'"\\ud83d\\ude00"',
+        b'"\xff"', b'"\xed\xa0\x80"', b'"\xc3\xa9"', b"NaN", b"01", b'"\t"',
+    ]),
+    st.text(max_size=8).map(orjson.dumps),
+    st.integers().map(lambda i: str(i).encode()),
+    st.floats(allow_nan=False, allow_infinity=False).map(orjson.dumps),
+    st.binary(max_size=3).map(lambda b: b'"' + b.replace(b'"', b"") + b'"'),
+)
+_json_keys = st.sampled_from([
+    b"type", b"eventType", b"eventId", b"customerId", b"itemId", b"qty", b"occurredAt",
+    b"schemaVersion", b"\\u0074ype", b"Type", b"x", b"\\ud800", b"\xff",
+])
+
+
+@st.composite
+def _event_documents(draw: st.DrawFn) -> bytes | str:
+    """Writer-form events, often with members changed, dropped or added, or the text broken."""
+    etype = draw(st.sampled_from(["ITEM_ADDED", "ITEM_REMOVED", "CHECKOUT", "CART_CLEARED",
+                                  "ADD_ITEM", "REMOVE_ITEM", "CLEAR_CART"]))
+    members = [(b"eventId", orjson.dumps(str(draw(st.uuids())))),
+               (b"type", orjson.dumps(etype)),
+               (b"customerId", orjson.dumps(draw(ids))),
+               (b"itemId", orjson.dumps(draw(ids))),
+               (b"qty", orjson.dumps(draw(st.integers(1, 10000)))),
+               (b"occurredAt", orjson.dumps(draw(st.datetimes(timezones=st.just(UTC))))),
+               (b"schemaVersion", orjson.dumps(draw(st.integers(1, 99))))]
+    changes = draw(st.lists(st.tuples(st.integers(0, len(members) - 1),
+                                      st.sampled_from(["odd value", "drop"])), max_size=2))
+    for i, change in changes:
+        key = members[i][0]
+        if change == "drop":
+            members[i] = (key, b"")
+        else:
+            members[i] = (key, draw(st.sampled_from(_NEAR_MISSES[key] + _ODD_VALUES)
+                                    | _json_values))
+    changed = [m for m in members if m[1]]
+    for key, value in draw(st.lists(st.tuples(_json_keys, _json_values), max_size=2)):
+        changed.insert(draw(st.integers(0, len(changed))), (key, value))
+    raw = b"{" + b",".join(b'"%s":%s' % m for m in changed) + b"}"
+    mutation = draw(st.sampled_from(["none"] * 14 + ["space", "garbage", "array", "truncate",
+                                                     "insert", "str"]))
+    if mutation == "space":
+        raw = b" \n" + raw + b"\t\r "
+    elif mutation == "garbage":
+        raw += draw(st.sampled_from([b"x", b"}", b",", b"{}", b"\x00"]))
+    elif mutation == "array":
+        raw = b"[" + raw + b"]"
+    elif mutation == "truncate":
+        raw = raw[: draw(st.integers(0, len(raw)))]
+    elif mutation == "insert":
+        at = draw(st.integers(0, len(raw)))
+        raw = raw[:at] + draw(st.binary(min_size=1, max_size=2)) + raw[at:]
+    elif mutation == "str":
+        return raw.decode("utf-8", "surrogateescape")  # lone surrogates for invalid UTF-8
+    return raw
+
+
+@settings(max_examples=500, deadline=None)
+@given(_event_documents())
+def test_the_event_decoder_agrees_with_the_general_path(raw: bytes | str) -> None:
+    _assert_same_as_reference(raw)

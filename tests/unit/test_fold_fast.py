@@ -165,3 +165,20 @@ def test_a_long_seeded_walk_equals_the_oracle() -> None:
         if rng.random() < 0.05:
             fasts[cid] = from_snapshot(to_snapshot(fasts[cid]), cache)
     assert all(len(s.rejected) == 10 for s in oracles.values())
+
+
+def test_a_snapshot_of_format_3_with_rejections_as_tuples_resumes_identically() -> None:
+    cache = LineCache()
+    oracle = None
+    events = [event_of(REMOVE, "1", 1, "2026-11-22T10:00:00Z"),
+              event_of(CHECKOUT, "1", None, "2026-11-22T10:00:01Z"),
+              event_of(ADD, "9", 1, "2026-11-22T10:00:02Z")]
+    for i, ev in enumerate(events):
+        oracle = apply(oracle, ev, None, EventPosition(ev.event_id, 0, i))
+    assert oracle is not None and len(oracle.rejected) == 3
+    new = customer_to_tuple(oracle)
+    old = (*new[:6], tuple((r.event_id, r.type, r.item_id, r.reason) for r in oracle.rejected),
+           *new[7:])
+    fast = from_snapshot(pickle.loads(pickle.dumps(old)), cache)
+    assert to_snapshot(fast) == new
+    assert encode_state(fast) == encode_cart_details(to_cart_details(oracle))
