@@ -109,15 +109,12 @@ def parse_cart_events(msgs: list[Any]) -> list[Any]:
     in order, and the sequencing relies on that.
     """
     out: list[Any] = []
-    read: dict[tuple[str, int], int] = {}
     good = 0
     decode, type_name = decode_cart_event_fields, _TYPE_NAMES
     for msg in msgs:
         if type(msg) is KafkaError:
             _consumer_error(msg)
             continue
-        partition, offset = msg.partition, msg.offset
-        read[(msg.topic, partition)] = offset + 1
         try:
             # The event's fields only: no CartEvent per event (see sequencing.to_wire).
             eid, etype, cid, item, qty, at, version = decode(msg.value or b"")
@@ -127,23 +124,20 @@ def parse_cart_events(msgs: list[Any]) -> list[Any]:
         except ContractError as exc:
             out.append(_dead_letter(msg, exc))
             continue
-        out.append((cid, (0, eid, type_name[etype], cid, item, qty, at, version, partition,
-                          offset, None)))
+        out.append((cid, (0, eid, type_name[etype], cid, item, qty, at, version, msg.partition,
+                          msg.offset, None)))
         good += 1
-    metrics.EVENTS_READ.inc(good)
-    metrics.note_positions(read)
+    metrics.EVENTS_READ.inc(good)  # how far each partition is read: the sources note it
     return out
 
 
 def parse_products(msgs: list[Any]) -> list[Any]:
     """Decode a batch: (productId, ProductRecord) pairs (None product = deleted), or DeadLetters."""
     out: list[Any] = []
-    read: dict[tuple[str, int], int] = {}
     for msg in msgs:
         if type(msg) is KafkaError:
             _consumer_error(msg)
             continue
-        read[(msg.topic, msg.partition)] = msg.offset + 1
         try:
             try:
                 key = None if msg.key is None else msg.key.decode()
@@ -157,7 +151,6 @@ def parse_products(msgs: list[Any]) -> list[Any]:
         out.append((pid, ProductRecord(
             (pid, None if product is None else product_tuple(product), msg.offset))))
     metrics.PRODUCTS_READ.inc(sum(1 for x in out if type(x) is tuple))
-    metrics.note_positions(read)
     return out
 
 

@@ -80,12 +80,12 @@ class _TallyCollector(Collector):
 
 REGISTRY.register(_TallyCollector())
 
-# Next offset to read per (topic, partition), as seen by this process's parse steps.
+# Next offset to read per (topic, partition), as seen by this process's sources (once a batch).
 positions: dict[tuple[str, int], int] = {}
 
 
 def note_positions(batch_positions: dict[tuple[str, int], int]) -> None:
-    """Record how far this process has read (called once per input batch)."""
+    """Record how far this process has read."""
     positions.update(batch_positions)
 
 

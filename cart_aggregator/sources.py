@@ -32,6 +32,8 @@ from bytewax.connectors.kafka import KafkaError, KafkaSource
 from bytewax.inputs import StatefulSourcePartition
 from confluent_kafka import KafkaError as ConfluentKafkaError
 
+from cart_aggregator import metrics
+
 IDLE_WAIT = timedelta(milliseconds=10)
 
 
@@ -92,6 +94,7 @@ class _OffsetSafePartition(StatefulSourcePartition[Any, int | None]):
                 batch.append(KafkaError(error, record))
         if last is not None:
             inner._offset = last.offset + 1  # resume after the last real record
+            metrics.note_positions({(last.topic, last.partition): inner._offset})  # for the lag
         # Nothing to read: let the worker sleep instead of polling again in a millisecond.
         self.awake = _next_tick(self.idle_wait) if not batch and self.idle_wait else None
         return batch

@@ -21,7 +21,8 @@ def test_defaults_fit_the_local_stack() -> None:
     assert cfg.product_wait_s == 30 and cfg.recovery and cfg.metrics_port == 9102
     assert cfg.recovery_dir == Path(".run/aggregator/recovery")
     assert (cfg.workers, cfg.processes, cfg.addresses, cfg.process_id) == (1, 1, (), None)
-    assert (cfg.source_batch_size, cfg.source_idle_ms) == (5000, 10)
+    assert (cfg.source_batch_size, cfg.source_idle_ms) == (10_000, 10)
+    assert cfg.snapshot_interval_s == 10
 
 
 def test_an_idle_partition_is_polled_again_after_the_configured_wait() -> None:
