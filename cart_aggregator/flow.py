@@ -127,7 +127,8 @@ def parse_cart_events(msgs: list[Any]) -> list[Any]:
         out.append((cid, (0, eid, type_name[etype], cid, item, qty, at, version, msg.partition,
                           msg.offset, None)))
         good += 1
-    metrics.EVENTS_READ.inc(good)  # how far each partition is read: the sources note it
+    metrics.EVENTS_READ.inc(good)
+    # How far each partition is read, for the lag, is noted by the sources (once a batch).
     return out
 
 
@@ -262,43 +263,40 @@ class FoldLogic(StatefulBatchLogic[Wire, bytes, FoldSnapshot]):
             metrics.tally()[metrics.EARLY_BUFFERED] += len(early)
 
     def on_batch(self, values: list[Wire]) -> tuple[list[bytes], bool]:
-        customer = self.customer
-        version = customer[fastfold.VERSION] if customer is not None else 0
         if self.early is None:
             # The common case: the next events, in order (nearly always just one).
+            version = self.customer[fastfold.VERSION] if self.customer is not None else 0
             for w in values:
                 version += 1
                 if w[VERSION] != version:
                     break
             else:
-                t, lines, out = metrics.tally(), self.lines, []
-                for w in values:
-                    customer, outcome = apply_wire(customer, w, lines)
-                    t[outcome] += 1
-                    out.append(encode_state(customer))
-                self.customer = customer
-                return out, _RETAIN
-            version = customer[fastfold.VERSION] if customer is not None else 0
-        return self._resequence(customer, version, values)
+                return self._fold(values), _RETAIN
+        return self._resequence(values), _RETAIN
 
-    def _resequence(self, customer: State | None, version: int,
-                    values: list[Wire]) -> tuple[list[bytes], bool]:
-        early = self.early if self.early is not None else {}
-        held = len(early)
-        ready, parked = release_in_order(version + 1, early, values)
-        t, lines, out = metrics.tally(), self.lines, []
+    def _fold(self, ready: list[Wire]) -> list[bytes]:
+        customer, lines, t, out = self.customer, self.lines, metrics.tally(), []
         for w in ready:
             customer, outcome = apply_wire(customer, w, lines)
             t[outcome] += 1
             out.append(encode_state(customer))
         self.customer = customer
+        return out
+
+    def _resequence(self, values: list[Wire]) -> list[bytes]:
+        early = self.early if self.early is not None else {}
+        held = len(early)
+        version = self.customer[fastfold.VERSION] if self.customer is not None else 0
+        ready, parked = release_in_order(version + 1, early, values)
+        out = self._fold(ready)
         self.early = early or None
+        t = metrics.tally()
         if parked or held:
             t[metrics.EARLY] += parked
             t[metrics.EARLY_BUFFERED] += len(early) - held
         if len(values) + held != len(ready) + len(early):
             t[metrics.REPEATS] += len(values) + held - len(ready) - len(early)
-        return out, _RETAIN
+        return out
 
     def on_eof(self) -> tuple[list[bytes], bool]:
         if self.early:
