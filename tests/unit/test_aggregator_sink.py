@@ -168,8 +168,8 @@ class FakeKafkaPartition:
     def __init__(self, offset: int, batches: list[list[ConsumedMessage]],
                  raise_on_errors: bool = False) -> None:
         self._offset, self._consumer = offset, FakeConsumer(batches)
-        self._batch_size, self._eof, self._raise_on_errors, self._topic = 10, False, \
-            raise_on_errors, "t"
+        self._batch_size, self._eof, self._raise_on_errors = 10, False, raise_on_errors
+        self._topic, self._part_idx = "t", 0
 
     def snapshot(self) -> int:
         return self._offset
