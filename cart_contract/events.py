@@ -173,37 +173,53 @@ def _valid_id(value: str) -> bool:
     return True
 
 
-def _fast_fields(d: dict[str, Any]) -> CartEventFields | None:
+_canonical_uuid = _CANONICAL_UUID.fullmatch
+# Module names: `EventType.ITEM_ADDED` is a metaclass lookup, ~130 ns, twice per event.
+_ITEM_ADDED, _ITEM_REMOVED = EventType.ITEM_ADDED, EventType.ITEM_REMOVED
+
+
+def _plain_fields(t: str, eid: str, cid: str, item_id: str | None, qty: int | None, at: str,
+                  sv: int) -> CartEventFields | None:
     """The fields of an event in the writers' own form, or None to take `_checked_fields`.
 
-    It accepts a subset of what `_checked_fields` accepts and returns the same values for it
-    (tests/unit/test_contract.py checks both on generated records): this runs for every event
-    built or read from a dict, and the general checks cost about twice as much.
+    The caller has checked the types: str t, eid, cid and at, int sv, item_id a str or None,
+    qty an int or None. It accepts a subset of what `_checked_fields` accepts and returns the
+    same values for it (tests/unit/test_contract.py checks both on generated records): this runs
+    once per event read, and the general checks cost about twice as much.
     """
-    t, eid, cid, at = d.get("type"), d.get("eventId"), d.get("customerId"), d.get("occurredAt")
-    if type(t) is not str or type(eid) is not str or type(cid) is not str or type(at) is not str:
-        return None
     etype = _TYPES_BY_NAME.get(t)
-    if etype is None or not _CANONICAL_UUID.fullmatch(eid) or not _valid_id(cid):
+    if (etype is None or not _canonical_uuid(eid) or not (cid in _VALID_IDS or _valid_id(cid))
+            or sv < 1):
         return None
-    sv = d.get("schemaVersion", 1)
-    if type(sv) is not int or sv < 1:
-        return None
-    item_id = qty = None
-    if etype is EventType.ITEM_ADDED or etype is EventType.ITEM_REMOVED:
-        item_id, qty = d.get("itemId"), d.get("qty")
-        if type(item_id) is not str or not _valid_id(item_id):
+    if etype is _ITEM_ADDED or etype is _ITEM_REMOVED:
+        if item_id is None or not (item_id in _VALID_IDS or _valid_id(item_id)):
             return None
         if qty is None:
-            if etype is EventType.ITEM_ADDED:
+            if etype is _ITEM_ADDED:
                 return None
-        elif type(qty) is not int or not QTY_MIN <= qty <= QTY_MAX:
+        elif not QTY_MIN <= qty <= QTY_MAX:
             return None
+    else:
+        item_id = qty = None
     try:
         datetime.fromisoformat(at)
     except ValueError:
         return None
     return eid, etype, cid, item_id, qty, at, sv
+
+
+def _fast_fields(d: dict[str, Any]) -> CartEventFields | None:
+    """`_plain_fields` of an event read as a dict (None: take `_checked_fields`)."""
+    t, eid, cid, at = d.get("type"), d.get("eventId"), d.get("customerId"), d.get("occurredAt")
+    sv = d.get("schemaVersion", 1)
+    if (type(t) is not str or type(eid) is not str or type(cid) is not str
+            or type(at) is not str or type(sv) is not int):
+        return None
+    item_id, qty = d.get("itemId"), d.get("qty")
+    # Of another type, they fail an add's or a remove's checks and are ignored otherwise:
+    # no itemId, and qty 0 (out of range; None would read as "remove the whole line").
+    return _plain_fields(t, eid, cid, item_id if type(item_id) is str else None,
+                         qty if qty is None or type(qty) is int else 0, at, sv)
 
 
 def cart_event_fields(d: dict[str, Any]) -> CartEventFields:
@@ -238,9 +254,6 @@ class _WireEvent(msgspec.Struct, forbid_unknown_fields=True, gc=False):
 
 
 _decode_wire = msgspec.json.Decoder(_WireEvent).decode
-_canonical_uuid = _CANONICAL_UUID.fullmatch
-# Module names: `EventType.ITEM_ADDED` is a metaclass lookup, ~130 ns, twice per event.
-_ITEM_ADDED, _ITEM_REMOVED = EventType.ITEM_ADDED, EventType.ITEM_REMOVED
 
 
 def _decode_full(raw: bytes | str) -> CartEventFields:
@@ -250,8 +263,8 @@ def _decode_full(raw: bytes | str) -> CartEventFields:
 
 def decode_cart_event_fields(raw: bytes | str) -> CartEventFields:
     """Parse an event from JSON bytes into CartEvent's fields (no object); raises ContractError."""
-    # Once per record in the aggregator: msgspec plus `_fast_fields`' checks inline cost ~0.6x
-    # orjson + dict + `_fast_fields`. Whatever they do not accept goes through `_decode_full`,
+    # Once per record in the aggregator: msgspec plus `_plain_fields` cost ~0.6x orjson + dict
+    # + `_fast_fields`. Whatever they do not accept goes through `_decode_full`,
     # so results, errors included, are its own (tests/unit/test_contract.py compares the two).
     cls = type(raw)
     if cls is not bytes and cls is not str:  # msgspec reads bytes subclasses orjson refuses
@@ -260,31 +273,9 @@ def decode_cart_event_fields(raw: bytes | str) -> CartEventFields:
         ev = _decode_wire(raw)
     except Exception:  # bad JSON, UTF-8, JSON type, unknown field...: the general path says which
         return _decode_full(raw)
-    etype = _TYPES_BY_NAME.get(ev.type)
-    eid, cid, sv = ev.eventId, ev.customerId, ev.schemaVersion
-    if (
-        etype is None
-        or not _canonical_uuid(eid)
-        or not (cid in _VALID_IDS or _valid_id(cid))
-        or sv < 1
-    ):
-        return _decode_full(raw)
-    item_id = qty = None
-    if etype is _ITEM_ADDED or etype is _ITEM_REMOVED:
-        item_id, qty = ev.itemId, ev.qty
-        if item_id is None or not (item_id in _VALID_IDS or _valid_id(item_id)):
-            return _decode_full(raw)
-        if qty is None:
-            if etype is _ITEM_ADDED:
-                return _decode_full(raw)
-        elif not QTY_MIN <= qty <= QTY_MAX:
-            return _decode_full(raw)
-    at = ev.occurredAt
-    try:
-        datetime.fromisoformat(at)
-    except ValueError:
-        return _decode_full(raw)
-    return eid, etype, cid, item_id, qty, at, sv
+    fields = _plain_fields(ev.type, ev.eventId, ev.customerId, ev.itemId, ev.qty, ev.occurredAt,
+                           ev.schemaVersion)
+    return fields if fields is not None else _decode_full(raw)
 
 
 def decode_cart_event(raw: bytes | str) -> CartEvent:
