@@ -82,8 +82,7 @@ class _OffsetSafePartition(StatefulSourcePartition[Any, int | None]):
                 last = new(SourceMessage, (msg.key(), msg.value(), topic, part, msg.offset()))
                 batch.append(last)
                 continue
-            record = SourceMessage(msg.key(), msg.value(), msg.topic(), msg.partition(),
-                                   msg.offset())
+            record = new(SourceMessage, (msg.key(), msg.value(), topic, part, msg.offset()))
             if error.code() == ConfluentKafkaError._PARTITION_EOF:
                 # Like bytewax: emit this batch, stop at the next call.
                 inner._eof = True
