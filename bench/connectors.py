@@ -43,7 +43,7 @@ from cart_contract import CartDetails, EventPosition, LineItem, encode_cart_deta
 from connectors.config import Config  # noqa: E402
 from connectors.consumer import DeadLetters, Stopper, run  # noqa: E402
 from connectors.service import build_sink  # noqa: E402
-from connectors.testing import end_offsets  # noqa: E402
+from tests.support.connectors import end_offsets  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 TARGETS = {"redis": 20_000, "postgres": 10_000}

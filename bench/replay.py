@@ -41,7 +41,7 @@ from bench.aggregator import (  # noqa: E402
     workload,
 )
 from connectors.config import Config as SinkConfig  # noqa: E402
-from connectors.testing import committed, end_offsets  # noqa: E402
+from tests.support.connectors import committed, end_offsets  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 TARGET_S = 90

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from cart_contract.layout import UPDATES_CHANNEL
 from cart_read.config import Config
 from cart_read.params import SORTS, STATUSES
 
@@ -189,7 +190,7 @@ def build_openapi(config: Config) -> dict[str, Any]:
                 "highest-generation row), re-warming Redis with a version-guarded "
                 "compare-and-set. With `minOffset` (read your own write) the request waits "
                 "until the cart's `lastEvent.offset` >= `minOffset`, woken by the sink's "
-                "`cartstream:cart-updated` notifications, and answers 504 after `timeout`."
+                f"`{UPDATES_CHANNEL}` notifications, and answers 504 after `timeout`."
             ),
             "operationId": "getCart",
             "parameters": [

@@ -21,6 +21,15 @@ from cart_contract import (
     encode_cart_details,
     product_to_dict,
 )
+from cart_contract.layout import (
+    CART_DOC_FIELD,
+    CART_LINES_TABLE,
+    CART_VERSION_FIELD,
+    CARTS_TABLE,
+    PRODUCTS_TABLE,
+    cart_key,
+)
+from cart_contract.redis_carts import RedisCarts
 from cart_read.errors import StoreUnavailable
 from cart_read.params import (
     KIND_ORDERS,
@@ -31,9 +40,10 @@ from cart_read.params import (
     encode_cursor,
 )
 from cart_read.stores import Stores
-from connectors.stores import RedisCarts, cart_key
 
 log = logging.getLogger(__name__)
+
+_CART_FIELDS = (CART_VERSION_FIELD, CART_DOC_FIELD)
 
 # What "the store cannot answer right now" looks like; other database errors are bugs (500).
 _DB_UNAVAILABLE = (psycopg.OperationalError, PoolTimeout, psycopg.errors.UndefinedTable)
@@ -83,7 +93,7 @@ def load_cart(stores: Stores, customer_id: str) -> CartRead | None:
     if stores.redis_usable():
         try:
             v, doc = stores.reader.hmget(
-                cart_key(customer_id, stores.config.redis_key_prefix), ("v", "doc"))
+                cart_key(customer_id, stores.config.redis_key_prefix), _CART_FIELDS)
         except redis.RedisError as exc:
             stores.redis_failed(exc)
         else:
@@ -109,7 +119,8 @@ def current_cart_row(pool: Any, customer_id: str) -> tuple[int, dict[str, Any]] 
     """(version, doc) of the customer's highest-generation cart row, None if there is none."""
     rows = _fetch(
         pool,
-        "SELECT version, doc FROM carts WHERE customer_id = %s ORDER BY generation DESC LIMIT 1",
+        f"SELECT version, doc FROM {CARTS_TABLE} WHERE customer_id = %s"
+        " ORDER BY generation DESC LIMIT 1",
         [customer_id],
     )
     return (rows[0][0], rows[0][1]) if rows else None
@@ -118,7 +129,7 @@ def current_cart_row(pool: Any, customer_id: str) -> tuple[int, dict[str, Any]] 
 def rewarm(stores: Stores, cart: CartDetails) -> bool:
     """Copy a cart read from PostgreSQL into Redis; True if written.
 
-    The redis sink's own compare-and-set (connectors.stores.RedisCarts): written only when the
+    The redis sink's own compare-and-set (cart_contract.redis_carts): written only when the
     stored version is lower, so it can never replace a newer cart. No notification: the cart
     did not change, only the cache did.
     """
@@ -160,7 +171,7 @@ def orders_page(pool: Any, customer_id: str, page: PageParams) -> Page:
         conds.append(sql.SQL("generation < %s"))
         params.append(page.after[0])
     query = sql.SQL(
-        "SELECT generation, doc FROM carts WHERE {} ORDER BY generation DESC LIMIT %s"
+        f"SELECT generation, doc FROM {CARTS_TABLE} WHERE {{}} ORDER BY generation DESC LIMIT %s"
     ).format(_where(conds))
     # One row more than the page tells whether another page exists.
     rows = _fetch(pool, query, [*params, page.limit + 1])
@@ -188,7 +199,8 @@ def carts_page(pool: Any, q: CartQuery) -> Page:
         params.append(q.max_total)
     if q.item_id is not None:
         conds.append(sql.SQL(
-            "EXISTS (SELECT 1 FROM cart_lines l WHERE l.cart_id = c.cart_id AND l.item_id = %s)"
+            f"EXISTS (SELECT 1 FROM {CART_LINES_TABLE} l"
+            " WHERE l.cart_id = c.cart_id AND l.item_id = %s)"
         ))
         params.append(q.item_id)
     by_total = q.sort == SORT_TOTAL_PRICE
@@ -201,7 +213,8 @@ def carts_page(pool: Any, q: CartQuery) -> Page:
             params.append(q.after[0])
     order = sql.SQL("c.total_price, c.cart_id" if by_total else "c.cart_id")
     query = sql.SQL(
-        "SELECT c.cart_id, c.total_price, c.doc FROM carts c WHERE {} ORDER BY {} LIMIT %s"
+        f"SELECT c.cart_id, c.total_price, c.doc FROM {CARTS_TABLE} c"
+        " WHERE {} ORDER BY {} LIMIT %s"
     ).format(_where(conds), order)
     rows = _fetch(pool, query, [*params, q.limit + 1])
     more = len(rows) > q.limit
@@ -231,7 +244,7 @@ def products_page(pool: Any, page: PageParams) -> Page:
         conds.append(sql.SQL("product_id > %s"))
         params.append(page.after[0])
     query = sql.SQL(
-        "SELECT " + _PRODUCT_COLUMNS + " FROM products WHERE {} ORDER BY product_id LIMIT %s"
+        f"SELECT {_PRODUCT_COLUMNS} FROM {PRODUCTS_TABLE} WHERE {{}} ORDER BY product_id LIMIT %s"
     ).format(_where(conds))
     rows = _fetch(pool, query, [*params, page.limit + 1])
     more = len(rows) > page.limit
@@ -244,7 +257,7 @@ def product(pool: Any, product_id: str) -> dict[str, Any] | None:
     """One live product, None when unknown or deleted."""
     rows = _fetch(
         pool,
-        "SELECT " + _PRODUCT_COLUMNS + " FROM products WHERE product_id = %s AND NOT deleted",
+        f"SELECT {_PRODUCT_COLUMNS} FROM {PRODUCTS_TABLE} WHERE product_id = %s AND NOT deleted",
         [product_id],
     )
     return _product(rows[0]) if rows else None

@@ -1,4 +1,4 @@
-"""Read-your-write: requests wait for the redis sink's `cartstream:cart-updated` notifications.
+"""Read-your-write: requests wait for the redis sink's notifications (layout.UPDATES_CHANNEL).
 
 One subscriber thread per process listens on the channel and wakes only the waiters of the
 customer named in a notification whose offset reached what they wait for. Each waiter is a
@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
+
+from cart_contract.layout import UPDATES_CHANNEL
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +59,7 @@ class CartWaiters:
         max_waiters: int,
         *,
         client_factory: Callable[[], Any] | None = None,
-        channel: str = "cartstream:cart-updated",
+        channel: str = UPDATES_CHANNEL,
     ) -> None:
         self.max_waiters = max_waiters
         self._client_factory = client_factory
@@ -120,7 +122,7 @@ class CartWaiters:
             w.event.set()
 
     def handle_message(self, data: bytes | str) -> int:
-        """Dispatch one notification `{"customerId","version","partition","offset"}`."""
+        """Dispatch one notification (as cart_contract.redis_carts.notification builds it)."""
         if not self._by_customer:
             # Every process hears every cart update; with nobody waiting, skip the parse.
             return 0

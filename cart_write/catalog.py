@@ -9,9 +9,9 @@ from typing import Any, Protocol
 
 import redis
 
-log = logging.getLogger("cart_write.catalog")
+from cart_contract.layout import PRODUCT_DOC_FIELD, catalog_ready_key, product_key
 
-READY_KEY = "catalog:ready"
+log = logging.getLogger("cart_write.catalog")
 
 
 class Catalog(Protocol):
@@ -31,7 +31,7 @@ class NoCatalog:
 
 
 class RedisCatalog:
-    """The catalog sink's Redis view (`catalog:ready`, `product:{id}` with field `doc`).
+    """The catalog sink's Redis view (cart_contract.layout: `catalog:ready`, `product:{id}`).
 
     Hot path: whether the view is ready is remembered for `ready_ttl_s`, and products found
     are remembered for `known_ttl_s`, so a busy API asks Redis rarely. Products not found are
@@ -58,8 +58,8 @@ class RedisCatalog:
             url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s
         )
         self._url = url
-        self._ready_key = key_prefix + READY_KEY
-        self._product_prefix = key_prefix + "product:"
+        self._key_prefix = key_prefix
+        self._ready_key = catalog_ready_key(key_prefix)
         self._backoff_s = backoff_s
         self._ready_ttl_s = ready_ttl_s
         self._known_ttl_s = known_ttl_s
@@ -82,7 +82,7 @@ class RedisCatalog:
         try:
             pipe = self._client.pipeline(transaction=False)
             pipe.exists(self._ready_key)
-            pipe.hexists(self._product_prefix + product_id, "doc")
+            pipe.hexists(product_key(product_id, self._key_prefix), PRODUCT_DOC_FIELD)
             ready_n, known = pipe.execute()
         except redis.RedisError as exc:
             self._redis_failed(exc)

@@ -9,6 +9,8 @@ Processes (each handles SIGTERM; settings in config.py):
     python -m connectors.migrate                                 apply the schema migrations
 
 Modules: consumer (the at-least-once batch loop), records (decode, poison, newest per key),
-stores (version-guarded writes), sinks (the three sinks), migrate + migrations/ (schema),
-service (process entry), testing (helpers for tests and the bench).
+stores (version-guarded writes), sinks (the three sinks' writers: RedisCartWriter,
+PostgresCartWriter, CatalogWriter), migrate + migrations/ (schema), service (process entry).
+Key, channel and table names: cart_contract.layout; the Redis cart writes shared with the read
+API: cart_contract.redis_carts. Test helpers: tests/support/connectors.py.
 """

@@ -30,12 +30,12 @@ from connectors.records import Poison
 
 log = logging.getLogger(__name__)
 
-__all__ = ["BatchDone", "DeadLetters", "Poison", "Sink", "Stopper", "commit_offsets", "run",
+__all__ = ["BatchDone", "DeadLetters", "Poison", "RecordWriter", "Stopper", "commit_offsets", "run",
            "with_retry"]
 
 
-class Sink(Protocol):
-    """How a sink turns a batch into store writes, in two steps."""
+class RecordWriter(Protocol):
+    """How a sink turns a batch of records into store writes, in two steps."""
 
     def prepare(self, batch: Sequence[Message]) -> Any:
         """Decode and dedupe (CPU only; runs while the previous batch is being written)."""
@@ -44,11 +44,11 @@ class Sink(Protocol):
         """Write to the stores; return every poison record; raise while a store is down."""
 
 
-# The simple form of a sink: one callable taking the batch, returning its poison records.
+# The simple form of a writer: one callable taking the batch, returning its poison records.
 StoreBatch = Callable[[Sequence[Message]], list[Poison]]
 
 
-class _CallableSink:
+class _CallableWriter:
     def __init__(self, store: StoreBatch) -> None:
         self.store = store
 
@@ -171,7 +171,7 @@ class BatchLoop:
 
     consumer: Consumer
     topic: str
-    sink: Sink
+    writer: RecordWriter
     dead_letters: DeadLetters
     stopper: Stopper
     max_backoff_s: float
@@ -221,7 +221,7 @@ class BatchLoop:
 
     def _store(self, prepared: Any) -> list[Poison] | None:
         """Worker thread: write, then dead-letter; None when stopped before both were done."""
-        poisons = with_retry(lambda: self.sink.write(prepared), f"{self.topic}: store write",
+        poisons = with_retry(lambda: self.writer.write(prepared), f"{self.topic}: store write",
                              self.stopper, self.max_backoff_s)
         if poisons is None:
             return None
@@ -281,7 +281,7 @@ def run(
     bootstrap: str,
     topic: str,
     group: str,
-    store: Sink | StoreBatch,
+    store: RecordWriter | StoreBatch,
     dead_letters: DeadLetters,
     stopper: Stopper,
     batch_max: int = 5000,
@@ -297,7 +297,8 @@ def run(
     Returns when `stopper` is set, or with `until` (partition -> end offset) once every
     partition's records before its end offset are stored.
     """
-    sink: Sink = store if hasattr(store, "prepare") else _CallableSink(store)  # type: ignore[arg-type]
+    writer: RecordWriter = (store if hasattr(store, "prepare")  # type: ignore[assignment]
+                            else _CallableWriter(store))  # type: ignore[arg-type]
     consumer = Consumer({
         "bootstrap.servers": bootstrap,
         "group.id": group,
@@ -308,7 +309,7 @@ def run(
         "session.timeout.ms": 10000,
         **(consumer_config or {}),
     })
-    loop = BatchLoop(consumer, topic, sink, dead_letters, stopper, max_backoff_s,
+    loop = BatchLoop(consumer, topic, writer, dead_letters, stopper, max_backoff_s,
                      revoke_wait_s, on_batch)
     consumer.subscribe([topic], on_assign=loop.on_assign, on_revoke=loop.on_revoke,
                        on_lost=loop.on_lost)
@@ -327,7 +328,7 @@ def run(
                 elif err.code() != KafkaError._PARTITION_EOF:
                     log.warning("%s: consumer error: %s", topic, err)
             # Decoding this batch overlaps the store write of the previous one.
-            prepared = sink.prepare(batch) if batch else None
+            prepared = writer.prepare(batch) if batch else None
             had_inflight = loop.inflight is not None
             if not loop.finish():
                 return  # stopped mid-retry: nothing committed, the batch comes again

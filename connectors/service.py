@@ -18,21 +18,21 @@ from connectors.consumer import (
     setup_logging,
     with_retry,
 )
-from connectors.sinks import CatalogSink, PostgresCartSink, RedisCartSink, Sink
+from connectors.sinks import CatalogWriter, PostgresCartWriter, RedisCartWriter, StoreWriter
 
 log = logging.getLogger("connectors")
 
 
-def build_sink(name: str, cfg: Config) -> Sink:
-    """The sink called `name` (`redis`, `postgres` or `catalog`), wired to its stores."""
+def build_sink(name: str, cfg: Config) -> StoreWriter:
+    """The writer of the sink called `name` (`redis`, `postgres` or `catalog`), on its stores."""
     if name not in SINKS:
         raise ValueError(f"unknown sink {name!r}; choose from {', '.join(SINKS)}")
     if name == "postgres":
-        return PostgresCartSink(cfg.database_url)
+        return PostgresCartWriter(cfg.database_url)
     client = redis.Redis.from_url(cfg.redis_url, socket_timeout=5, socket_connect_timeout=2)
     if name == "redis":
-        return RedisCartSink(client, cfg.updates_channel, cfg.key_prefix)
-    return CatalogSink(client, cfg.database_url, cfg.key_prefix)
+        return RedisCartWriter(client, cfg.updates_channel, cfg.key_prefix)
+    return CatalogWriter(client, cfg.database_url, cfg.key_prefix)
 
 
 class ProgressLog:
@@ -58,7 +58,7 @@ class ProgressLog:
 class CatalogRestorer(threading.Thread):
     """Every `every_s`, puts the catalog back into a Redis that restarted empty."""
 
-    def __init__(self, sink: CatalogSink, stopper: Stopper, every_s: float = 5.0) -> None:
+    def __init__(self, sink: CatalogWriter, stopper: Stopper, every_s: float = 5.0) -> None:
         super().__init__(name="catalog-restorer", daemon=True)
         self.sink, self.stopper, self.every_s = sink, stopper, every_s
 
@@ -88,7 +88,7 @@ def main(name: str, config: Config | None = None, stopper: Stopper | None = None
     if db is not None and with_retry(lambda: db.connection() and [], "schema migration",
                                      stopper, cfg.retry_max_s) is None:
         return
-    if isinstance(sink, CatalogSink):
+    if isinstance(sink, CatalogWriter):
         CatalogRestorer(sink, stopper).start()
     run(bootstrap=cfg.kafka_bootstrap, topic=cfg.topic_of(name), group=cfg.group(name),
         store=sink, dead_letters=DeadLetters(cfg.kafka_bootstrap, cfg.topic_dead_letter,

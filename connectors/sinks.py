@@ -1,8 +1,9 @@
-"""The three sinks: how each turns a batch of Kafka records into store writes.
+"""The three sinks' writers: how each turns a batch of Kafka records into store writes.
 
-Each has `prepare(batch)` (decode, refuse poison, keep the newest per key: CPU only) and
-`write(prepared)` (the store writes; raises while a store is down, so the loop retries), and is
-callable as `sink(batch)` for both at once.
+RedisCartWriter (redis sink), PostgresCartWriter (postgres sink) and CatalogWriter (catalog
+sink) are the consume loop's RecordWriters: each has `prepare(batch)` (decode, refuse poison,
+keep the newest per key: CPU only) and `write(prepared)` (the store writes; raises while a store
+is down, so the loop retries), and is callable as `writer(batch)` for both at once.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import psycopg
 import redis
 
 from cart_contract import ContractError
+from cart_contract.layout import UPDATES_CHANNEL, catalog_ready_key
+from cart_contract.redis_carts import RedisCarts
 from connectors.migrate import migrate
 from connectors.records import (
     CartItem,
@@ -25,15 +28,7 @@ from connectors.records import (
     parse_carts,
     parse_products,
 )
-from connectors.stores import (
-    UPDATES_CHANNEL,
-    RedisCarts,
-    RedisProducts,
-    catalog_ready_key,
-    load_products,
-    upsert_cart_items,
-    upsert_products,
-)
+from connectors.stores import RedisProducts, load_products, upsert_cart_items, upsert_products
 
 log = logging.getLogger(__name__)
 
@@ -53,10 +48,10 @@ class Prepared:
     poison: list[Poison]
 
 
-class Sink:
-    """Common call form and counters."""
+class StoreWriter:
+    """What the three writers share: the call form and the count of what they wrote."""
 
-    written = 0  # rows or keys the version guard let through, over the sink's life
+    written = 0  # rows or keys the version guard let through, over the writer's life
 
     def prepare(self, batch: Sequence[Any]) -> Prepared:
         """Decode a batch."""
@@ -71,8 +66,8 @@ class Sink:
         return self.write(self.prepare(batch))
 
 
-class RedisCartSink(Sink):
-    """cart-details → Redis `cart:{customerId}`, version-guarded, with a notification."""
+class RedisCartWriter(StoreWriter):
+    """cart-details → Redis `cart:{customerId}` (layout.cart_key), version-guarded, notified."""
 
     def __init__(self, client: redis.Redis, channel: str = UPDATES_CHANNEL,
                  prefix: str = "") -> None:
@@ -135,7 +130,7 @@ def write_or_split(items: list[T], write: Callable[[list[T]], Any],
             + write_or_split(items[mid:], write, message_of))
 
 
-class PostgresCartSink(Sink):
+class PostgresCartWriter(StoreWriter):
     """cart-details → PostgreSQL `carts` + `cart_lines`, one transaction per batch."""
 
     def __init__(self, database_url: str) -> None:
@@ -157,7 +152,7 @@ class PostgresCartSink(Sink):
         return prepared.poison + write_or_split(prepared.items, upsert, lambda i: i.message)
 
 
-class CatalogSink(Sink):
+class CatalogWriter(StoreWriter):
     """product-details-events → PostgreSQL `products` and Redis `product:{id}`."""
 
     def __init__(self, client: redis.Redis, database_url: str, prefix: str = "") -> None:
@@ -175,7 +170,7 @@ class CatalogSink(Sink):
         client, ready = self.products.client, catalog_ready_key(self.products.prefix)
         if client.exists(ready):
             return None
-        # Its own connection: the sink's one may be inside a batch's transaction right now.
+        # Its own connection: the writer's one may be inside a batch's transaction right now.
         with psycopg.connect(self.db.url, autocommit=True, connect_timeout=5,
                              application_name="cartstream-sink-catalog-restore") as conn:
             items = load_products(conn)

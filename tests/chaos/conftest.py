@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from cart_contract import Product
-from connectors.testing import PrivateRedis
 from tests.chaos.checks import load_catalog, make_catalog
 from tests.e2e.conftest import SERVICES, System, make_system
+from tests.support.connectors import PrivateRedis
 
 # Quick snapshots and retries: a resumed aggregator re-emits little, a sink is back within a second.
 CHAOS_ENV = {

@@ -21,7 +21,6 @@ import redis
 import requests
 
 from cart_contract import EventType, encode_cart_event, new_cart_event
-from connectors.testing import committed, end_offsets
 from tests.chaos.checks import (
     ReadModels,
     Record,
@@ -35,6 +34,7 @@ from tests.chaos.checks import (
     read_topic,
 )
 from tests.chaos.conftest import Chaos
+from tests.support.connectors import committed, end_offsets
 
 pytestmark = pytest.mark.e2e
 

@@ -28,13 +28,14 @@ from cart_contract import (
     decode_dead_letter,
     encode_cart_details,
 )
+from cart_contract.redis_carts import RedisCarts
 from connectors import catalog as catalog_cli
 from connectors.config import Config
 from connectors.consumer import DeadLetters, Stopper, run
 from connectors.migrate import migrate, migrations
 from connectors.replay import GroupActive, replay_sink
-from connectors.sinks import PostgresCartSink, RedisCartSink
-from connectors.stores import RedisCarts, upsert_carts
+from connectors.sinks import PostgresCartWriter, RedisCartWriter
+from connectors.stores import upsert_carts
 
 pytestmark = pytest.mark.integration
 
@@ -183,7 +184,7 @@ def test_crash_between_store_write_and_commit_loses_and_doubles_nothing(
                for v in range(1, 6) for c in customers]
     produce(kafka_bootstrap, topics["details"], records)
     client = redis.Redis.from_url(redis_url)
-    sink = RedisCartSink(client, "unused")
+    sink = RedisCartWriter(client, "unused")
     stored = [0]
 
     def crash_after_store(batch):
@@ -214,7 +215,7 @@ def test_poison_goes_to_dead_letters_and_good_records_around_it_land(
         (b"p3", encode_cart_details(cart(f"p3{unique}", 1))),
     ])
     consume_until(kafka_bootstrap, topics["details"], f"t-{unique}",
-                  RedisCartSink(client, "unused"), 3, dead=topics["dead"])
+                  RedisCartWriter(client, "unused"), 3, dead=topics["dead"])
     assert client.hexists(f"cart:p1{unique}", "doc") and client.hexists(f"cart:p3{unique}", "doc")
     c = Consumer({"bootstrap.servers": kafka_bootstrap, "group.id": f"d-{unique}",
                   "auto.offset.reset": "earliest"})
@@ -261,7 +262,7 @@ def test_redis_outage_waits_and_catches_up(kafka_bootstrap, topics, unique, tmp_
     total = len(customers) * 2
     result: list[int] = []
     thread = threading.Thread(target=lambda: result.append(consume_until(
-        kafka_bootstrap, topics["details"], f"t-{unique}", RedisCartSink(client, "unused"),
+        kafka_bootstrap, topics["details"], f"t-{unique}", RedisCartWriter(client, "unused"),
         total, stopper, dead=topics["dead"], max_backoff_s=0.5)))
     thread.start()
     try:
@@ -327,7 +328,7 @@ def test_replay_rebuilds_the_same_read_model(kafka_bootstrap, redis_url, fresh_d
     records = [(c.encode(), encode_cart_details(replace(cart(c, v, qty=v))))
                for v in range(1, 4) for c in customers]
     produce(kafka_bootstrap, topics["details"], records)
-    sink = PostgresCartSink(fresh_db)
+    sink = PostgresCartWriter(fresh_db)
     consume_until(kafka_bootstrap, topics["details"], cfg.group("postgres"), sink, len(records),
                   dead=topics["dead"])
     query = "SELECT cart_id, version, total_qty, doc FROM carts ORDER BY cart_id"
@@ -350,7 +351,7 @@ def test_replay_refuses_while_the_sink_runs(kafka_bootstrap, redis_url, fresh_db
     client = redis.Redis.from_url(redis_url)
     thread = threading.Thread(target=run, kwargs=dict(
         bootstrap=kafka_bootstrap, topic=topics["details"], group=cfg.group("redis"),
-        store=RedisCartSink(client, "unused"),
+        store=RedisCartWriter(client, "unused"),
         dead_letters=DeadLetters(kafka_bootstrap, topics["dead"], "t"), stopper=stopper))
     thread.start()
     try:

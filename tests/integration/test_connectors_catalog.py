@@ -15,7 +15,7 @@ from cart_contract import Product, decode_product, encode_product
 from connectors import catalog
 from connectors.config import Config
 from connectors.migrate import migrate
-from connectors.testing import (
+from tests.support.connectors import (
     drain,
     end_offsets,
     fresh_database,

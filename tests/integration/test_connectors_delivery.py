@@ -20,8 +20,8 @@ from cart_contract import decode_cart_details, decode_dead_letter, encode_cart_d
 from connectors.config import Config
 from connectors.consumer import DeadLetters, Stopper, run
 from connectors.migrate import migrate
-from connectors.sinks import PostgresCartSink, RedisCartSink
-from connectors.testing import (
+from connectors.sinks import PostgresCartWriter, RedisCartWriter
+from tests.support.connectors import (
     cart,
     committed,
     drain,
@@ -77,8 +77,8 @@ def test_crash_between_store_write_and_commit_loses_and_doubles_nothing(cfg, uni
     pubsub = client.pubsub(ignore_subscribe_messages=True)
     pubsub.subscribe(cfg.updates_channel)
     pubsub.get_message(timeout=2)
-    redis_sink = RedisCartSink(client, cfg.updates_channel, cfg.key_prefix)
-    pg_sink = PostgresCartSink(cfg.database_url)
+    redis_sink = RedisCartWriter(client, cfg.updates_channel, cfg.key_prefix)
+    pg_sink = PostgresCartWriter(cfg.database_url)
     for name, sink in (("redis", redis_sink), ("postgres", pg_sink)):
         def crash_after_store(batch: Any, sink: Any = sink) -> list:
             sink(batch)
@@ -129,8 +129,8 @@ def test_poison_is_dead_lettered_and_the_sink_keeps_going(cfg, unique) -> None:
 def test_a_rebalance_loses_nothing(cfg, unique) -> None:
     customers = [f"r{unique}-{i}" for i in range(40)]
     client = redis.Redis.from_url(cfg.redis_url)
-    sink_a = RedisCartSink(client, cfg.updates_channel, cfg.key_prefix)
-    sink_b = RedisCartSink(client, cfg.updates_channel, cfg.key_prefix)
+    sink_a = RedisCartWriter(client, cfg.updates_channel, cfg.key_prefix)
+    sink_b = RedisCartWriter(client, cfg.updates_channel, cfg.key_prefix)
     thread_a, stop_a = start(cfg, "redis", sink_a)
     produce(cfg.kafka_bootstrap, cfg.topic_cart_details, records(customers, range(1, 4)))
     wait_until(lambda: all_committed(cfg, "redis"), 60, "the first sink to catch up")

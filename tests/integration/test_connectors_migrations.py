@@ -10,7 +10,7 @@ import psycopg
 import pytest
 
 from connectors.migrate import MIGRATIONS, migrate, migrations
-from connectors.testing import fresh_database
+from tests.support.connectors import fresh_database
 
 pytestmark = pytest.mark.integration
 
@@ -129,7 +129,7 @@ def test_a_sink_migrates_at_start_before_any_record(
 ) -> None:
     from connectors.consumer import Stopper
     from connectors.service import main
-    from connectors.testing import private_config, wait_until
+    from tests.support.connectors import private_config, wait_until
 
     cfg = private_config(kafka_bootstrap, redis_url, db, unique)
     stopper = Stopper()

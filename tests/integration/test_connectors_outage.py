@@ -21,7 +21,7 @@ from cart_contract import encode_cart_details
 from connectors.config import Config
 from connectors.consumer import DeadLetters, Stopper, run
 from connectors.service import build_sink
-from connectors.testing import (
+from tests.support.connectors import (
     PrivatePostgres,
     PrivateRedis,
     cart,

@@ -14,9 +14,9 @@ from hypothesis import strategies as st
 from cart_contract import Product, encode_cart_details, encode_product
 from connectors.migrate import migrate
 from connectors.records import ProductItem
-from connectors.sinks import CatalogSink, PostgresCartSink
+from connectors.sinks import CatalogWriter, PostgresCartWriter
 from connectors.stores import upsert_carts, upsert_products
-from connectors.testing import FakeMessage, cart, fresh_database
+from tests.support.connectors import FakeMessage, cart, fresh_database
 
 pytestmark = pytest.mark.integration
 
@@ -62,7 +62,7 @@ def test_the_highest_version_wins_in_any_order_and_batching(db, order, dups, cut
 
     msgs = [FakeMessage(record(v), customer.encode(), i) for i, v in enumerate([*order, *dups])]
     bounds = sorted({0, len(msgs), *[c for c in cuts if c < len(msgs)]})
-    sink = PostgresCartSink(db)
+    sink = PostgresCartWriter(db)
     for lo, hi in zip(bounds, bounds[1:], strict=False):
         assert sink(msgs[lo:hi]) == []
     with psycopg.connect(db) as conn:
@@ -108,7 +108,7 @@ def test_records_postgres_refuses_are_dead_lettered_and_the_rest_lands(db, uniqu
     generation = encode_cart_details(cart(f"{unique}-g", 1, generation=2**40))
     bad = [FakeMessage(too_big, None, 10), FakeMessage(nul, None, 11),
            FakeMessage(generation, None, 12)]
-    sink = PostgresCartSink(db)
+    sink = PostgresCartWriter(db)
     poison = sink([good[0], bad[0], *good[1:4], bad[1], *good[4:], bad[2]])
     assert sorted(p.message.offset() for p in poison) == [10, 11, 12]
     assert {p.error.reason for p in poison} == {"STORE_REJECTED"}
@@ -146,7 +146,7 @@ def test_catalog_sink_writes_both_stores(db, redis_url, unique) -> None:
 
     client = redis.Redis.from_url(redis_url)
     prefix = f"t:{unique}:"
-    sink = CatalogSink(client, db, prefix)
+    sink = CatalogWriter(client, db, prefix)
     p1 = product("1", "IPhone 12", "65000")
     msgs = [FakeMessage(encode_product(p1), b"1", 0), FakeMessage(b"{}", b"9", 1),
             FakeMessage(encode_product(product("2", "Gone")), b"2", 2),

@@ -12,10 +12,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cart_contract import Product, decode_cart_details, encode_cart_details, encode_product
+from cart_contract.redis_carts import RedisCarts
 from connectors.records import ProductItem
-from connectors.sinks import RedisCartSink
-from connectors.stores import RedisCarts, RedisProducts
-from connectors.testing import FakeMessage, cart
+from connectors.sinks import RedisCartWriter
+from connectors.stores import RedisProducts
+from tests.support.connectors import FakeMessage, cart
 
 pytestmark = pytest.mark.integration
 
@@ -52,7 +53,7 @@ def test_the_highest_version_wins_in_any_order_and_batching(client, order, dups,
     """Older and repeated records change nothing, however they are ordered and batched."""
     prefix, channel = f"t:{uuid.uuid4().hex}:", f"t:{uuid.uuid4().hex}"
     pubsub = listen(client, channel)
-    sink = RedisCartSink(client, channel, prefix)
+    sink = RedisCartWriter(client, channel, prefix)
     records = [FakeMessage(encode_cart_details(cart("c", v, qty=v)), b"c", i)
                for i, v in enumerate([*order, *dups])]
     bounds = sorted({0, len(records), *[c for c in cuts if c < len(records)]})
@@ -80,7 +81,7 @@ def test_notification_names_customer_version_and_event_position(client, unique) 
 
 def test_the_document_is_the_record_itself_and_keys_carry_the_prefix(client, unique) -> None:
     raw = encode_cart_details(cart(unique, 1))
-    RedisCartSink(client, "unused", f"t:{unique}:")([FakeMessage(raw, unique.encode())])
+    RedisCartWriter(client, "unused", f"t:{unique}:")([FakeMessage(raw, unique.encode())])
     assert client.hget(f"t:{unique}:cart:{unique}", "doc") == raw
     assert not client.exists(f"cart:{unique}")  # nothing outside the prefix
 
@@ -89,7 +90,7 @@ def test_big_batches_write_every_customer(client, unique) -> None:
     prefix = f"t:{unique}:"
     msgs = [FakeMessage(encode_cart_details(cart(f"c{i}", 1 + i % 3)), None, i)
             for i in range(2500)]
-    sink = RedisCartSink(client, "", prefix)
+    sink = RedisCartWriter(client, "", prefix)
     assert sink(msgs) == [] and sink.written == 2500
     pipe = client.pipeline()
     for i in range(2500):

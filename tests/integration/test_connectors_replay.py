@@ -19,7 +19,7 @@ from connectors.config import Config
 from connectors.consumer import DeadLetters, Stopper, run
 from connectors.migrate import migrate
 from connectors.service import build_sink
-from connectors.testing import (
+from tests.support.connectors import (
     cart,
     committed,
     drain,

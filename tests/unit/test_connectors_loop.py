@@ -16,7 +16,7 @@ from confluent_kafka import TopicPartition
 from connectors.consumer import BatchDone, BatchLoop, Stopper, commit_offsets
 from connectors.records import Poison
 from connectors.sinks import write_or_split
-from connectors.testing import FakeMessage
+from tests.support.connectors import FakeMessage
 
 
 class FakeConsumer:

@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 from cart_contract import ContractError, Product, encode_cart_details, encode_product
 from connectors.records import newest, newest_per_key, parse_carts, parse_products
-from connectors.testing import FakeMessage, cart
+from tests.support.connectors import FakeMessage, cart
 
 
 def test_a_valid_record_keeps_its_own_bytes_as_the_document() -> None:

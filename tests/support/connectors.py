@@ -1,7 +1,7 @@
 """Helpers for the connectors' tests and benchmark: records, topics, private servers.
 
-Nothing here runs in production; it lives in the package so unit tests, integration tests and
-the bench share one definition.
+Nothing here runs in production, so it lives with the tests; the bench imports it from here
+(bench scripts put the repository root on sys.path).
 """
 
 from __future__ import annotations

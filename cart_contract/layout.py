@@ -1,0 +1,53 @@
+"""The store layout: every Redis key, pub/sub channel and PostgreSQL table name, defined once.
+
+The sinks write this layout; the read API and the write API's catalog check read it. The values
+are what stored data already uses: changing one makes existing Redis keys or tables unreadable.
+A deployment's `REDIS_KEY_PREFIX` goes in front of every Redis key (not of the channel, which
+`CART_UPDATES_CHANNEL` replaces as a whole). The migrations in connectors/migrations/ spell the
+table names out, as SQL history must.
+"""
+
+from __future__ import annotations
+
+# ---------------------------------------------------------------------------------- Redis
+
+# Default pub/sub channel of stored carts: the redis sink publishes `notification(cart)` on it
+# when a newer cart version lands; the read API's read-your-write waiters subscribe to it.
+UPDATES_CHANNEL = "cartstream:cart-updated"
+
+# HASH `cart:{customerId}`: the customer's current cart.
+CART_KEY_PREFIX = "cart:"
+CART_VERSION_FIELD = "v"  # the cart's version: the compare-and-set guard
+CART_DOC_FIELD = "doc"  # the cart-details JSON document
+
+# HASH `product:{productId}`: one catalog entry. A tombstone deletes `doc` and keeps `offset`.
+PRODUCT_KEY_PREFIX = "product:"
+PRODUCT_OFFSET_FIELD = "offset"  # the record's offset on the product topic: the guard
+PRODUCT_DOC_FIELD = "doc"  # the product JSON document
+
+# STRING `catalog:ready`: set once the catalog sink has written a product; until then the write
+# API does not check products against the catalog.
+CATALOG_READY_KEY = "catalog:ready"
+
+
+def cart_key(customer_id: str, prefix: str = "") -> str:
+    """Redis key of a customer's current cart."""
+    return f"{prefix}{CART_KEY_PREFIX}{customer_id}"
+
+
+def product_key(product_id: str, prefix: str = "") -> str:
+    """Redis key of a product."""
+    return f"{prefix}{PRODUCT_KEY_PREFIX}{product_id}"
+
+
+def catalog_ready_key(prefix: str = "") -> str:
+    """Redis key that says the catalog sink has written products."""
+    return f"{prefix}{CATALOG_READY_KEY}"
+
+
+# ----------------------------------------------------------------------------- PostgreSQL
+
+CARTS_TABLE = "carts"  # one row per cart (customer and generation), doc = cart-details JSON
+CART_LINES_TABLE = "cart_lines"  # one row per line item of a cart
+PRODUCTS_TABLE = "products"  # the catalog; deleted products keep their row (deleted = true)
+MIGRATIONS_TABLE = "schema_migrations"  # the schema versions applied (connectors.migrate)
