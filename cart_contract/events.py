@@ -1,4 +1,9 @@
-"""Cart events: the facts on `cart-events`, keyed by customerId."""
+"""Cart events: the facts on `cart-events`, keyed by customerId.
+
+An event records that the write API accepted a command (AddItem, RemoveItem, Checkout, ClearCart)
+into the log; the names here (ITEM_ADDED …) are the wire names of the events. What an event does
+to the cart is the fold's decision: it may reject it (a Rejection in the cart details).
+"""
 
 from __future__ import annotations
 
@@ -20,7 +25,7 @@ SCHEMA_VERSION = 1
 
 
 class EventType(StrEnum):
-    """What happened to a cart."""
+    """The kind of a cart event, as written on the wire; one per kind of command."""
 
     ITEM_ADDED = "ITEM_ADDED"
     ITEM_REMOVED = "ITEM_REMOVED"
@@ -42,7 +47,7 @@ _CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[
 
 @dataclass(frozen=True, slots=True)
 class CartEvent:
-    """One command's outcome, as stored in the event log."""
+    """One event in the log: a command the write API accepted, with its id and time."""
 
     event_id: str
     type: EventType

@@ -45,13 +45,16 @@ def accept_command(
     catalog: Catalog,
     config: Config,
 ) -> dict[str, object]:
-    """Check the product (when a catalog view exists), publish, and describe the ack."""
-    if command.type is EventType.ITEM_ADDED and command.item_id is not None:
+    """Check the product (when a catalog view exists), append the command's event, ack it.
+
+    The 202 says the event is in the log, not that the cart changed: the fold decides that.
+    """
+    if command.event_type is EventType.ITEM_ADDED and command.item_id is not None:
         if catalog.knows(command.item_id) is False:
             raise ApiError(404, "UNKNOWN_PRODUCT",
                            f"product {command.item_id} is not in the catalog", "itemId")
     event = new_cart_event(
-        command.type,
+        command.event_type,
         command.customer_id,
         item_id=command.item_id,
         qty=command.qty,

@@ -1,4 +1,10 @@
-"""Turning an HTTP request body into a command, with the contract's id and qty rules."""
+"""Turning an HTTP request body into a command, with the contract's id and qty rules.
+
+A request is a command (AddItem, RemoveItem, Checkout, ClearCart): a wish the write API
+appends to `cart-events` as the event it asks for (ITEM_ADDED, ITEM_REMOVED, CHECKOUT,
+CART_CLEARED, the wire names). Whether the cart changes is decided later by the fold, which may
+reject the event; until then nothing has happened to the cart.
+"""
 
 from __future__ import annotations
 
@@ -20,21 +26,33 @@ IDEMPOTENCY_KEY_MAX = 255
 # Visible ASCII only: the key is echoed in logs and hashed as UTF-8, so keep it unambiguous.
 _IDEMPOTENCY_KEY_RE = re.compile(r"^[\x21-\x7e]{1,255}$")
 
-# What each command endpoint needs: (event type, needs itemId, qty rule).
 _REQUIRED, _OPTIONAL, _NONE = "required", "optional", "none"
-COMMANDS: dict[str, tuple[EventType, bool, str]] = {
-    "add": (EventType.ITEM_ADDED, True, _REQUIRED),
-    "remove": (EventType.ITEM_REMOVED, True, _OPTIONAL),
-    "checkout": (EventType.CHECKOUT, False, _NONE),
-    "clear": (EventType.CART_CLEARED, False, _NONE),
+
+
+@dataclass(frozen=True)
+class CommandKind:
+    """One command the write API accepts: its name, the event it asks for, what it needs."""
+
+    name: str  # the command's name in docs and logs
+    event_type: EventType  # the event appended for it
+    needs_item: bool
+    qty_rule: str  # _REQUIRED, _OPTIONAL or _NONE
+
+
+# Endpoint (POST /api/v1/<endpoint>) -> the command it takes.
+COMMANDS: dict[str, CommandKind] = {
+    "add": CommandKind("AddItem", EventType.ITEM_ADDED, True, _REQUIRED),
+    "remove": CommandKind("RemoveItem", EventType.ITEM_REMOVED, True, _OPTIONAL),
+    "checkout": CommandKind("Checkout", EventType.CHECKOUT, False, _NONE),
+    "clear": CommandKind("ClearCart", EventType.CART_CLEARED, False, _NONE),
 }
 
 
 @dataclass(frozen=True)
 class Command:
-    """A validated request to change a cart."""
+    """A validated request to change a cart; it becomes an event of type `event_type`."""
 
-    type: EventType
+    event_type: EventType
     customer_id: str
     item_id: str | None = None
     qty: int | None = None
@@ -77,7 +95,8 @@ def _present(doc: dict[str, Any], field: str) -> bool:
 
 def parse_command(name: str, doc: dict[str, Any]) -> Command:
     """Validate a body for the command endpoint `name` (add, remove, checkout, clear)."""
-    event_type, needs_item, qty_rule = COMMANDS[name]
+    kind = COMMANDS[name]
+    needs_item, qty_rule = kind.needs_item, kind.qty_rule
     if not _present(doc, "customerId"):
         raise ContractError("MISSING_FIELD", "customerId is required", "customerId")
     customer_id = parse_id(doc["customerId"], "customerId")
@@ -90,7 +109,7 @@ def parse_command(name: str, doc: dict[str, Any]) -> Command:
         raise ContractError("MISSING_FIELD", "qty is required", "qty")
     if qty_rule != _NONE and _present(doc, "qty"):
         qty = parse_qty(doc["qty"], "qty")
-    return Command(event_type, customer_id, item_id, qty)
+    return Command(kind.event_type, customer_id, item_id, qty)
 
 
 def parse_idempotency_key(value: str | None) -> str | None:
@@ -112,5 +131,5 @@ def event_id_for(command: Command, idempotency_key: str | None) -> str:
     """
     if idempotency_key is None:
         return str(uuid.uuid4())
-    name = f"{command.customer_id}\n{command.type.value}\n{idempotency_key}"
+    name = f"{command.customer_id}\n{command.event_type.value}\n{idempotency_key}"
     return str(uuid.uuid5(IDEMPOTENCY_NAMESPACE, name))

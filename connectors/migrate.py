@@ -17,6 +17,8 @@ from pathlib import Path
 
 import psycopg
 
+from cart_contract.layout import MIGRATIONS_TABLE
+
 log = logging.getLogger(__name__)
 MIGRATIONS = Path(__file__).with_name("migrations")
 # Any constant works; it only has to be the same for every process migrating this schema.
@@ -46,16 +48,16 @@ def migrate(conn: psycopg.Connection, directory: Path = MIGRATIONS) -> list[int]
         # Several sinks start together; the lock makes them take turns.
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_ID,))
         conn.execute(
-            "CREATE TABLE IF NOT EXISTS schema_migrations "
+            f"CREATE TABLE IF NOT EXISTS {MIGRATIONS_TABLE} "
             "(version int PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
         )
-        done = {r[0] for r in conn.execute("SELECT version FROM schema_migrations")}
+        done = {r[0] for r in conn.execute(f"SELECT version FROM {MIGRATIONS_TABLE}")}
         for version, path in pending:
             if version in done:
                 continue
             log.info("applying migration %s", path.name)
             conn.execute(path.read_text())
-            conn.execute("INSERT INTO schema_migrations (version) VALUES (%s)", (version,))
+            conn.execute(f"INSERT INTO {MIGRATIONS_TABLE} (version) VALUES (%s)", (version,))
             applied.append(version)
     return applied
 
@@ -68,7 +70,7 @@ def main() -> int:
     url = Config.from_env().database_url
     with psycopg.connect(url, autocommit=True, connect_timeout=10) as conn:
         applied = migrate(conn)
-        current = conn.execute("SELECT max(version) FROM schema_migrations").fetchone()[0]
+        current = conn.execute(f"SELECT max(version) FROM {MIGRATIONS_TABLE}").fetchone()[0]
     print(f"applied {applied or 'nothing'}; schema version {current}")
     return 0
 
