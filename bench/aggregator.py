@@ -271,13 +271,13 @@ class Probe(StatelessSinkPartition):
                 if line.startswith("VmRSS:"):
                     print(int(line.split()[1]))
 
-class Sink(DynamicSink):
+class RssProbeSink(DynamicSink):  # counts the records and prints the RSS once all are out
     def build(self, *args):
         return Probe()
 
 run_main(build_flow(Config(), cart_source=TestingSource(events(), batch_size=1000),
                     product_source=TestingSource(products, batch_size=10),
-                    cart_sink=Sink(), dead_letter_sink=Sink()))
+                    cart_sink=RssProbeSink(), dead_letter_sink=RssProbeSink()))
 """
 
 

@@ -70,13 +70,6 @@ def newest(items: Iterable[T], key: Callable[[T], str], version: Callable[[T], i
     return list(best.values())
 
 
-def newest_per_key(carts: Iterable[CartDetails],
-                   key: Callable[[CartDetails], str] = lambda c: c.customer_id,
-                   ) -> list[CartDetails]:
-    """The highest version of each customer's (or, with `key`, each cart's) cart."""
-    return newest(carts, key, lambda c: c.version)
-
-
 def parse_carts(batch: Sequence[Record]) -> tuple[list[CartItem], list[Poison]]:
     """Decode cart-details records; anything that breaks the contract becomes poison."""
     items: list[CartItem] = []

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import psycopg
 import redis
 
-from cart_contract import CartDetails, Product, encode_cart_details, encode_product
+from cart_contract import CartDetails, Product, encode_product
 from cart_contract.layout import (
     CART_LINES_TABLE,
     CARTS_TABLE,
@@ -83,13 +83,11 @@ _LINES = (f"COPY {CART_LINES_TABLE} (cart_id, item_id, position, item_name, qty,
 _DELETE_LINES = f"DELETE FROM {CART_LINES_TABLE} WHERE cart_id = ANY(%s)"
 
 
-def upsert_carts(conn: psycopg.Connection, carts: Sequence[CartDetails]) -> int:
-    """Upsert carts and their lines in one transaction, guarded by version; return rows won."""
-    return upsert_cart_docs(conn, [(c, encode_cart_details(c)) for c in carts])
-
-
 def upsert_cart_docs(conn: psycopg.Connection, docs: Sequence[tuple[CartDetails, bytes]]) -> int:
-    """Like upsert_carts, with each cart's document bytes given; return rows won."""
+    """Upsert carts with their document bytes, and their lines, guarded by version.
+
+    One transaction; returns the rows won (a cart whose stored version is newer is skipped).
+    """
     docs = newest(docs, lambda d: d[0].cart_id, lambda d: d[0].version)
     if not docs:
         return 0

@@ -35,7 +35,7 @@ from connectors.consumer import DeadLetters, Stopper, run
 from connectors.migrate import migrate, migrations
 from connectors.replay import GroupActive, replay_sink
 from connectors.sinks import PostgresCartWriter, RedisCartWriter
-from connectors.stores import upsert_carts
+from tests.support.connectors import upsert_carts
 
 pytestmark = pytest.mark.integration
 

@@ -15,8 +15,8 @@ from cart_contract import Product, encode_cart_details, encode_product
 from connectors.migrate import migrate
 from connectors.records import ProductItem
 from connectors.sinks import CatalogWriter, PostgresCartWriter
-from connectors.stores import upsert_carts, upsert_products
-from tests.support.connectors import FakeMessage, cart, fresh_database
+from connectors.stores import upsert_products
+from tests.support.connectors import FakeMessage, cart, fresh_database, upsert_carts
 
 pytestmark = pytest.mark.integration
 

@@ -309,6 +309,14 @@ def read_topic(bootstrap: str, topic: str, expect: int, timeout_s: float = 30) -
         c.close()
 
 
+def upsert_carts(conn: object, carts: Sequence[CartDetails]) -> int:
+    """The postgres writer's upsert for carts built in a test (their encoding becomes `doc`)."""
+    from cart_contract import encode_cart_details
+    from connectors.stores import upsert_cart_docs
+
+    return upsert_cart_docs(conn, [(c, encode_cart_details(c)) for c in carts])  # type: ignore[arg-type]
+
+
 def fresh_database(database_url: str, name: str) -> str:
     """CREATE DATABASE `name` on the server of `database_url`; return its URL."""
     import psycopg

@@ -6,7 +6,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from cart_contract import ContractError, Product, encode_cart_details, encode_product
-from connectors.records import newest, newest_per_key, parse_carts, parse_products
+from connectors.records import newest, parse_carts, parse_products
 from tests.support.connectors import FakeMessage, cart
 
 
@@ -34,13 +34,14 @@ def test_poison_is_refused_with_its_reason_and_the_rest_goes_on() -> None:
 def test_newest_keeps_the_highest_version_per_customer_in_any_order(order, dups) -> None:
     versions = [*order, *dups]
     carts = [cart("a", v) for v in versions] + [cart("b", v) for v in reversed(versions)]
-    kept = sorted(newest_per_key(carts), key=lambda c: c.customer_id)
+    kept = sorted(newest(carts, lambda c: c.customer_id, lambda c: c.version),
+                  key=lambda c: c.customer_id)
     assert [(c.customer_id, c.version) for c in kept] == [("a", 8), ("b", 8)]
 
 
 def test_newest_per_cart_keeps_every_generation() -> None:
     carts = [cart("a", 1), cart("a", 2, checked_out=True), cart("a", 3, generation=2)]
-    kept = newest_per_key(carts, key=lambda c: c.cart_id)
+    kept = newest(carts, lambda c: c.cart_id, lambda c: c.version)
     assert sorted((c.cart_id, c.version) for c in kept) == [("a:1", 2), ("a:2", 3)]
     assert newest([], str, len) == []
 
