@@ -43,6 +43,7 @@ from cart_contract import (  # noqa: E402 - after the path tweak, so the bench r
     LineItem,
     encode_cart_details,
 )
+from cart_contract.layout import cart_key  # noqa: E402
 
 TARGET_RPS = 6_000
 TARGET_P99_MS = 20.0
@@ -90,14 +91,14 @@ def seed(r: redis.Redis, prefix: str, n: int) -> None:
         doc = encode_cart_details(CartDetails(
             cid, f"{cid}:1", "OPEN", lines, 6, Decimal("3899.94"), 7,
             EventPosition(str(uuid.uuid4()), i % 6, 1000 + i), (), "2025-01-01T00:00:00.000000Z"))
-        pipe.hset(f"cart:{cid}", mapping={"v": 7, "doc": doc})
+        pipe.hset(cart_key(cid), mapping={"v": 7, "doc": doc})
         if i % 1000 == 999:
             pipe.execute()
     pipe.execute()
 
 
 def unseed(r: redis.Redis, prefix: str) -> None:
-    keys = list(r.scan_iter(match=f"cart:{prefix}*", count=1000))
+    keys = list(r.scan_iter(match=cart_key(f"{prefix}*"), count=1000))
     for i in range(0, len(keys), 1000):
         r.delete(*keys[i:i + 1000])
 

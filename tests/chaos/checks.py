@@ -34,6 +34,7 @@ from cart_contract import (
     decode_dead_letter,
     encode_product,
 )
+from cart_contract.layout import cart_key
 from tests.e2e.conftest import System
 
 # Every HTTP call is bounded: a hang is a failure, never a stuck test.
@@ -207,7 +208,7 @@ class ReadModels:
 
     def key(self, customer: str) -> str:
         """The customer's Redis key."""
-        return f"{self.prefix}cart:{customer}"
+        return cart_key(customer, self.prefix)
 
     def redis_docs(self, customers: list[str]) -> dict[str, dict[str, Any] | None]:
         """customerId -> the normalised Redis doc (None when the key has no doc)."""

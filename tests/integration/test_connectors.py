@@ -28,6 +28,7 @@ from cart_contract import (
     decode_dead_letter,
     encode_cart_details,
 )
+from cart_contract.layout import cart_key
 from cart_contract.redis_carts import RedisCarts
 from connectors import catalog as catalog_cli
 from connectors.config import Config
@@ -109,7 +110,7 @@ def test_redis_keeps_the_highest_version_in_any_order(redis_url, order, dup) -> 
     customer = f"g-{uuid.uuid4().hex[:10]}"
     for v in [*order, *order[:dup]]:  # duplicates too
         store.put_many([cart(customer, v, qty=v)], notify=False)
-    stored = decode_cart_details(client.hget(f"cart:{customer}", "doc"))
+    stored = decode_cart_details(client.hget(cart_key(customer), "doc"))
     assert (stored.version, stored.total_qty) == (8, 8)
 
 
@@ -202,7 +203,7 @@ def test_crash_between_store_write_and_commit_loses_and_doubles_nothing(
                          dead=topics["dead"])
     assert seen == len(records)  # everything came again: nothing was committed before the crash
     for c in customers:
-        doc = decode_cart_details(client.hget(f"cart:{c}", "doc"))
+        doc = decode_cart_details(client.hget(cart_key(c), "doc"))
         assert (doc.version, doc.total_qty) == (5, 5)
 
 
@@ -216,7 +217,8 @@ def test_poison_goes_to_dead_letters_and_good_records_around_it_land(
     ])
     consume_until(kafka_bootstrap, topics["details"], f"t-{unique}",
                   RedisCartWriter(client, "unused"), 3, dead=topics["dead"])
-    assert client.hexists(f"cart:p1{unique}", "doc") and client.hexists(f"cart:p3{unique}", "doc")
+    assert client.hexists(cart_key(f"p1{unique}"), "doc")
+    assert client.hexists(cart_key(f"p3{unique}"), "doc")
     c = Consumer({"bootstrap.servers": kafka_bootstrap, "group.id": f"d-{unique}",
                   "auto.offset.reset": "earliest"})
     c.subscribe([topics["dead"]])
@@ -278,7 +280,7 @@ def test_redis_outage_waits_and_catches_up(kafka_bootstrap, topics, unique, tmp_
         thread.join(timeout=60)
         assert not thread.is_alive()
         for c in customers:
-            assert decode_cart_details(client.hget(f"cart:{c}", "doc")).version == 2
+            assert decode_cart_details(client.hget(cart_key(c), "doc")).version == 2
     finally:
         stopper.event.set()
         server.kill()
@@ -356,7 +358,7 @@ def test_replay_refuses_while_the_sink_runs(kafka_bootstrap, redis_url, fresh_db
     thread.start()
     try:
         deadline = time.monotonic() + 30
-        while not client.hexists(f"cart:a{unique}", "doc"):
+        while not client.hexists(cart_key(f"a{unique}"), "doc"):
             assert time.monotonic() < deadline
             time.sleep(0.2)
         with pytest.raises(GroupActive):

@@ -12,6 +12,7 @@ import pytest
 import redis
 
 from cart_contract import Product, decode_product, encode_product
+from cart_contract.layout import catalog_ready_key, product_key
 from connectors import catalog
 from connectors.config import Config
 from connectors.migrate import migrate
@@ -99,10 +100,10 @@ def test_loaded_products_reach_redis_and_postgres_and_tombstones_delete(cfg, tmp
     drain(cfg, "catalog")
     client = redis.Redis.from_url(cfg.redis_url)
     p1 = Product("1", "IPhone 12", Decimal("65000"), 768)
-    assert client.hget(f"{cfg.key_prefix}product:1", "doc") == encode_product(p1)
-    assert not client.hexists(f"{cfg.key_prefix}product:2", "doc")
-    assert client.hexists(f"{cfg.key_prefix}product:2", "offset")
-    assert client.get(f"{cfg.key_prefix}catalog:ready") == b"1"
+    assert client.hget(product_key("1", cfg.key_prefix), "doc") == encode_product(p1)
+    assert not client.hexists(product_key("2", cfg.key_prefix), "doc")
+    assert client.hexists(product_key("2", cfg.key_prefix), "offset")
+    assert client.get(catalog_ready_key(cfg.key_prefix)) == b"1"
     n = len(SAMPLE.read_text().splitlines())
     with psycopg.connect(cfg.database_url) as conn:
         live = conn.execute("SELECT product_id, product_name, price, stock_qty FROM products "
@@ -122,7 +123,7 @@ def test_the_console_producer_command_from_the_readme(cfg) -> None:
                    input=lines.encode(), check=True, timeout=120, capture_output=True)
     drain(cfg, "catalog")
     client = redis.Redis.from_url(cfg.redis_url)
-    stored = decode_product(b"2", client.hget(f"{cfg.key_prefix}product:2", "doc"))
+    stored = decode_product(b"2", client.hget(product_key("2", cfg.key_prefix), "doc"))
     assert stored == Product("2", "Samsung Galaxy S21", Decimal("55000"), 500)
 
 
@@ -141,11 +142,11 @@ def test_a_redis_that_lost_the_catalog_gets_it_back_from_postgres(cfg, tmp_path)
     client.delete(*client.keys(f"{cfg.key_prefix}*"))
     n = len(SAMPLE.read_text().splitlines())
     assert sink.restore_redis() == n
-    assert decode_product(b"1", client.hget(f"{cfg.key_prefix}product:1", "doc")) == Product(
+    assert decode_product(b"1", client.hget(product_key("1", cfg.key_prefix), "doc")) == Product(
         "1", "IPhone 12", Decimal("65000"), 768)
-    assert not client.hexists(f"{cfg.key_prefix}product:2", "doc")
-    assert client.get(f"{cfg.key_prefix}catalog:ready") == b"1"
+    assert not client.hexists(product_key("2", cfg.key_prefix), "doc")
+    assert client.get(catalog_ready_key(cfg.key_prefix)) == b"1"
     # Only the marker lost: it comes back; the products, already there, are not rewritten.
-    client.delete(f"{cfg.key_prefix}catalog:ready")
+    client.delete(catalog_ready_key(cfg.key_prefix))
     assert sink.restore_redis() == 0
-    assert client.get(f"{cfg.key_prefix}catalog:ready") == b"1"
+    assert client.get(catalog_ready_key(cfg.key_prefix)) == b"1"

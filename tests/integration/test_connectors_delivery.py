@@ -17,6 +17,7 @@ import pytest
 import redis
 
 from cart_contract import decode_cart_details, decode_dead_letter, encode_cart_details
+from cart_contract.layout import cart_key
 from connectors.config import Config
 from connectors.consumer import DeadLetters, Stopper, run
 from connectors.migrate import migrate
@@ -95,7 +96,7 @@ def test_crash_between_store_write_and_commit_loses_and_doubles_nothing(cfg, uni
         drain(cfg, name, sink)  # the restart: everything is read again
         assert all_committed(cfg, name)
     for c in customers:
-        doc = decode_cart_details(client.hget(f"{cfg.key_prefix}cart:{c}", "doc"))
+        doc = decode_cart_details(client.hget(cart_key(c, cfg.key_prefix), "doc"))
         assert (doc.version, doc.total_qty, len(doc.line_items)) == (5, 10, 2)
     with psycopg.connect(cfg.database_url) as conn:
         got = conn.execute("SELECT version, count(*) FROM carts GROUP BY 1").fetchall()
@@ -147,7 +148,7 @@ def test_a_rebalance_loses_nothing(cfg, unique) -> None:
     assert sink_b.written > 0
     pipe = client.pipeline()
     for c in customers:
-        pipe.hget(f"{cfg.key_prefix}cart:{c}", "v")
+        pipe.hget(cart_key(c, cfg.key_prefix), "v")
     assert pipe.execute() == [b"9"] * len(customers)
 
 
@@ -163,7 +164,7 @@ def test_the_sink_process_stores_commits_and_stops_on_sigterm(cfg, unique) -> No
         customers = [f"s{unique}-{i}" for i in range(10)]
         produce(cfg.kafka_bootstrap, cfg.topic_cart_details, records(customers, range(1, 3)))
         client = redis.Redis.from_url(cfg.redis_url)
-        wait_until(lambda: all(client.hget(f"{cfg.key_prefix}cart:{c}", "v") == b"2"
+        wait_until(lambda: all(client.hget(cart_key(c, cfg.key_prefix), "v") == b"2"
                                for c in customers), 60, "the redis sink")
 
         def in_postgres() -> bool:

@@ -18,6 +18,7 @@ import pytest
 import redis
 
 from cart_contract import encode_cart_details
+from cart_contract.layout import cart_key
 from connectors.config import Config
 from connectors.consumer import DeadLetters, Stopper, run
 from connectors.service import build_sink
@@ -77,7 +78,7 @@ def test_redis_outage_waits_and_catches_up(kafka_bootstrap, database_url, unique
             server.start()  # empty: no AOF was fsynced by the kill, scripts are gone too
             wait_until(lambda: caught_up(cfg, "redis"), 30, "the sink to catch up")
             for c in customers:
-                assert client.hget(f"{cfg.key_prefix}cart:{c}", "v") == b"2"
+                assert client.hget(cart_key(c, cfg.key_prefix), "v") == b"2"
             assert "succeeded after" in caplog.text
         finally:
             stopper.stop()

@@ -12,6 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cart_contract import Product, decode_cart_details, encode_cart_details, encode_product
+from cart_contract.layout import cart_key, catalog_ready_key, product_key
 from cart_contract.redis_carts import RedisCarts
 from connectors.records import ProductItem
 from connectors.sinks import RedisCartWriter
@@ -83,7 +84,7 @@ def test_the_document_is_the_record_itself_and_keys_carry_the_prefix(client, uni
     raw = encode_cart_details(cart(unique, 1))
     RedisCartWriter(client, "unused", f"t:{unique}:")([FakeMessage(raw, unique.encode())])
     assert client.hget(f"t:{unique}:cart:{unique}", "doc") == raw
-    assert not client.exists(f"cart:{unique}")  # nothing outside the prefix
+    assert not client.exists(cart_key(unique))  # nothing outside the prefix
 
 
 def test_big_batches_write_every_customer(client, unique) -> None:
@@ -94,9 +95,9 @@ def test_big_batches_write_every_customer(client, unique) -> None:
     assert sink(msgs) == [] and sink.written == 2500
     pipe = client.pipeline()
     for i in range(2500):
-        pipe.hget(f"{prefix}cart:c{i}", "v")
+        pipe.hget(cart_key(f"c{i}", prefix), "v")
     assert pipe.execute() == [str(1 + i % 3).encode() for i in range(2500)]
-    client.unlink(*[f"{prefix}cart:c{i}" for i in range(2500)])  # a big one: tidy up
+    client.unlink(*[cart_key(f"c{i}", prefix) for i in range(2500)])  # a big one: tidy up
 
 
 def product(pid: str, name: str) -> Product:
@@ -106,13 +107,13 @@ def product(pid: str, name: str) -> Product:
 def test_products_guarded_by_offset_tombstones_keep_the_guard(client, unique) -> None:
     prefix = f"t:{unique}:"
     store = RedisProducts(client, prefix)
-    key = f"{prefix}product:1"
+    key = product_key("1", prefix)
 
     def put(offset: int, p: Product | None) -> int:
         return store.put_many([ProductItem("1", offset, p, None)])
 
     assert put(4, product("1", "v4")) == 1
-    assert client.get(f"{prefix}catalog:ready") == b"1"
+    assert client.get(catalog_ready_key(prefix)) == b"1"
     assert put(2, product("1", "older")) == 0
     assert put(4, product("1", "same offset")) == 0
     assert client.hget(key, "doc") == encode_product(product("1", "v4"))
@@ -126,5 +127,5 @@ def test_products_guarded_by_offset_tombstones_keep_the_guard(client, unique) ->
 def test_catalog_ready_is_not_set_by_tombstones_alone(client, unique) -> None:
     prefix = f"t:{unique}:"
     RedisProducts(client, prefix).put_many([ProductItem("7", 1, None, None)])
-    assert not client.exists(f"{prefix}catalog:ready")
-    assert client.hgetall(f"{prefix}product:7") == {b"offset": b"1"}
+    assert not client.exists(catalog_ready_key(prefix))
+    assert client.hgetall(product_key("7", prefix)) == {b"offset": b"1"}

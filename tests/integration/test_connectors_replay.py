@@ -14,6 +14,7 @@ import pytest
 import redis
 
 from cart_contract import Product, encode_cart_details, encode_product
+from cart_contract.layout import cart_key
 from connectors import replay
 from connectors.config import Config
 from connectors.consumer import DeadLetters, Stopper, run
@@ -122,7 +123,7 @@ def test_replay_refuses_while_a_sink_runs(cfg, unique, capsys) -> None:
     thread.start()
     try:
         client = redis.Redis.from_url(cfg.redis_url)
-        wait_until(lambda: client.hexists(f"{cfg.key_prefix}cart:a{unique}", "doc"), 30,
+        wait_until(lambda: client.hexists(cart_key(f"a{unique}", cfg.key_prefix), "doc"), 30,
                    "the sink to run")
         with pytest.raises(replay.GroupActive):
             replay.replay_sink(cfg, "redis", show_progress=False)

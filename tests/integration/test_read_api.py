@@ -28,6 +28,7 @@ from cart_contract import (
     encode_cart_details,
     money,
 )
+from cart_contract.layout import UPDATES_CHANNEL, cart_key
 from cart_read import queries
 from cart_read.app import create_app
 from cart_read.config import Config
@@ -157,7 +158,7 @@ def test_missing_redis_key_falls_back_to_postgres_and_rewarms(make_app, read_db,
     resp = make_app().test_client().get(f"/api/v1/{cid}")
     assert resp.status_code == 200
     assert orjson.loads(resp.data) == cart_details_to_dict(current)  # highest generation
-    stored = rds.hgetall(f"cart:{cid}")
+    stored = rds.hgetall(cart_key(cid))
     assert stored[b"v"] == str(current.version).encode()
     assert decode_cart_details(stored[b"doc"]) == current
 
@@ -175,7 +176,7 @@ def test_rewarm_is_version_guarded(make_app, rds, unique) -> None:
     cid = f"c-{unique}"
     newer_doc = redis_put(rds, make_cart(cid, 2, version=20))
     stores = make_app().extensions["cart_read"].stores
-    key = f"cart:{cid}"
+    key = cart_key(cid)
     assert not queries.rewarm(stores, make_cart(cid, 1, version=19))
     assert not queries.rewarm(stores, make_cart(cid, 9, version=20))
     assert rds.hget(key, "doc") == newer_doc
@@ -266,11 +267,11 @@ def test_read_your_write_wakes_on_the_notification(make_app, rds, unique) -> Non
     time.sleep(0.2)
     # Not yet the awaited offset: a notification for it must not answer the request.
     redis_put(rds, make_cart(cid, 1, version=6, offset=101))
-    rds.publish("cartstream:cart-updated",
+    rds.publish(UPDATES_CHANNEL,
                 orjson.dumps({"customerId": cid, "version": 6, "partition": 1, "offset": 101}))
     newer = make_cart(cid, 1, version=7, offset=102)
     redis_put(rds, newer)
-    rds.publish("cartstream:cart-updated",
+    rds.publish(UPDATES_CHANNEL,
                 orjson.dumps({"customerId": cid, "version": 7, "partition": 1, "offset": 102}))
     t.join(30)
     assert not t.is_alive()

@@ -19,6 +19,7 @@ import redis
 import requests
 
 from cart_contract import CartDetails, EventPosition, LineItem, encode_cart_details
+from cart_contract.layout import UPDATES_CHANNEL, cart_key
 
 pytestmark = pytest.mark.integration
 
@@ -80,7 +81,7 @@ def test_serves_a_cached_cart_like_the_seed_curl(server: str, redis_url: str,
     r = redis.Redis.from_url(redis_url)
     cid = f"s-{unique}"
     doc = encode_cart_details(cart(cid, 1, 10))
-    r.hset(f"cart:{cid}", mapping={"v": 1, "doc": doc})
+    r.hset(cart_key(cid), mapping={"v": 1, "doc": doc})
     resp = requests.get(f"{server}/api/v1/{cid}", timeout=5)
     assert resp.status_code == 200 and resp.content == doc
     assert resp.headers["Content-Type"] == "application/json"
@@ -93,7 +94,7 @@ def test_read_your_write_across_worker_processes(server: str, redis_url: str,
                                                  unique: str) -> None:
     r = redis.Redis.from_url(redis_url)
     cid = f"s-{unique}"
-    r.hset(f"cart:{cid}", mapping={"v": 1, "doc": encode_cart_details(cart(cid, 1, 10))})
+    r.hset(cart_key(cid), mapping={"v": 1, "doc": encode_cart_details(cart(cid, 1, 10))})
     result: dict[str, requests.Response] = {}
 
     def read() -> None:
@@ -103,8 +104,8 @@ def test_read_your_write_across_worker_processes(server: str, redis_url: str,
     t = threading.Thread(target=read)
     t.start()
     time.sleep(0.5)  # let the request register its waiter (its worker subscribes lazily)
-    r.hset(f"cart:{cid}", mapping={"v": 2, "doc": encode_cart_details(cart(cid, 2, 11))})
-    r.publish("cartstream:cart-updated",
+    r.hset(cart_key(cid), mapping={"v": 2, "doc": encode_cart_details(cart(cid, 2, 11))})
+    r.publish(UPDATES_CHANNEL,
               orjson.dumps({"customerId": cid, "version": 2, "partition": 0, "offset": 11}))
     t.join(30)
     assert result["resp"].status_code == 200

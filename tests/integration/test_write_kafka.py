@@ -20,6 +20,7 @@ from kafka import KafkaConsumer, TopicPartition
 from kafka.partitioner.default import murmur2
 
 from cart_contract import EventType, decode_cart_event
+from cart_contract.layout import catalog_ready_key, product_key
 from cart_write.app import create_app
 from cart_write.catalog import NoCatalog, RedisCatalog
 from cart_write.config import KAFKA_CLIENTS, Config
@@ -146,13 +147,13 @@ def catalog_db(redis_url: str, unique: str) -> Any:
     parts = urlparse(redis_url)
     url = urlunparse(parts._replace(path="/14"))
     r = redis.Redis.from_url(url)
-    created_ready = bool(r.set("catalog:ready", "1", nx=True))
+    created_ready = bool(r.set(catalog_ready_key(), "1", nx=True))
     product = f"it-prod-{unique}"
-    r.hset(f"product:{product}", mapping={"offset": "0", "doc": "{}"})
+    r.hset(product_key(product), mapping={"offset": "0", "doc": "{}"})
     yield url, product
-    r.delete(f"product:{product}")
+    r.delete(product_key(product))
     if created_ready:
-        r.delete("catalog:ready")
+        r.delete(catalog_ready_key())
     r.close()
 
 

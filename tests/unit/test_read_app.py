@@ -17,6 +17,7 @@ from cart_contract import (
     cart_details_to_dict,
     encode_cart_details,
 )
+from cart_contract.layout import cart_key
 from cart_read.app import create_app
 from cart_read.config import Config
 from cart_read.params import KIND_ORDERS, encode_cursor
@@ -50,7 +51,7 @@ class FakeRedis:
         return [h.get(f) for f in fields]
 
     def cas(self, key: str, v: int, doc: bytes) -> int:
-        """The sink's compare-and-set on `v` (connectors.stores.CART_CAS)."""
+        """The sink's compare-and-set on `v` (cart_contract.redis_carts.CART_CAS)."""
         self._check()
         self.evals.append((key, v, doc))
         cur = self.hashes.get(key, {}).get("v")
@@ -73,7 +74,7 @@ class FakeRedis:
 
     def put(self, c: CartDetails) -> bytes:
         doc = encode_cart_details(c)
-        self.hashes[f"cart:{c.customer_id}"] = {"v": str(c.version).encode(), "doc": doc}
+        self.hashes[cart_key(c.customer_id)] = {"v": str(c.version).encode(), "doc": doc}
         return doc
 
 
@@ -197,7 +198,7 @@ def test_redis_miss_reads_postgres_and_rewarms() -> None:
     assert resp.status_code == 200
     assert orjson.loads(resp.data) == cart_details_to_dict(c)
     assert pool.queries[0][1] == ["123"]
-    assert r.hashes["cart:123"] == {"v": b"5", "doc": encode_cart_details(c)}
+    assert r.hashes[cart_key("123")] == {"v": b"5", "doc": encode_cart_details(c)}
 
 
 def test_redis_down_reads_postgres_without_rewarm() -> None:
@@ -212,10 +213,10 @@ def test_redis_down_reads_postgres_without_rewarm() -> None:
 
 def test_rewarm_never_replaces_a_newer_cart() -> None:
     r = FakeRedis()
-    r.hashes["cart:123"] = {"v": b"9"}  # a newer version's guard, doc not readable
+    r.hashes[cart_key("123")] = {"v": b"9"}  # a newer version's guard, doc not readable
     pool = FakePool([(5, cart_details_to_dict(cart(version=5)))])
     assert client(r, pool).get("/api/v1/123").status_code == 200
-    assert r.evals and r.hashes["cart:123"] == {"v": b"9"}
+    assert r.evals and r.hashes[cart_key("123")] == {"v": b"9"}
 
 
 def test_a_doc_the_contract_refuses_is_served_but_not_rewarmed() -> None:

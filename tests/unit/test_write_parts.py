@@ -11,6 +11,7 @@ import pytest
 import redis
 from kafka.errors import IllegalStateError, KafkaTimeoutError, NotLeaderForPartitionError
 
+from cart_contract.layout import catalog_ready_key, product_key
 from cart_write import publisher as publisher_mod
 from cart_write.catalog import NoCatalog, RedisCatalog
 from cart_write.config import Config
@@ -334,9 +335,9 @@ def test_catalog_is_consulted_only_when_ready(clock: list[float]) -> None:
     r = FakeRedis()
     cat = RedisCatalog("redis://unused", client=r, ready_ttl_s=1.0)
     assert cat.knows("1") is None
-    r.strings["catalog:ready"] = "1"
-    r.hashes["product:1"] = {"doc": "{}", "offset": "3"}
-    r.hashes["product:2"] = {"offset": "4"}  # tombstoned: doc deleted, offset kept
+    r.strings[catalog_ready_key()] = "1"
+    r.hashes[product_key("1")] = {"doc": "{}", "offset": "3"}
+    r.hashes[product_key("2")] = {"offset": "4"}  # tombstoned: doc deleted, offset kept
     assert cat.knows("1") is None  # "not ready" is remembered for a second
     clock[0] += 1.1
     assert cat.knows("1") is True
@@ -346,11 +347,11 @@ def test_catalog_is_consulted_only_when_ready(clock: list[float]) -> None:
 
 def test_catalog_reads_the_keys_under_the_connectors_prefix(clock: list[float]) -> None:
     r = FakeRedis()
-    r.strings["catalog:ready"] = "1"  # another system's keys, without the prefix
-    r.hashes["product:1"] = {"doc": "{}"}
+    r.strings[catalog_ready_key()] = "1"  # another system's keys, without the prefix
+    r.hashes[product_key("1")] = {"doc": "{}"}
     cat = RedisCatalog("redis://unused", client=r, key_prefix="t1:")
     assert cat.knows("1") is None
-    r.strings["t1:catalog:ready"] = "1"
+    r.strings[catalog_ready_key("t1:")] = "1"
     r.hashes["t1:product:2"] = {"doc": "{}"}
     clock[0] += 1.1
     assert (cat.knows("1"), cat.knows("2")) == (False, True)
@@ -358,17 +359,17 @@ def test_catalog_reads_the_keys_under_the_connectors_prefix(clock: list[float]) 
 
 def test_known_products_are_remembered_unknown_ones_never(clock: list[float]) -> None:
     r = FakeRedis()
-    r.strings["catalog:ready"] = "1"
-    r.hashes["product:1"] = {"doc": "{}"}
+    r.strings[catalog_ready_key()] = "1"
+    r.hashes[product_key("1")] = {"doc": "{}"}
     cat = RedisCatalog("redis://unused", client=r, known_ttl_s=5.0)
     assert cat.knows("1") is True
     assert cat.knows("9") is False
     calls = r.calls
     assert cat.knows("1") is True  # from memory
     assert r.calls == calls
-    r.hashes["product:9"] = {"doc": "{}"}  # the catalog gains a product: accepted at once
+    r.hashes[product_key("9")] = {"doc": "{}"}  # the catalog gains a product: accepted at once
     assert cat.knows("9") is True
-    del r.hashes["product:1"]
+    del r.hashes[product_key("1")]
     clock[0] += 5.1
     assert cat.knows("1") is False  # forgotten after the TTL
 
@@ -378,7 +379,7 @@ def test_redis_trouble_skips_the_check_and_backs_off(
 ) -> None:
     now = clock
     r = FakeRedis()
-    r.strings["catalog:ready"] = "1"
+    r.strings[catalog_ready_key()] = "1"
     r.error = True
     cat = RedisCatalog("redis://unused", client=r, backoff_s=2.0)
     with caplog.at_level(logging.WARNING, logger="cart_write.catalog"):
