@@ -1,4 +1,7 @@
-"""Cartstream's shared contract: event and record schemas. Imports nothing from the services."""
+"""Cartstream's shared contract: event and record schemas, and the store layout (layout.py).
+
+Imports nothing from the services; the read API and the sinks share `redis_carts` from here.
+"""
 
 from cart_contract.cart_details import (
     CHECKED_OUT,
