@@ -213,14 +213,18 @@ def test_python_m_cart_write_serves_the_seed_commands_under_granian(
             time.sleep(0.2)
         assert requests.get(f"{base}/readyz", timeout=10).status_code == 200
         customer = f"it-granian-{unique}"
-        # Exactly what the seed's curl sends (and a bare `curl -d`, which says form-urlencoded).
+        # Exactly what the seed's curl sends; a bare `curl -d` (form-urlencoded) is 415.
         resp = requests.post(f"{base}/api/v1/add", timeout=10,
                              data=f'{{"customerId":"{customer}","itemId":"1","qty":1}}',
                              headers={"Content-Type": "application/json"})
         assert resp.status_code == 202, resp.text
-        bare = requests.post(f"{base}/api/v1/checkout", timeout=10,
+        form = requests.post(f"{base}/api/v1/checkout", timeout=10,
                              data=f'{{"customerId":"{customer}"}}',
                              headers={"Content-Type": "application/x-www-form-urlencoded"})
+        assert form.status_code == 415, form.text
+        bare = requests.post(f"{base}/api/v1/checkout", timeout=10,
+                             data=f'{{"customerId":"{customer}"}}',
+                             headers={"Content-Type": "application/json"})
         assert bare.status_code == 202, bare.text
         for ack, etype in ((resp.json(), EventType.ITEM_ADDED),
                            (bare.json(), EventType.CHECKOUT)):
