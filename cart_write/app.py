@@ -79,6 +79,8 @@ def accept_command(
         "customerId": event.customer_id,
         "partition": ack.partition,
         "offset": ack.offset,
+        # What `GET ?minOffset=` takes to read this write, whatever the partition count.
+        "readToken": f"{ack.partition}:{ack.offset}",
     }
 
 

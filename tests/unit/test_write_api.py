@@ -108,11 +108,12 @@ def test_add_is_acknowledged_with_its_position_and_lands_as_a_contract_event(
     resp = post(client, "/api/v1/add", {"customerId": "123", "itemId": "1", "qty": 1})
     assert resp.status_code == 202
     body = resp.get_json()
-    assert set(body) == {"eventId", "type", "customerId", "partition", "offset"}
+    assert set(body) == {"eventId", "type", "customerId", "partition", "offset", "readToken"}
     assert body["type"] == "ITEM_ADDED" and body["customerId"] == "123"
     [(topic, key, value)] = publisher.records
     assert (topic, key) == (TOPIC, b"123")
     assert (body["partition"], body["offset"]) == (sum(b"123") % 6, 0)
+    assert body["readToken"] == f"{sum(b'123') % 6}:0"
     event = decode_cart_event(value)
     assert event.event_id == body["eventId"]
     assert (event.type, event.customer_id, event.item_id, event.qty) == (
