@@ -29,6 +29,10 @@ PRODUCT_DOC_FIELD = "doc"  # the product JSON document
 # API does not check products against the catalog.
 CATALOG_READY_KEY = "catalog:ready"
 
+# STRING `idempotency:{Idempotency-Key}`: the write API's record of a keyed command (its
+# request fingerprint, then its answer), kept for the idempotency retention.
+IDEMPOTENCY_KEY_PREFIX = "idempotency:"
+
 
 def cart_key(customer_id: str, prefix: str = "") -> str:
     """Redis key of a customer's current cart."""
@@ -38,6 +42,11 @@ def cart_key(customer_id: str, prefix: str = "") -> str:
 def product_key(product_id: str, prefix: str = "") -> str:
     """Redis key of a product."""
     return f"{prefix}{PRODUCT_KEY_PREFIX}{product_id}"
+
+
+def idempotency_key(key: str, prefix: str = "") -> str:
+    """Redis key of an Idempotency-Key's record."""
+    return f"{prefix}{IDEMPOTENCY_KEY_PREFIX}{key}"
 
 
 def catalog_ready_key(prefix: str = "") -> str:

@@ -6,6 +6,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+import orjson
 from flask import Flask, Response, request
 from werkzeug.http import parse_options_header
 from werkzeug.wsgi import get_content_length
@@ -23,10 +24,18 @@ from cart_write.errors import (
     register_error_handlers,
 )
 from cart_write.fast import with_fast_commands
+from cart_write.idempotency import (
+    PENDING,
+    IdempotencyStore,
+    IdempotencyUnavailable,
+    RedisIdempotencyStore,
+    fingerprint,
+)
 from cart_write.publisher import Publisher, PublishUnavailable, build_publisher
 from cart_write.validation import (
     COMMANDS,
     IDEMPOTENCY_ENVIRON,
+    IDEMPOTENCY_HEADER,
     Command,
     event_id_for,
     parse_body,
@@ -73,7 +82,60 @@ def accept_command(
         "customerId": event.customer_id,
         "partition": ack.partition,
         "offset": ack.offset,
+        # What `GET ?minOffset=` takes to read this write, whatever the partition count.
+        "readToken": f"{ack.partition}:{ack.offset}",
     }
+
+
+def accept_keyed_command(
+    route: str,
+    command: Command,
+    key: str,
+    *,
+    store: IdempotencyStore,
+    publisher: Publisher,
+    catalog: Catalog,
+    config: Config,
+) -> Response:
+    """A command with an Idempotency-Key: run once, then answer every retry from the record."""
+    fp = fingerprint(route, {"customerId": command.customer_id, "itemId": command.item_id,
+                             "qty": command.qty})
+    retry_after = {"Retry-After": str(config.retry_after_s)}
+    try:
+        previous = store.begin(key, fp)
+    except IdempotencyUnavailable as exc:
+        log.warning("%s", exc)
+        raise ApiError(503, "IDEMPOTENCY_UNAVAILABLE",
+                       "idempotency records cannot be reached; retry later, or send the "
+                       "command without an Idempotency-Key", IDEMPOTENCY_HEADER,
+                       headers=retry_after) from None
+    if previous is not None:
+        if previous.fingerprint != fp:
+            raise ApiError(422, "IDEMPOTENCY_KEY_REUSED",
+                           "this Idempotency-Key was used for a different request",
+                           IDEMPOTENCY_HEADER)
+        if previous.state == PENDING:
+            raise ApiError(409, "IDEMPOTENCY_KEY_IN_PROGRESS",
+                           "a request with this Idempotency-Key is still in progress",
+                           IDEMPOTENCY_HEADER, headers=retry_after)
+        return json_response(previous.body, previous.status, {"Idempotent-Replayed": "true"})
+    try:
+        body = orjson.dumps(accept_command(command, key, publisher=publisher, catalog=catalog,
+                                           config=config))
+    except BaseException:
+        # Nothing was acknowledged: free the key so that a retry runs again.
+        try:
+            store.abandon(key, fp)
+        except IdempotencyUnavailable as exc:
+            log.warning("%s (it expires by itself)", exc)
+        raise
+    try:
+        store.complete(key, fp, 202, body)
+    except IdempotencyUnavailable as exc:
+        # The event is in the log, so the answer is still 202. A retry once the pending record
+        # expires publishes again under the same eventId, which the aggregator drops.
+        log.warning("%s", exc)
+    return json_response(body, 202)
 
 
 def read_body(environ: dict[str, Any], max_bytes: int) -> bytes:
@@ -110,9 +172,15 @@ def create_app(
     *,
     publisher: Publisher | None = None,
     catalog: Catalog | None = None,
+    idempotency: IdempotencyStore | None = None,
 ) -> Flask:
-    """Build the write API; tests inject a fake publisher and catalog."""
+    """Build the write API; tests inject a fake publisher, catalog and idempotency store."""
     config = config or Config.from_env()
+    if idempotency is None:
+        idempotency = RedisIdempotencyStore.from_url(
+            config.redis_url, timeout_s=config.redis_timeout_s,
+            ttl_s=config.idempotency_ttl_s, pending_ttl_s=config.idempotency_pending_ttl_s,
+            key_prefix=config.redis_key_prefix)
     if publisher is None:
         publisher = build_publisher(config)
     if catalog is None and config.catalog_check:
@@ -133,6 +201,10 @@ def create_app(
             doc = parse_body(read_body(environ, config.max_body_bytes), mimetype)
             command = parse_command(name, doc)
             key = parse_idempotency_key(environ.get(IDEMPOTENCY_ENVIRON))
+            if key is not None:
+                return accept_keyed_command(name, command, key, store=idempotency,
+                                            publisher=publisher, catalog=catalog,
+                                            config=config)
             body = accept_command(
                 command, key, publisher=publisher, catalog=catalog, config=config
             )

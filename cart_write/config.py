@@ -42,6 +42,8 @@ class Config:
     max_block_ms: int = 3000
     retry_after_s: int = 2
     max_body_bytes: int = 64 * 1024
+    # How long an Idempotency-Key's record (and so its answer) is kept.
+    idempotency_ttl_s: int = 24 * 3600
     log_level: str = "INFO"
 
     def __post_init__(self) -> None:
@@ -59,6 +61,11 @@ class Config:
     def ack_timeout_s(self) -> float:
         """How long a request waits for the broker's ack: the delivery timeout plus slack."""
         return self.delivery_timeout_ms / 1000 + 1.0
+
+    @property
+    def idempotency_pending_ttl_s(self) -> int:
+        """How long a key stays reserved for a request that may still be waiting for its ack."""
+        return int(self.ack_timeout_s) + 5
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> Config:
@@ -87,5 +94,6 @@ class Config:
             max_block_ms=env_int(env, "WRITE_KAFKA_MAX_BLOCK_MS", d.max_block_ms, 100),
             retry_after_s=env_int(env, "WRITE_RETRY_AFTER_S", d.retry_after_s, 1),
             max_body_bytes=env_int(env, "WRITE_MAX_BODY_BYTES", d.max_body_bytes, 1024),
+            idempotency_ttl_s=env_int(env, "WRITE_IDEMPOTENCY_TTL_S", d.idempotency_ttl_s, 1),
             log_level=(env.get("WRITE_LOG_LEVEL") or d.log_level).upper(),
         )

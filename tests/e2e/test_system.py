@@ -188,15 +188,35 @@ def test_random_workload_matches_the_fold_of_the_log(system) -> None:
         assert normalise(by_customer[c]) == normalise(expected[c]), c
 
 
+def _end_offset(system, partition: int) -> int:
+    consumer = Consumer({"bootstrap.servers": system.env["KAFKA_BOOTSTRAP"],
+                         "group.id": f"e2e-probe-{uuid.uuid4().hex[:6]}"})
+    try:
+        return consumer.get_watermark_offsets(
+            TopicPartition(system.env["TOPIC_CART_EVENTS"], partition), timeout=10)[1]
+    finally:
+        consumer.close()
+
+
 def test_retried_request_with_one_idempotency_key_has_no_double_effect(system) -> None:
     console_produce(system, system.env["TOPIC_PRODUCTS"], SEED_PRODUCTS)
     wait_for_products(system, ["1"])
     customer = f"idem-{uuid.uuid4().hex[:6]}"
+    key = {"Idempotency-Key": f"order-{uuid.uuid4().hex[:8]}"}
     s = requests.Session()
     body = {"customerId": customer, "itemId": "1", "qty": 2}
-    first = post(s, system, "add", body, headers={"Idempotency-Key": "order-42"})
-    retry = post(s, system, "add", body, headers={"Idempotency-Key": "order-42"})
-    assert first["eventId"] == retry["eventId"] and retry["offset"] > first["offset"]
-    cart = read_after(s, system, customer, retry)
+    first = s.post(f"{system.write_url}/api/v1/add", json=body, headers=key, timeout=30)
+    assert first.status_code == 202, first.text
+    end = _end_offset(system, first.json()["partition"])
+    retry = s.post(f"{system.write_url}/api/v1/add", json=body, headers=key, timeout=30)
+    assert retry.status_code == 202 and retry.content == first.content
+    assert retry.headers["Idempotent-Replayed"] == "true"
+    other = s.post(f"{system.write_url}/api/v1/add", json={**body, "qty": 3}, headers=key,
+                   timeout=30)
+    assert other.status_code == 422, other.text
+    assert other.json()["error"]["code"] == "IDEMPOTENCY_KEY_REUSED"
+    # Nothing new in cart-events for the retry nor for the misuse.
+    assert _end_offset(system, first.json()["partition"]) == end
+    cart = read_after(s, system, customer, first.json())
     assert [(li["itemId"], li["qty"]) for li in cart["lineItems"]] == [("1", 2)]
-    assert cart["version"] == 2  # both events were read; the second changed nothing
+    assert cart["version"] == 1

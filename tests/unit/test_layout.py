@@ -28,6 +28,9 @@ USERS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "product_key": (("connectors/stores.py",), ("cart_write/catalog.py",)),
     "catalog_ready_key": (("connectors/stores.py",), ("cart_write/catalog.py",
                                                       "connectors/sinks.py")),
+    # The write API is the only writer and reader of its idempotency records.
+    "idempotency_key": (("cart_write/idempotency.py",), ()),
+    "IDEMPOTENCY_KEY_PREFIX": ((), ()),
     "CARTS_TABLE": (("connectors/stores.py",), ("cart_read/queries.py",)),
     "CART_LINES_TABLE": (("connectors/stores.py",), ("cart_read/queries.py",)),
     "PRODUCTS_TABLE": (("connectors/stores.py",), ("cart_read/queries.py",)),
@@ -59,6 +62,7 @@ def test_the_values_are_what_stored_data_already_uses() -> None:
     assert layout.cart_key("123", "t1:") == "t1:cart:123"
     assert layout.product_key("7", "t1:") == "t1:product:7"
     assert layout.catalog_ready_key() == "catalog:ready"
+    assert layout.idempotency_key("k-1", "t1:") == "t1:idempotency:k-1"
     assert layout.catalog_ready_key("t1:") == "t1:catalog:ready"
     assert layout.UPDATES_CHANNEL == "cartstream:cart-updated"
     assert (layout.CART_VERSION_FIELD, layout.CART_DOC_FIELD) == ("v", "doc")
@@ -87,7 +91,7 @@ def test_the_migrations_create_the_tables_the_layout_names() -> None:
 # String literals that spell a layout name instead of importing it. The settings files are
 # not the layout's to change here: they still default the channel (see test below).
 _SPELLED = re.compile(
-    r"cartstream:cart-updated|catalog:ready|(?:^|})(cart|product):"
+    r"cartstream:cart-updated|catalog:ready|(?:^|})(cart|product|idempotency):"
     r"|\b(FROM|INTO|JOIN|TABLE|UPDATE|COPY)\s+(carts|cart_lines|products|schema_migrations)\b")
 _SETTINGS = {"connectors/config.py", "cart_read/config.py"}
 
