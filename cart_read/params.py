@@ -97,6 +97,10 @@ def limit_param(args: Args, config: Config) -> int:
     return config.page_default if value is None else value
 
 
+# What a cursor's text parts may hold: ids (cart_contract.ids) and decimal totals.
+_CURSOR_TEXT = re.compile(r"[A-Za-z0-9._:@-]{1,64}")
+
+
 def encode_cursor(kind: str, *key: Any) -> str:
     """An opaque cursor: url-safe base64 of the JSON array [kind, *key], unpadded."""
     raw = orjson.dumps([kind, *key])
@@ -119,6 +123,10 @@ def decode_cursor(raw: str | None, kind: str, types: Sequence[type]) -> list[Any
     key = decoded[1:]
     for value, typ in zip(key, types, strict=True):
         if isinstance(value, bool) or not isinstance(value, typ):
+            raise invalid
+        # Only ids and decimal strings go into a cursor; anything else (a NUL, which
+        # PostgreSQL's text cannot hold, above all) was crafted.
+        if typ is str and not _CURSOR_TEXT.fullmatch(value):
             raise invalid
     return key
 

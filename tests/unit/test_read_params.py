@@ -93,6 +93,18 @@ def test_bad_cursors_are_400(cursor: str) -> None:
     assert err.field == "cursor"
 
 
+@pytest.mark.parametrize(("kind", "types", "key"), [
+    (KIND_PRODUCTS, (str,), ["1\x00"]),  # PostgreSQL text cannot hold a NUL: was a 500
+    (KIND_CARTS_BY_ID, (str,), ["\x00"]),
+    (KIND_CARTS_BY_TOTAL, (str, str), ["1.00\x00", "c1"]),
+    (KIND_CARTS_BY_TOTAL, (str, str), ["1.00", "a b"]),
+    (KIND_PRODUCTS, (str,), [""]),
+    (KIND_PRODUCTS, (str,), ["x" * 65]),
+])
+def test_crafted_text_in_a_cursor_is_400(kind: str, types: tuple, key: list) -> None:
+    raises(decode_cursor, _b64([kind, *key]), kind, types, code="INVALID_CURSOR")
+
+
 # ------------------------------------------------------------------------------------ ids
 
 
