@@ -31,6 +31,7 @@ from cart_write.idempotency import (
     RedisIdempotencyStore,
     fingerprint,
 )
+from cart_write.openapi import build_openapi
 from cart_write.publisher import Publisher, PublishUnavailable, build_publisher
 from cart_write.validation import (
     COMMANDS,
@@ -227,6 +228,12 @@ def create_app(
     for name in COMMANDS:
         app.add_url_rule(f"/api/v1/{name}", endpoint=name, view_func=make_handler(name),
                          methods=["POST"])
+
+    openapi_doc = orjson.dumps(build_openapi(config))
+
+    @app.get("/openapi.json")
+    def openapi() -> Response:
+        return json_response(openapi_doc)
 
     @app.get("/healthz")
     def healthz() -> Response:
