@@ -23,7 +23,6 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 from types import FrameType
@@ -56,8 +55,7 @@ def parse_args(argv: list[str], cfg: Config) -> tuple[Config, int | None]:
     p.add_argument("--init-recovery", type=int, metavar="N",
                    help="only create N recovery partitions (to share out between machines)")
     a = p.parse_args(argv)
-    cfg = replace(
-        cfg,
+    cfg = cfg.replace(
         workers=a.workers_per_process or cfg.workers,
         process_id=a.process_id if a.process_id is not None else cfg.process_id,
         addresses=tuple(x for arg in a.addresses for x in parse_addresses(arg))
@@ -228,9 +226,9 @@ def run_local_cluster(cfg: Config, argv: list[str]) -> int:
 
 def main(argv: list[str]) -> int:
     """Entry point."""
-    logging.basicConfig(level=os.environ.get("LOG_LEVEL", "INFO"),
+    cfg, init_partitions = parse_args(argv, Config.from_env_or_exit())
+    logging.basicConfig(level=cfg.log_level,
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    cfg, init_partitions = parse_args(argv, Config.from_env())
     if init_partitions:
         from cart_aggregator.flow import STATE_FORMAT
 

@@ -65,7 +65,7 @@ def main() -> int:
     from connectors.config import Config
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    url = Config.from_env().database_url
+    url = Config.from_env_or_exit().database_url
     with psycopg.connect(url, autocommit=True, connect_timeout=10) as conn:
         applied = migrate(conn)
         current = conn.execute("SELECT max(version) FROM schema_migrations").fetchone()[0]
