@@ -60,7 +60,7 @@ class Settings(BaseSettings):
         try:
             super().__init__(**values)
         except ValidationError as exc:
-            raise ConfigError(describe_errors(type(self), exc)) from None
+            raise ConfigError(describe_errors(type(self), exc, values)) from None
 
     @classmethod
     def settings_customise_sources(cls, settings_cls: type[BaseSettings], init_settings: Any,
@@ -193,8 +193,11 @@ def allowed(field: FieldInfo) -> str:
     return f"{text}, or unset" if optional else text
 
 
-def describe_errors(cls: type[Settings], exc: ValidationError) -> str:
-    """Pydantic's errors in terms of environment variables: `X must be …, got '…'`."""
+def describe_errors(cls: type[Settings], exc: ValidationError, given: Mapping[str, Any]) -> str:
+    """Pydantic's errors in terms of environment variables: `X must be …, got '…'`.
+
+    `given` are the values as passed in: what the error shows, before any normalising.
+    """
     by_name = {n: f for n, f in cls.model_fields.items()}
     by_var = {v: f for f in cls.model_fields.values() for v in variables(f)}
     lines = []
@@ -209,7 +212,8 @@ def describe_errors(cls: type[Settings], exc: ValidationError) -> str:
         if err["type"] == "value_error":
             lines.append(f"{name}: {err['ctx']['error']}")
         else:
-            lines.append(f"{name} must be {allowed(field)}, got {err['input']!r}")
+            shown = given.get(str(where), err["input"])
+            lines.append(f"{name} must be {allowed(field)}, got {shown!r}")
     return "; ".join(lines)
 
 
