@@ -28,6 +28,7 @@ from pathlib import Path
 from types import FrameType
 
 from cart_aggregator.config import Config, parse_addresses
+from cart_contract.settings import ConfigError, format_settings_error
 
 log = logging.getLogger("cart_aggregator")
 
@@ -226,7 +227,11 @@ def run_local_cluster(cfg: Config, argv: list[str]) -> int:
 
 def main(argv: list[str]) -> int:
     """Entry point."""
-    cfg, init_partitions = parse_args(argv, Config.from_env_or_exit())
+    try:
+        cfg, init_partitions = parse_args(argv, Config.from_env_or_exit())
+    except ConfigError as exc:  # a flag's value (the environment's exits in from_env_or_exit)
+        print(format_settings_error(exc), file=sys.stderr)
+        return 2
     logging.basicConfig(level=cfg.log_level,
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
     if init_partitions:
