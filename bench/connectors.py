@@ -26,7 +26,6 @@ import sys
 import threading
 import time
 import uuid
-from dataclasses import replace
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -148,9 +147,9 @@ def _fresh_store(cfg: Config, server_url: str, db: str, run: int) -> Config:
     """Another group, key prefix and database, so each run starts from empty stores."""
     with psycopg.connect(server_url, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{db}"')
-    return replace(cfg, group_prefix=f"{cfg.group_prefix}-{run}",
-                   key_prefix=f"{cfg.key_prefix}{run}:",
-                   database_url=server_url.rsplit("/", 1)[0] + f"/{db}")
+    return cfg.replace(group_prefix=f"{cfg.group_prefix}-{run}",
+                       key_prefix=f"{cfg.key_prefix}{run}:",
+                       database_url=server_url.rsplit("/", 1)[0] + f"/{db}")
 
 
 def main() -> None:
@@ -159,16 +158,16 @@ def main() -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--records", type=int, default=200_000)
     parser.add_argument("--customers", type=int, default=50_000)
-    parser.add_argument("--batch-max", type=int, default=Config.batch_max)
+    parser.add_argument("--batch-max", type=int, default=Config().batch_max)
     parser.add_argument("--instances", type=int, nargs="+", default=[1, 2],
                         help="sink processes per run, one run per value [1 2]")
     args = parser.parse_args()
     base = Config.from_env()
     tag = uuid.uuid4().hex[:8]
-    cfg = replace(base, topic_cart_details=f"bench-{tag}-details",
-                  topic_dead_letter=f"bench-{tag}-dead", group_prefix=f"bench-{tag}",
-                  key_prefix=f"bench:{tag}:", updates_channel=f"bench:{tag}:updates",
-                  batch_max=args.batch_max)
+    cfg = base.replace(topic_cart_details=f"bench-{tag}-details",
+                       topic_dead_letter=f"bench-{tag}-dead", group_prefix=f"bench-{tag}",
+                       key_prefix=f"bench:{tag}:", updates_channel=f"bench:{tag}:updates",
+                       batch_max=args.batch_max)
     admin = AdminClient({"bootstrap.servers": cfg.kafka_bootstrap})
     admin.create_topics([NewTopic(cfg.topic_dead_letter, 1, 1)])
     client = redis.Redis.from_url(cfg.redis_url)

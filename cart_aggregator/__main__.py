@@ -23,12 +23,12 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 from types import FrameType
 
 from cart_aggregator.config import Config, parse_addresses
+from cart_contract.settings import ConfigError, format_settings_error
 
 log = logging.getLogger("cart_aggregator")
 
@@ -56,8 +56,7 @@ def parse_args(argv: list[str], cfg: Config) -> tuple[Config, int | None]:
     p.add_argument("--init-recovery", type=int, metavar="N",
                    help="only create N recovery partitions (to share out between machines)")
     a = p.parse_args(argv)
-    cfg = replace(
-        cfg,
+    cfg = cfg.replace(
         workers=a.workers_per_process or cfg.workers,
         process_id=a.process_id if a.process_id is not None else cfg.process_id,
         addresses=tuple(x for arg in a.addresses for x in parse_addresses(arg))
@@ -228,9 +227,13 @@ def run_local_cluster(cfg: Config, argv: list[str]) -> int:
 
 def main(argv: list[str]) -> int:
     """Entry point."""
-    logging.basicConfig(level=os.environ.get("LOG_LEVEL", "INFO"),
+    try:
+        cfg, init_partitions = parse_args(argv, Config.from_env_or_exit())
+    except ConfigError as exc:  # a flag's value (the environment's exits in from_env_or_exit)
+        print(format_settings_error(exc), file=sys.stderr)
+        return 2
+    logging.basicConfig(level=cfg.log_level,
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    cfg, init_partitions = parse_args(argv, Config.from_env())
     if init_partitions:
         from cart_aggregator.flow import STATE_FORMAT
 

@@ -23,7 +23,7 @@ def build_server(config: Config) -> Granian:
 
 def main() -> None:
     """Serve until SIGTERM/SIGINT (granian stops its workers gracefully)."""
-    build_server(Config.from_env()).serve()
+    build_server(Config.from_env_or_exit()).serve()
 
 
 if __name__ == "__main__":

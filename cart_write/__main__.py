@@ -25,7 +25,7 @@ def build_server(config: Config, target: str = WSGI_TARGET) -> Granian:
 
 def main() -> None:
     """Read the config from the environment and serve until SIGTERM/SIGINT."""
-    build_server(Config.from_env()).serve()
+    build_server(Config.from_env_or_exit()).serve()
 
 
 if __name__ == "__main__":

@@ -397,7 +397,5 @@ def _confluent_producer(settings: dict[str, Any]) -> Any:
 
 
 def build_publisher(config: Config) -> Publisher:
-    """The publisher config.kafka_client names: `confluent` (default) or `kafka-python`."""
-    if config.kafka_client == "kafka-python":
-        return KafkaPublisher(config)
+    """The write API's publisher: confluent-kafka (WRITE_KAFKA_CLIENT is gone)."""
     return ConfluentPublisher(config)

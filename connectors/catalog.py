@@ -184,7 +184,7 @@ def main(argv: list[str] | None = None, config: Config | None = None) -> int:
     if not args.file.is_file():
         print(f"no such file: {args.file}", file=sys.stderr)
         return 2
-    cfg = config or Config.from_env()
+    cfg = config or Config.from_env_or_exit()
     try:
         loaded, bad = load(args.file, cfg, args.dry_run, show_progress=not args.quiet)
     except (RuntimeError, KafkaError, OSError) as exc:

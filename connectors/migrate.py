@@ -67,7 +67,7 @@ def main() -> int:
     from connectors.config import Config
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    url = Config.from_env().database_url
+    url = Config.from_env_or_exit().database_url
     with psycopg.connect(url, autocommit=True, connect_timeout=10) as conn:
         applied = migrate(conn)
         current = conn.execute(f"SELECT max(version) FROM {MIGRATIONS_TABLE}").fetchone()[0]

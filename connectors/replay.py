@@ -207,7 +207,7 @@ def main(argv: list[str] | None = None, config: Config | None = None) -> int:
     if unknown:
         parser.error(f"unknown sinks: {', '.join(unknown)} (choose from {', '.join(SINKS)})")
     setup_logging()
-    cfg = config or Config.from_env()
+    cfg = config or Config.from_env_or_exit()
     stopper = Stopper().install()
     results = []
     try:

@@ -78,7 +78,7 @@ class CatalogRestorer(threading.Thread):
 def main(name: str, config: Config | None = None, stopper: Stopper | None = None) -> None:
     """Run the named sink until SIGTERM/SIGINT (or until `stopper` is set)."""
     setup_logging()
-    cfg = config or Config.from_env()
+    cfg = config or Config.from_env_or_exit()
     sink = build_sink(name, cfg)
     stopper = stopper or Stopper().install()
     log.info("%s sink starting: topic %s, group %s", name, cfg.topic_of(name), cfg.group(name))

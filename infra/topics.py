@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Annotated
 
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import (
@@ -18,6 +19,36 @@ from confluent_kafka.admin import (
     NewTopic,
     ResourceType,
 )
+from pydantic import Field
+
+from cart_contract.settings import (
+    KafkaBootstrap,
+    Settings,
+    TopicCartDetails,
+    TopicCartEvents,
+    TopicDeadLetter,
+    TopicProducts,
+)
+
+
+class TopicSettings(Settings):
+    """What `python -m infra.topics` reads from the environment: the topics and their sizes."""
+
+    kafka_bootstrap: KafkaBootstrap
+    topic_cart_events: TopicCartEvents
+    topic_products: TopicProducts
+    topic_cart_details: TopicCartDetails
+    topic_dead_letter: TopicDeadLetter
+    cart_events_partitions: Annotated[int, Field(
+        ge=1, validation_alias="CART_EVENTS_PARTITIONS",
+        description="partitions of the event store topic (growing it: see \"Adding "
+                    "partitions\")")] = 6
+    products_partitions: Annotated[int, Field(
+        ge=1, validation_alias="PRODUCTS_PARTITIONS",
+        description="partitions of the product catalog topic")] = 3
+    cart_details_partitions: Annotated[int, Field(
+        ge=1, validation_alias="CART_DETAILS_PARTITIONS",
+        description="partitions of the carts topic")] = 6
 
 
 @dataclass(frozen=True)
@@ -29,28 +60,29 @@ class TopicSpec:
     configs: dict[str, str] = field(default_factory=dict)
 
 
-def topic_specs(env: os._Environ[str] | dict[str, str] = os.environ) -> list[TopicSpec]:
-    """The topics the system needs, named and sized from the environment."""
+def topic_specs(env: Mapping[str, str] | None = None) -> list[TopicSpec]:
+    """The topics the system needs, named and sized from the environment (or `env`)."""
+    s = TopicSettings.from_env(env)
     forever = {"retention.ms": "-1", "retention.bytes": "-1"}
     return [
         # The event store: never expires, one node so one in-sync replica is the most we can ask.
         TopicSpec(
-            env.get("TOPIC_CART_EVENTS", "cart-events"),
-            int(env.get("CART_EVENTS_PARTITIONS", "6")),
+            s.topic_cart_events,
+            s.cart_events_partitions,
             {"cleanup.policy": "delete", "min.insync.replicas": "1", **forever},
         ),
         TopicSpec(
-            env.get("TOPIC_PRODUCTS", "product-details-events"),
-            int(env.get("PRODUCTS_PARTITIONS", "3")),
+            s.topic_products,
+            s.products_partitions,
             {"cleanup.policy": "compact", "min.insync.replicas": "1"},
         ),
         TopicSpec(
-            env.get("TOPIC_CART_DETAILS", "cart-details-event"),
-            int(env.get("CART_DETAILS_PARTITIONS", "6")),
+            s.topic_cart_details,
+            s.cart_details_partitions,
             {"cleanup.policy": "compact", "min.insync.replicas": "1"},
         ),
         TopicSpec(
-            env.get("TOPIC_DEAD_LETTER", "cartstream-dead-letter"),
+            s.topic_dead_letter,
             1,
             {"cleanup.policy": "delete", "min.insync.replicas": "1", **forever},
         ),
@@ -111,8 +143,9 @@ def ensure_topics(admin: AdminClient, specs: list[TopicSpec]) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     """Command line: wait for the broker, then create or converge the topics."""
+    settings = TopicSettings.from_env_or_exit()
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--bootstrap", default=os.environ.get("KAFKA_BOOTSTRAP", "localhost:9092"))
+    parser.add_argument("--bootstrap", default=settings.kafka_bootstrap)
     parser.add_argument("--wait", type=float, default=60.0, help="seconds to wait for the broker")
     parser.add_argument("--check-only", action="store_true", help="only wait for the broker")
     args = parser.parse_args(argv)

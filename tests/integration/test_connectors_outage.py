@@ -11,7 +11,6 @@ import shutil
 import signal
 import threading
 import time
-from dataclasses import replace
 
 import psycopg
 import pytest
@@ -121,7 +120,7 @@ def test_a_database_that_is_not_there_yet(kafka_bootstrap, redis_url, database_u
                                           unique) -> None:
     """Started before its database exists, the sink waits for it and migrates it."""
     cfg = private_config(kafka_bootstrap, redis_url, database_url, unique)
-    cfg = replace(cfg, database_url=database_url.rsplit("/", 1)[0] + f"/late_{unique}")
+    cfg = cfg.replace(database_url=database_url.rsplit("/", 1)[0] + f"/late_{unique}")
     produce(kafka_bootstrap, cfg.topic_cart_details, wave([f"l{unique}"], 1))
     thread, stopper = run_in_thread(cfg, "postgres")
     try:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import subprocess
 import sys
 import threading
-from dataclasses import replace
 from decimal import Decimal
 from pathlib import Path
 
@@ -39,8 +38,8 @@ def cfg(kafka_bootstrap, redis_url, database_url, unique, tmp_path) -> Config:
     db = fresh_database(database_url, f"test_{unique}")
     with psycopg.connect(db, autocommit=True) as conn:
         migrate(conn)
-    return replace(private_config(kafka_bootstrap, redis_url, db, unique, partitions=3),
-                   run_dir=tmp_path / "run")
+    return private_config(kafka_bootstrap, redis_url, db, unique, partitions=3).replace(
+        run_dir=tmp_path / "run")
 
 
 def history(cfg: Config, unique: str) -> None:

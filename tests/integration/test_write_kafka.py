@@ -23,7 +23,7 @@ from cart_contract import EventType, decode_cart_event
 from cart_contract.layout import catalog_ready_key, product_key
 from cart_write.app import create_app
 from cart_write.catalog import NoCatalog, RedisCatalog
-from cart_write.config import KAFKA_CLIENTS, Config
+from cart_write.config import Config
 from cart_write.publisher import PublishUnavailable, build_publisher
 from infra.topics import topic_specs
 from tests.integration.kafka_private import free_port
@@ -51,16 +51,9 @@ def read_at(bootstrap: str, topic: str, partition: int, offset: int) -> Any:
         consumer.close()
 
 
-@pytest.fixture(params=KAFKA_CLIENTS)
-def kafka_client(request: pytest.FixtureRequest) -> str:
-    """Each Kafka client the write API can use."""
-    return str(request.param)
-
-
 @pytest.fixture
-def config(kafka_bootstrap: str, kafka_client: str) -> Config:
-    return Config(kafka_bootstrap=kafka_bootstrap, topic_cart_events=TOPIC,
-                  kafka_client=kafka_client)
+def config(kafka_bootstrap: str) -> Config:
+    return Config(kafka_bootstrap=kafka_bootstrap, topic_cart_events=TOPIC)
 
 
 @pytest.fixture
@@ -121,9 +114,9 @@ def test_a_retry_with_the_same_idempotency_key_answers_the_first_ack(
     assert decode_cart_event(record.value).event_id == first["eventId"]
 
 
-def test_an_unreachable_broker_is_503_and_not_ready(unique: str, kafka_client: str) -> None:
+def test_an_unreachable_broker_is_503_and_not_ready(unique: str) -> None:
     config = Config(kafka_bootstrap=f"localhost:{free_port()}", request_timeout_ms=1000,
-                    delivery_timeout_ms=2000, max_block_ms=1000, kafka_client=kafka_client)
+                    delivery_timeout_ms=2000, max_block_ms=1000)
     publisher = build_publisher(config)
     with pytest.raises(PublishUnavailable):
         publisher.publish(TOPIC, b"k", b"v")

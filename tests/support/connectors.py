@@ -329,14 +329,12 @@ def fresh_database(database_url: str, name: str) -> str:
 def private_config(kafka_bootstrap: str, redis_url: str, database_url: str, unique: str,
                    partitions: int = 2) -> Config:
     """A Config whose topics, groups, Redis keys and channel nobody else uses (topics created)."""
-    from dataclasses import replace
-
-    cfg = replace(Config(), kafka_bootstrap=kafka_bootstrap, redis_url=redis_url,
-                  database_url=database_url, topic_cart_details=f"c-{unique}-details",
-                  topic_products=f"c-{unique}-products", topic_dead_letter=f"c-{unique}-dead",
-                  group_prefix=f"t-{unique}", key_prefix=f"t:{unique}:",
-                  updates_channel=f"t:{unique}:cart-updated", batch_wait_s=0.05,
-                  retry_max_s=0.5)
+    cfg = Config(kafka_bootstrap=kafka_bootstrap, redis_url=redis_url,
+                 database_url=database_url, topic_cart_details=f"c-{unique}-details",
+                 topic_products=f"c-{unique}-products", topic_dead_letter=f"c-{unique}-dead",
+                 group_prefix=f"t-{unique}", key_prefix=f"t:{unique}:",
+                 updates_channel=f"t:{unique}:cart-updated", batch_wait_ms=50,
+                 retry_max_s=0.5)
     create_topics(kafka_bootstrap, [cfg.topic_cart_details, cfg.topic_products], partitions)
     create_topics(kafka_bootstrap, [cfg.topic_dead_letter], 1)
     return cfg
