@@ -138,6 +138,7 @@ def create_app(
             params.min_offset,
             params.timeout_s,
             poll_s=config.degraded_poll_ms / 1000,
+            partition=params.min_partition,
         )
         if outcome.reached:
             return json_response(outcome.cart.doc)
@@ -145,7 +146,7 @@ def create_app(
         raise ApiError(
             504,
             "TIMEOUT",
-            f"the cart did not reach offset {params.min_offset} within "
+            f"the cart did not reach {request.args['minOffset']} within "
             f"{int(params.timeout_s * 1000)} ms",
             "minOffset",
             extra={

@@ -189,14 +189,17 @@ def build_openapi(config: Config) -> dict[str, Any]:
                 "Read from Redis; on a miss or while Redis is down from PostgreSQL (the "
                 "highest-generation row), re-warming Redis with a version-guarded "
                 "compare-and-set. With `minOffset` (read your own write) the request waits "
-                "until the cart's `lastEvent.offset` >= `minOffset`, woken by the sink's "
+                "until the cart's `lastEvent` is at that partition and at least that offset "
+                "(a bare offset: any partition), woken by the sink's "
                 f"`{UPDATES_CHANNEL}` notifications, and answers 504 after `timeout`."
             ),
             "operationId": "getCart",
             "parameters": [
                 customer,
-                _query("minOffset", {"type": "integer", "minimum": 0},
-                       "Offset returned by the write API's 202: wait until the cart has it."),
+                _query("minOffset", {"type": "string", "pattern": "^([0-9]{1,10}:)?[0-9]{1,18}$",
+                                     "examples": ["5:4", "4"]},
+                       "The `readToken` (`<partition>:<offset>`) of the write API's 202, or its "
+                       "bare `offset`: wait until the cart has that write."),
                 _query("timeout",
                        {"type": "integer", "minimum": 0, "default": config.wait_default_ms},
                        f"Wait at most this many ms (only with minOffset; values above "

@@ -73,6 +73,9 @@ def one(args: Args, name: str) -> str | None:
     return values[0]
 
 
+_INT32_MAX = 2**31 - 1
+
+
 def uint(raw: str | None, name: str, minimum: int = 0, maximum: int = _INT64_MAX) -> int | None:
     """A non-negative decimal integer in [minimum, maximum], or None when absent."""
     if raw is None:
@@ -133,16 +136,31 @@ def decode_cursor(raw: str | None, kind: str, types: Sequence[type]) -> list[Any
 
 @dataclass(frozen=True)
 class CartParams:
-    """GET /api/v1/<customerId>: read-your-write parameters (both None for a plain read)."""
+    """GET /api/v1/<customerId>: read-your-write parameters (all None for a plain read).
+
+    `minOffset` is a write's readToken `<partition>:<offset>`, or a bare offset that means the
+    customer's partition (min_partition None). The token stays right after partitions are
+    added, when a customer's new events go to another partition with smaller offsets.
+    """
 
     min_offset: int | None
     timeout_s: float | None
+    min_partition: int | None = None
+
+
+_READ_TOKEN_RE = re.compile(r"([0-9]{1,10}):([0-9]{1,19})")
 
 
 def cart_params(args: Args, config: Config) -> CartParams:
     """Parse minOffset/timeout; timeout (ms) defaults to wait_default_ms, capped at wait_max_ms."""
     check_known(args, CART_QUERY)
-    min_offset = uint(one(args, "minOffset"), "minOffset")
+    raw = one(args, "minOffset")
+    partition = None
+    token = _READ_TOKEN_RE.fullmatch(raw) if raw is not None else None
+    if token is not None:
+        partition = uint(token.group(1), "minOffset", 0, _INT32_MAX)
+        raw = token.group(2)
+    min_offset = uint(raw, "minOffset")
     timeout_ms = uint(one(args, "timeout"), "timeout")
     if min_offset is None:
         if timeout_ms is not None:
@@ -150,7 +168,7 @@ def cart_params(args: Args, config: Config) -> CartParams:
         return CartParams(None, None)
     if timeout_ms is None:
         timeout_ms = config.wait_default_ms
-    return CartParams(min_offset, min(timeout_ms, config.wait_max_ms) / 1000)
+    return CartParams(min_offset, min(timeout_ms, config.wait_max_ms) / 1000, partition)
 
 
 @dataclass(frozen=True)

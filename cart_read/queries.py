@@ -60,16 +60,33 @@ class CartRead:
     @property
     def last_offset(self) -> int | None:
         """lastEvent.offset of the document (None if it has none)."""
-        return last_offset(self.doc)
+        position = last_position(self.doc)
+        return None if position is None else position[1]
+
+    @property
+    def last_position(self) -> tuple[int, int] | None:
+        """lastEvent's (partition, offset) in the document (None if it has none)."""
+        return last_position(self.doc)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def last_position(doc: bytes) -> tuple[int, int] | None:
+    """lastEvent's (partition, offset) of a cart-details document; None if absent/malformed."""
+    try:
+        event = orjson.loads(doc)["lastEvent"]
+        partition, offset = event["partition"], event["offset"]
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        return None
+    return (partition, offset) if _is_int(partition) and _is_int(offset) else None
 
 
 def last_offset(doc: bytes) -> int | None:
     """lastEvent.offset of a cart-details JSON document, None when absent or malformed."""
-    try:
-        offset = orjson.loads(doc)["lastEvent"]["offset"]
-    except (orjson.JSONDecodeError, KeyError, TypeError):
-        return None
-    return offset if isinstance(offset, int) and not isinstance(offset, bool) else None
+    position = last_position(doc)
+    return None if position is None else position[1]
 
 
 def _fetch(pool: Any, query: sql.Composable | str, params: list[Any]) -> list[Any]:

@@ -35,12 +35,21 @@ class TooManyWaiters(Exception):
 class Waiter:
     """One waiting request: a customer, the offset it waits for, an Event to be woken by."""
 
-    __slots__ = ("customer_id", "min_offset", "event")
+    __slots__ = ("customer_id", "min_offset", "partition", "event")
 
-    def __init__(self, customer_id: str, min_offset: int) -> None:
+    def __init__(self, customer_id: str, min_offset: int, partition: int | None = None) -> None:
         self.customer_id = customer_id
         self.min_offset = min_offset
+        self.partition = partition  # None: the offset is on whatever partition the cart is
         self.event = threading.Event()
+
+    def reached_by(self, partition: int | None, offset: int | None) -> bool:
+        """Whether a notified position may satisfy this waiter (it re-reads to make sure)."""
+        if offset is None:
+            return True
+        if self.partition is not None and partition is not None and partition != self.partition:
+            return False
+        return offset >= self.min_offset
 
     def wait(self, timeout_s: float) -> bool:
         """Block until woken or timeout_s passed; True if woken. Re-arms for the next wait."""
@@ -82,10 +91,11 @@ class CartWaiters:
         return self._count
 
     @contextmanager
-    def waiting(self, customer_id: str, min_offset: int) -> Iterator[Waiter]:
+    def waiting(self, customer_id: str, min_offset: int,
+                partition: int | None = None) -> Iterator[Waiter]:
         """Register a waiter for the block's duration; raises TooManyWaiters at the cap."""
         self._ensure_subscriber()
-        waiter = Waiter(customer_id, min_offset)
+        waiter = Waiter(customer_id, min_offset, partition)
         with self._lock:
             if self._count >= self.max_waiters:
                 raise TooManyWaiters(f"{self._count} requests already wait in this process")
@@ -102,14 +112,14 @@ class CartWaiters:
                         del self._by_customer[customer_id]
                 self._count -= 1
 
-    def notify(self, customer_id: str, offset: int | None) -> int:
-        """Wake the customer's waiters whose min_offset is reached (all of them if offset is
+    def notify(self, customer_id: str, offset: int | None, partition: int | None = None) -> int:
+        """Wake the customer's waiters whose position is reached (all of them if offset is
         None); returns how many were woken."""
         with self._lock:
             group = self._by_customer.get(customer_id)
             if not group:
                 return 0
-            woken = [w for w in group if offset is None or offset >= w.min_offset]
+            woken = [w for w in group if w.reached_by(partition, offset)]
         for w in woken:
             w.event.set()
         return len(woken)
@@ -134,10 +144,12 @@ class CartWaiters:
             return 0
         if not isinstance(customer_id, str):
             customer_id = str(customer_id)
-        offset = msg.get("offset")
+        offset, partition = msg.get("offset"), msg.get("partition")
         if isinstance(offset, bool) or not isinstance(offset, int):
             offset = None
-        return self.notify(customer_id, offset)
+        if isinstance(partition, bool) or not isinstance(partition, int):
+            partition = None
+        return self.notify(customer_id, offset, partition)
 
     # ------------------------------------------------------------------------- subscriber
 
@@ -218,20 +230,22 @@ def wait_for_offset(
     *,
     poll_s: float = 0.5,
     clock: Callable[[], float] = time.monotonic,
+    partition: int | None = None,
 ) -> WaitOutcome:
-    """Read until the cart's lastEvent.offset >= min_offset or timeout_s passes.
+    """Read until the cart's lastEvent reaches min_offset (on `partition` when given) or
+    timeout_s passes.
 
-    `load()` returns an object with `last_offset` (or None). Raises TooManyWaiters.
+    `load()` returns an object with `last_position` (or None). Raises TooManyWaiters.
     """
     cart = load()
-    if _reached(cart, min_offset):
+    if _reached(cart, min_offset, partition):
         return WaitOutcome(True, cart)
     deadline = clock() + timeout_s
-    with waiters.waiting(customer_id, min_offset) as waiter:
+    with waiters.waiting(customer_id, min_offset, partition) as waiter:
         while True:
             # Registered first, read second: no notification can slip in between unseen.
             cart = load()
-            if _reached(cart, min_offset):
+            if _reached(cart, min_offset, partition):
                 return WaitOutcome(True, cart)
             remaining = deadline - clock()
             if remaining <= 0:
@@ -240,8 +254,11 @@ def wait_for_offset(
             waiter.wait(remaining if waiters.connected else min(remaining, poll_s))
 
 
-def _reached(cart: Any, min_offset: int) -> bool:
+def _reached(cart: Any, min_offset: int, partition: int | None = None) -> bool:
     if cart is None:
         return False
-    offset = cart.last_offset
-    return offset is not None and offset >= min_offset
+    position = cart.last_position
+    if position is None:
+        return False
+    # A token names the partition: an offset of another partition says nothing about it.
+    return (partition is None or position[0] == partition) and position[1] >= min_offset

@@ -63,7 +63,7 @@ def read_after(session: requests.Session, system, customer: str, ack: dict) -> d
     """GET the cart once it reflects the acknowledged write (read your own write)."""
     resp = session.get(
         f"{system.read_url}/api/v1/{customer}",
-        params={"minOffset": ack["offset"], "timeout": 30000}, timeout=40,
+        params={"minOffset": ack["readToken"], "timeout": 30000}, timeout=40,
     )
     assert resp.status_code == 200, resp.text
     return resp.json()

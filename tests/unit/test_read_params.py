@@ -136,6 +136,18 @@ def test_min_offset_must_be_a_plain_integer(value: str) -> None:
     raises(cart_params, args(minOffset=value), CFG, field="minOffset")
 
 
+def test_min_offset_takes_a_read_token() -> None:
+    p = cart_params(args(minOffset="5:12"), CFG)
+    assert (p.min_partition, p.min_offset) == (5, 12)
+    assert cart_params(args(minOffset="12"), CFG).min_partition is None
+
+
+@pytest.mark.parametrize("value", [":5", "5:", "1:2:3", "-1:5", "5:-1", "a:5", "5: 1",
+                                   f"{2**31}:1", f"1:{2**63}"])
+def test_a_malformed_read_token_is_400(value: str) -> None:
+    raises(cart_params, args(minOffset=value), CFG, field="minOffset")
+
+
 def test_timeout_without_min_offset_is_refused() -> None:
     raises(cart_params, args(timeout="100"), CFG, field="timeout")
 

@@ -15,6 +15,11 @@ from cart_read.waiters import CartWaiters, TooManyWaiters, wait_for_offset
 class Cart:
     last_offset: int | None
     version: int = 0
+    partition: int = 0
+
+    @property
+    def last_position(self) -> tuple[int, int] | None:
+        return None if self.last_offset is None else (self.partition, self.last_offset)
 
 
 def test_notify_wakes_only_that_customer_once_the_offset_is_reached() -> None:
@@ -127,3 +132,16 @@ def test_without_a_subscription_the_waiter_polls() -> None:
         assert out.reached and not w.connected
     finally:
         w.close()
+
+
+def test_a_read_token_names_its_partition() -> None:
+    # After partitions were added the customer's events go to partition 7, whose offsets are
+    # small: a bare offset 3 would be "reached" by the old partition's 900, a token is not.
+    w = CartWaiters(10)
+    old = Cart(900, partition=2)
+    assert wait_for_offset(lambda: old, w, "a", 3, 0.0).reached
+    assert not wait_for_offset(lambda: old, w, "a", 3, 0.0, partition=7).reached
+    assert wait_for_offset(lambda: Cart(3, partition=7), w, "a", 3, 0.0, partition=7).reached
+    with w.waiting("a", 3, 7) as waiter:
+        assert w.notify("a", 900, 2) == 0 and not waiter.event.is_set()
+        assert w.notify("a", 3, 7) == 1
