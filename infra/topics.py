@@ -1,10 +1,8 @@
-"""Create Cartstream's Kafka topics idempotently, with explicit configs."""
+"""Create Cartstream's Kafka topics idempotently, with explicit configs (`cartstream topics`)."""
 
 from __future__ import annotations
 
-import argparse
 import os
-import sys
 import time
 from dataclasses import dataclass, field
 
@@ -107,26 +105,3 @@ def ensure_topics(admin: AdminClient, specs: list[TopicSpec]) -> list[str]:
             )
             admin.incremental_alter_configs([resource])[resource].result()
     return done
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Command line: wait for the broker, then create or converge the topics."""
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--bootstrap", default=os.environ.get("KAFKA_BOOTSTRAP", "localhost:9092"))
-    parser.add_argument("--wait", type=float, default=60.0, help="seconds to wait for the broker")
-    parser.add_argument("--check-only", action="store_true", help="only wait for the broker")
-    args = parser.parse_args(argv)
-    try:
-        admin = wait_for_broker(args.bootstrap, args.wait)
-    except TimeoutError as exc:
-        print(exc, file=sys.stderr)
-        return 2
-    if args.check_only:
-        return 0
-    for line in ensure_topics(admin, topic_specs()):
-        print(line)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -197,8 +197,9 @@ def test_python_m_cart_write_serves_the_seed_commands_under_granian(
            "KAFKA_BOOTSTRAP": kafka_bootstrap, "REDIS_URL": redis_url,
            "TOPIC_CART_EVENTS": TOPIC, "WRITE_CATALOG_CHECK": "0", "WRITE_WORKERS": "2"}
     log = (tmp_path / "write.log").open("wb")
-    proc = subprocess.Popen([sys.executable, "-m", "cart_write"], cwd=ROOT, env=env,
-                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen([sys.executable, "-m", "cartstream", "serve", "write"], cwd=ROOT,
+                            env=env, stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True)
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 30
