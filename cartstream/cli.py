@@ -17,8 +17,6 @@ import typer
 
 # Exit statuses shared by every subcommand (bad usage is click's 2 as well).
 EXIT_OK, EXIT_BAD_ROWS, EXIT_FAILED = 0, 1, 2
-
-
 C = TypeVar("C")
 
 app = typer.Typer(
@@ -57,7 +55,12 @@ def _config(ctx: typer.Context, kind: type[C]) -> C:
     try:
         return kind.from_env()  # type: ignore[attr-defined]
     except ValueError as exc:  # a malformed variable: name it, no traceback
-        fail(f"bad setting: {exc}")
+        fail(f"bad setting: {_one_line(exc)}")
+
+
+def _one_line(exc: BaseException) -> str:
+    # Validation errors (pydantic's among them) span lines; a log wants one.
+    return "; ".join(part.strip() for part in str(exc).splitlines() if part.strip())
 
 
 @contextlib.contextmanager
@@ -66,7 +69,7 @@ def _failures(prefix: str, *kinds: type[BaseException]) -> Iterator[None]:
     try:
         yield
     except kinds as exc:
-        fail(f"{prefix}: {exc}")
+        fail(f"{prefix}: {_one_line(exc)}")
 
 
 # ---------------------------------------------------------------- serve

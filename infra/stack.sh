@@ -2,7 +2,8 @@
 # The local stack: real Kafka (KRaft), Redis and PostgreSQL as processes on loopback,
 # plus Cartstream's own services. State lives under $RUN_DIR (default .run/).
 #
-#   infra/stack.sh deps        install what is missing (venv, Kafka jars, Redis/PostgreSQL)
+#   infra/stack.sh deps        install what is missing (venv + .venv/bin/cartstream, Kafka jars,
+#                              Redis/PostgreSQL)
 #   infra/stack.sh infra       start Kafka, Redis, PostgreSQL and create the topics
 #   infra/stack.sh up          infra + the services + the sample catalog
 #   infra/stack.sh down [svc]  stop everything this script started (by pid), or the named services
@@ -290,5 +291,5 @@ case "${1:-}" in
   status) cmd_status ;;
   logs) shift; cmd_logs "$@" ;;
   clean) cmd_clean ;;
-  *) sed -n '2,11p' "$0"; exit 64 ;;
+  *) sed -n '2,12p' "$0"; exit 64 ;;
 esac
