@@ -189,7 +189,7 @@ def test_with_redis_down_the_catalog_check_is_skipped(config: Config, unique: st
 # ---------------------------------------------------------------- the production server
 
 
-def test_python_m_cart_write_serves_the_seed_commands_under_granian(
+def test_cartstream_serve_write_serves_the_seed_commands_under_granian(
     kafka_bootstrap: str, redis_url: str, unique: str, tmp_path: Path
 ) -> None:
     port = free_port()
