@@ -1,4 +1,4 @@
-# One image for every Cartstream service; compose.yaml picks the command per service.
+# One image for every Cartstream service; compose.yaml picks the `cartstream` subcommand per service.
 FROM python:3.11-slim
 WORKDIR /app
 COPY requirements/ requirements/
@@ -11,4 +11,8 @@ COPY cart_aggregator/ cart_aggregator/
 COPY connectors/ connectors/
 COPY cart_read/ cart_read/
 COPY infra/__init__.py infra/topics.py infra/
+COPY cartstream/ cartstream/
+COPY pyproject.toml ./
+# The `cartstream` console script, running the code under /app (dependencies are installed above).
+RUN pip install --no-cache-dir --no-deps -e .
 ENV PYTHONUNBUFFERED=1

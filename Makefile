@@ -1,14 +1,16 @@
 # Cartstream: `make up` starts everything locally, `make test` runs the whole suite.
 SHELL := /bin/bash
 PY ?= .venv/bin/python
+# The console script `make deps` installs (pyproject.toml); `$(CARTSTREAM) --help` lists the jobs.
+CARTSTREAM ?= .venv/bin/cartstream
 STACK := infra/stack.sh
 
-.PHONY: help deps up infra down status logs clean test test-unit test-integration test-e2e lint bench replay
+.PHONY: help deps up infra down status logs clean test test-unit test-integration test-e2e lint bench replay catalog
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
 
-deps: ## install what is missing: venv + requirements, Kafka jars, Redis/PostgreSQL packages
+deps: ## install what is missing: venv + requirements + the cartstream command, Kafka jars, Redis/PostgreSQL
 	@$(STACK) deps
 
 infra: ## start only Kafka, Redis and PostgreSQL (and create topics)
@@ -46,10 +48,14 @@ lint: ## ruff
 
 SINKS := sink-redis sink-postgres sink-catalog
 
-replay: ## rebuild the read models from the log (stops the sinks, replays, starts them again)
+replay: deps ## rebuild the read models from the log (stops the sinks, replays, starts them again)
 	@$(STACK) down $(SINKS)
-	$(PY) -m connectors.replay $(ARGS)
+	$(CARTSTREAM) replay $(ARGS)
 	@$(STACK) up
+
+catalog: deps ## load a catalog file: make catalog FILE=my-catalog.jsonl [ARGS=--dry-run]
+	@test -n "$(FILE)" || { echo "usage: make catalog FILE=path [ARGS=--dry-run]" >&2; exit 64; }
+	$(CARTSTREAM) catalog load "$(FILE)" $(ARGS)
 
 bench: deps ## run every benchmark on the local stack (starts it); results in bench/results/
 	@$(STACK) up

@@ -5,7 +5,7 @@
 
 1. Preloads fresh topics with a catalog and N random cart events (adds, removes, clears and
    checkouts over `customers` customers).
-2. For each process count, runs `python -m cart_aggregator` (recovery on, default snapshot
+2. For each process count, runs `cartstream aggregate` (recovery on, default snapshot
    interval) from the start of the topics into fresh output topics, and reports the sustained
    rate (first output record to last), the time to first output, and each process's peak RSS
    (VmHWM). The run must produce exactly one record per event and no dead letters. With
@@ -180,8 +180,8 @@ def run_flow(bootstrap: str, inputs: dict[str, str], tag: str, events: int,
            "AGG_PROCESSES": str(processes), "AGG_METRICS_PORT": str(free_port(processes)),
            "AGG_CLUSTER_PORT": str(free_port(processes)), "PYTHONUNBUFFERED": "1"}
     log = (run_dir / "aggregator.log").open("wb")
-    proc = subprocess.Popen([sys.executable, "-m", "cart_aggregator"], cwd=ROOT, env=env,
-                            stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen([sys.executable, "-m", "cartstream", "aggregate"], cwd=ROOT,
+                            env=env, stdout=log, stderr=subprocess.STDOUT)
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"bench-{uuid.uuid4()}"})
     start = time.monotonic()
     first = last = None

@@ -1,7 +1,7 @@
 """Read API throughput and latency on cached carts, under the production granian config.
 
 Seeds N carts in Redis (store layout: HASH cart:{customerId} with v and doc), starts
-`python -m cart_read` on a free port (READ_WORKERS/READ_THREADS defaults: 2 x 8), drives it with
+`cartstream serve read` on a free port (READ_WORKERS/READ_THREADS defaults: 2 x 8), drives it with
 wrk over random customer ids (Lua script), or with a Python client when wrk is missing, and
 measures /healthz as the ceiling. Writes bench/results/read_api.json.
 
@@ -106,8 +106,8 @@ def unseed(r: redis.Redis, prefix: str) -> None:
 def start_server(port: int, env_extra: dict[str, str]) -> subprocess.Popen[bytes]:
     env = {**os.environ, "READ_HOST": "127.0.0.1", "READ_PORT": str(port),
            "READ_LOG_LEVEL": "WARNING", **env_extra}
-    proc = subprocess.Popen([sys.executable, "-m", "cart_read"], cwd=ROOT, env=env,
-                            start_new_session=True)
+    proc = subprocess.Popen([sys.executable, "-m", "cartstream", "serve", "read"], cwd=ROOT,
+                            env=env, start_new_session=True)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         if proc.poll() is not None:

@@ -3,7 +3,7 @@
     python bench/replay.py [--events 1000000] [--customers 100000] [--products 1000]
                            [--agg-processes 2] [--timeout 900]
 
-What `python -m connectors.replay --from-events` followed by a restart does, on fresh topics so
+What `cartstream replay --from-events` followed by a restart does, on fresh topics so
 the live system is untouched: preloads a catalog and N random cart events (the aggregator
 bench's workload), then starts, at once, the aggregator (empty recovery state), the Redis sink
 and the PostgreSQL sink (fresh database, own key prefix and consumer groups) as `make up` runs
@@ -48,11 +48,11 @@ TARGET_S = 90
 SINKS = ("redis", "postgres")
 
 
-def start(module: str, env: dict[str, str], log_dir: Path) -> subprocess.Popen[bytes]:
-    """One service, as `make up` starts it, logging to log_dir/<module>.log."""
-    log = (log_dir / f"{module}.log").open("wb")
-    return subprocess.Popen([sys.executable, "-m", module], cwd=ROOT, env=env, stdout=log,
-                            stderr=subprocess.STDOUT)
+def start(command: str, env: dict[str, str], log_dir: Path) -> subprocess.Popen[bytes]:
+    """`cartstream <command>`, as `make up` starts it, logging to log_dir/<command>.log."""
+    log = (log_dir / f"{command.replace(' ', '-')}.log").open("wb")
+    return subprocess.Popen([sys.executable, "-m", "cartstream", *command.split()], cwd=ROOT,
+                            env=env, stdout=log, stderr=subprocess.STDOUT)
 
 
 def main() -> None:
@@ -91,8 +91,8 @@ def main() -> None:
     result: dict[str, Any] = {}
     try:
         start_t = time.monotonic()
-        procs = [start("cart_aggregator", env, run_dir)] + [
-            start(f"connectors.{s}_sink", env, run_dir) for s in SINKS]
+        procs = [start("aggregate", env, run_dir)] + [
+            start(f"sink {s}", env, run_dir) for s in SINKS]
         aggregated_at: float | None = None
         done: dict[str, float] = {}
         last_print = 0.0

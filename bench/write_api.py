@@ -1,6 +1,6 @@
 """Benchmark the write API: acknowledged adds/s and latency under N connections, with a ceiling.
 
-Starts the production server (`python -m cart_write`: granian, same config path) on a free port
+Starts the production server (`cartstream serve write`: granian, same config path) on a free port
 against the shared Kafka (writing to a fresh topic unless --topic), drives it with wrk (Lua
 script: POST /api/v1/add, customerId varies), then drives GET /healthz on the same server as
 the ceiling of Flask + granian on this machine.
@@ -228,8 +228,9 @@ def topic_end_offsets(bootstrap: str, topic: str) -> int:
 
 
 def start_server(args: argparse.Namespace, port: int, log_path: Path,
-                 module: str = "cart_write") -> subprocess.Popen[bytes]:
-    """`python -m cart_write` exactly as production starts it, tuned by the bench flags."""
+                 module: str = "cartstream serve write") -> subprocess.Popen[bytes]:
+    """`python -m <module>` (by default the write API exactly as production starts it), tuned by
+    the bench flags."""
     env = {
         **os.environ,
         "WRITE_HOST": "127.0.0.1", "WRITE_PORT": str(port),
@@ -244,7 +245,7 @@ def start_server(args: argparse.Namespace, port: int, log_path: Path,
     if args.no_catalog_check:
         env["WRITE_CATALOG_CHECK"] = "0"
     log = log_path.open("wb")
-    return subprocess.Popen([sys.executable, "-m", module], cwd=ROOT, env=env,
+    return subprocess.Popen([sys.executable, "-m", *module.split()], cwd=ROOT, env=env,
                             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
 
@@ -381,7 +382,7 @@ def main(argv: list[str] | None = None) -> int:
                 stop_server(proc)
 
         try:
-            with serving(base, "cart_write") as proc:
+            with serving(base, "cartstream serve write") as proc:
                 before = topic_end_offsets(args.kafka, args.topic)
                 add = measured("add", proc, base, "add")
                 appended = topic_end_offsets(args.kafka, args.topic) - before
@@ -407,7 +408,7 @@ def main(argv: list[str] | None = None) -> int:
                     "platform": platform.platform(),
                     # Other work on the machine skews the numbers; this shows how busy it was.
                     "loadavg_1m_before": load_before, "loadavg_1m_after": os.getloadavg()[0]},
-        "server": {"entry": "python -m cart_write (granian, WSGI)",
+        "server": {"entry": "cartstream serve write (granian, WSGI)",
                    "workers": effective.workers, "threads": effective.threads,
                    "linger_ms": effective.linger_ms, "batch_size": effective.batch_size,
                    "catalog_check": not args.no_catalog_check},

@@ -4,7 +4,7 @@
 report separates what HTTP, Flask, validation and the catalog check cost from what Kafka adds.
 Never a production entry point: it acknowledges events it does not store.
 
-    python -m bench.write_nokafka   (WRITE_* variables as for `python -m cart_write`)
+    python -m bench.write_nokafka   (WRITE_* variables as for `cartstream serve write`)
 """
 
 from __future__ import annotations
@@ -12,10 +12,10 @@ from __future__ import annotations
 import itertools
 import threading
 
-from cart_write.__main__ import build_server
 from cart_write.app import create_app
 from cart_write.config import Config
 from cart_write.publisher import Ack
+from cart_write.server import build_server
 
 TARGET = "bench.write_nokafka:app"
 

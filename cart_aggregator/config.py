@@ -46,7 +46,7 @@ class Config(Settings):
                     "processes)")] = 1
     processes: Annotated[int, Field(
         ge=1, validation_alias="AGG_PROCESSES",
-        description="aggregator processes `python -m cart_aggregator` starts on this machine "
+        description="aggregator processes `cartstream aggregate` starts on this machine "
                     "(a local cluster)")] = 1
     addresses: Annotated[tuple[str, ...], NoDecode, Field(
         validation_alias="AGG_ADDRESSES",

@@ -1,6 +1,6 @@
 """The aggregator dataflow: parse → sequence → product join → resequence and fold → Kafka.
 
-    python -m cart_aggregator                      # recovery, metrics, cluster flags (see README)
+    cartstream aggregate                           # recovery, metrics, cluster flags (see README)
     python -m bytewax.run cart_aggregator.flow     # the bare flow, configured from the environment
 
 Inputs: `cart-events` (key customerId) and `product-details-events` (key productId, compacted).
@@ -67,7 +67,7 @@ log = logging.getLogger(__name__)
 _RETAIN = StatefulBatchLogic.RETAIN
 
 # Written next to the recovery partitions; a different value means their snapshots hold state
-# of another shape, and the flow must start over from the log (see __main__). Bump the number
+# of another shape, and the flow must start over from the log (see service.py). Bump the number
 # when a stage's snapshot changes; SHAPE follows the fold's CustomerState on its own.
 STATE_FORMAT = f"cartstream-aggregator/4-{SHAPE}"
 # Older formats this flow still resumes from (the marker is then rewritten, so an older flow

@@ -1,4 +1,4 @@
-"""Serving a WSGI app with granian, the way both APIs do (`python -m cart_write|cart_read`)."""
+"""Serving a WSGI app with granian, the way both APIs do (`cartstream serve write|read`)."""
 
 from __future__ import annotations
 

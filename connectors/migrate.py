@@ -1,6 +1,6 @@
 """Versioned SQL migrations (connectors/migrations/NNNN_name.sql), applied at start.
 
-    python -m connectors.migrate          # apply what is pending to $DATABASE_URL, then exit
+    cartstream migrate          # apply what is pending to $DATABASE_URL, then exit
 
 Every sink that writes PostgreSQL calls `migrate` when it connects. All pending files run in one
 transaction under an advisory lock, so sinks starting together take turns and a failing file
@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import re
-import sys
 from pathlib import Path
 
 import psycopg
@@ -62,18 +61,9 @@ def migrate(conn: psycopg.Connection, directory: Path = MIGRATIONS) -> list[int]
     return applied
 
 
-def main() -> int:
-    """Command line entry point."""
-    from connectors.config import Config
-
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    url = Config.from_env_or_exit().database_url
+def migrate_url(url: str) -> tuple[list[int], int | None]:
+    """Apply what is pending to the database at `url`; return (applied, schema version)."""
     with psycopg.connect(url, autocommit=True, connect_timeout=10) as conn:
         applied = migrate(conn)
         current = conn.execute(f"SELECT max(version) FROM {MIGRATIONS_TABLE}").fetchone()[0]
-    print(f"applied {applied or 'nothing'}; schema version {current}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    return applied, current

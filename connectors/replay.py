@@ -1,14 +1,15 @@
 """Rebuild the read models from the log.
 
-    python -m connectors.replay [--sinks redis,postgres,catalog] [--from-events] [--quiet]
+    cartstream replay [--sinks redis,postgres,catalog] [--from-events] [--quiet]
 
 Stop the sinks first (`make replay` does): Kafka refuses to move the offsets of a consumer group
 that has members, and this command checks every chosen group before it touches any. For each
 chosen sink it then resets the group to the start of its topic and re-applies every record up to
 the end offsets seen at start, with the sink's own code, showing records done, records left and
-the rate, and ends with a summary. Nothing is truncated: the version guards make records already
-stored a no-op and fill in whatever is missing or older. When it returns, the group's offsets
-are at the end again and the sinks carry on from there.
+the rate (a bar on a terminal, else a log line every few seconds), and ends with a summary.
+Nothing is truncated: the version guards make records already stored a no-op and fill in
+whatever is missing or older. When it returns, the group's offsets are at the end again and the
+sinks carry on from there.
 
 --from-events also rebuilds the aggregator's state from `cart-events`: it deletes the
 aggregator's recovery directory ($RUN_DIR/aggregator/recovery, or $AGG_RECOVERY_DIR). Stop the
@@ -22,20 +23,19 @@ Exit status: 0 done, 2 refused (a group has members, the aggregator runs) or fai
 
 from __future__ import annotations
 
-import argparse
 import os
 import shutil
-import sys
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient
-from tqdm import tqdm
 
 from connectors.config import SINKS, Config
-from connectors.consumer import BatchDone, DeadLetters, Stopper, run, setup_logging
+from connectors.consumer import BatchDone, DeadLetters, Stopper, run
+from connectors.progress import Progress
 from connectors.service import build_sink
 
 
@@ -120,8 +120,7 @@ def replay_sink(cfg: Config, sink: str, show_progress: bool = True,
     if not until:
         return ReplayResult(sink, 0, 0, 0, 0.0)
     store = build_sink(sink, cfg)
-    bar = tqdm(total=total, desc=f"replay {sink}", unit="rec", disable=not show_progress,
-               file=sys.stderr)
+    bar = Progress(f"replay {sink}", total, "records", enabled=show_progress)
     counts = {"records": 0, "poison": 0}
 
     def progress(done: BatchDone) -> None:
@@ -130,8 +129,7 @@ def replay_sink(cfg: Config, sink: str, show_progress: bool = True,
         # Offsets, not records, measure progress: compaction leaves gaps in a topic.
         covered = sum(min(done.stored_until.get(p, low), high) - low
                       for p, (low, high) in marks.items())
-        bar.set_postfix(left=f"{total - covered:,}", refresh=False)
-        bar.update(covered - bar.n)
+        bar.set(covered, note=f"{total - covered:,} left")
 
     try:
         run(bootstrap=cfg.kafka_bootstrap, topic=cfg.topic_of(sink), group=cfg.group(sink),
@@ -161,7 +159,7 @@ def aggregator_processes(cfg: Config) -> list[int]:
     for proc in Path("/proc").glob("[0-9]*"):
         try:
             cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-            if "cart_aggregator" not in cmdline or int(proc.name) == os.getpid():
+            if not _looks_like_aggregator(cmdline) or int(proc.name) == os.getpid():
                 continue
             if str(recovery) in cmdline:
                 found.add(int(proc.name))
@@ -180,6 +178,11 @@ def aggregator_processes(cfg: Config) -> list[int]:
     return sorted(found)
 
 
+def _looks_like_aggregator(cmdline: str) -> bool:
+    # `cartstream aggregate` (console script or `python -m cartstream`), or the bare flow.
+    return "cart_aggregator" in cmdline or ("cartstream" in cmdline and " aggregate" in cmdline)
+
+
 def reset_aggregator(cfg: Config) -> bool:
     """Delete the aggregator's recovery directory; True if there was one. Refuses if it runs."""
     running = aggregator_processes(cfg)
@@ -192,50 +195,31 @@ def reset_aggregator(cfg: Config) -> bool:
     return True
 
 
-def main(argv: list[str] | None = None, config: Config | None = None) -> int:
-    """Command line entry point."""
-    parser = argparse.ArgumentParser(prog="python -m connectors.replay", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sinks", default=",".join(SINKS),
-                        help="comma-separated sinks to replay, '' for none [%(default)s]")
-    parser.add_argument("--from-events", action="store_true",
-                        help="also rebuild the aggregator from cart-events (stop it first)")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
-    args = parser.parse_args(argv)
-    sinks = [s.strip() for s in args.sinks.split(",") if s.strip()]
+def replay(cfg: Config, sinks: Sequence[str], from_events: bool = False,
+           show_progress: bool = True, stopper: Stopper | None = None,
+           say: Callable[[str], None] = print) -> list[ReplayResult]:
+    """Check every chosen group is idle, then (optionally) reset the aggregator, then replay.
+
+    Raises Refused (or KafkaException) before changing anything when a sink or the aggregator
+    runs. Stops early, between batches, once `stopper` is set; `say` reports the steps.
+    """
     unknown = sorted(set(sinks) - set(SINKS))
     if unknown:
-        parser.error(f"unknown sinks: {', '.join(unknown)} (choose from {', '.join(SINKS)})")
-    setup_logging()
-    cfg = config or Config.from_env_or_exit()
-    stopper = Stopper().install()
+        raise ValueError(f"unknown sinks: {', '.join(unknown)} (choose from {', '.join(SINKS)})")
+    stopper = stopper or Stopper()
+    admin = AdminClient({"bootstrap.servers": cfg.kafka_bootstrap})
+    for sink in sinks:  # every check before any change
+        check_group_idle(admin, cfg.group(sink), sink)
+    if from_events:
+        if reset_aggregator(cfg):
+            say(f"removed {cfg.recovery_dir}: the aggregator re-reads cart-events from "
+                f"the start when it next starts")
+        else:
+            say(f"no aggregator state in {cfg.recovery_dir}: it starts from the log")
     results = []
-    try:
-        admin = AdminClient({"bootstrap.servers": cfg.kafka_bootstrap})
-        for sink in sinks:  # every check before any change
-            check_group_idle(admin, cfg.group(sink), sink)
-        if args.from_events:
-            if reset_aggregator(cfg):
-                print(f"removed {cfg.recovery_dir}: the aggregator re-reads cart-events from "
-                      f"the start when it next starts")
-            else:
-                print(f"no aggregator state in {cfg.recovery_dir}: it starts from the log")
-        for sink in sinks:
-            results.append(replay_sink(cfg, sink, show_progress=not args.quiet,
-                                       stopper=stopper))
-            if stopper.stopped:
-                print("interrupted: the sinks carry on from where the replay stopped")
-                break
-    except (Refused, KafkaException) as exc:
-        print(f"replay refused: {exc}", file=sys.stderr)
-        return 2
-    finally:
-        stopper.uninstall()
-    print("replay summary:")
-    for r in results:
-        print("  " + r.summary())
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    for sink in sinks:
+        results.append(replay_sink(cfg, sink, show_progress=show_progress, stopper=stopper))
+        if stopper.stopped:
+            say("interrupted: the sinks carry on from where the replay stopped")
+            break
+    return results

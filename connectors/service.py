@@ -1,4 +1,4 @@
-"""Run one sink as a long-lived process (what `python -m connectors.<name>_sink` does)."""
+"""Run one sink as a long-lived process (what `cartstream sink NAME` does)."""
 
 from __future__ import annotations
 

@@ -2,7 +2,8 @@
 # The local stack: real Kafka (KRaft), Redis and PostgreSQL as processes on loopback,
 # plus Cartstream's own services. State lives under $RUN_DIR (default .run/).
 #
-#   infra/stack.sh deps        install what is missing (venv, Kafka jars, Redis/PostgreSQL)
+#   infra/stack.sh deps        install what is missing (venv + .venv/bin/cartstream, Kafka jars,
+#                              Redis/PostgreSQL)
 #   infra/stack.sh infra       start Kafka, Redis, PostgreSQL and create the topics
 #   infra/stack.sh up          infra + the services + the sample catalog
 #   infra/stack.sh down [svc]  stop everything this script started (by pid), or the named services
@@ -17,6 +18,8 @@ cd "$ROOT"
 source "$ROOT/infra/defaults.env"
 RUN_DIR="${RUN_DIR:-$ROOT/.run}"
 PY="${PYTHON:-$ROOT/.venv/bin/python}"
+# The `cartstream` console script `deps` installs beside that python (pyproject.toml).
+CARTSTREAM="$(dirname "$PY")/cartstream"
 KAFKA_HOME="$ROOT/infra/kafka"
 LOGS="$RUN_DIR/logs"
 PIDS="$RUN_DIR/pids"
@@ -69,10 +72,12 @@ deps_python() {
     python3.11 -m venv "$ROOT/.venv" 2>/dev/null || python3 -m venv "$ROOT/.venv"
   fi
   local stamp="$ROOT/.venv/.requirements.sha"
-  local want; want="$(cat requirements/*.txt | sha256sum | cut -d' ' -f1)"
-  if [[ "$(cat "$stamp" 2>/dev/null)" != "$want" ]]; then
-    say "installing Python requirements (requirements/dev.txt)"
+  local want; want="$(cat requirements/*.txt pyproject.toml | sha256sum | cut -d' ' -f1)"
+  if [[ "$(cat "$stamp" 2>/dev/null)" != "$want" || ! -x "$CARTSTREAM" ]]; then
+    say "installing Python requirements (requirements/dev.txt) and the cartstream command"
     "$PY" -m pip install -q --disable-pip-version-check -r requirements/dev.txt
+    # Editable: .venv/bin/cartstream runs this checkout's code, edits need no reinstall.
+    "$PY" -m pip install -q --disable-pip-version-check --no-deps -e "$ROOT"
     echo "$want" > "$stamp"
   fi
 }
@@ -176,21 +181,21 @@ cmd_infra() {
     "import redis,sys; redis.Redis.from_url('$REDIS_URL').ping()"
   wait_for "PostgreSQL" 60 "$LOGS/postgres.log" pg_ready
   ensure_database
-  wait_for "Kafka" "$START_TIMEOUT" "$LOGS/kafka.log" "$PY" -m infra.topics --check-only --wait 2
-  "$PY" -m infra.topics --wait 30 | sed 's/^/[stack] /'
+  wait_for "Kafka" "$START_TIMEOUT" "$LOGS/kafka.log" "$CARTSTREAM" topics --check-only --wait 2
+  "$CARTSTREAM" topics --wait 30 | sed 's/^/[stack] /'
   say "infrastructure ready in $((SECONDS - t0))s"
 }
 
 # ---------------------------------------------------------------- services
 
-# name|module that must exist|command (run from the repo root with the venv's python)
+# name|module that must exist|command (run from the repo root; `cartstream COMMAND --help`)
 SERVICES=(
-  "write-api|cart_write/__main__.py|$PY -m cart_write"
-  "aggregator|cart_aggregator/__main__.py|$PY -m cart_aggregator"
-  "sink-redis|connectors/redis_sink.py|$PY -m connectors.redis_sink"
-  "sink-postgres|connectors/postgres_sink.py|$PY -m connectors.postgres_sink"
-  "sink-catalog|connectors/catalog_sink.py|$PY -m connectors.catalog_sink"
-  "read-api|cart_read/__main__.py|$PY -m cart_read"
+  "write-api|cart_write/server.py|$CARTSTREAM serve write"
+  "aggregator|cart_aggregator/service.py|$CARTSTREAM aggregate"
+  "sink-redis|connectors/service.py|$CARTSTREAM sink redis"
+  "sink-postgres|connectors/service.py|$CARTSTREAM sink postgres"
+  "sink-catalog|connectors/service.py|$CARTSTREAM sink catalog"
+  "read-api|cart_read/server.py|$CARTSTREAM serve read"
 )
 
 start_services() {
@@ -209,7 +214,7 @@ load_sample_catalog() {
   [[ -f "$stamp" ]] && return
   [[ -f "$ROOT/connectors/catalog.py" ]] || return 0
   say "loading the sample catalog (connectors/data/sample-catalog.jsonl)"
-  "$PY" -m connectors.catalog load "$ROOT/connectors/data/sample-catalog.jsonl" && touch "$stamp"
+  "$CARTSTREAM" catalog load "$ROOT/connectors/data/sample-catalog.jsonl" && touch "$stamp"
 }
 
 cmd_up() {
@@ -218,8 +223,8 @@ cmd_up() {
   load_sample_catalog
   start_services
   wait_http() { curl -fsS "http://127.0.0.1:$1/healthz" >/dev/null; }
-  [[ -f "$ROOT/cart_write/__main__.py" ]] && wait_for "write API" 30 "$LOGS/write-api.log" wait_http "$WRITE_PORT"
-  [[ -f "$ROOT/cart_read/__main__.py" ]] && wait_for "read API" 30 "$LOGS/read-api.log" wait_http "$READ_PORT"
+  [[ -f "$ROOT/cart_write/server.py" ]] && wait_for "write API" 30 "$LOGS/write-api.log" wait_http "$WRITE_PORT"
+  [[ -f "$ROOT/cart_read/server.py" ]] && wait_for "read API" 30 "$LOGS/read-api.log" wait_http "$READ_PORT"
   say "up in $((SECONDS - t0))s"
   cmd_status
 }
@@ -286,5 +291,5 @@ case "${1:-}" in
   status) cmd_status ;;
   logs) shift; cmd_logs "$@" ;;
   clean) cmd_clean ;;
-  *) sed -n '2,11p' "$0"; exit 64 ;;
+  *) sed -n '2,12p' "$0"; exit 64 ;;
 esac

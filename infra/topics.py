@@ -1,9 +1,7 @@
-"""Create Cartstream's Kafka topics idempotently, with explicit configs."""
+"""Create Cartstream's Kafka topics idempotently, with explicit configs (`cartstream topics`)."""
 
 from __future__ import annotations
 
-import argparse
-import sys
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -32,7 +30,7 @@ from cart_contract.settings import (
 
 
 class TopicSettings(Settings):
-    """What `python -m infra.topics` reads from the environment: the topics and their sizes."""
+    """What `cartstream topics` reads from the environment: the topics and their sizes."""
 
     kafka_bootstrap: KafkaBootstrap
     topic_cart_events: TopicCartEvents
@@ -139,27 +137,3 @@ def ensure_topics(admin: AdminClient, specs: list[TopicSpec]) -> list[str]:
             )
             admin.incremental_alter_configs([resource])[resource].result()
     return done
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Command line: wait for the broker, then create or converge the topics."""
-    settings = TopicSettings.from_env_or_exit()
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--bootstrap", default=settings.kafka_bootstrap)
-    parser.add_argument("--wait", type=float, default=60.0, help="seconds to wait for the broker")
-    parser.add_argument("--check-only", action="store_true", help="only wait for the broker")
-    args = parser.parse_args(argv)
-    try:
-        admin = wait_for_broker(args.bootstrap, args.wait)
-    except TimeoutError as exc:
-        print(exc, file=sys.stderr)
-        return 2
-    if args.check_only:
-        return 0
-    for line in ensure_topics(admin, topic_specs()):
-        print(line)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -27,12 +27,12 @@ from infra.topics import ensure_topics, topic_specs
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVICES = {
-    "write-api": ["-m", "cart_write"],
-    "aggregator": ["-m", "cart_aggregator"],
-    "sink-redis": ["-m", "connectors.redis_sink"],
-    "sink-postgres": ["-m", "connectors.postgres_sink"],
-    "sink-catalog": ["-m", "connectors.catalog_sink"],
-    "read-api": ["-m", "cart_read"],
+    "write-api": ["-m", "cartstream", "serve", "write"],
+    "aggregator": ["-m", "cartstream", "aggregate"],
+    "sink-redis": ["-m", "cartstream", "sink", "redis"],
+    "sink-postgres": ["-m", "cartstream", "sink", "postgres"],
+    "sink-catalog": ["-m", "cartstream", "sink", "catalog"],
+    "read-api": ["-m", "cartstream", "serve", "read"],
 }
 
 

@@ -1,6 +1,6 @@
 """The aggregator on real Kafka: its carts equal the fold of the log, through kill -9 and restarts.
 
-Each test creates its own topics and runs `python -m cart_aggregator` as a subprocess with its
+Each test creates its own topics and runs `cartstream aggregate` as a subprocess with its
 recovery directory under tmp_path.
 """
 
@@ -168,15 +168,15 @@ def oracle(bootstrap: str, topic: str, catalog_at: Callable[[CartEvent], Product
 
 
 class Aggregator:
-    """`python -m cart_aggregator` as a subprocess group that can be killed hard."""
+    """`cartstream aggregate` as a subprocess group that can be killed hard."""
 
     def __init__(self, env: dict[str, str], log: Path) -> None:
         self.env, self.log = env, log
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> subprocess.Popen[bytes]:
-        self.proc = subprocess.Popen([sys.executable, "-m", "cart_aggregator"], cwd=ROOT,
-                                     env=self.env, stdout=self.log.open("ab"),
+        self.proc = subprocess.Popen([sys.executable, "-m", "cartstream", "aggregate"],
+                                     cwd=ROOT, env=self.env, stdout=self.log.open("ab"),
                                      stderr=subprocess.STDOUT, start_new_session=True)
         return self.proc
 

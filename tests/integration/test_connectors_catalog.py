@@ -1,4 +1,4 @@
-"""Connectors: loading a catalog (loader CLI, console producer) and the catalog sink."""
+"""Connectors: loading a catalog (`cartstream catalog load`, console producer), the catalog sink."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from cart_contract.layout import catalog_ready_key, product_key
 from connectors import catalog
 from connectors.config import Config
 from connectors.migrate import migrate
+from tests.support.cli import cartstream
 from tests.support.connectors import (
     drain,
     end_offsets,
@@ -47,7 +48,7 @@ def total(cfg: Config) -> int:
     return sum(end_offsets(cfg.kafka_bootstrap, cfg.topic_products).values())
 
 
-def test_the_loader_loads_good_rows_and_reports_bad_ones(cfg, tmp_path, capsys) -> None:
+def test_the_loader_loads_good_rows_and_reports_bad_ones(cfg, tmp_path) -> None:
     f = tmp_path / "catalog.txt"
     f.write_text(
         '1:{"productId":"1","productName":"IPhone 12","price":"65000","stockQty":768}\n'
@@ -56,10 +57,12 @@ def test_the_loader_loads_good_rows_and_reports_bad_ones(cfg, tmp_path, capsys) 
         "\n"
         "garbage line\n"
     )
-    assert catalog.main(["load", str(f), "--dry-run"], cfg) == 1
+    dry = cartstream("catalog", "load", str(f), "--dry-run", config=cfg)
+    assert dry.exit_code == 1 and "2 products valid (dry run: nothing loaded)" in dry.stdout
     assert total(cfg) == 0  # a dry run produces nothing
-    assert catalog.main(["load", str(f)], cfg) == 1
-    out, err = capsys.readouterr()
+    result = cartstream("catalog", "load", str(f), config=cfg)
+    assert result.exit_code == 1
+    out, err = result.stdout, result.stderr
     assert f"{f}:3: INVALID_PRICE" in err and f"{f}:5: INVALID_JSON" in err
     assert "2 products loaded" in out and "2 bad rows" in out
     assert total(cfg) == 2
@@ -71,13 +74,13 @@ def test_the_loader_loads_good_rows_and_reports_bad_ones(cfg, tmp_path, capsys) 
 def test_the_loader_reads_csv_and_exits_0_when_all_rows_are_good(cfg, tmp_path) -> None:
     f = tmp_path / "c.csv"
     f.write_text("productId,productName,price,stockQty\n1,Phone,649.99,3\n2,\"Cable, USB\",5,10\n")
-    assert catalog.main(["load", str(f), "--quiet"], cfg) == 0
+    assert cartstream("catalog", "load", str(f), "--quiet", config=cfg).exit_code == 0
     assert topic_records(cfg, 2)["2"] == Product("2", "Cable, USB", Decimal("5"), 10)
 
 
-def test_a_missing_file_exits_2(cfg, tmp_path, capsys) -> None:
-    assert catalog.main(["load", str(tmp_path / "nope.jsonl")], cfg) == 2
-    assert "no such file" in capsys.readouterr().err
+def test_a_missing_file_exits_2(cfg, tmp_path) -> None:
+    result = cartstream("catalog", "load", str(tmp_path / "nope.jsonl"), config=cfg)
+    assert result.exit_code == 2 and "no such file" in result.stderr
 
 
 def test_the_sample_catalog(cfg) -> None:
@@ -89,13 +92,13 @@ def test_the_sample_catalog(cfg) -> None:
     rows = list(catalog.parse_rows(SAMPLE.read_text()))
     assert all(isinstance(p, Product) for _, p in rows)
     assert len({p.product_id for _, p in rows}) == len(rows) >= 24
-    assert catalog.main(["load", str(SAMPLE), "--dry-run"], cfg) == 0
+    assert cartstream("catalog", "load", str(SAMPLE), "--dry-run", config=cfg).exit_code == 0
 
 
 def test_loaded_products_reach_redis_and_postgres_and_tombstones_delete(cfg, tmp_path) -> None:
     f = tmp_path / "catalog.jsonl"
     f.write_text(SAMPLE.read_text())
-    assert catalog.main(["load", str(f)], cfg) == 0
+    assert cartstream("catalog", "load", str(f), config=cfg).exit_code == 0
     produce(cfg.kafka_bootstrap, cfg.topic_products, [(b"2", None)])  # delete product 2
     drain(cfg, "catalog")
     client = redis.Redis.from_url(cfg.redis_url)
@@ -132,7 +135,7 @@ def test_a_redis_that_lost_the_catalog_gets_it_back_from_postgres(cfg, tmp_path)
 
     f = tmp_path / "catalog.jsonl"
     f.write_text(SAMPLE.read_text())
-    assert catalog.main(["load", str(f)], cfg) == 0
+    assert cartstream("catalog", "load", str(f), config=cfg).exit_code == 0
     produce(cfg.kafka_bootstrap, cfg.topic_products, [(b"2", None)])
     drain(cfg, "catalog")
     client = redis.Redis.from_url(cfg.redis_url)

@@ -157,8 +157,9 @@ def test_the_sink_process_stores_commits_and_stops_on_sigterm(cfg, unique) -> No
            "DATABASE_URL": cfg.database_url, "TOPIC_CART_DETAILS": cfg.topic_cart_details,
            "TOPIC_DEAD_LETTER": cfg.topic_dead_letter, "CONSUMER_GROUP_PREFIX": cfg.group_prefix,
            "REDIS_KEY_PREFIX": cfg.key_prefix, "CART_UPDATES_CHANNEL": cfg.updates_channel}
-    procs = {name: subprocess.Popen([sys.executable, "-m", f"connectors.{name}_sink"], cwd=ROOT,
-                                    env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    procs = {name: subprocess.Popen([sys.executable, "-m", "cartstream", "sink", name],
+                                    cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                                    stderr=subprocess.STDOUT)
              for name in ("redis", "postgres")}
     try:
         customers = [f"s{unique}-{i}" for i in range(10)]

@@ -1,4 +1,4 @@
-"""Connectors: `python -m connectors.replay` rebuilds the same read models as the live run."""
+"""Connectors: `cartstream replay` rebuilds the same read models as the live run."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from connectors.config import Config
 from connectors.consumer import DeadLetters, Stopper, run
 from connectors.migrate import migrate
 from connectors.service import build_sink
+from tests.support.cli import cartstream
 from tests.support.connectors import (
     cart,
     committed,
@@ -82,16 +83,17 @@ def wipe(cfg: Config) -> None:
         conn.execute("TRUNCATE carts, cart_lines, products")
 
 
-def test_replay_into_empty_stores_equals_the_live_run(cfg, unique, capsys) -> None:
+def test_replay_into_empty_stores_equals_the_live_run(cfg, unique) -> None:
     history(cfg, unique)
     for name in ("catalog", "redis", "postgres"):
         drain(cfg, name)
     live = snapshot(cfg)
     assert len(live["carts"]) == 60 and len(live["products"]) == 20
     wipe(cfg)
-    assert replay.main(["--quiet"], cfg) == 0
+    result = cartstream("replay", "--quiet", config=cfg)
+    assert result.exit_code == 0, result.output
     assert snapshot(cfg) == live
-    out = capsys.readouterr().out
+    out = result.stdout
     assert "replay summary:" in out and "1 dead-lettered" in out
     for name in ("redis", "postgres", "catalog"):  # the sinks carry on from the end
         assert committed(cfg.kafka_bootstrap, cfg.group(name), cfg.topic_of(name)) == {
@@ -110,7 +112,7 @@ def test_replay_onto_current_stores_changes_nothing(cfg, unique) -> None:
     assert results["redis"].records == 151 and results["catalog"].records == 21
 
 
-def test_replay_refuses_while_a_sink_runs(cfg, unique, capsys) -> None:
+def test_replay_refuses_while_a_sink_runs(cfg, unique) -> None:
     produce(cfg.kafka_bootstrap, cfg.topic_cart_details,
             [(b"a", encode_cart_details(cart("a" + unique, 1)))])
     stopper = Stopper()
@@ -127,8 +129,9 @@ def test_replay_refuses_while_a_sink_runs(cfg, unique, capsys) -> None:
         with pytest.raises(replay.GroupActive):
             replay.replay_sink(cfg, "redis", show_progress=False)
         (cfg.recovery_dir / "x").parent.mkdir(parents=True)
-        assert replay.main(["--quiet", "--from-events"], cfg) == 2
-        err = capsys.readouterr().err
+        result = cartstream("replay", "--quiet", "--from-events", config=cfg)
+        assert result.exit_code == 2
+        err = result.stderr
         assert f"consumer group {cfg.group('redis')} has 1 active member" in err
         assert "stop the redis sink first" in err
         assert cfg.recovery_dir.exists()  # refused before touching anything
@@ -137,24 +140,27 @@ def test_replay_refuses_while_a_sink_runs(cfg, unique, capsys) -> None:
         thread.join(30)
 
 
-def test_from_events_deletes_the_aggregator_state_only_when_it_is_stopped(cfg, capsys) -> None:
+@pytest.mark.parametrize("command", [["cartstream", "aggregate"], ["cart_aggregator"]])
+def test_from_events_deletes_the_aggregator_state_only_when_it_is_stopped(
+        cfg, command: list[str]) -> None:
     cfg.recovery_dir.mkdir(parents=True)
     (cfg.recovery_dir / "part-0.sqlite3").write_text("state")
     # Something that looks like an aggregator working on this recovery directory.
     fake = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)",
-                             "cart_aggregator", "-r", str(cfg.recovery_dir)])
+                             *command, "-r", str(cfg.recovery_dir)])
     try:
         wait_until(lambda: replay.aggregator_processes(cfg) == [fake.pid], 10,
                    "the fake aggregator to show")
-        assert replay.main(["--quiet", "--from-events", "--sinks", ""], cfg) == 2
-        assert "the aggregator is running" in capsys.readouterr().err
+        result = cartstream("replay", "--quiet", "--from-events", "--sinks", "", config=cfg)
+        assert result.exit_code == 2 and "the aggregator is running" in result.stderr
         assert cfg.recovery_dir.exists()
     finally:
         fake.kill()
         fake.wait()
-    assert replay.main(["--quiet", "--from-events", "--sinks", ""], cfg) == 0
+    result = cartstream("replay", "--quiet", "--from-events", "--sinks", "", config=cfg)
+    assert result.exit_code == 0, result.output
     assert not cfg.recovery_dir.exists()
-    assert f"removed {cfg.recovery_dir}" in capsys.readouterr().out
+    assert f"removed {cfg.recovery_dir}" in result.stdout
 
 
 def test_the_pid_file_of_the_stack_counts_as_running(cfg) -> None:

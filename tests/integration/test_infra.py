@@ -105,3 +105,30 @@ def test_console_producer_seed_command(kafka_bootstrap: str, scratch_topic: str)
     ).stdout
     # The tool prints a deprecation notice for --property on stdout first.
     assert out.strip().splitlines()[-1] == line.strip()
+
+
+def test_the_topics_command_creates_converges_and_waits(kafka_bootstrap: str,
+                                                        unique: str) -> None:
+    from tests.support.cli import cartstream
+
+    names = {f"TOPIC_{k}": f"t-{unique}-{k.lower()}"
+             for k in ("CART_EVENTS", "PRODUCTS", "CART_DETAILS", "DEAD_LETTER")}
+    env = {**names, "KAFKA_BOOTSTRAP": kafka_bootstrap, "CART_EVENTS_PARTITIONS": "2",
+           "PRODUCTS_PARTITIONS": "1", "CART_DETAILS_PARTITIONS": "1"}
+    admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
+    try:
+        first = cartstream("topics", "--wait", "30", env=env)
+        assert first.exit_code == 0, first.output
+        assert sorted(first.stdout.split()) == sorted(["created", "created", "created",
+                                                       "created", *names.values()])
+        again = cartstream("topics", env={**env, "CART_EVENTS_PARTITIONS": "3"})
+        assert again.exit_code == 0, again.output
+        assert again.stdout == f"grew {names['TOPIC_CART_EVENTS']} to 3 partitions\n"
+        assert len(admin.list_topics(timeout=10).topics[names["TOPIC_CART_EVENTS"]]
+                   .partitions) == 3
+        assert cartstream("topics", "--check-only", env=env).stdout == ""
+    finally:
+        admin.delete_topics(list(names.values()))
+    nobody = cartstream("topics", "--check-only", "--wait", "1", "--bootstrap", "127.0.0.1:1")
+    assert nobody.exit_code == 2
+    assert nobody.stderr.startswith("cartstream: topics: Kafka at 127.0.0.1:1 did not answer")

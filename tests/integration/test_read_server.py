@@ -1,4 +1,4 @@
-"""`python -m cart_read` under granian (production config) against the real Redis."""
+"""`cartstream serve read` under granian (production config) against the real Redis."""
 
 from __future__ import annotations
 
@@ -49,8 +49,9 @@ def server(redis_url: str, database_url: str, tmp_path: Path) -> Iterator[str]:
            "READ_DEGRADED_POLL_MS": "60000"}
     log_path = tmp_path / "read-api.log"
     log = log_path.open("w")
-    proc = subprocess.Popen([sys.executable, "-m", "cart_read"], cwd=ROOT, env=env,
-                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen([sys.executable, "-m", "cartstream", "serve", "read"], cwd=ROOT,
+                            env=env, stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True)
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 30

@@ -181,7 +181,7 @@ def test_with_redis_down_the_catalog_check_is_skipped(config: Config, unique: st
 # ---------------------------------------------------------------- the production server
 
 
-def test_python_m_cart_write_serves_the_seed_commands_under_granian(
+def test_cartstream_serve_write_serves_the_seed_commands_under_granian(
     kafka_bootstrap: str, redis_url: str, unique: str, tmp_path: Path
 ) -> None:
     port = free_port()
@@ -189,8 +189,9 @@ def test_python_m_cart_write_serves_the_seed_commands_under_granian(
            "KAFKA_BOOTSTRAP": kafka_bootstrap, "REDIS_URL": redis_url,
            "TOPIC_CART_EVENTS": TOPIC, "WRITE_CATALOG_CHECK": "0", "WRITE_WORKERS": "2"}
     log = (tmp_path / "write.log").open("wb")
-    proc = subprocess.Popen([sys.executable, "-m", "cart_write"], cwd=ROOT, env=env,
-                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen([sys.executable, "-m", "cartstream", "serve", "write"], cwd=ROOT,
+                            env=env, stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True)
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 30

@@ -6,9 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from cart_aggregator.__main__ import main, parse_args, prepare_recovery
 from cart_aggregator.config import Config, parse_addresses
 from cart_aggregator.flow import STATE_FORMAT
+from cart_aggregator.service import apply_flags, prepare_recovery
+from tests.support.cli import cartstream
 
 
 def test_defaults_fit_the_local_stack() -> None:
@@ -61,26 +62,29 @@ def test_addresses_take_bytewax_and_list_spellings() -> None:
 
 
 def test_flags_override_the_environment() -> None:
-    cfg, init = parse_args(["-w", "3", "-i", "1", "-a", "h0:1", "-a", "h1:1", "-s", "2",
-                            "-b", "0", "-r", "/tmp/r"], Config())
-    assert init is None
+    cfg = apply_flags(Config(), workers=3, process_id=1, addresses=["h0:1", "h1:1"],
+                      snapshot_interval_s=2, backup_interval_s=0, recovery_directory=Path("/tmp/r"))
     assert (cfg.workers, cfg.process_id, cfg.addresses) == (3, 1, ("h0:1", "h1:1"))
     assert (cfg.snapshot_interval_s, cfg.backup_interval_s) == (2, 0)
     assert cfg.recovery_dir == Path("/tmp/r")
-    assert parse_args(["-a", "h0:1;h1:1", "-i", "0"], Config())[0].addresses == ("h0:1", "h1:1")
-    assert not parse_args(["--no-recovery"], Config())[0].recovery
-    assert parse_args(["--init-recovery", "8"], Config())[1] == 8
+    assert apply_flags(Config(), addresses=["h0:1;h1:1"], process_id=0).addresses == ("h0:1",
+                                                                                       "h1:1")
+    assert not apply_flags(Config(), no_recovery=True).recovery
+    assert apply_flags(Config(processes=2)) == Config(processes=2)
 
 
 def test_a_cluster_member_needs_its_index_and_the_addresses() -> None:
-    with pytest.raises(SystemExit):
-        parse_args(["-a", "h0:1;h1:1"], Config())
-    with pytest.raises(SystemExit):
-        parse_args(["-i", "0"], Config())
+    with pytest.raises(ValueError, match="needs -i"):
+        apply_flags(Config(), addresses=["h0:1;h1:1"])
+    with pytest.raises(ValueError, match="needs -a"):
+        apply_flags(Config(), process_id=0)
+    result = cartstream("aggregate", "-a", "h0:1;h1:1", config=Config())
+    assert result.exit_code == 2 and "-a/AGG_ADDRESSES needs -i/AGG_PROCESS_ID" in result.stderr
 
 
 def test_init_recovery_only_creates_the_partitions(tmp_path: Path) -> None:
-    assert main(["--init-recovery", "3", "-r", str(tmp_path / "parts")]) == 0
+    result = cartstream("aggregate", "--init-recovery", "3", "-r", str(tmp_path / "parts"))
+    assert result.exit_code == 0, result.output
     assert len(list((tmp_path / "parts").glob("part-*.sqlite3"))) == 3
     assert (tmp_path / "parts" / "STATE_FORMAT").read_text().strip() == STATE_FORMAT
 

@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-import pytest
-
 from connectors import replay
+from tests.support.cli import cartstream
 
 
-def test_the_cli_help_and_argument_errors(capsys: pytest.CaptureFixture[str]) -> None:
-    with pytest.raises(SystemExit) as exit_:
-        replay.main(["--help"])
-    out = capsys.readouterr().out
-    assert exit_.value.code == 0 and "--from-events" in out and "Stop the sinks first" in out
+def test_the_cli_help_and_argument_errors() -> None:
+    result = cartstream("replay", "--help")
+    out = result.stdout
+    assert result.exit_code == 0 and "--from-events" in out and "Stop the sinks first" in out
     assert "Exit status" in out
-    with pytest.raises(SystemExit) as exit_:
-        replay.main(["--sinks", "redis,elastic"])
-    assert exit_.value.code == 2 and "unknown sinks: elastic" in capsys.readouterr().err
+    result = cartstream("replay", "--sinks", "redis,elastic")
+    assert result.exit_code == 2 and "unknown sinks: elastic" in result.stderr
 
 
 def test_the_summary_line() -> None:

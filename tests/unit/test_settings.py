@@ -148,19 +148,21 @@ def test_a_bad_setting_is_one_line_and_exit_status_2(capsys: pytest.CaptureFixtu
     assert format_settings_error(ValueError("a\n  b")) == "bad configuration: a b"
 
 
-@pytest.mark.parametrize(("module", "env"), [
-    ("cart_write", {"WRITE_KAFKA_REQUEST_TIMEOUT_MS": "99"}),
-    ("cart_read", {"READ_LOG_LEVEL": "LOUD"}),
-    ("cart_aggregator", {"AGG_RECOVERY": "maybe"}),
-    ("connectors.migrate", {"SINK_BATCH_MAX": "0"}),
-    ("infra.topics", {"PRODUCTS_PARTITIONS": "none"}),
+@pytest.mark.parametrize(("command", "env"), [
+    (["serve", "write"], {"WRITE_KAFKA_REQUEST_TIMEOUT_MS": "99"}),
+    (["serve", "read"], {"READ_LOG_LEVEL": "LOUD"}),
+    (["aggregate"], {"AGG_RECOVERY": "maybe"}),
+    (["migrate"], {"SINK_BATCH_MAX": "0"}),
+    (["sink", "redis"], {"SINK_BATCH_MAX": "0"}),
+    (["topics"], {"PRODUCTS_PARTITIONS": "none"}),
 ])
-def test_services_stop_with_one_line_naming_the_variable(module: str, env: dict[str, str]) -> None:
+def test_services_stop_with_one_line_naming_the_variable(command: list[str],
+                                                         env: dict[str, str]) -> None:
     import os
 
-    done = subprocess.run([sys.executable, "-m", module], cwd=ROOT, env={**os.environ, **env},
-                          capture_output=True, text=True, timeout=60)
+    done = subprocess.run([sys.executable, "-m", "cartstream", *command], cwd=ROOT,
+                          env={**os.environ, **env}, capture_output=True, text=True, timeout=60)
     (var,) = env
     assert done.returncode == 2
-    assert done.stderr.startswith(f"bad configuration: {var} must be ")
+    assert done.stderr.startswith(f"cartstream: bad configuration: {var} must be "), done.stderr
     assert done.stderr.count("\n") == 1, done.stderr

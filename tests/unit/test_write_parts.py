@@ -60,7 +60,7 @@ def test_bad_settings_fail_at_start_with_the_variable_name(env: dict[str, str]) 
 
 
 def test_granian_logging_config_covers_our_loggers() -> None:
-    from cart_write.__main__ import build_server
+    from cart_write.server import build_server
 
     server = build_server(Config.from_env({"WRITE_LOG_LEVEL": "debug"}))
     loggers = server.log_config["loggers"]

@@ -1,4 +1,4 @@
-"""`python -m cart_read`: serve the read API with granian (WSGI), configured from READ_*."""
+"""The read API's server (`cartstream serve read`): granian (WSGI), configured from READ_*."""
 
 from __future__ import annotations
 
@@ -21,10 +21,6 @@ def build_server(config: Config) -> Granian:
     )
 
 
-def main() -> None:
+def serve(config: Config) -> None:
     """Serve until SIGTERM/SIGINT (granian stops its workers gracefully)."""
-    build_server(Config.from_env_or_exit()).serve()
-
-
-if __name__ == "__main__":
-    main()
+    build_server(config).serve()

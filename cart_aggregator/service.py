@@ -1,8 +1,8 @@
-"""`python -m cart_aggregator`: run the dataflow with recovery on, and serve its metrics.
+"""`cartstream aggregate`: run the dataflow with recovery on, and serve its metrics.
 
-    python -m cart_aggregator                        # one process, AGG_WORKERS threads
-    AGG_PROCESSES=2 python -m cart_aggregator        # a two-process cluster on this machine
-    python -m cart_aggregator -i 0 -a "h0:2101;h1:2101"   # process 0 of a cluster of machines
+    cartstream aggregate                             # one process, AGG_WORKERS threads
+    AGG_PROCESSES=2 cartstream aggregate             # a two-process cluster on this machine
+    cartstream aggregate -i 0 -a "h0:2101;h1:2101"   # process 0 of a cluster of machines
 
 Creates the recovery partitions under $RUN_DIR/aggregator/recovery when missing (see README for
 clusters of machines), serves Prometheus metrics on AGG_METRICS_PORT (+ process index) and runs
@@ -11,7 +11,6 @@ the flow in this process. SIGTERM and SIGINT stop it; recovery makes any stop sa
 
 from __future__ import annotations
 
-import argparse
 import fcntl
 import gc
 import ipaddress
@@ -23,56 +22,43 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
 from types import FrameType
 
 from cart_aggregator.config import Config, parse_addresses
-from cart_contract.settings import ConfigError, format_settings_error
 
 log = logging.getLogger("cart_aggregator")
 
 
-def parse_args(argv: list[str], cfg: Config) -> tuple[Config, int | None]:
+def apply_flags(cfg: Config, *, workers: int | None = None, process_id: int | None = None,
+                addresses: Sequence[str] = (), processes: int | None = None,
+                snapshot_interval_s: float | None = None,
+                backup_interval_s: float | None = None,
+                recovery_directory: Path | None = None, no_recovery: bool = False) -> Config:
     """Command-line flags override the environment (same flags as `bytewax.run`).
 
-    Returns the configuration, and the partition count when asked only to create them.
+    `addresses` entries may each hold several, ';'-separated. Raises ValueError for a cluster
+    member that lacks its index or the addresses.
     """
-    p = argparse.ArgumentParser(prog="python -m cart_aggregator", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("-w", "--workers-per-process", type=int, help="worker threads [AGG_WORKERS]")
-    p.add_argument("-i", "--process-id", type=int, help="this process's index [AGG_PROCESS_ID]")
-    p.add_argument("-a", "--addresses", action="append",
-                   help="host:port of every process, ';'-separated or repeated [AGG_ADDRESSES]")
-    p.add_argument("-p", "--processes", type=int,
-                   help="start this many local processes as one cluster [AGG_PROCESSES]")
-    p.add_argument("-s", "--snapshot-interval", type=float,
-                   help="seconds between snapshots [AGG_SNAPSHOT_INTERVAL_S]")
-    p.add_argument("-b", "--backup-interval", type=float,
-                   help="seconds of extra snapshots kept [AGG_BACKUP_INTERVAL_S]")
-    p.add_argument("-r", "--recovery-directory", type=Path,
-                   help="recovery partitions [$RUN_DIR/aggregator/recovery]")
-    p.add_argument("--no-recovery", action="store_true", help="run without recovery")
-    p.add_argument("--init-recovery", type=int, metavar="N",
-                   help="only create N recovery partitions (to share out between machines)")
-    a = p.parse_args(argv)
     cfg = cfg.replace(
-        workers=a.workers_per_process or cfg.workers,
-        process_id=a.process_id if a.process_id is not None else cfg.process_id,
-        addresses=tuple(x for arg in a.addresses for x in parse_addresses(arg))
-        if a.addresses else cfg.addresses,
-        processes=a.processes or cfg.processes,
-        snapshot_interval_s=a.snapshot_interval or cfg.snapshot_interval_s,
-        backup_interval_s=a.backup_interval if a.backup_interval is not None
+        workers=workers or cfg.workers,
+        process_id=process_id if process_id is not None else cfg.process_id,
+        addresses=tuple(x for arg in addresses for x in parse_addresses(arg))
+        if addresses else cfg.addresses,
+        processes=processes or cfg.processes,
+        snapshot_interval_s=snapshot_interval_s or cfg.snapshot_interval_s,
+        backup_interval_s=backup_interval_s if backup_interval_s is not None
         else cfg.backup_interval_s,
-        recovery=cfg.recovery and not a.no_recovery,
-        recovery_directory=a.recovery_directory or cfg.recovery_directory,
+        recovery=cfg.recovery and not no_recovery,
+        recovery_directory=recovery_directory or cfg.recovery_directory,
     )
     if cfg.addresses and cfg.process_id is None:
-        p.error("-a/AGG_ADDRESSES needs -i/AGG_PROCESS_ID")
+        raise ValueError("-a/AGG_ADDRESSES needs -i/AGG_PROCESS_ID")
     if cfg.process_id is not None and not cfg.addresses:
-        p.error("-i/AGG_PROCESS_ID needs -a/AGG_ADDRESSES")
-    return cfg, a.init_recovery
+        raise ValueError("-i/AGG_PROCESS_ID needs -a/AGG_ADDRESSES")
+    return cfg
 
 
 def _is_local(address: str) -> bool:
@@ -187,16 +173,17 @@ def run_process(cfg: Config) -> int:
     return 0
 
 
-def run_local_cluster(cfg: Config, argv: list[str]) -> int:
+def run_local_cluster(cfg: Config, argv: Sequence[str]) -> int:
     """Start `cfg.processes` processes of one cluster on this machine and watch them.
 
-    A cluster cannot lose a member, so when one exits the others are stopped too, and the
-    exit status is the first failure's.
+    `argv` holds the `cartstream aggregate` flags every member gets. A cluster cannot lose a
+    member, so when one exits the others are stopped too, and the exit status is the first
+    failure's.
     """
     addresses = ";".join(f"127.0.0.1:{cfg.cluster_port + i}" for i in range(cfg.processes))
     # Each child gets -i/-a, which makes it a cluster member rather than another launcher.
     env = {**os.environ, "AGG_PARENT_PID": str(os.getpid())}
-    children = [subprocess.Popen([sys.executable, "-m", "cart_aggregator", *argv,
+    children = [subprocess.Popen([sys.executable, "-m", "cartstream", "aggregate", *argv,
                                   "-i", str(i), "-a", addresses], env=env)
                 for i in range(cfg.processes)]
 
@@ -225,13 +212,8 @@ def run_local_cluster(cfg: Config, argv: list[str]) -> int:
     return status or max((c.returncode or 0) for c in children)
 
 
-def main(argv: list[str]) -> int:
-    """Entry point."""
-    try:
-        cfg, init_partitions = parse_args(argv, Config.from_env_or_exit())
-    except ConfigError as exc:  # a flag's value (the environment's exits in from_env_or_exit)
-        print(format_settings_error(exc), file=sys.stderr)
-        return 2
+def run(cfg: Config, argv: Sequence[str] = (), init_partitions: int | None = None) -> int:
+    """Run the aggregator as `cfg` says (`argv`: the flags local cluster members get)."""
     logging.basicConfig(level=cfg.log_level,
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
     if init_partitions:
@@ -242,7 +224,3 @@ def main(argv: list[str]) -> int:
     if cfg.processes > 1 and cfg.process_id is None:
         return run_local_cluster(cfg, argv)
     return run_process(cfg)
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))

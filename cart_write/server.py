@@ -1,4 +1,4 @@
-"""`python -m cart_write`: serve the write API with granian (WSGI), configured from the env."""
+"""The write API's server (`cartstream serve write`): granian (WSGI), configured from WRITE_*."""
 
 from __future__ import annotations
 
@@ -23,10 +23,6 @@ def build_server(config: Config, target: str = WSGI_TARGET) -> Granian:
     )
 
 
-def main() -> None:
-    """Read the config from the environment and serve until SIGTERM/SIGINT."""
-    build_server(Config.from_env_or_exit()).serve()
-
-
-if __name__ == "__main__":
-    main()
+def serve(config: Config) -> None:
+    """Serve until SIGTERM/SIGINT."""
+    build_server(config).serve()
