@@ -23,7 +23,7 @@ from cart_write.errors import (
     register_error_handlers,
 )
 from cart_write.fast import with_fast_commands
-from cart_write.publisher import Publisher, PublishUnavailable, build_publisher
+from cart_write.publisher import ConfluentPublisher, Publisher, PublishUnavailable
 from cart_write.validation import (
     COMMANDS,
     IDEMPOTENCY_ENVIRON,
@@ -111,7 +111,7 @@ def create_app(
     """Build the write API; tests inject a fake publisher and catalog."""
     config = config or Config.from_env()
     if publisher is None:
-        publisher = build_publisher(config)
+        publisher = ConfluentPublisher(config)
     if catalog is None and config.catalog_check:
         catalog = RedisCatalog(config.redis_url, config.redis_timeout_s,
                                key_prefix=config.redis_key_prefix)

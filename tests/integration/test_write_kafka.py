@@ -22,8 +22,8 @@ from kafka.partitioner.default import murmur2
 from cart_contract import EventType, decode_cart_event
 from cart_write.app import create_app
 from cart_write.catalog import NoCatalog, RedisCatalog
-from cart_write.config import KAFKA_CLIENTS, Config
-from cart_write.publisher import PublishUnavailable, build_publisher
+from cart_write.config import Config
+from cart_write.publisher import ConfluentPublisher, PublishUnavailable
 from infra.topics import topic_specs
 from tests.integration.kafka_private import free_port
 
@@ -50,21 +50,14 @@ def read_at(bootstrap: str, topic: str, partition: int, offset: int) -> Any:
         consumer.close()
 
 
-@pytest.fixture(params=KAFKA_CLIENTS)
-def kafka_client(request: pytest.FixtureRequest) -> str:
-    """Each Kafka client the write API can use."""
-    return str(request.param)
-
-
 @pytest.fixture
-def config(kafka_bootstrap: str, kafka_client: str) -> Config:
-    return Config(kafka_bootstrap=kafka_bootstrap, topic_cart_events=TOPIC,
-                  kafka_client=kafka_client)
+def config(kafka_bootstrap: str) -> Config:
+    return Config(kafka_bootstrap=kafka_bootstrap, topic_cart_events=TOPIC)
 
 
 @pytest.fixture
 def client(config: Config) -> Any:
-    publisher = build_publisher(config)
+    publisher = ConfluentPublisher(config)
     yield create_app(config, publisher=publisher, catalog=NoCatalog()).test_client()
     publisher.close()
 
@@ -122,10 +115,10 @@ def test_a_retry_with_the_same_idempotency_key_repeats_the_event_id_on_the_log(
         assert decode_cart_event(record.value).event_id == first["eventId"]
 
 
-def test_an_unreachable_broker_is_503_and_not_ready(unique: str, kafka_client: str) -> None:
+def test_an_unreachable_broker_is_503_and_not_ready(unique: str) -> None:
     config = Config(kafka_bootstrap=f"localhost:{free_port()}", request_timeout_ms=1000,
-                    delivery_timeout_ms=2000, max_block_ms=1000, kafka_client=kafka_client)
-    publisher = build_publisher(config)
+                    delivery_timeout_ms=2000, max_block_ms=1000)
+    publisher = ConfluentPublisher(config)
     with pytest.raises(PublishUnavailable):
         publisher.publish(TOPIC, b"k", b"v")
     client = create_app(config, publisher=publisher, catalog=NoCatalog()).test_client()
@@ -160,7 +153,7 @@ def test_with_a_ready_catalog_unknown_products_are_404_and_known_ones_accepted(
     config: Config, catalog_db: tuple[str, str], unique: str
 ) -> None:
     url, product = catalog_db
-    publisher = build_publisher(config)
+    publisher = ConfluentPublisher(config)
     client = create_app(config, publisher=publisher,
                         catalog=RedisCatalog(url, timeout_s=1.0)).test_client()
     customer = f"it-cat-{unique}"
@@ -176,7 +169,7 @@ def test_with_a_ready_catalog_unknown_products_are_404_and_known_ones_accepted(
 
 
 def test_with_redis_down_the_catalog_check_is_skipped(config: Config, unique: str) -> None:
-    publisher = build_publisher(config)
+    publisher = ConfluentPublisher(config)
     down = RedisCatalog(f"redis://127.0.0.1:{free_port()}/0", timeout_s=0.2)
     client = create_app(config, publisher=publisher, catalog=down).test_client()
     for _ in range(2):
