@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
-import time
 from dataclasses import dataclass, field
 
 from confluent_kafka import KafkaException
@@ -18,6 +18,8 @@ from confluent_kafka.admin import (
     NewTopic,
     ResourceType,
 )
+
+from cart_contract.retry import retrying
 
 
 @dataclass(frozen=True)
@@ -60,16 +62,15 @@ def topic_specs(env: os._Environ[str] | dict[str, str] = os.environ) -> list[Top
 def wait_for_broker(bootstrap: str, timeout_s: float) -> AdminClient:
     """Return an admin client once the broker answers a metadata request, else raise."""
     admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0})
-    deadline = time.monotonic() + timeout_s
-    last: Exception | None = None
-    while time.monotonic() < deadline:
-        try:
-            admin.list_topics(timeout=2)
-            return admin
-        except KafkaException as exc:
-            last = exc
-            time.sleep(0.5)
-    raise TimeoutError(f"Kafka at {bootstrap} did not answer within {timeout_s:.0f}s: {last}")
+    # A broker that is still starting is expected here: its failures are logged at INFO only.
+    answer = retrying(f"Kafka at {bootstrap}: metadata", on=KafkaException, deadline_s=timeout_s,
+                      first_s=0.5, max_s=0.5, level=logging.INFO)
+    try:
+        answer.call(admin.list_topics, timeout=2)
+    except KafkaException as exc:
+        raise TimeoutError(
+            f"Kafka at {bootstrap} did not answer within {timeout_s:.0f}s: {exc}") from exc
+    return admin
 
 
 def ensure_topics(admin: AdminClient, specs: list[TopicSpec]) -> list[str]:
