@@ -1,8 +1,7 @@
 """Publishing events to Kafka and waiting for the broker's acknowledgement, within bounds.
 
 The write API produces with confluent-kafka (librdkafka) only: measured, it costs a request
-about 40% less CPU than kafka-python (bench/write_api.py). kafka-python stays where it fits:
-topic administration, the catalog loader, tooling and tests.
+about 40% less CPU than kafka-python did (bench/write_api.py).
 """
 
 from __future__ import annotations
