@@ -15,6 +15,7 @@ import redis
 from psycopg.types.json import set_json_loads
 from psycopg_pool import ConnectionPool
 
+from cart_contract.retry import retrying
 from cart_read.config import Config
 
 log = logging.getLogger(__name__)
@@ -46,29 +47,28 @@ class PinnedReader:
     def __init__(self, client: redis.Redis) -> None:
         self._pool = client.connection_pool
         self._local = threading.local()
+        # A socket broken since this thread's last read (e.g. Redis restarted): one reconnect,
+        # then the failure is real.
+        self._read = retrying("Redis read", on=redis.ConnectionError, attempts=2, first_s=0,
+                              logger=log)
 
     def hmget(self, key: str, fields: tuple[str, ...]) -> list[bytes | None]:
         """HMGET key *fields; raises redis.RedisError like redis.Redis.hmget."""
-        for attempt in (1, 2):
-            pinned = getattr(self._local, "pinned", None)
-            if pinned is None:
-                pinned = self._local.pinned = _Pinned(self._pool)
-            conn = pinned.conn
-            try:
-                conn.send_command("HMGET", key, *fields)
-                return conn.read_response()
-            except redis.ResponseError:
-                raise
-            except redis.ConnectionError:
-                conn.disconnect()
-                # A socket broken since this thread's last read (e.g. Redis restarted): one
-                # reconnect, then the failure is real.
-                if attempt == 2:
-                    raise
-            except redis.RedisError:
-                conn.disconnect()
-                raise
-        raise AssertionError("unreachable")
+        return self._read.call(self._hmget, key, fields)
+
+    def _hmget(self, key: str, fields: tuple[str, ...]) -> list[bytes | None]:
+        pinned = getattr(self._local, "pinned", None)
+        if pinned is None:
+            pinned = self._local.pinned = _Pinned(self._pool)
+        conn = pinned.conn
+        try:
+            conn.send_command("HMGET", key, *fields)
+            return conn.read_response()
+        except redis.ResponseError:
+            raise
+        except redis.RedisError:
+            conn.disconnect()  # the next command on this thread connects afresh
+            raise
 
 
 class Stores:

@@ -24,6 +24,7 @@ from typing import Any
 import orjson
 
 from cart_contract.layout import UPDATES_CHANNEL
+from cart_contract.retry import Stopped, retrying
 
 log = logging.getLogger(__name__)
 
@@ -173,37 +174,48 @@ class CartWaiters:
         factory = self._client_factory
         if factory is None:
             return
-        backoff = 0.1
-        while not self._stop.is_set():
-            pubsub = None
-            try:
-                pubsub = factory().pubsub()
-                pubsub.subscribe(self._channel)
-                while not self._stop.is_set():
-                    msg = pubsub.get_message(timeout=1.0)
-                    if msg is None:
-                        continue
-                    if msg["type"] == "subscribe":
-                        # Notifications sent before this point were missed: everyone re-reads.
-                        self._connected = True
-                        backoff = 0.1
-                        self.wake_all()
-                    elif msg["type"] == "message":
-                        self.handle_message(msg["data"])
-            except Exception as exc:  # any failure means: reconnect, never die
-                level = logging.WARNING if self._connected else logging.DEBUG
-                log.log(level, "notification subscriber lost Redis, retrying: %s", exc)
-            finally:
-                if self._connected:
-                    self._connected = False
-                    self.wake_all()
-                if pubsub is not None:
-                    try:
-                        pubsub.close()
-                    except Exception:  # closing a broken connection may fail too
-                        pass
-            self._stop.wait(backoff)
-            backoff = min(backoff * 2, 5.0)
+        # Any failure means: reconnect, never die (until close()).
+        subscribe = retrying("notification subscriber: subscribing", until=self._stop,
+                             max_s=5.0, logger=log)
+        try:
+            while not self._stop.is_set():
+                self._listen(subscribe.call(self._subscribe, factory))
+        except Stopped:
+            pass
+
+    def _subscribe(self, factory: Callable[[], Any]) -> Any:
+        """A pub/sub connection whose subscription Redis confirmed (or close() was called)."""
+        pubsub = factory().pubsub()
+        try:
+            pubsub.subscribe(self._channel)
+            while not self._stop.is_set():
+                msg = pubsub.get_message(timeout=1.0)
+                if msg is not None and msg["type"] == "subscribe":
+                    break
+        except Exception:
+            _close_quietly(pubsub)
+            raise
+        return pubsub
+
+    def _listen(self, pubsub: Any) -> None:
+        """Wake waiters from the notifications until the connection breaks or close()."""
+        try:
+            if self._stop.is_set():
+                return
+            # Notifications sent before this point were missed: everyone re-reads.
+            self._connected = True
+            self.wake_all()
+            while not self._stop.is_set():
+                msg = pubsub.get_message(timeout=1.0)
+                if msg is not None and msg["type"] == "message":
+                    self.handle_message(msg["data"])
+        except Exception as exc:  # reconnect (the caller retries), never die
+            log.warning("notification subscriber lost Redis, reconnecting: %s", exc)
+        finally:
+            if self._connected:
+                self._connected = False
+                self.wake_all()
+            _close_quietly(pubsub)
 
     def close(self) -> None:
         """Stop the subscriber thread (if this process started one)."""
@@ -262,3 +274,10 @@ def _reached(cart: Any, min_offset: int, partition: int | None = None) -> bool:
         return False
     # A token names the partition: an offset of another partition says nothing about it.
     return (partition is None or position[0] == partition) and position[1] >= min_offset
+
+
+def _close_quietly(pubsub: Any) -> None:
+    try:
+        pubsub.close()
+    except Exception:  # closing a broken connection may fail too
+        pass

@@ -32,7 +32,7 @@ from cart_write.idempotency import (
     fingerprint,
 )
 from cart_write.openapi import build_openapi
-from cart_write.publisher import Publisher, PublishUnavailable, build_publisher
+from cart_write.publisher import ConfluentPublisher, Publisher, PublishUnavailable
 from cart_write.validation import (
     COMMANDS,
     IDEMPOTENCY_ENVIRON,
@@ -183,7 +183,7 @@ def create_app(
             ttl_s=config.idempotency_ttl_s, pending_ttl_s=config.idempotency_pending_ttl_s,
             key_prefix=config.redis_key_prefix)
     if publisher is None:
-        publisher = build_publisher(config)
+        publisher = ConfluentPublisher(config)
     if catalog is None and config.catalog_check:
         catalog = RedisCatalog(config.redis_url, config.redis_timeout_s,
                                key_prefix=config.redis_key_prefix)

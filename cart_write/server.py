@@ -17,8 +17,8 @@ def build_server(config: Config, target: str = WSGI_TARGET) -> Granian:
         target, host=config.host, port=config.port, workers=config.workers,
         threads=config.threads, log_level=config.log_level,
         shutdown_timeout_s=SHUTDOWN_TIMEOUT_S, loggers=["cart_write"],
-        # Both Kafka clients log every reconnect attempt (librdkafka's through
-        # "kafka.librdkafka"); the publisher says it once.
+        # librdkafka logs every reconnect attempt (through "kafka.librdkafka"); the
+        # publisher says it once.
         quiet=["kafka"],
     )
 

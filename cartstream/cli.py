@@ -74,17 +74,20 @@ def _failures(prefix: str, *kinds: type[BaseException]) -> Iterator[None]:
         fail(f"{prefix}: {_one_line(exc)}")
 
 
+def _env(module: str) -> str:
+    """The environment variables a service's settings class reads, for its --help."""
+    import importlib
+
+    from cart_contract.settings import variables
+
+    config = importlib.import_module(module).Config
+    return ", ".join(v for field in config.model_fields.values() for v in variables(field))
+
+
 # ---------------------------------------------------------------- serve
 
-ENV_WRITE = ("WRITE_HOST, WRITE_PORT, WRITE_WORKERS, WRITE_THREADS, WRITE_LOG_LEVEL, "
-             "WRITE_MAX_BODY_BYTES, WRITE_CATALOG_CHECK, WRITE_KAFKA_CLIENT, WRITE_LINGER_MS, "
-             "WRITE_BATCH_SIZE, WRITE_KAFKA_*_MS, WRITE_REDIS_TIMEOUT_S, WRITE_RETRY_AFTER_S, "
-             "KAFKA_BOOTSTRAP, TOPIC_CART_EVENTS, REDIS_URL, REDIS_KEY_PREFIX")
-ENV_READ = ("READ_HOST, READ_PORT, READ_WORKERS, READ_THREADS, READ_LOG_LEVEL, "
-            "READ_SHUTDOWN_TIMEOUT_S, READ_PAGE_DEFAULT, READ_PAGE_MAX, READ_WAIT_DEFAULT_MS, "
-            "READ_WAIT_MAX_MS, READ_MAX_WAITERS, READ_DEGRADED_POLL_MS, READ_REDIS_TIMEOUT_MS, "
-            "READ_REDIS_RETRY_MS, READ_PG_TIMEOUT_MS, READ_SWITCH_INTERVAL_US, REDIS_URL, "
-            "DATABASE_URL, REDIS_KEY_PREFIX, CART_UPDATES_CHANNEL (or READ_NOTIFY_CHANNEL)")
+ENV_WRITE = _env("cart_write.config")
+ENV_READ = _env("cart_read.config")
 
 
 @serve_app.command("write", help=f"""Serve the write API (commands in, `cart-events` out).
@@ -124,12 +127,7 @@ def serve_read(ctx: typer.Context) -> None:
 
 # ---------------------------------------------------------------- aggregate
 
-ENV_AGG = ("KAFKA_BOOTSTRAP, TOPIC_CART_EVENTS, TOPIC_PRODUCTS, TOPIC_CART_DETAILS, "
-           "TOPIC_DEAD_LETTER, RUN_DIR, AGG_WORKERS, AGG_PROCESSES, AGG_PROCESS_ID, "
-           "AGG_ADDRESSES, AGG_CLUSTER_PORT, AGG_RECOVERY, AGG_RECOVERY_DIR, "
-           "AGG_RECOVERY_PARTITIONS, AGG_SNAPSHOT_INTERVAL_S, AGG_BACKUP_INTERVAL_S, "
-           "AGG_PRODUCT_WAIT_S, AGG_METRICS_HOST, AGG_METRICS_PORT, AGG_LAG_INTERVAL_S, "
-           "AGG_SOURCE_BATCH_SIZE, AGG_SOURCE_IDLE_MS, AGG_DELIVERY_TIMEOUT_S, LOG_LEVEL")
+ENV_AGG = _env("cart_aggregator.config")
 
 
 @app.command(help=f"""Run the aggregator: `cart-events` + `product-details-events` folded into
@@ -201,9 +199,7 @@ def aggregate(
 
 # ---------------------------------------------------------------- sinks
 
-ENV_SINK = ("KAFKA_BOOTSTRAP, REDIS_URL, DATABASE_URL, TOPIC_CART_DETAILS, TOPIC_PRODUCTS, "
-            "TOPIC_DEAD_LETTER, CONSUMER_GROUP_PREFIX, REDIS_KEY_PREFIX, CART_UPDATES_CHANNEL, "
-            "SINK_BATCH_MAX, SINK_BATCH_WAIT_MS, SINK_RETRY_MAX_S")
+ENV_SINK = _env("connectors.config")
 SINK_HELP = {
     "redis": "`cart-details-event` into Redis (`cart:{customerId}`), publishing every change "
              "on CART_UPDATES_CHANNEL.",

@@ -20,6 +20,7 @@ unreachable, a record not acknowledged).
 from __future__ import annotations
 
 import csv
+import logging
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +30,7 @@ import orjson
 from confluent_kafka import KafkaError, Message, Producer
 
 from cart_contract import ContractError, Product, decode_product, encode_product
+from cart_contract.retry import retrying
 from connectors.config import Config
 from connectors.progress import Progress
 
@@ -124,21 +126,21 @@ def load_stream(lines: Iterable[str], config: Config, dry_run: bool = False) -> 
         "linger.ms": 20, "compression.type": "lz4", "message.timeout.ms": 30000,
     })
     delivery = _Delivery()
+    # A full local queue is back-pressure, not a failure: wait serving deliveries (poll),
+    # quietly and for as long as it takes.
+    produce = None if producer is None else retrying(
+        "catalog produce", on=BufferError, first_s=0.1, max_s=0.1, sleep=producer.poll,
+        level=logging.DEBUG)
     result = LoadResult(0, [])
     for _, row in parse_lines(lines):
         if isinstance(row, BadRow):
             result.bad.append(row)
             continue
         result.loaded += 1
-        if producer is None:
+        if producer is None or produce is None:
             continue
-        while True:
-            try:
-                producer.produce(config.topic_products, key=row.product_id.encode(),
-                                 value=encode_product(row), on_delivery=delivery)
-                break
-            except BufferError:
-                producer.poll(0.1)  # local queue full: let deliveries drain
+        produce.call(producer.produce, config.topic_products, key=row.product_id.encode(),
+                     value=encode_product(row), on_delivery=delivery)
         producer.poll(0)
     if producer is not None:
         remaining = producer.flush(60)

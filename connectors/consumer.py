@@ -26,6 +26,7 @@ from typing import Any, Protocol
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from cart_contract import dead_letter_from_error, encode_dead_letter
+from cart_contract.retry import Stopped, retrying
 from connectors.records import Poison
 
 log = logging.getLogger(__name__)
@@ -121,20 +122,12 @@ class Stopper:
 def with_retry(write: Callable[[], list[Poison]], what: str, stopper: Stopper,
                max_backoff_s: float) -> list[Poison] | None:
     """Run `write` until it succeeds, backing off; None when stopped before it did."""
-    delay, failures = 0.1, 0
-    while True:
-        try:
-            result = write()
-            if failures:
-                log.info("%s succeeded after %d failed attempts", what, failures)
-            return result
-        except Exception as exc:  # noqa: BLE001 - any store failure means: wait and retry
-            failures += 1
-            log.warning("%s failed (%s: %s); retrying in %.1fs", what, type(exc).__name__,
-                        str(exc).strip()[:300], delay)
-        if stopper.event.wait(delay):
-            return None
-        delay = min(delay * 2, max_backoff_s)
+    # Any store failure means: wait and retry.
+    retry = retrying(what, on=Exception, until=stopper.event, max_s=max_backoff_s, logger=log)
+    try:
+        return retry.call(write)
+    except Stopped:
+        return None
 
 
 def commit_offsets(batch: Sequence[Message]) -> dict[int, int]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import time
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Annotated
@@ -19,6 +19,7 @@ from confluent_kafka.admin import (
 )
 from pydantic import Field
 
+from cart_contract.retry import retrying
 from cart_contract.settings import (
     KafkaBootstrap,
     Settings,
@@ -90,16 +91,15 @@ def topic_specs(env: Mapping[str, str] | None = None) -> list[TopicSpec]:
 def wait_for_broker(bootstrap: str, timeout_s: float) -> AdminClient:
     """Return an admin client once the broker answers a metadata request, else raise."""
     admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0})
-    deadline = time.monotonic() + timeout_s
-    last: Exception | None = None
-    while time.monotonic() < deadline:
-        try:
-            admin.list_topics(timeout=2)
-            return admin
-        except KafkaException as exc:
-            last = exc
-            time.sleep(0.5)
-    raise TimeoutError(f"Kafka at {bootstrap} did not answer within {timeout_s:.0f}s: {last}")
+    # A broker that is still starting is expected here: its failures are logged at INFO only.
+    answer = retrying(f"Kafka at {bootstrap}: metadata", on=KafkaException, deadline_s=timeout_s,
+                      first_s=0.5, max_s=0.5, level=logging.INFO)
+    try:
+        answer.call(admin.list_topics, timeout=2)
+    except KafkaException as exc:
+        raise TimeoutError(
+            f"Kafka at {bootstrap} did not answer within {timeout_s:.0f}s: {exc}") from exc
+    return admin
 
 
 def ensure_topics(admin: AdminClient, specs: list[TopicSpec]) -> list[str]:

@@ -24,7 +24,7 @@ from cart_contract.layout import catalog_ready_key, product_key
 from cart_write.app import create_app
 from cart_write.catalog import NoCatalog, RedisCatalog
 from cart_write.config import Config
-from cart_write.publisher import PublishUnavailable, build_publisher
+from cart_write.publisher import ConfluentPublisher, PublishUnavailable
 from infra.topics import topic_specs
 from tests.integration.kafka_private import free_port
 
@@ -58,7 +58,7 @@ def config(kafka_bootstrap: str) -> Config:
 
 @pytest.fixture
 def client(config: Config) -> Any:
-    publisher = build_publisher(config)
+    publisher = ConfluentPublisher(config)
     yield create_app(config, publisher=publisher, catalog=NoCatalog()).test_client()
     publisher.close()
 
@@ -117,7 +117,7 @@ def test_a_retry_with_the_same_idempotency_key_answers_the_first_ack(
 def test_an_unreachable_broker_is_503_and_not_ready(unique: str) -> None:
     config = Config(kafka_bootstrap=f"localhost:{free_port()}", request_timeout_ms=1000,
                     delivery_timeout_ms=2000, max_block_ms=1000)
-    publisher = build_publisher(config)
+    publisher = ConfluentPublisher(config)
     with pytest.raises(PublishUnavailable):
         publisher.publish(TOPIC, b"k", b"v")
     client = create_app(config, publisher=publisher, catalog=NoCatalog()).test_client()
@@ -152,7 +152,7 @@ def test_with_a_ready_catalog_unknown_products_are_404_and_known_ones_accepted(
     config: Config, catalog_db: tuple[str, str], unique: str
 ) -> None:
     url, product = catalog_db
-    publisher = build_publisher(config)
+    publisher = ConfluentPublisher(config)
     client = create_app(config, publisher=publisher,
                         catalog=RedisCatalog(url, timeout_s=1.0)).test_client()
     customer = f"it-cat-{unique}"
@@ -168,7 +168,7 @@ def test_with_a_ready_catalog_unknown_products_are_404_and_known_ones_accepted(
 
 
 def test_with_redis_down_the_catalog_check_is_skipped(config: Config, unique: str) -> None:
-    publisher = build_publisher(config)
+    publisher = ConfluentPublisher(config)
     down = RedisCatalog(f"redis://127.0.0.1:{free_port()}/0", timeout_s=0.2)
     client = create_app(config, publisher=publisher, catalog=down).test_client()
     for _ in range(2):

@@ -21,7 +21,7 @@ from cart_contract import decode_cart_event
 from cart_write.app import create_app
 from cart_write.catalog import NoCatalog
 from cart_write.config import Config
-from cart_write.publisher import build_publisher
+from cart_write.publisher import ConfluentPublisher
 from infra.topics import ensure_topics, topic_specs, wait_for_broker
 from tests.integration.kafka_private import PrivateKafka
 
@@ -117,7 +117,7 @@ def test_kafka_stop_gives_503_then_202_after_restart_with_no_acked_event_lost_or
     kafka: PrivateKafka, unique: str
 ) -> None:
     bounds = small_bounds(kafka.bootstrap)
-    publisher = build_publisher(bounds)
+    publisher = ConfluentPublisher(bounds)
     app = create_app(bounds, publisher=publisher, catalog=NoCatalog())
     writers = Writers(app, f"rs-{unique}")
     writers.start()
@@ -131,7 +131,7 @@ def test_kafka_stop_gives_503_then_202_after_restart_with_no_acked_event_lost_or
         time.sleep(1.1)  # readiness answers are cached for a second
         assert client.get("/readyz").status_code == 503
         # A process that starts while Kafka is down answers 503 at once, without hanging.
-        fresh_publisher = build_publisher(bounds)
+        fresh_publisher = ConfluentPublisher(bounds)
         fresh = create_app(bounds, publisher=fresh_publisher,
                            catalog=NoCatalog()).test_client()
         with ThreadPoolExecutor(1) as pool:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+import pytest
+
 from connectors.catalog import BadRow, parse_lines, parse_rows
 from tests.support.cli import cartstream
 
@@ -72,3 +74,44 @@ def test_help_documents_formats_and_exit_status() -> None:
     assert result.exit_code == 0
     assert "--dry-run" in out and "key:json" in out and "CSV" in out
     assert "Exit status" in out and "1  some rows were bad" in out
+
+
+def test_a_full_local_queue_waits_serving_deliveries_and_loses_no_row(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from connectors import catalog
+    from connectors.config import Config
+
+    class QueueOfTwo:
+        """A producer whose local queue holds two records until poll() delivers them."""
+
+        def __init__(self, settings: dict[str, object]) -> None:
+            self.queued: list[bytes] = []
+            self.delivered: list[bytes] = []
+            self.polls: list[float] = []
+
+        def produce(self, topic: str, key: bytes, value: bytes, on_delivery: object) -> None:
+            if len(self.queued) >= 2:
+                raise BufferError("Local: Queue full")
+            self.queued.append(key)
+
+        def poll(self, timeout: float) -> int:
+            self.polls.append(timeout)
+            if timeout:  # only a real wait lets deliveries through in this fake
+                self.delivered += self.queued
+                self.queued = []
+            return 0
+
+        def flush(self, timeout: float) -> int:
+            self.delivered += self.queued
+            self.queued = []
+            return 0
+
+    built: list[QueueOfTwo] = []
+    monkeypatch.setattr(catalog, "Producer", lambda s: built.append(QueueOfTwo(s)) or built[-1])
+    lines = [f'{{"productId":"{i}","productName":"p","price":"1","stockQty":1}}\n'
+             for i in range(5)]
+    result = catalog.load_stream(lines, Config())
+    assert result.loaded == 5 and result.bad == []
+    assert built[0].delivered == [str(i).encode() for i in range(5)]
+    assert [t for t in built[0].polls if t] and max(built[0].polls) <= 0.1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass
 
 import orjson
@@ -145,3 +146,52 @@ def test_a_read_token_names_its_partition() -> None:
     with w.waiting("a", 3, 7) as waiter:
         assert w.notify("a", 900, 2) == 0 and not waiter.event.is_set()
         assert w.notify("a", 3, 7) == 1
+
+
+class FakePubSub:
+    """Confirms the subscription, hands out the queued messages, then breaks (or idles)."""
+
+    def __init__(self, messages: list[dict[str, object]], breaks: bool) -> None:
+        self.queue = [{"type": "subscribe", "data": 1}, *messages]
+        self.breaks = breaks
+        self.closed = False
+
+    def subscribe(self, channel: str) -> None:
+        self.channel = channel
+
+    def get_message(self, timeout: float) -> dict[str, object] | None:
+        if self.queue:
+            return self.queue.pop(0)
+        if self.breaks:
+            raise ConnectionError("Connection reset by peer")
+        threading.Event().wait(min(timeout, 0.01))
+        return None
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_the_subscriber_reconnects_after_a_lost_connection_and_every_waiter_rereads() -> None:
+    note = orjson.dumps({"customerId": "a", "offset": 3})
+    connections = [FakePubSub([{"type": "message", "data": note}], breaks=True),
+                   FakePubSub([], breaks=False)]
+    made: list[FakePubSub] = []
+
+    class Client:
+        def pubsub(self) -> FakePubSub:
+            made.append(connections.pop(0))
+            return made[-1]
+
+    w = CartWaiters(10, client_factory=Client, channel="updates")
+    try:
+        with w.waiting("a", 5) as waiter:
+            # Woken at least by each (re)subscription: the first and the one after the loss.
+            assert waiter.wait(10)
+            deadline = time.monotonic() + 10
+            while len(made) < 2 or not w.connected:
+                assert time.monotonic() < deadline, "the subscriber did not reconnect"
+                time.sleep(0.01)
+        assert made[0].closed and made[0].channel == "updates"
+    finally:
+        w.close()
+    assert made[1].closed and not w.connected

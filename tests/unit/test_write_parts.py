@@ -1,4 +1,4 @@
-"""The write API's parts without I/O: config, publisher (fake producer), catalog (fake Redis)."""
+"""The write API's parts without I/O: config, publisher (fake librdkafka), catalog (fake Redis)."""
 
 from __future__ import annotations
 
@@ -9,13 +9,12 @@ from typing import Any
 
 import pytest
 import redis
-from kafka.errors import IllegalStateError, KafkaTimeoutError, NotLeaderForPartitionError
 
 from cart_contract.layout import catalog_ready_key, product_key
 from cart_write import publisher as publisher_mod
 from cart_write.catalog import NoCatalog, RedisCatalog
 from cart_write.config import Config
-from cart_write.publisher import Ack, KafkaPublisher, PublishUnavailable, producer_settings
+from cart_write.publisher import Ack, ConfluentPublisher, PublishUnavailable, confluent_settings
 
 # ---------------------------------------------------------------- config
 
@@ -66,223 +65,8 @@ def test_granian_logging_config_covers_our_loggers() -> None:
     loggers = server.log_config["loggers"]
     # granian turns level names into numbers
     assert loggers["cart_write"]["level"] in ("DEBUG", logging.DEBUG)
-    # kafka-python's reconnect noise; ours says it once
+    # librdkafka's reconnect noise; ours says it once
     assert loggers["kafka"]["level"] in ("CRITICAL", logging.CRITICAL)
-
-
-# ---------------------------------------------------------------- publisher
-
-
-class FakeFuture:
-    def __init__(self, outcome: Any) -> None:
-        self.outcome = outcome
-        self.timeout: float | None = None
-
-    def get(self, timeout: float | None = None) -> Any:
-        self.timeout = timeout
-        if isinstance(self.outcome, Exception):
-            raise self.outcome
-        return self.outcome
-
-
-class Meta:
-    def __init__(self, partition: int, offset: int) -> None:
-        self.partition, self.offset = partition, offset
-
-
-class FakeProducer:
-    def __init__(self, **settings: Any) -> None:
-        self.settings = settings
-        self.outcomes: list[Any] = []
-        self.sent: list[tuple[str, bytes, bytes]] = []
-        self.futures: list[FakeFuture] = []
-        self.closed = False
-
-    def send(self, topic: str, key: bytes, value: bytes) -> FakeFuture:
-        self.sent.append((topic, key, value))
-        fut = FakeFuture(self.outcomes.pop(0) if self.outcomes else Meta(1, len(self.sent)))
-        self.futures.append(fut)
-        return fut
-
-    def close(self, timeout: float | None = None) -> None:
-        self.closed = True
-
-
-class Factory:
-    """Builds FakeProducers, or raises what it is told to."""
-
-    def __init__(self) -> None:
-        self.built: list[FakeProducer] = []
-        self.fail_with: Exception | None = None
-
-    def __call__(self, **settings: Any) -> FakeProducer:
-        if self.fail_with is not None:
-            raise self.fail_with
-        p = FakeProducer(**settings)
-        self.built.append(p)
-        return p
-
-
-@pytest.fixture
-def factory() -> Factory:
-    return Factory()
-
-
-@pytest.fixture
-def kp(factory: Factory) -> KafkaPublisher:
-    return KafkaPublisher(Config(), producer_factory=factory, admin_factory=_no_admin)
-
-
-def _no_admin(**_: Any) -> Any:
-    raise AssertionError("no admin client expected here")
-
-
-def test_producer_settings_are_durable_idempotent_and_bounded() -> None:
-    s = producer_settings(Config(kafka_bootstrap="a:1,b:2"))
-    assert s["acks"] == "all" and s["enable_idempotence"] is True
-    assert s["bootstrap_servers"] == ["a:1", "b:2"]
-    for bound in ("request_timeout_ms", "delivery_timeout_ms", "max_block_ms",
-                  "bootstrap_timeout_ms"):
-        assert 0 < s[bound] <= 10_000, bound
-
-
-def test_the_producer_is_created_lazily_once(kp: KafkaPublisher, factory: Factory) -> None:
-    assert factory.built == []
-    assert kp.publish("t", b"k", b"v") == Ack(1, 1)
-    assert kp.publish("t", b"k", b"v2") == Ack(1, 2)
-    assert len(factory.built) == 1
-    assert factory.built[0].sent == [("t", b"k", b"v"), ("t", b"k", b"v2")]
-    assert factory.built[0].futures[0].timeout == Config().ack_timeout_s
-
-
-def test_a_forked_process_builds_its_own_producer(
-    kp: KafkaPublisher, factory: Factory, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    kp.publish("t", b"k", b"v")
-    monkeypatch.setattr(publisher_mod.os, "getpid", lambda: 424242)
-    kp.publish("t", b"k", b"v")
-    assert len(factory.built) == 2
-
-
-@pytest.mark.parametrize("error", [
-    KafkaTimeoutError("Expiring 1 record(s)"), NotLeaderForPartitionError(),
-    IllegalStateError("broken"),
-])
-def test_a_failed_record_is_unavailable_and_the_producer_is_replaced(
-    kp: KafkaPublisher, factory: Factory, error: Exception
-) -> None:
-    kp.publish("t", b"k", b"v")
-    factory.built[0].outcomes.append(error)
-    with pytest.raises(PublishUnavailable):
-        kp.publish("t", b"k", b"v")
-    assert kp.publish("t", b"k", b"v") == Ack(1, 1)
-    assert len(factory.built) == 2
-    first = factory.built[0]
-    deadline = time.monotonic() + 5
-    while not first.closed and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert first.closed
-
-
-def test_a_wedged_producer_is_force_closed(kp: KafkaPublisher, factory: Factory) -> None:
-    # kafka-python 3.0.12 after an outage: the future never settles and close() cannot flush.
-    kp.publish("t", b"k", b"v")
-    wedged = factory.built[0]
-
-    class Sender:
-        forced = threading.Event()
-
-        def force_close(self) -> None:
-            self.forced.set()
-
-        def join(self, timeout: float | None = None) -> None:
-            pass
-
-    def close(timeout: float | None = None) -> None:
-        raise KafkaTimeoutError("Timeout waiting for future")
-
-    wedged._sender = Sender()  # type: ignore[attr-defined]
-    wedged.close = close  # type: ignore[method-assign]
-    stuck = FakeFuture(KafkaTimeoutError("Timeout after waiting for 6.0 secs."))
-    stuck.is_done = False  # type: ignore[attr-defined]
-    wedged.send = lambda topic, key, value: stuck  # type: ignore[method-assign]
-    with pytest.raises(PublishUnavailable):
-        kp.publish("t", b"k", b"v")
-    assert Sender.forced.wait(5)
-    assert kp.publish("t", b"k", b"v") == Ack(1, 1)
-    assert len(factory.built) == 2
-
-
-def test_only_one_of_many_failing_requests_replaces_the_producer(
-    kp: KafkaPublisher, factory: Factory
-) -> None:
-    kp.publish("t", b"k", b"v")
-    old = factory.built[0]
-    kp._on_failure(old, KafkaTimeoutError("expired"), None)
-    kp.publish("t", b"k", b"v")
-    kp._on_failure(old, KafkaTimeoutError("expired"), None)  # late report about the old one
-    kp.publish("t", b"k", b"v")
-    assert len(factory.built) == 2
-
-
-def test_an_unreachable_broker_fails_fast_until_the_backoff_ends(
-    kp: KafkaPublisher, factory: Factory, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    now = [1000.0]
-    monkeypatch.setattr(publisher_mod.time, "monotonic", lambda: now[0])
-    factory.fail_with = KafkaTimeoutError("Unable to bootstrap")
-    with pytest.raises(PublishUnavailable, match="unreachable"):
-        kp.publish("t", b"k", b"v")
-    factory.fail_with = None
-    with pytest.raises(PublishUnavailable, match="recent"):
-        kp.publish("t", b"k", b"v")
-    assert factory.built == []
-    now[0] += KafkaPublisher.BUILD_BACKOFF_S + 0.1
-    assert kp.publish("t", b"k", b"v") == Ack(1, 1)
-
-
-class FakeAdmin:
-    calls = 0
-    fail: Exception | None = None
-
-    def __init__(self, **settings: Any) -> None:
-        FakeAdmin.calls += 1
-        if FakeAdmin.fail is not None:
-            raise FakeAdmin.fail
-
-    def describe_cluster(self) -> dict[str, Any]:
-        return {"brokers": [{}]}
-
-    def close(self) -> None:
-        pass
-
-
-def test_ready_probes_the_broker_and_caches_the_answer(
-    factory: Factory, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    now = [50.0]
-    monkeypatch.setattr(publisher_mod.time, "monotonic", lambda: now[0])
-    FakeAdmin.calls, FakeAdmin.fail = 0, KafkaTimeoutError("Unable to bootstrap")
-    kp = KafkaPublisher(Config(), producer_factory=factory, admin_factory=FakeAdmin)
-    assert kp.ready() is False
-    FakeAdmin.fail = None
-    assert kp.ready() is False  # cached
-    assert FakeAdmin.calls == 1
-    now[0] += 2
-    assert kp.ready() is True
-    assert FakeAdmin.calls == 2
-    # A recent ack proves readiness without a probe.
-    now[0] += 5
-    kp.publish("t", b"k", b"v")
-    assert kp.ready() is True
-    assert FakeAdmin.calls == 2
-
-
-def test_close_flushes_the_producer(kp: KafkaPublisher, factory: Factory) -> None:
-    kp.close()  # nothing built yet: nothing to do
-    kp.publish("t", b"k", b"v")
-    kp.close()
-    assert factory.built[0].closed
 
 
 # ---------------------------------------------------------------- catalog
@@ -397,7 +181,7 @@ def test_no_catalog_accepts_everything() -> None:
     assert NoCatalog().knows("anything") is None
 
 
-# ---------------------------------------------------------------- confluent-kafka publisher
+# ---------------------------------------------------------------- publisher
 
 
 class FakeError:
@@ -453,25 +237,25 @@ class FakeLibrdkafka:
         return 0
 
 
-def confluent(**overrides: Any) -> tuple[publisher_mod.ConfluentPublisher, list[FakeLibrdkafka]]:
+def confluent(**overrides: Any) -> tuple[ConfluentPublisher, list[FakeLibrdkafka]]:
     built: list[FakeLibrdkafka] = []
 
     def factory(settings: dict[str, Any]) -> FakeLibrdkafka:
         built.append(FakeLibrdkafka(settings))
         return built[-1]
 
-    return publisher_mod.ConfluentPublisher(Config(**overrides), producer_factory=factory), built
+    return ConfluentPublisher(Config(**overrides), producer_factory=factory), built
 
 
-def test_confluent_settings_are_durable_idempotent_bounded_and_java_partitioned() -> None:
-    s = publisher_mod.confluent_settings(Config(kafka_bootstrap="a:1,b:2"))
+def test_producer_settings_are_durable_idempotent_bounded_and_java_partitioned() -> None:
+    s = confluent_settings(Config(kafka_bootstrap="a:1,b:2"))
     assert s["acks"] == "all" and s["enable.idempotence"] is True
     assert s["partitioner"] == "murmur2_random"  # the partition Java clients pick for a key
     assert s["bootstrap.servers"] == "a:1,b:2"
     assert 0 < s["message.timeout.ms"] <= 10_000 and 0 < s["request.timeout.ms"] <= 10_000
 
 
-def test_confluent_publish_waits_for_the_ack() -> None:
+def test_publish_waits_for_the_ack() -> None:
     pub, built = confluent()
     try:
         assert pub.publish("t", b"k", b"v") == Ack(3, 1)
@@ -483,7 +267,7 @@ def test_confluent_publish_waits_for_the_ack() -> None:
 
 
 @pytest.mark.parametrize("outcome", [FakeError(-192), BufferError("queue full")])
-def test_confluent_a_failed_or_refused_record_is_unavailable(outcome: Any) -> None:
+def test_a_failed_or_refused_record_is_unavailable(outcome: Any) -> None:
     pub, built = confluent()
     try:
         pub.publish("t", b"k", b"v")
@@ -495,7 +279,7 @@ def test_confluent_a_failed_or_refused_record_is_unavailable(outcome: Any) -> No
         pub.close()
 
 
-def test_confluent_fails_fast_while_all_brokers_are_down_and_probes_once_a_second(
+def test_it_fails_fast_while_all_brokers_are_down_and_probes_once_a_second(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     pub, built = confluent()
@@ -517,7 +301,7 @@ def test_confluent_fails_fast_while_all_brokers_are_down_and_probes_once_a_secon
         pub.close()
 
 
-def test_confluent_a_fatal_error_replaces_the_producer_and_a_fork_builds_its_own(
+def test_a_fatal_error_replaces_the_producer_and_a_fork_builds_its_own(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     pub, built = confluent()
@@ -532,7 +316,64 @@ def test_confluent_a_fatal_error_replaces_the_producer_and_a_fork_builds_its_own
         pub.close()
 
 
-def test_the_publisher_is_confluent_kafka() -> None:
-    assert isinstance(publisher_mod.build_publisher(Config()), publisher_mod.ConfluentPublisher)
-    # The variable that chose kafka-python is gone; a leftover one changes nothing.
-    assert Config.from_env({"WRITE_KAFKA_CLIENT": "kafka-python"}) == Config()
+def test_ready_probes_the_broker_and_caches_the_answer(monkeypatch: pytest.MonkeyPatch) -> None:
+    pub, built = confluent()
+    now = [50.0]
+    monkeypatch.setattr(publisher_mod.time, "monotonic", lambda: now[0])
+    probes: list[float] = []
+    answer: list[Exception | None] = [publisher_mod.KafkaException("timed out")]
+
+    def list_topics(topic: str, timeout: float) -> Any:
+        probes.append(timeout)
+        if answer[0] is not None:
+            raise answer[0]
+        return object()
+
+    try:
+        pub.publish("t", b"k", b"v")
+        built[0].list_topics = list_topics  # type: ignore[attr-defined]
+        assert pub.ready() is True and probes == []  # a recent ack proves readiness
+        now[0] += 2
+        assert pub.ready() is False and len(probes) == 1
+        answer[0] = None
+        assert pub.ready() is False and len(probes) == 1  # cached for a second
+        now[0] += 1
+        assert pub.ready() is True and len(probes) == 2
+        assert probes[0] == Config().request_timeout_ms / 1000
+    finally:
+        pub.close()
+
+
+class QuickAck(Config):
+    """Config with a short ack wait, so a record that is never settled costs the test little."""
+
+    @property
+    def ack_timeout_s(self) -> float:
+        return 0.05
+
+
+def test_a_record_never_acknowledged_is_unavailable_after_the_ack_wait() -> None:
+    built: list[FakeLibrdkafka] = []
+
+    def silent(settings: dict[str, Any]) -> FakeLibrdkafka:
+        built.append(FakeLibrdkafka(settings))
+        built[-1].poll = lambda timeout: time.sleep(0.001) or 0  # type: ignore[method-assign]
+        return built[-1]
+
+    pub = ConfluentPublisher(QuickAck(), producer_factory=silent)
+    try:
+        with pytest.raises(PublishUnavailable, match="in time"):
+            pub.publish("t", b"k", b"v")
+    finally:
+        pub.close()
+
+
+def test_close_flushes_the_producer_once_and_stops_polling() -> None:
+    pub, built = confluent()
+    pub.close()  # nothing built yet: nothing to do
+    pub, built = confluent()
+    flushed: list[float] = []
+    pub.publish("t", b"k", b"v")
+    built[0].flush = lambda timeout: flushed.append(timeout) or 0  # type: ignore[method-assign]
+    pub.close()
+    assert flushed == [Config().ack_timeout_s]
