@@ -36,6 +36,7 @@ from connectors.consumer import DeadLetters, Stopper, run
 from connectors.migrate import migrate, migrations
 from connectors.replay import GroupActive, replay_sink
 from connectors.sinks import PostgresCartWriter, RedisCartWriter
+from tests.support.cli import cartstream
 from tests.support.connectors import upsert_carts
 
 pytestmark = pytest.mark.integration
@@ -289,7 +290,7 @@ def test_redis_outage_waits_and_catches_up(kafka_bootstrap, topics, unique, tmp_
 # ------------------------------------------------------------------ catalog loader
 
 def test_catalog_loader_loads_good_rows_and_reports_bad_ones(
-        kafka_bootstrap, topics, unique, tmp_path, monkeypatch, capsys) -> None:
+        kafka_bootstrap, topics, unique, tmp_path) -> None:
     f = tmp_path / "catalog.txt"
     f.write_text(
         '1:{"productId":"1","productName":"IPhone 12","price":"65000","stockQty":768}\n'
@@ -298,11 +299,11 @@ def test_catalog_loader_loads_good_rows_and_reports_bad_ones(
         "\n"
         "garbage line\n"
     )
-    monkeypatch.setenv("KAFKA_BOOTSTRAP", kafka_bootstrap)
-    monkeypatch.setenv("TOPIC_PRODUCTS", topics["products"])
-    assert catalog_cli.main(["load", str(f), "--dry-run"]) == 1
-    assert catalog_cli.main(["load", str(f)]) == 1
-    err = capsys.readouterr().err
+    env = {"KAFKA_BOOTSTRAP": kafka_bootstrap, "TOPIC_PRODUCTS": topics["products"]}
+    assert cartstream("catalog", "load", str(f), "--dry-run", env=env).exit_code == 1
+    loaded = cartstream("catalog", "load", str(f), env=env)
+    assert loaded.exit_code == 1
+    err = loaded.stderr
     assert f"{f}:3: INVALID_PRICE" in err and f"{f}:5:" in err
     c = Consumer({"bootstrap.servers": kafka_bootstrap, "group.id": f"l-{unique}"})
     total = 0
