@@ -115,18 +115,18 @@ def test_lag_is_the_high_watermark_minus_the_next_offset_to_read() -> None:
 def test_tallies_are_summed_over_threads_when_scraped() -> None:
     import threading
 
-    before = metrics.total(metrics.REPEATS)
+    before = metrics.total(metrics.HELD)
 
     def work() -> None:
-        metrics.tally()[metrics.REPEATS] += 5
+        metrics.tally()[metrics.HELD] += 5
 
     threads = [threading.Thread(target=work) for _ in range(3)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    assert metrics.total(metrics.REPEATS) == before + 15
-    assert REGISTRY.get_sample_value("cartstream_aggregator_repeats_dropped_total") == before + 15
+    assert metrics.total(metrics.HELD) == before + 15
+    assert REGISTRY.get_sample_value("cartstream_aggregator_held_for_answer") == before + 15
 
 
 class ConsumedMessage:
