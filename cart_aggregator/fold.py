@@ -34,6 +34,7 @@ import zlib
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any, NamedTuple
 
+import msgspec
 import orjson
 
 from cart_aggregator.metrics import APPLIED, DUPLICATE, REJECTED
@@ -84,7 +85,7 @@ class SavedLine(NamedTuple):
     total_price: str
 
 
-class Line(NamedTuple):
+class Line(msgspec.Struct, frozen=True, gc=False):
     """A cart line. Immutable and shared: carts hold the same `Line` (see `LineCache`)."""
 
     item_id: str
@@ -94,10 +95,13 @@ class Line(NamedTuple):
     total_price: Decimal  # exact, rounded only when printed
     json: bytes  # the line as the record shows it
     cents: int | None  # total_price in cents when it is a whole number of cents
-    saved: SavedLine  # the line as a snapshot holds it (a snapshot converts nothing)
+    saved: tuple[Any, ...]  # the line as a snapshot holds it (SavedLine's layout)
 
 
-class CustomerState(NamedTuple):
+# msgspec Structs rather than NamedTuples: CPython 3.11 specialises attribute loads of their
+# fields (slots) but neither indexing nor unpacking of tuple subclasses, and they are smaller
+# (gc=False: they hold only str, int, bytes, Decimal and tuples of those, so no cycles).
+class CustomerState(msgspec.Struct, frozen=True, gc=False):
     """Everything the fold needs to know about one customer (see the module doc)."""
 
     customer_id: str
@@ -157,7 +161,7 @@ class LineCache:
                                  "unitPrice": _money(price), "totalPrice": _money(total)})
             line = self.lines[key] = Line(
                 item_id, item_name, qty, unit_price, total, json,
-                _cents(total), SavedLine(item_id, item_name, qty, unit_price, str(total)))
+                _cents(total), (item_id, item_name, qty, unit_price, str(total)))
         return line
 
 
@@ -192,8 +196,6 @@ _REJECTION = {
     EMPTY_CART: _rejection_template(CHECKOUT, EMPTY_CART, False),
 }
 _fromhex = bytes.fromhex
-# Builds a NamedTuple without its Python-level __new__ (a frame per event otherwise).
-_new = tuple.__new__
 
 
 def apply(state: CustomerState | None, w: Wire, product: ProductTuple | None,
@@ -205,10 +207,11 @@ def apply(state: CustomerState | None, w: Wire, product: ProductTuple | None,
     """
     # The hot path of the flow, once per event: calls, generator expressions and temporary
     # objects are avoided on purpose (Python 3.11 makes each a frame or an allocation).
-    eid = w[EVENT_ID]
+    eid, etype, customer, item, qty, occurred_at, partition, offset = w
     if state is None:
-        state = _new(CustomerState, (w[CUSTOMER], 0, None, (), 0, None, (), b"", ""))
-    cid, generation, status, lines, version, _, rejected, window, _ = state
+        state = CustomerState(customer, 0, None, (), 0, None, (), b"", "")
+    generation, status, lines = state.generation, state.status, state.lines
+    rejected, window = state.rejected, state.recent_event_ids
     try:
         eid_bytes = _fromhex(eid.replace("-", ""))
     except ValueError:
@@ -223,16 +226,16 @@ def apply(state: CustomerState | None, w: Wire, product: ProductTuple | None,
         outcome = DUPLICATE
         window = window[:i] + window[i + _UUID_LEN:]
     else:
-        outcome, reason, etype = APPLIED, None, w[TYPE]
+        outcome, reason = APPLIED, None
         is_open = status == OPEN
         if etype == ADD:
             if product is None:
                 reason = UNKNOWN_PRODUCT
             else:
-                item_id, qty, at = w[ITEM], w[QTY], -1
+                at = -1
                 if is_open:
                     for j, li in enumerate(lines):
-                        if li.item_id == item_id:
+                        if li.item_id == item:
                             qty += li.qty
                             at = j
                             break
@@ -250,16 +253,16 @@ def apply(state: CustomerState | None, w: Wire, product: ProductTuple | None,
                     else:
                         lines = (*lines[:at], line, *lines[at + 1:])
         elif etype == REMOVE:
-            item_id, at = w[ITEM], -1
+            at = -1
             if is_open:
                 for j, li in enumerate(lines):
-                    if li.item_id == item_id:
+                    if li.item_id == item:
                         at = j
                         break
             if at < 0:
                 reason = NOT_IN_CART
             else:
-                current, qty = lines[at], w[QTY]
+                current = lines[at]
                 if qty is None or qty >= current.qty:
                     lines = (*lines[:at], *lines[at + 1:])
                 else:
@@ -280,13 +283,12 @@ def apply(state: CustomerState | None, w: Wire, product: ProductTuple | None,
             raise AssertionError(f"unhandled event type {etype}")
         if reason is not None:
             outcome = REJECTED
-            item = w[ITEM]
             rejection = (_REJECTION[reason] % (eid.encode(), item.encode()) if item is not None
                          else _REJECTION[reason] % eid.encode())
             rejected = (*rejected, rejection)[-REJECTIONS_KEPT:]
-    return _new(CustomerState, (cid, generation, status, lines, version + 1,
-                                (eid, w[PARTITION], w[OFFSET]), rejected,
-                                (window + eid_bytes)[-_WINDOW_BYTES:], w[AT])), outcome
+    return CustomerState(state.customer_id, generation, status, lines, state.version + 1,
+                         (eid, partition, offset), rejected,
+                         (window + eid_bytes)[-_WINDOW_BYTES:], occurred_at), outcome
 
 
 # The record's layout, as orjson writes `cart_contract.cart_details_to_dict` (compact, in this
@@ -302,7 +304,7 @@ _STATUS = {None: OPEN.encode(), OPEN: OPEN.encode(), CHECKED_OUT: CHECKED_OUT.en
 
 def encode_state(s: CustomerState) -> bytes:
     """The cart-details record of a state (cart_contract.encode_cart_details's bytes)."""
-    cid, generation, status, lines, version, last, rejected, _, updated_at = s
+    lines = s.lines
     qty = cents = 0
     parts = []
     try:
@@ -320,10 +322,11 @@ def encode_state(s: CustomerState) -> bytes:
             exact += li.total_price
             parts.append(li.json)
         total = _money(exact).encode()
-    cid_bytes = cid.encode()
+    cid_bytes, last = s.customer_id.encode(), s.last_event
     return _RECORD % (
-        cid_bytes, cid_bytes, generation, _STATUS[status], b",".join(parts), qty, total, version,
-        last[0].encode(), last[1], last[2], b",".join(rejected), orjson.dumps(updated_at))
+        cid_bytes, cid_bytes, s.generation, _STATUS[s.status], b",".join(parts), qty, total,
+        s.version, last[0].encode(), last[1], last[2], b",".join(s.rejected),
+        orjson.dumps(s.updated_at))
 
 
 # ------------------------------------------------------------------------------ snapshots
@@ -340,9 +343,16 @@ class SavedFold(NamedTuple):
     answers: tuple[tuple[int, Any], ...]  # answers that came before their event: (offset, answer)
 
 
+def fields_of(cls: type) -> tuple[str, ...]:
+    """The field names of a NamedTuple or a msgspec Struct, in order."""
+    if issubclass(cls, msgspec.Struct):
+        return cls.__struct_fields__
+    return cls._fields  # type: ignore[attr-defined]
+
+
 def shape_of(*classes: Any) -> str:
-    """A fingerprint of NamedTuples' names and fields (and of the field lists given as tuples)."""
-    parts = [(c.__name__, c._fields) if isinstance(c, type) else c for c in classes]
+    """A fingerprint of classes' names and fields (and of the field lists given as tuples)."""
+    parts = [(c.__name__, fields_of(c)) if isinstance(c, type) else c for c in classes]
     return f"{zlib.crc32(repr(parts).encode()):08x}"
 
 
@@ -352,15 +362,17 @@ SHAPE = shape_of(SavedFold, CustomerState, SavedLine, WIRE_FIELDS, PRODUCT_FIELD
 
 
 def to_snapshot(s: CustomerState) -> tuple[Any, ...]:
-    """The state as a snapshot holds it: a plain tuple, lines as `SavedLine`s."""
-    return (*s[:3], tuple([li.saved for li in s.lines]), *s[4:])
+    """The state as a snapshot holds it: a plain tuple of its fields, lines as `SavedLine`s."""
+    return (s.customer_id, s.generation, s.status, tuple([li.saved for li in s.lines]), s.version,
+            s.last_event, s.rejected, s.recent_event_ids, s.updated_at)
 
 
 def from_snapshot(t: tuple[Any, ...], cache: LineCache) -> CustomerState:
     """A state back from `to_snapshot`, its lines shared through `cache`."""
-    saved = CustomerState._make(t)
-    lines = tuple([cache.get(li[0], li[1], li[3], li[2]) for li in saved.lines])
-    return saved._replace(lines=lines,
-                          last_event=None if saved.last_event is None else tuple(saved.last_event),
-                          rejected=tuple(saved.rejected[-REJECTIONS_KEPT:]),
-                          recent_event_ids=saved.recent_event_ids[-_WINDOW_BYTES:])
+    cid, generation, status, lines, version, last, rejected, window, updated_at = t
+    return CustomerState(
+        cid, generation, status,
+        tuple([cache.get(li.item_id, li.item_name, li.unit_price, li.qty)
+               for li in map(SavedLine._make, lines)]),
+        version, None if last is None else tuple(last), tuple(rejected[-REJECTIONS_KEPT:]),
+        window[-_WINDOW_BYTES:], updated_at)

@@ -187,9 +187,9 @@ def test_the_snapshot_is_the_layout_the_shape_fingerprints() -> None:
     # Plain tuples (cheap to pickle) whose layout is SavedFold's, CustomerState's, SavedLine's.
     assert type(snap) is tuple and len(snap) == len(SavedFold._fields)
     state = SavedFold(*snap).state
-    assert type(state) is tuple and len(state) == len(CustomerState._fields)
-    for line in CustomerState(*state).lines:
-        assert type(line) is SavedLine or len(line) == len(SavedLine._fields)
+    assert type(state) is tuple and len(state) == len(fold.fields_of(CustomerState))
+    lines = dict(zip(fold.fields_of(CustomerState), state, strict=True))["lines"]
+    assert lines and all(type(li) is tuple and len(li) == len(SavedLine._fields) for li in lines)
     assert FoldLogic(snap).snapshot() == snap
 
 
