@@ -36,6 +36,7 @@ import os
 import pickle
 import random
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -459,10 +460,11 @@ def summary(runs: list[dict]) -> dict[str, dict]:
             sustained = sorted(r["sustained_events_per_cpu_s"] or 0 for r in mine)
             prefix = "" if tree == "new" else "baseline_"
             out[f"{prefix}{n}_process" + ("es" if n > 1 else "")] = {
-                "events_per_s_median": rates[len(rates) // 2],
+                "events_per_s_median": round(statistics.median(rates)),
                 "events_per_s_range": [rates[0], rates[-1]],
-                "events_per_cpu_s_median": cpu[len(cpu) // 2],
-                "sustained_events_per_cpu_s_median": sustained[len(sustained) // 2]}
+                "events_per_cpu_s_median": round(statistics.median(cpu)),
+                "events_per_cpu_s_range": [cpu[0], cpu[-1]],
+                "sustained_events_per_cpu_s_median": round(statistics.median(sustained))}
     return out
 
 
