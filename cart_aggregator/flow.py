@@ -263,9 +263,9 @@ class FoldLogic(StatefulBatchLogic[Any, bytes, tuple[Any, ...]]):
 
     def on_batch(self, values: list[Any]) -> tuple[list[bytes], bool]:
         state, waiting, answers = self.state, self.waiting, self.answers
+        # Gauges move only for a customer with something held (before or after the batch).
         held_before = (len(waiting) if waiting else 0, len(answers) if answers else 0)
-        lines, t, out = self.lines, metrics.tally(), []
-        awaits = AWAITS_ANSWER
+        lines, t, out, awaits = self.lines, metrics.tally(), [], AWAITS_ANSWER
         for v in values:
             if len(v) == _ANSWER_LEN:
                 if waiting is None or waiting[0][OFFSET] != v[0]:
