@@ -1,19 +1,29 @@
-"""Aggregator throughput on real Kafka, peak memory, and state bytes per open cart.
+"""Aggregator throughput on real Kafka, the BASELINE commit's beside this tree's; state size.
 
     python bench/aggregator.py [--events 200000] [--customers 20000] [--products 1000]
                                [--processes 1 2] [--repeat 1] [--bootstrap localhost:9092]
+                               [--baseline 64bc8fb]
+    python bench/aggregator.py --callgrind [--events 20000]   # instructions per event (fold)
 
-1. Preloads fresh topics with a catalog and N random cart events (adds, removes, clears and
+1. Checks out the baseline commit in a temporary git worktree (.run/, removed at the end), so
+   "today's" aggregator runs beside this one on the same machine, in the same run.
+2. Preloads fresh topics with a catalog and N random cart events (adds, removes, clears and
    checkouts over `customers` customers).
-2. For each process count, runs `cartstream aggregate` (recovery on, default snapshot
-   interval) from the start of the topics into fresh output topics, and reports the sustained
-   rate (first output record to last), the time to first output, and each process's peak RSS
-   (VmHWM). The run must produce exactly one record per event and no dead letters. With
-   --repeat N each setting runs N times (other load on the machine moves the wall-clock rate;
-   events per CPU-second moves much less).
-3. State per open cart: the pickled size of a customer's snapshots (what recovery copies each
-   epoch), and the RSS a live flow needs per extra customer with an open 3-line cart (two
-   in-memory runs with C and 2C customers).
+3. For each process count, runs the aggregator of each tree in turn (`cartstream aggregate`;
+   the baseline tree's `python -m cart_aggregator`) (recovery on,
+   default snapshot interval) from the start of the topics into fresh output topics, and reports
+   the sustained rate (first output record to last), events per CPU-second, the time to first
+   output, and each process's peak RSS (VmHWM). A run must produce exactly one record per event
+   and no dead letters.
+4. The plain-loop ceiling of each tree: parse + fold of the same events in a Python loop (the
+   flow's own parse and fold functions; no bytewax, no Kafka), and this tree's flow/ceiling
+   ratio.
+5. State per open cart, each tree: the RSS a live in-memory flow needs per extra customer with an
+   open 3-line cart (two runs with C and 2C customers); this tree's pickled snapshot size.
+
+--callgrind runs the fold loop (apply + encode, no parse) of each tree under valgrind's
+callgrind with one and with two passes over the events: the difference, divided by the events,
+is the instruction count per event, free of start-up and setup.
 
 Writes bench/results/aggregator.json.
 """
@@ -21,16 +31,19 @@ Writes bench/results/aggregator.json.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import pickle
 import random
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 
@@ -40,11 +53,10 @@ from confluent_kafka.admin import AdminClient, NewTopic
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from cart_aggregator.fold import fold  # noqa: E402
-from cart_aggregator.snapshots import customer_to_tuple  # noqa: E402
+from cart_aggregator.flow import FoldLogic  # noqa: E402
+from cart_aggregator.join import product_tuple  # noqa: E402
 from cart_contract import (  # noqa: E402
     CartEvent,
-    EventPosition,
     EventType,
     Product,
     encode_cart_event,
@@ -53,6 +65,7 @@ from cart_contract import (  # noqa: E402
 )
 
 RESULTS = ROOT / "bench" / "results"
+BASELINE = "64bc8fb"  # today's aggregator, before the fold went to log order
 KINDS = [EventType.ITEM_ADDED] * 6 + [EventType.ITEM_REMOVED] * 2 + [EventType.CHECKOUT,
                                                                       EventType.CART_CLEARED]
 
@@ -169,7 +182,7 @@ def free_port(count: int = 1) -> int:
 
 
 def run_flow(bootstrap: str, inputs: dict[str, str], tag: str, events: int,
-             processes: int) -> dict:
+             processes: int, root: Path = ROOT) -> dict:
     """Run the aggregator until every event has its record; measure rate and memory."""
     run_tag = uuid.uuid4().hex[:6]
     out = {"TOPIC_CART_DETAILS": f"bench-{tag}-details-{processes}p-{run_tag}",
@@ -180,12 +193,14 @@ def run_flow(bootstrap: str, inputs: dict[str, str], tag: str, events: int,
            "AGG_PROCESSES": str(processes), "AGG_METRICS_PORT": str(free_port(processes)),
            "AGG_CLUSTER_PORT": str(free_port(processes)), "PYTHONUNBUFFERED": "1"}
     log = (run_dir / "aggregator.log").open("wb")
-    proc = subprocess.Popen([sys.executable, "-m", "cartstream", "aggregate"], cwd=ROOT,
-                            env=env, stdout=log, stderr=subprocess.STDOUT)
+    # This tree has one command line; the baseline commit predates it.
+    command = ["cartstream", "aggregate"] if root == ROOT else ["cart_aggregator"]
+    proc = subprocess.Popen([sys.executable, "-m", *command], cwd=root, env=env,
+                            stdout=log, stderr=subprocess.STDOUT)
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"bench-{uuid.uuid4()}"})
     start = time.monotonic()
     first = last = None
-    cpu = 0.0
+    cpu = cpu_first = 0.0
     peaks: dict[int, int] = {}
     try:
         while True:
@@ -193,6 +208,7 @@ def run_flow(bootstrap: str, inputs: dict[str, str], tag: str, events: int,
             now = time.monotonic()
             if n and first is None:
                 first = (now, n)
+                cpu_first = sum(cpu_seconds(pid) for pid in descendants(proc.pid))
             for pid in descendants(proc.pid):
                 peaks[pid] = max(peaks.get(pid, 0), status_kib(pid, "VmHWM"))
             if n >= events:
@@ -214,25 +230,34 @@ def run_flow(bootstrap: str, inputs: dict[str, str], tag: str, events: int,
     # The launcher itself only supervises; report the flow processes.
     flow_peaks = [kib // 1024 for pid, kib in sorted(peaks.items())
                   if processes == 1 or pid != proc.pid]
-    return {"processes": processes, "events": events, "records": n,
+    return {"tree": "new" if root == ROOT else "baseline", "processes": processes,
+            "events": events, "records": n,
             "startup_s": round(first[0] - start, 2), "seconds": round(seconds, 2),
             "events_per_s": round((events - first[1]) / seconds) if seconds else None,
             "end_to_end_events_per_s": round(events / (last - start)),
             # Robust to other load on the machine: events per CPU-second the flow used,
             # start-up (imports, connecting) included.
             "cpu_s": round(cpu, 2), "events_per_cpu_s": round(events / cpu),
+            # The same from the first output record to the last (start-up left out), which is
+            # what the sustained rate measures too; the CPU sample is taken every 0.1 s.
+            "sustained_events_per_cpu_s": round((events - first[1]) / (cpu - cpu_first))
+            if cpu > cpu_first else None,
             "peak_rss_mib": flow_peaks}
 
 
 def snapshot_bytes(events: list[CartEvent], products: dict[str, Product]) -> dict:
-    """Pickled snapshot size per open cart, over the workload's final open carts."""
-    positioned = [(e, EventPosition(e.event_id, 0, i)) for i, e in enumerate(events)]
-    states = fold(positioned, lambda e: products.get(e.item_id or ""))
-    opens = [s for s in states.values() if s.is_open and s.lines]
-    # What the fold and sequence stages snapshot per customer (see flow.FoldLogic).
-    sizes = sorted(len(pickle.dumps((customer_to_tuple(s), ()))) + len(pickle.dumps(s.version))
-                   for s in opens)
-    lines = sorted(len(s.lines) for s in opens)
+    """Pickled fold snapshot per open cart (what recovery copies each epoch), this tree."""
+    catalog = {pid: product_tuple(p) for pid, p in products.items()}
+    logics: dict[str, FoldLogic] = {}
+    for i, ev in enumerate(events):
+        logic = logics.get(ev.customer_id) or logics.setdefault(ev.customer_id, FoldLogic(None))
+        w = (ev.event_id, ev.type.value, ev.customer_id, ev.item_id, ev.qty, ev.occurred_at, 0, i)
+        answer = [(i, catalog.get(ev.item_id or ""))] if ev.type is EventType.ITEM_ADDED else []
+        logic.on_batch([w, *answer])
+    opens = [lg for lg in logics.values() if lg.state and lg.state.status == "OPEN"
+             and lg.state.lines]
+    sizes = sorted(len(pickle.dumps(lg.snapshot())) for lg in opens)
+    lines = sorted(len(lg.state.lines) for lg in opens if lg.state)
     return {"open_carts": len(opens), "median_lines": lines[len(lines) // 2],
             "median_bytes": sizes[len(sizes) // 2], "p90_bytes": sizes[len(sizes) * 9 // 10]}
 
@@ -281,27 +306,168 @@ run_main(build_flow(Config(), cart_source=TestingSource(events(), batch_size=100
 """
 
 
-def rss_per_customer(customers: int, events_each: int) -> int:
+def rss_per_customer(customers: int, events_each: int, root: Path = ROOT) -> int:
     """Marginal RSS bytes per customer with an open 3-line cart, in a live in-memory flow."""
     def rss(n: int) -> int:
         res = subprocess.run([sys.executable, "-c", RSS_PROBE, str(n), str(events_each)],
-                             cwd=ROOT, check=True, capture_output=True, text=True)
+                             cwd=root, check=True, capture_output=True, text=True)
         return int(res.stdout.split()[-1])
 
     small, big = rss(customers), rss(2 * customers)
     return round((big - small) * 1024 / customers)
 
 
+# The plain loop, run in a tree's directory so that it imports that tree's aggregator. Modes:
+# "ceiling": parse (the flow's parse_cart_events, 1,000-record batches) + fold + encode, timed;
+# "fold": the events parsed beforehand, `passes` passes of fold + encode (for callgrind).
+LOOP_PROBE = r"""
+import pickle, sys, time
+from cart_aggregator.flow import parse_cart_events
+from cart_aggregator.sources import SourceMessage
+
+data = pickle.load(open(sys.argv[1], "rb"))
+n, mode, passes = int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
+msgs = [SourceMessage(k, v, "cart-events", 0, i) for i, (k, v) in enumerate(data["events"][:n])]
+products = data["products"]
+try:  # this tree: events as parsed, each add with its product (the join's answer)
+    from cart_aggregator.fold import LineCache, SavedFold, apply, encode_state
+
+    def prepare(pairs):
+        return [(w, products.get(w[3]) if w[1] == "ITEM_ADDED" else None) for _, w in pairs]
+
+    def fold(ready):
+        states, cache = {}, LineCache()
+        get = states.get
+        for w, product in ready:
+            cid = w[2]
+            s, _ = apply(get(cid), w, product, cache)
+            states[cid] = s
+            encode_state(s)
+
+    def parse_fold(batch):
+        states, cache = STATE
+        get = states.get
+        for cid, w in parse_cart_events(batch):
+            s, _ = apply(get(cid), w, products.get(w[3]) if w[1] == "ITEM_ADDED" else None,
+                         cache)
+            states[cid] = s
+            encode_state(s)
+except ImportError:  # the baseline: versioned wires that carry their product
+    from cart_aggregator.fastfold import LineCache, apply_wire, encode_state
+
+    def prepare(pairs):
+        versions, out = {}, []
+        for cid, w in pairs:
+            v = versions[cid] = versions.get(cid, 0) + 1
+            out.append((v, *w[1:10], products.get(w[4]) if w[2] == "ITEM_ADDED" else None))
+        return out
+
+    def fold(ready):
+        states, cache = {}, LineCache()
+        get = states.get
+        for w in ready:
+            cid = w[3]
+            s, _ = apply_wire(get(cid), w, cache)
+            states[cid] = s
+            encode_state(s)
+
+    def parse_fold(batch):
+        states, cache = STATE
+        get = states.get
+        for cid, w in parse_cart_events(batch):
+            s = get(cid)
+            w = (s[4] + 1 if s is not None else 1, *w[1:10],
+                 products.get(w[4]) if w[2] == "ITEM_ADDED" else None)
+            s, _ = apply_wire(s, w, cache)
+            states[cid] = s
+            encode_state(s)
+
+if mode == "fold":
+    ready = prepare(parse_cart_events(msgs))
+    for _ in range(passes):
+        fold(ready)
+else:
+    best = 0.0
+    for _ in range(passes):
+        STATE = ({}, LineCache())
+        t0 = time.perf_counter()
+        for i in range(0, len(msgs), 1000):
+            parse_fold(msgs[i:i + 1000])
+        best = max(best, len(msgs) / (time.perf_counter() - t0))
+    print(round(best))
+"""
+
+
+def loop_data(events: list[CartEvent], products: dict[str, Product]) -> Path:
+    """The events and catalog, pickled for LOOP_PROBE."""
+    path = Path(tempfile.mkdtemp(prefix="agg-loop-")) / "events.pickle"
+    path.write_bytes(pickle.dumps({
+        "events": [(ev.customer_id.encode(), encode_cart_event(ev)) for ev in events],
+        "products": {pid: product_tuple(p) for pid, p in products.items()}}))
+    return path
+
+
+def loop_ceiling(data: Path, events: int, root: Path) -> int:
+    """Events/s of parse + fold + encode in a plain Python loop (best of 3 passes)."""
+    res = subprocess.run([sys.executable, "-c", LOOP_PROBE, str(data), str(events), "ceiling",
+                          "3"], cwd=root, check=True, capture_output=True, text=True)
+    return int(res.stdout.split()[-1])
+
+
+def callgrind_ir(data: Path, events: int, passes: int, root: Path) -> int:
+    """Instructions (Ir) callgrind counts for LOOP_PROBE's fold mode."""
+    out = Path(tempfile.mkdtemp(prefix="agg-cg-")) / "callgrind.out"
+    res = subprocess.run(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}",
+                          sys.executable, "-c", LOOP_PROBE, str(data), str(events), "fold",
+                          str(passes)], cwd=root, check=True, capture_output=True, text=True)
+    for line in res.stderr.splitlines():
+        if "Collected :" in line:
+            return int(line.split(":")[-1].strip().replace(",", ""))
+    raise RuntimeError(res.stderr[-2000:])
+
+
+def fold_instructions(data: Path, events: int, roots: dict[str, Path]) -> dict[str, float]:
+    """Instructions per event of fold + encode: (two passes - one pass) / events."""
+    return {name: round((callgrind_ir(data, events, 2, root) -
+                         callgrind_ir(data, events, 1, root)) / events)
+            for name, root in roots.items()}
+
+
+@contextlib.contextmanager
+def baseline_tree(commit: str) -> Iterator[Path]:
+    """The aggregator at `commit`, checked out in a temporary git worktree."""
+    path = ROOT / ".run" / f"bench-baseline-{uuid.uuid4().hex[:6]}"
+    path.parent.mkdir(exist_ok=True)
+    subprocess.run(["git", "worktree", "add", "--detach", "-q", str(path), commit], cwd=ROOT,
+                   check=True)
+    try:
+        yield path
+    finally:
+        subprocess.run(["git", "worktree", "remove", "--force", str(path)], cwd=ROOT, check=True)
+
+
 def summary(runs: list[dict]) -> dict[str, dict]:
-    """Per process count: the median sustained rate and events per CPU-second, and the range."""
+    """Per tree and process count: the median sustained rate, events per CPU-second, range.
+
+    This tree's keys are "1_process", "2_processes" (bench/report.py reads them); the
+    baseline's have a "baseline_" prefix.
+    """
     out = {}
-    for n in sorted({r["processes"] for r in runs}):
-        rates = sorted(r["events_per_s"] for r in runs if r["processes"] == n)
-        cpu = sorted(r["events_per_cpu_s"] for r in runs if r["processes"] == n)
-        out[f"{n}_process" + ("es" if n > 1 else "")] = {
-            "events_per_s_median": rates[len(rates) // 2], "events_per_s_range": [rates[0],
-                                                                                  rates[-1]],
-            "events_per_cpu_s_median": cpu[len(cpu) // 2]}
+    for tree in ("baseline", "new"):
+        for n in sorted({r["processes"] for r in runs}):
+            mine = [r for r in runs if r["processes"] == n and r["tree"] == tree]
+            if not mine:
+                continue
+            rates = sorted(r["events_per_s"] for r in mine)
+            cpu = sorted(r["events_per_cpu_s"] for r in mine)
+            sustained = sorted(r["sustained_events_per_cpu_s"] or 0 for r in mine)
+            prefix = "" if tree == "new" else "baseline_"
+            out[f"{prefix}{n}_process" + ("es" if n > 1 else "")] = {
+                "events_per_s_median": round(statistics.median(rates)),
+                "events_per_s_range": [rates[0], rates[-1]],
+                "events_per_cpu_s_median": round(statistics.median(cpu)),
+                "events_per_cpu_s_range": [cpu[0], cpu[-1]],
+                "sustained_events_per_cpu_s_median": round(statistics.median(sustained))}
     return out
 
 
@@ -316,49 +482,79 @@ def main() -> None:
     parser.add_argument("--products", type=int, default=1000)
     parser.add_argument("--processes", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument("--baseline", default=BASELINE)
+    parser.add_argument("--callgrind", action="store_true")
     args = parser.parse_args()
     tag = uuid.uuid4().hex[:8]
     load_at_start = os.getloadavg()[0]
     products = catalog(args.products)
     events = workload(args.events, args.customers, args.products)
-    t0 = time.monotonic()
-    inputs = preload(args.bootstrap, tag, events, products)
-    print(f"preloaded {args.events} events, {args.products} products "
-          f"in {time.monotonic() - t0:.1f}s")
-    runs = []
-    for _ in range(args.repeat):
-        for n in args.processes:
-            runs.append(run_flow(args.bootstrap, inputs, tag, args.events, n))
-            print(json.dumps(runs[-1]))
-    # A typical customer of the workload: ~10 events, 3 lines. And one whose dedupe window is
-    # full (the fold keeps the last 32 eventIds).
-    state = {"snapshot": snapshot_bytes(events, products),
-             "rss_bytes_per_open_cart": rss_per_customer(10_000, 10),
-             "rss_bytes_per_open_cart_full_window": rss_per_customer(5_000, 40)}
+    data = loop_data(events, products)
+    with baseline_tree(args.baseline) as old:
+        roots = {"baseline": old, "new": ROOT}
+        if args.callgrind:
+            ir = fold_instructions(data, args.events, roots)
+            print(json.dumps({"fold_instructions_per_event": ir,
+                              "new_over_baseline": round(ir["new"] / ir["baseline"], 3)}))
+            return
+        t0 = time.monotonic()
+        inputs = preload(args.bootstrap, tag, events, products)
+        print(f"preloaded {args.events} events, {args.products} products "
+              f"in {time.monotonic() - t0:.1f}s")
+        runs = []
+        for _ in range(args.repeat):
+            for n in args.processes:
+                for root in (old, ROOT):  # alternately: both see the same machine load
+                    runs.append(run_flow(args.bootstrap, inputs, tag, args.events, n, root))
+                    print(json.dumps(runs[-1]))
+        ceilings = {name: loop_ceiling(data, args.events, root) for name, root in roots.items()}
+        # A typical customer of the workload: ~10 events, 3 lines.
+        state = {"snapshot": snapshot_bytes(events, products),
+                 "rss_bytes_per_open_cart": {name: rss_per_customer(10_000, 10, root)
+                                             for name, root in roots.items()}}
+    sums = summary(runs)
+    ratios = {}
+    for n in args.processes:
+        key = f"{n}_process" + ("es" if n > 1 else "")
+        old_s, new_s = sums["baseline_" + key], sums[key]
+        ratios[f"{n}p"] = {
+            "events_per_s": round(new_s["events_per_s_median"] / old_s["events_per_s_median"], 2),
+            "events_per_cpu_s": round(new_s["events_per_cpu_s_median"]
+                                      / old_s["events_per_cpu_s_median"], 2),
+            "sustained_events_per_cpu_s": round(
+                new_s["sustained_events_per_cpu_s_median"]
+                / max(old_s["sustained_events_per_cpu_s_median"], 1), 2),
+            "new_over_ceiling": round(new_s["events_per_s_median"] / ceilings["new"], 2)}
     result = {
         "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0],
                     "load_average_at_start": load_at_start},
         "workload": {"events": args.events, "customers": args.customers,
                      "products": args.products},
+        "baseline": args.baseline,
         "runs": runs,
-        "summary": summary(runs),
-        # bench/report.py reads this key: the live (RSS) figure, the larger of the two.
-        "state_bytes_per_open_cart": state["rss_bytes_per_open_cart"],
+        "summary": sums,
+        "new_over_baseline": ratios,
+        "plain_loop_ceiling_events_per_s": ceilings,
+        # bench/report.py reads this key: the live (RSS) figure of this tree.
+        "state_bytes_per_open_cart": state["rss_bytes_per_open_cart"]["new"],
         "state_per_open_cart": state,
-        "targets": {"events_per_s_one_process": 40_000, "state_bytes_per_open_cart": 2048},
+        "targets": {"new_over_baseline_1p": 1.3, "new_over_ceiling_1p": 0.6,
+                    "state_bytes_per_open_cart": 1536},
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "aggregator.json").write_text(json.dumps(result, indent=2) + "\n")
-    print("| processes | events/s (sustained) | events/CPU-s | startup s | peak RSS MiB |\n"
-          "|---|---|---|---|---|")
+    print("| tree | processes | events/s (sustained) | events/CPU-s | events/CPU-s sustained "
+          "| startup s | peak RSS MiB |\n|---|---|---|---|---|---|---|")
     for r in runs:
-        print(f"| {r['processes']} | {r['events_per_s']} | {r['events_per_cpu_s']} | "
+        print(f"| {r['tree']} | {r['processes']} | {r['events_per_s']} | "
+              f"{r['events_per_cpu_s']} | {r['sustained_events_per_cpu_s']} | "
               f"{r['startup_s']} | {r['peak_rss_mib']} |")
-    print(json.dumps(result["summary"]))
-    print(f"state per open cart: snapshot {state['snapshot']['median_bytes']} B (median, "
-          f"{state['snapshot']['median_lines']} lines), live RSS "
-          f"{state['rss_bytes_per_open_cart']} B (full window "
-          f"{state['rss_bytes_per_open_cart_full_window']} B; target <= 2048)")
+    print(json.dumps(sums))
+    print("new / baseline:", json.dumps(ratios))
+    print("plain-loop ceiling (parse + fold, events/s):", json.dumps(ceilings))
+    print(f"state per open cart: live RSS {state['rss_bytes_per_open_cart']} B; snapshot "
+          f"{state['snapshot']['median_bytes']} B (median, {state['snapshot']['median_lines']} "
+          f"lines); target <= 1536")
 
 
 if __name__ == "__main__":

@@ -1,12 +1,17 @@
-"""The aggregator dataflow: parse → sequence → product join → resequence and fold → Kafka.
+"""The aggregator dataflow: parse → fold by customer in log order (adds: ↔ product join) → Kafka.
 
     cartstream aggregate                           # recovery, metrics, cluster flags (see README)
     python -m bytewax.run cart_aggregator.flow     # the bare flow, configured from the environment
 
 Inputs: `cart-events` (key customerId) and `product-details-events` (key productId, compacted).
 Every cart event read yields one cart-details record (applied, rejected or duplicate), keyed by
-customerId; records that cannot be parsed go to the dead-letter topic. The stages' logic is in
-`cart_aggregator.sequencing` and `cart_aggregator.fold`; this module wires them into bytewax.
+customerId; records that cannot be parsed go to the dead-letter topic.
+
+Every event goes straight to its customer's fold, in log order: a partition is read by one
+worker, in order, and a customer's events travel one exchange channel. An add also goes, as a
+request, to the product-keyed join, whose answer (the product as of then) comes back keyed by
+customer; the fold holds the customer's later events until the add has its answer. The logic is
+in `cart_aggregator.fold` and `cart_aggregator.join`; this module wires them into bytewax.
 """
 
 from __future__ import annotations
@@ -22,35 +27,35 @@ from bytewax.inputs import Source
 from bytewax.operators import StatefulBatchLogic
 from bytewax.outputs import DynamicSink
 
-from cart_aggregator import fastfold, metrics
+from cart_aggregator import metrics
 from cart_aggregator.config import Config
-from cart_aggregator.fastfold import (
+from cart_aggregator.fold import (
+    ADD,
+    CUSTOMER,
+    ITEM,
+    OFFSET,
+    SHAPE,
+    TYPE,
+    CustomerState,
     LineCache,
-    State,
-    apply_wire,
+    SavedFold,
+    Wire,
+    apply,
     encode_state,
     from_snapshot,
     to_snapshot,
 )
-from cart_aggregator.sequencing import (
-    ADD,
-    CUSTOMER,
-    ITEM,
-    TYPE,
-    VERSION,
+from cart_aggregator.join import (
+    Answer,
     CatalogEntry,
     ProductRecord,
-    Wire,
     expire,
     join,
     next_deadline,
     product_tuple,
-    release_in_order,
     restart_waits,
-    stamp,
 )
 from cart_aggregator.sink import DeliveredKafkaSink
-from cart_aggregator.snapshots import SHAPE
 from cart_aggregator.sources import OffsetSafeKafkaSource, SourceMessage
 from cart_contract import (
     ContractError,
@@ -68,11 +73,12 @@ _RETAIN = StatefulBatchLogic.RETAIN
 
 # Written next to the recovery partitions; a different value means their snapshots hold state
 # of another shape, and the flow must start over from the log (see service.py). Bump the number
-# when a stage's snapshot changes; SHAPE follows the fold's CustomerState on its own.
-STATE_FORMAT = f"cartstream-aggregator/4-{SHAPE}"
+# when a stage's snapshot changes; SHAPE follows the fold's snapshot layout on its own.
+# 5: no sequence stage; the fold's snapshot holds its waiting events and early answers.
+STATE_FORMAT = f"cartstream-aggregator/5-{SHAPE}"
 # Older formats this flow still resumes from (the marker is then rewritten, so an older flow
-# no longer takes the directory): 3 kept rejections as tuples (snapshots.rejections_from_snapshot).
-READABLE_FORMATS = (f"cartstream-aggregator/3-{SHAPE}",)
+# no longer takes the directory). None: format 4 had a sequence stage and versioned events.
+READABLE_FORMATS: tuple[str, ...] = ()
 FLOW_ID = "cartstream-aggregator"
 # EventType -> its plain str value, which is what a Wire carries (`.value` costs more).
 _TYPE_NAMES = {t: t.value for t in EventType}
@@ -106,7 +112,7 @@ def parse_cart_events(msgs: list[Any]) -> list[Any]:
     have key, value, topic, partition and offset.
 
     The key must be the customerId: it is what puts a customer's events in one partition,
-    in order, and the sequencing relies on that.
+    in order, and the fold relies on that.
     """
     out: list[Any] = []
     good = 0
@@ -116,16 +122,16 @@ def parse_cart_events(msgs: list[Any]) -> list[Any]:
             _consumer_error(msg)
             continue
         try:
-            # The event's fields only: no CartEvent per event (see sequencing.to_wire).
-            eid, etype, cid, item, qty, at, version = decode(msg.value or b"")
+            # The event's fields only: no CartEvent per event (see fold.Wire).
+            eid, etype, cid, item, qty, at, _ = decode(msg.value or b"")
             if msg.key != cid.encode():
                 raise ContractError("KEY_MISMATCH", f"key {msg.key!r} is not the customerId "
                                     f"{cid!r}", "key")
         except ContractError as exc:
             out.append(_dead_letter(msg, exc))
             continue
-        out.append((cid, (0, eid, type_name[etype], cid, item, qty, at, version, msg.partition,
-                          msg.offset, None)))
+        out.append((cid, (eid, type_name[etype], cid, item, qty, at, msg.partition,
+                          msg.offset)))
         good += 1
     metrics.EVENTS_READ.inc(good)
     # How far each partition is read, for the lag, is noted by the sources (once a batch).
@@ -155,20 +161,23 @@ def parse_products(msgs: list[Any]) -> list[Any]:
     return out
 
 
-def _is_record(item: Any) -> bool:
-    return type(item) is tuple
+# A parse step's output split in two: op.branch would call a predicate per item from Rust,
+# a comprehension per batch costs a fraction of that.
+def _records(batch: list[Any]) -> list[Any]:
+    return [x for x in batch if type(x) is tuple]
 
 
-def _is_add(kv: tuple[str, Wire]) -> bool:
-    return kv[1][TYPE] == ADD
+def _letters(batch: list[Any]) -> list[Any]:
+    return [x for x in batch if type(x) is not tuple]
 
 
-def _by_product(batch: list[tuple[str, Wire]]) -> list[tuple[str, Wire]]:
-    return [(w[ITEM], w) for _, w in batch]
+def _requests_by_product(batch: list[tuple[str, Wire]]) -> list[tuple[str, tuple[str, int]]]:
+    """The adds of a batch as requests to the join: (productId, (customerId, offset))."""
+    return [(w[ITEM], (w[CUSTOMER], w[OFFSET])) for _, w in batch if w[TYPE] == ADD]
 
 
-def _by_customer(batch: list[tuple[str, Wire]]) -> list[tuple[str, Wire]]:
-    return [(w[CUSTOMER], w) for _, w in batch]
+def _answers_by_customer(batch: list[tuple[str, tuple[str, Answer]]]) -> list[tuple[str, Answer]]:
+    return [v for _, v in batch]
 
 
 def _encode_letters(batch: list[DeadLetter]) -> list[tuple[bytes | None, bytes]]:
@@ -179,30 +188,12 @@ def _encode_letters(batch: list[DeadLetter]) -> list[tuple[bytes | None, bytes]]
 # Each logic keeps immutable state (or copies it in snapshot), so a snapshot is consistent
 # with the epoch it was taken in even though bytewax pickles it later.
 
-
-class SequenceLogic(StatefulBatchLogic[Any, Wire, int]):
-    """Per customer: the version of the last event stamped."""
-
-    def __init__(self, last: int | None) -> None:
-        self.last = last or 0
-
-    def on_batch(self, values: list[Any]) -> tuple[list[Wire], bool]:
-        if len(values) == 1:  # the common case, without stamp()'s loop
-            last = self.last = self.last + 1
-            return [(last, *values[0][1:])], _RETAIN
-        self.last, out = stamp(self.last, values)
-        return out, _RETAIN
-
-    def snapshot(self) -> int:
-        return self.last
-
-
-# Stands in for "now" when no add can start waiting (never read by `join` then).
+# Stands in for "now" when no request can start waiting (never read by `join` then).
 _NO_WAITS = datetime.min.replace(tzinfo=UTC)
 
 
-class JoinLogic(StatefulBatchLogic[Any, Wire, CatalogEntry]):
-    """Per product: the catalog entry, and the adds waiting for it (woken at their deadline)."""
+class JoinLogic(StatefulBatchLogic[Any, tuple[str, Answer], CatalogEntry]):
+    """Per product: the catalog entry, and the requests waiting for it (woken at their deadline)."""
 
     def __init__(self, entry: CatalogEntry | None, wait: timedelta) -> None:
         self.wait = wait
@@ -210,26 +201,27 @@ class JoinLogic(StatefulBatchLogic[Any, Wire, CatalogEntry]):
         if entry is not None:
             self._step(restart_waits(entry, datetime.now(UTC), wait), [])
 
-    def _step(self, entry: CatalogEntry, out: list[Wire]) -> tuple[list[Wire], bool]:
+    def _step(self, entry: CatalogEntry,
+              out: list[tuple[str, Answer]]) -> tuple[list[tuple[str, Answer]], bool]:
         if entry.waiting or self.entry.waiting:
             metrics.tally()[metrics.WAITING] += len(entry.waiting) - len(self.entry.waiting)
         self.entry = entry
         return out, _RETAIN
 
-    def on_batch(self, values: list[Any]) -> tuple[list[Wire], bool]:
-        # The clock only matters to an add that has to wait, i.e. before the product's first
-        # record (and `known` never goes back): skip the call, about once per add.
+    def on_batch(self, values: list[Any]) -> tuple[list[tuple[str, Answer]], bool]:
+        # The clock only matters to a request that has to wait, i.e. before the product's first
+        # record (and `known` never goes back): skip the call, about once per request.
         now = _NO_WAITS if self.entry.known else datetime.now(UTC)
         return self._step(*join(self.entry, values, now, self.wait))
 
-    def on_notify(self) -> tuple[list[Wire], bool]:
+    def on_notify(self) -> tuple[list[tuple[str, Answer]], bool]:
         return self._expire(datetime.now(UTC))
 
-    def on_eof(self) -> tuple[list[Wire], bool]:
+    def on_eof(self) -> tuple[list[tuple[str, Answer]], bool]:
         # Bounded input ended (tests, replays): nothing can arrive any more.
         return self._expire(None)
 
-    def _expire(self, now: datetime | None) -> tuple[list[Wire], bool]:
+    def _expire(self, now: datetime | None) -> tuple[list[tuple[str, Answer]], bool]:
         entry, due = expire(self.entry, now)
         metrics.tally()[metrics.WAIT_EXPIRED] += len(due)
         return self._step(entry, due)
@@ -241,73 +233,98 @@ class JoinLogic(StatefulBatchLogic[Any, Wire, CatalogEntry]):
         return self.entry
 
 
-# (customer_to_tuple(state) or None, early arrivals)
-FoldSnapshot = tuple[tuple[Any, ...] | None, tuple[Wire, ...]]
+# Event types the fold can only apply with an answer from a keyed stage: an add needs its
+# product from the join. The fold holds a customer's later events until that answer is in.
+AWAITS_ANSWER = frozenset({ADD})
+# An Answer is (offset, answer); a Wire has 8 fields.
+_ANSWER_LEN = 2
+_MISSING = object()
 
 
-class FoldLogic(StatefulBatchLogic[Wire, bytes, FoldSnapshot]):
-    """Per customer: the fold's state, plus events that arrived before their predecessor.
+class FoldLogic(StatefulBatchLogic[Any, bytes, tuple[Any, ...]]):
+    """Per customer: the fold's state, the events waiting for an answer, and early answers.
 
-    The state is `fastfold`'s tuple (immutable: a snapshot can hand it out as it is, bar the
-    lines' conversion) and the fold is `fastfold.apply_wire`, equal to `fold.apply`. It emits
-    the records' values: bytewax pairs each with the key, the customerId.
+    Events arrive in log order. An event of a type in AWAITS_ANSWER is applied once its answer
+    (keyed by its offset) is in; until then it and every later event of the customer wait in
+    `waiting`, in order. Answers travel another path, so one may come before its event: it
+    waits in `answers`. Versions are counted by the fold itself. Emits the records' values:
+    bytewax pairs each with the key, the customerId.
     """
 
     lines = LineCache()  # per process: carts share their lines and the lines' JSON
 
-    def __init__(self, resume: FoldSnapshot | None) -> None:
-        customer, early = resume or (None, ())
-        self.customer: State | None = from_snapshot(customer, self.lines) if customer else None
-        self.early: dict[int, Wire] | None = {w[VERSION]: w for w in early} or None
-        if early:
-            metrics.tally()[metrics.EARLY_BUFFERED] += len(early)
+    def __init__(self, resume: tuple[Any, ...] | None) -> None:
+        saved = SavedFold(*resume) if resume else SavedFold(None, (), ())
+        self.state: CustomerState | None = (
+            from_snapshot(saved.state, self.lines) if saved.state else None)
+        self.waiting: list[Wire] | None = list(saved.waiting) or None
+        self.answers: dict[int, Any] | None = dict(saved.answers) or None
+        self._count_held(0, 0)
 
-    def on_batch(self, values: list[Wire]) -> tuple[list[bytes], bool]:
-        if self.early is None:
-            # The common case: the next events, in order (nearly always just one).
-            version = self.customer[fastfold.VERSION] if self.customer is not None else 0
-            for w in values:
-                version += 1
-                if w[VERSION] != version:
-                    break
-            else:
-                return self._fold(values), _RETAIN
-        return self._resequence(values), _RETAIN
-
-    def _fold(self, ready: list[Wire]) -> list[bytes]:
-        customer, lines, t, out = self.customer, self.lines, metrics.tally(), []
-        for w in ready:
-            customer, outcome = apply_wire(customer, w, lines)
+    def on_batch(self, values: list[Any]) -> tuple[list[bytes], bool]:
+        state, waiting, answers = self.state, self.waiting, self.answers
+        # Gauges move only for a customer with something held (before or after the batch).
+        held_before = (len(waiting) if waiting else 0, len(answers) if answers else 0)
+        lines, t, out, awaits = self.lines, metrics.tally(), [], AWAITS_ANSWER
+        for v in values:
+            if len(v) == _ANSWER_LEN:
+                if waiting is None or waiting[0][OFFSET] != v[0]:
+                    if answers is None:
+                        answers = {}
+                    answers[v[0]] = v[1]
+                    continue
+                # The awaited answer: apply its event, then the events held behind it up to
+                # the next one whose answer is not in yet.
+                held, waiting = waiting, None
+                state, outcome = apply(state, held[0], v[1], lines)
+                t[outcome] += 1
+                out.append(encode_state(state))
+                for i in range(1, len(held)):
+                    w = held[i]
+                    answer = None
+                    if w[TYPE] in awaits:
+                        answer = answers.pop(w[OFFSET], _MISSING) if answers else _MISSING
+                        if answer is _MISSING:
+                            waiting = held[i:]
+                            break
+                    state, outcome = apply(state, w, answer, lines)
+                    t[outcome] += 1
+                    out.append(encode_state(state))
+                continue
+            if waiting is not None:
+                waiting.append(v)
+                continue
+            answer = None
+            if v[TYPE] in awaits:
+                answer = answers.pop(v[OFFSET], _MISSING) if answers else _MISSING
+                if answer is _MISSING:
+                    waiting = [v]
+                    continue
+            state, outcome = apply(state, v, answer, lines)
             t[outcome] += 1
-            out.append(encode_state(customer))
-        self.customer = customer
-        return out
+            out.append(encode_state(state))
+        self.state, self.waiting, self.answers = state, waiting, answers or None
+        if waiting or answers or held_before != (0, 0):
+            self._count_held(*held_before)
+        return out, _RETAIN
 
-    def _resequence(self, values: list[Wire]) -> list[bytes]:
-        early = self.early if self.early is not None else {}
-        held = len(early)
-        version = self.customer[fastfold.VERSION] if self.customer is not None else 0
-        ready, parked = release_in_order(version + 1, early, values)
-        out = self._fold(ready)
-        self.early = early or None
+    def _count_held(self, waiting_before: int, answers_before: int) -> None:
         t = metrics.tally()
-        if parked or held:
-            t[metrics.EARLY] += parked
-            t[metrics.EARLY_BUFFERED] += len(early) - held
-        if len(values) + held != len(ready) + len(early):
-            t[metrics.REPEATS] += len(values) + held - len(ready) - len(early)
-        return out
+        t[metrics.HELD] += (len(self.waiting) if self.waiting else 0) - waiting_before
+        t[metrics.EARLY_ANSWERS] += (len(self.answers) if self.answers else 0) - answers_before
 
     def on_eof(self) -> tuple[list[bytes], bool]:
-        if self.early:
-            log.error("customer %s: %d events never got their predecessor (versions %s)",
-                      next(iter(self.early.values()))[CUSTOMER], len(self.early),
-                      sorted(self.early))
+        if self.waiting:
+            log.error("customer %s: %d events never got the answer they wait for (offsets %s)",
+                      self.waiting[0][CUSTOMER], len(self.waiting),
+                      [w[OFFSET] for w in self.waiting])
         return [], _RETAIN
 
-    def snapshot(self) -> FoldSnapshot:
-        return (to_snapshot(self.customer) if self.customer else None,
-                tuple(self.early.values()) if self.early else ())
+    def snapshot(self) -> tuple[Any, ...]:
+        # SavedFold's layout as a plain tuple (fold.SHAPE); the lists are copied.
+        return (to_snapshot(self.state) if self.state else None,
+                tuple(self.waiting) if self.waiting else (),
+                tuple(self.answers.items()) if self.answers else ())
 
 
 # ------------------------------------------------------------------------------ wiring
@@ -334,28 +351,25 @@ def build_flow(
     products_in = op.input("product-details", flow, product_source or OffsetSafeKafkaSource(
         brokers, [config.topic_products], batch_size=config.source_batch_size,
         raise_on_errors=False, idle_wait=idle))
-    events = op.branch("events-ok", op.flat_map_batch("parse-events", events_in,
-                                                      parse_cart_events), _is_record)
-    products = op.branch("products-ok", op.flat_map_batch("parse-products", products_in,
-                                                          parse_products), _is_record)
+    parsed_events = op.flat_map_batch("parse-events", events_in, parse_cart_events)
+    parsed_products = op.flat_map_batch("parse-products", products_in, parse_products)
+    events = op.flat_map_batch("events-ok", parsed_events, _records)
+    products = op.flat_map_batch("products-ok", parsed_products, _records)
 
-    # 1. Stamp each customer's events with their version, in log order.
-    stamped = op.stateful_batch("sequence", events.trues, SequenceLogic)
-    # 2. Adds meet their product (keyed by productId); the other events bypass the join.
-    adds = op.branch("adds", stamped, _is_add)
-    join_in = op.merge("join-in", op.flat_map_batch("adds-by-product", adds.trues, _by_product),
-                       products.trues)
-    joined = op.stateful_batch("join", join_in, lambda resume: JoinLogic(resume, wait))
-    # 3. Back to each customer, in version order, through the fold.
-    fold_in = op.merge("fold-in", op.flat_map_batch("by-customer", joined, _by_customer),
-                       adds.falses)
-    folded = op.stateful_batch("resequence-fold", fold_in, FoldLogic)
+    # Adds ask the product-keyed join for their product; the answers come back by customer.
+    requests = op.flat_map_batch("requests-by-product", events, _requests_by_product)
+    joined = op.stateful_batch("join", op.merge("join-in", requests, products),
+                               lambda resume: JoinLogic(resume, wait))
+    answers = op.flat_map_batch("answers-by-customer", joined, _answers_by_customer)
+    # Every event, in log order, and the answers, into the customer's fold.
+    folded = op.stateful_batch("fold", op.merge("fold-in", events, answers), FoldLogic)
 
     # (customerId, record) pairs, as bytewax pairs the fold's output with its key.
     op.output("cart-details", folded,
               cart_sink or DeliveredKafkaSink(config.kafka_bootstrap, config.topic_cart_details,
                                               config.delivery_timeout_s))
-    letters = op.merge("bad-records", events.falses, products.falses)
+    letters = op.merge("bad-records", op.flat_map_batch("events-bad", parsed_events, _letters),
+                       op.flat_map_batch("products-bad", parsed_products, _letters))
     op.output("dead-letters", op.flat_map_batch("encode-dead-letters", letters, _encode_letters),
               dead_letter_sink or DeliveredKafkaSink(config.kafka_bootstrap,
                                                      config.topic_dead_letter,

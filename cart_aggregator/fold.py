@@ -1,52 +1,49 @@
-"""The cart's business rules: one pure fold (state, event, product) -> state.
+"""The cart's business rules: one fold (state, event, answer) -> state, and the record it publishes.
 
-The dataflow applies it per customer in `cart-events` offset order; tests use it as the oracle.
-No I/O, no clock: `updatedAt` is the event's `occurredAt`, so replaying a log gives identical
-records.
+The dataflow applies it per customer in `cart-events` offset order. No I/O, no clock:
+`updatedAt` is the event's `occurredAt`, so replaying a log gives identical records.
+tests/support/fold_model.py is a small readable model of the same rules (objects, Decimals,
+`cart_contract.encode_cart_details`); tests/unit/test_fold_fast.py checks on generated logs that
+every record here is byte-identical to the model's and every state equal to it.
 
-SCHEMA of a CustomerState (one per customer, frozen, tuples only):
+A customer's state (`CustomerState`, immutable):
 - customer_id;
 - generation: 0 until a cart is first opened; cartId = f"{customer_id}:{generation}";
 - status: None before the first cart, else OPEN or CHECKED_OUT;
-- lines: the current cart's LineItems in first-added order (kept after checkout: the
-  published record shows the ordered lines until a new cart opens);
+- lines: the current cart's `Line`s in first-added order (kept after checkout: the published
+  record shows the ordered lines until a new cart opens);
 - version: one step per cart event read, whatever its outcome (applied, rejected, duplicate);
-- last_event: the EventPosition of that event; updated_at: its occurredAt;
-- rejected: the last REJECTIONS_KEPT rejections, oldest first;
-- recent_event_ids: the dedupe window, the eventIds of the customer's last DEDUPE_WINDOW
-  events as 16-byte UUIDs packed into one bytes object (512 bytes), least recently seen first.
+- last_event: (eventId, partition, offset) of that event; updated_at: its occurredAt;
+- rejected: the last REJECTIONS_KEPT rejections, oldest first, as the record's JSON;
+- recent_event_ids: the dedupe window, the eventIds of the customer's last DEDUPE_WINDOW events
+  as 16-byte UUIDs packed into one bytes object (512 bytes), least recently seen first.
 
 Dedupe: an event whose eventId is in the window changes nothing but the version, position and
 updatedAt (and moves to the window's recent end). A client retry whose original is more than
 DEDUPE_WINDOW events of that customer back is applied again; retries come seconds after the
 original, so in practice the window covers them.
+
+The record's bytes are formatted here and nowhere else in the aggregator (`encode_state`): the
+lines carry their own JSON, rejections are kept as JSON, so a record is one bytes formatting.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, replace
-from decimal import Decimal
-from typing import NamedTuple
+import zlib
+from decimal import ROUND_HALF_EVEN, Decimal
+from typing import Any, NamedTuple
 
-from cart_contract import (
-    CHECKED_OUT,
-    OPEN,
-    CartDetails,
-    CartEvent,
-    EventPosition,
-    EventType,
-    LineItem,
-    Product,
-    Rejection,
-    money,
-)
+import msgspec
+import orjson
+
+from cart_aggregator.metrics import APPLIED, DUPLICATE, REJECTED
+from cart_contract import CHECKED_OUT, OPEN, EventType
 
 DEDUPE_WINDOW = 32
 REJECTIONS_KEPT = 10
 _UUID_LEN = 16
-_ZERO = Decimal(0)
+_WINDOW_BYTES = DEDUPE_WINDOW * _UUID_LEN
 
 UNKNOWN_PRODUCT = "UNKNOWN_PRODUCT"
 INSUFFICIENT_STOCK = "INSUFFICIENT_STOCK"
@@ -54,36 +51,121 @@ NOT_IN_CART = "NOT_IN_CART"
 NO_OPEN_CART = "NO_OPEN_CART"
 EMPTY_CART = "EMPTY_CART"
 
+ADD = EventType.ITEM_ADDED.value
+REMOVE = EventType.ITEM_REMOVED.value
+CLEAR = EventType.CART_CLEARED.value
+CHECKOUT = EventType.CHECKOUT.value
 
-@dataclass(frozen=True, slots=True)
-class CustomerState:
-    """Everything the fold needs to know about one customer."""
+# A cart event as it travels between stages: a flat tuple of str/int/None (with several
+# processes every item crossing a process is pickled, and a flat tuple pickles fastest).
+Wire = tuple[Any, ...]
+WIRE_FIELDS = ("event_id", "type", "customer_id", "item_id", "qty", "occurred_at", "partition",
+               "offset")
+EVENT_ID, TYPE, CUSTOMER, ITEM, QTY, AT, PARTITION, OFFSET = range(len(WIRE_FIELDS))
+# A catalog entry as it travels: (productId, productName, price as an exact decimal string,
+# stockQty, schemaVersion).
+ProductTuple = tuple[str, str, str, int, int]
+PRODUCT_FIELDS = ("product_id", "product_name", "price", "stock_qty", "schema_version")
+
+_ZERO = Decimal(0)
+_CENT = Decimal("0.01")
+# A cart's total in cents stays below this, or it is summed as Decimal (see `_cents`).
+_MAX_CENTS = 10**20
+# A sum of whole-cent lines below this prints exactly as the Decimal sum would.
+_MAX_TOTAL_CENTS = 10**26
+
+
+class SavedLine(NamedTuple):
+    """A cart line as a snapshot holds it (str/int only)."""
+
+    item_id: str
+    item_name: str
+    qty: int
+    unit_price: str  # exact decimal string
+    total_price: str
+
+
+class Line(msgspec.Struct, frozen=True, gc=False):
+    """A cart line. Immutable and shared: carts hold the same `Line` (see `LineCache`)."""
+
+    item_id: str
+    item_name: str
+    qty: int
+    unit_price: str  # exact decimal string, as the catalog gave it
+    total_price: Decimal  # exact, rounded only when printed
+    json: bytes  # the line as the record shows it
+    cents: int | None  # total_price in cents when it is a whole number of cents
+    saved: tuple[Any, ...]  # the line as a snapshot holds it (SavedLine's layout)
+
+
+# msgspec Structs rather than NamedTuples: CPython 3.11 specialises attribute loads of their
+# fields (slots) but neither indexing nor unpacking of tuple subclasses, and they are smaller
+# (gc=False: they hold only str, int, bytes, Decimal and tuples of those, so no cycles).
+class CustomerState(msgspec.Struct, frozen=True, gc=False):
+    """Everything the fold needs to know about one customer (see the module doc)."""
 
     customer_id: str
-    generation: int = 0
-    status: str | None = None
-    lines: tuple[LineItem, ...] = ()
-    version: int = 0
-    last_event: EventPosition | None = None
-    rejected: tuple[Rejection, ...] = ()
-    recent_event_ids: bytes = b""
-    updated_at: str = ""
-
-    @property
-    def is_open(self) -> bool:
-        """Whether the customer has an open cart."""
-        return self.status == OPEN
-
-
-class _Cart(NamedTuple):
-    """The part of a CustomerState an event's rules decide (a tuple: cheap to build)."""
-
     generation: int
     status: str | None
-    lines: tuple[LineItem, ...]
+    lines: tuple[Line, ...]
+    version: int
+    last_event: tuple[str, int, int] | None
+    rejected: tuple[bytes, ...]
+    recent_event_ids: bytes
+    updated_at: str
 
 
-def _id_bytes(event_id: str) -> bytes:
+def _money(d: Decimal) -> str:
+    # cart_contract.money, then str: the record's two-decimal form.
+    return str(d.quantize(_CENT, ROUND_HALF_EVEN))
+
+
+def _cents(total: Decimal) -> int | None:
+    """`total` as a whole number of cents, or None when it has more decimals (or is huge).
+
+    A cart of whole-cent lines then sums ints and prints "%d.%02d", which is what `_money`
+    prints for that sum: no rounding happens, and below _MAX_CENTS nothing exceeds the
+    decimal context's precision.
+    """
+    cents = total * 100
+    if cents != cents.to_integral_value() or not 0 <= cents < _MAX_CENTS:
+        return None
+    return int(cents)
+
+
+class LineCache:
+    """Lines by (itemId, itemName, unitPrice, qty): carts share them, and their JSON is built once.
+
+    Lines are immutable values, so any number of states may hold the same one. The cache is
+    bounded: when full it starts over (states keep the lines they hold).
+    """
+
+    def __init__(self, limit: int = 200_000) -> None:
+        self.limit = limit
+        self.lines: dict[tuple[str, str, str, int], Line] = {}
+        self.prices: dict[str, Decimal] = {}
+
+    def get(self, item_id: str, item_name: str, unit_price: str, qty: int) -> Line:
+        """The line for these values."""
+        key = (item_id, item_name, unit_price, qty)
+        line = self.lines.get(key)
+        if line is None:
+            if len(self.lines) >= self.limit:
+                self.lines.clear()
+                self.prices.clear()
+            price = self.prices.get(unit_price)
+            if price is None:
+                price = self.prices[unit_price] = Decimal(unit_price)
+            total = price * qty
+            json = orjson.dumps({"itemId": item_id, "itemName": item_name, "qty": qty,
+                                 "unitPrice": _money(price), "totalPrice": _money(total)})
+            line = self.lines[key] = Line(
+                item_id, item_name, qty, unit_price, total, json,
+                _cents(total), (item_id, item_name, qty, unit_price, str(total)))
+        return line
+
+
+def id_bytes(event_id: str) -> bytes:
     """An eventId as 16 bytes (the readers give the canonical text; anything else: uuid.UUID)."""
     # bytes.fromhex is several times cheaper than uuid.UUID, and this runs once per event.
     try:
@@ -93,162 +175,204 @@ def _id_bytes(event_id: str) -> bytes:
     return raw if len(raw) == _UUID_LEN else uuid.UUID(event_id).bytes
 
 
-def _seen(window: bytes, eid: bytes) -> int:
-    """The slot index of `eid` in the window, -1 when absent."""
-    i = window.find(eid)
-    # A match must start on a slot boundary, not straddle two ids.
-    while i != -1 and i % _UUID_LEN:
-        i = window.find(eid, i + 1)
-    return -1 if i == -1 else i // _UUID_LEN
+def rejection_json(event_id: str, type_: str, item_id: str | None, reason: str) -> bytes:
+    """A rejection as the cart-details record shows it."""
+    return orjson.dumps({"eventId": event_id, "type": type_, "itemId": item_id, "reason": reason})
 
 
-def _remember(window: bytes, eid: bytes, slot: int = -1) -> bytes:
-    """The window with `eid` at its recent end (moved there when already at `slot`)."""
-    if slot >= 0:
-        window = window[: slot * _UUID_LEN] + window[(slot + 1) * _UUID_LEN :]
-    return (window + eid)[-DEDUPE_WINDOW * _UUID_LEN :]
+def _rejection_template(etype: str, reason: str, has_item: bool) -> bytes:
+    """`rejection_json` of a rejection with this type and reason, the ids left as %s."""
+    raw = rejection_json("@E@", etype, "@I@" if has_item else None, reason)
+    return raw.replace(b"@E@", b"%s").replace(b"@I@", b"%s")
 
 
-def _line(product: Product, qty: int) -> LineItem:
-    # Id, name and price are the catalog entry's own objects: shared, not copied per cart.
-    return LineItem(
-        item_id=product.product_id,
-        item_name=product.product_name,
-        qty=qty,
-        unit_price=product.price,
-        total_price=product.price * qty,
-    )
+# Each reason goes with one event type, with an itemId (adds, removes) or without (the rest):
+# a rejection is a formatting of its ids, which need no escaping (canonical UUIDs, ID_RE).
+_REJECTION = {
+    UNKNOWN_PRODUCT: _rejection_template(ADD, UNKNOWN_PRODUCT, True),
+    INSUFFICIENT_STOCK: _rejection_template(ADD, INSUFFICIENT_STOCK, True),
+    NOT_IN_CART: _rejection_template(REMOVE, NOT_IN_CART, True),
+    NO_OPEN_CART: _rejection_template(CLEAR, NO_OPEN_CART, False),
+    EMPTY_CART: _rejection_template(CHECKOUT, EMPTY_CART, False),
+}
+_fromhex = bytes.fromhex
 
 
-def _add(state: CustomerState, event: CartEvent, product: Product | None) -> _Cart | str:
-    if product is None:
-        return UNKNOWN_PRODUCT
-    assert event.qty is not None and event.item_id is not None
-    lines = state.lines if state.is_open else ()
-    current = next((li for li in lines if li.item_id == event.item_id), None)
-    qty = (current.qty if current else 0) + event.qty
-    if qty > product.stock_qty:
-        return INSUFFICIENT_STOCK
-    if current is None:
-        new_lines = (*lines, _line(product, qty))
-    else:
-        # The whole line takes the catalog's name and price as of this event.
-        new_lines = tuple(_line(product, qty) if li is current else li for li in lines)
-    if state.is_open:
-        return _Cart(state.generation, OPEN, new_lines)
-    return _Cart(state.generation + 1, OPEN, new_lines)
+def apply(state: CustomerState | None, w: Wire, product: ProductTuple | None,
+          cache: LineCache) -> tuple[CustomerState, int]:
+    """Apply one cart event; returns the new state and the metrics outcome.
 
-
-def _remove(state: CustomerState, event: CartEvent) -> _Cart | str:
-    current = next((li for li in state.lines if li.item_id == event.item_id), None)
-    if not state.is_open or current is None:
-        return NOT_IN_CART
-    if event.qty is None or event.qty >= current.qty:
-        lines = tuple(li for li in state.lines if li is not current)
-    else:
-        qty = current.qty - event.qty
-        shrunk = LineItem(current.item_id, current.item_name, qty, current.unit_price,
-                          current.unit_price * qty)
-        lines = tuple(shrunk if li is current else li for li in state.lines)
-    return _Cart(state.generation, OPEN, lines)
-
-
-def _decide(state: CustomerState, event: CartEvent, product: Product | None) -> _Cart | str:
-    """The customer's cart after the event, or the reason the event is rejected."""
-    match event.type:
-        case EventType.ITEM_ADDED:
-            return _add(state, event, product)
-        case EventType.ITEM_REMOVED:
-            return _remove(state, event)
-        case EventType.CART_CLEARED:
-            return _Cart(state.generation, OPEN, ()) if state.is_open else NO_OPEN_CART
-        case EventType.CHECKOUT:
-            if not state.is_open or not state.lines:
-                return EMPTY_CART
-            return _Cart(state.generation, CHECKED_OUT, state.lines)
-    raise AssertionError(f"unhandled event type {event.type}")
-
-
-def apply(
-    state: CustomerState | None,
-    event: CartEvent,
-    product: Product | None,
-    position: EventPosition,
-) -> CustomerState:
-    """Apply one cart event (with the catalog entry for its item as of this event)."""
-    if state is None:
-        state = CustomerState(customer_id=event.customer_id)
-    eid = _id_bytes(event.event_id)
-    slot = _seen(state.recent_event_ids, eid)
-    # A duplicate changes no cart; otherwise the rules decide (a new cart, or a rejection).
-    cart = _Cart(state.generation, state.status, state.lines)
-    outcome = cart if slot >= 0 else _decide(state, event, product)
-    rejected = state.rejected
-    if isinstance(outcome, str):
-        rejection = Rejection(event.event_id, event.type.value, event.item_id, outcome)
-        rejected = (*rejected, rejection)[-REJECTIONS_KEPT:]
-        outcome = cart
-    # One positional constructor call (fields in declaration order): this is the hot path.
-    return CustomerState(
-        state.customer_id,
-        outcome.generation,
-        outcome.status,
-        outcome.lines,
-        state.version + 1,
-        position,
-        rejected,
-        _remember(state.recent_event_ids, eid, slot),
-        event.occurred_at,
-    )
-
-
-def to_cart_details(state: CustomerState) -> CartDetails:
-    """The record the aggregator publishes for this state."""
-    assert state.last_event is not None, "a state is published only after an event"
-    total_qty, total_price = 0, _ZERO
-    for li in state.lines:
-        total_qty += li.qty
-        total_price += li.total_price
-    # Positional (fields in declaration order): this runs once per event.
-    return CartDetails(
-        state.customer_id,
-        f"{state.customer_id}:{state.generation}",
-        # Generation 0 (nothing accepted yet) is shown as an empty open cart.
-        state.status or OPEN,
-        state.lines,
-        total_qty,
-        money(total_price),
-        state.version,
-        state.last_event,
-        state.rejected,
-        state.updated_at,
-    )
-
-
-def fold(
-    events: Iterable[tuple[CartEvent, EventPosition]],
-    catalog_at: Callable[[CartEvent], Product | None],
-) -> dict[str, CustomerState]:
-    """Fold a log into per-customer states; `catalog_at` gives each event's product."""
-    states: dict[str, CustomerState] = {}
-    for event, position in events:
-        product = catalog_at(event) if event.type is EventType.ITEM_ADDED else None
-        states[event.customer_id] = apply(states.get(event.customer_id), event, product, position)
-    return states
-
-
-def compact(state: CustomerState) -> CustomerState:
-    """The state trimmed to what the fold needs; the next outputs stay identical.
-
-    Every field shows up in a later record or decides a later outcome (a CHECKED_OUT cart's
-    lines stay in its records until the next cart opens), so nothing can be dropped: this only
-    re-applies the bounds, e.g. to a state restored from a snapshot taken with larger windows.
+    `product` is the catalog entry of an add's item as of the event (None: no such product);
+    other events take None.
     """
-    size = DEDUPE_WINDOW * _UUID_LEN
-    if len(state.recent_event_ids) <= size and len(state.rejected) <= REJECTIONS_KEPT:
-        return state
-    return replace(
-        state,
-        recent_event_ids=state.recent_event_ids[-size:],
-        rejected=state.rejected[-REJECTIONS_KEPT:],
-    )
+    # The hot path of the flow, once per event: calls, generator expressions and temporary
+    # objects are avoided on purpose (Python 3.11 makes each a frame or an allocation).
+    eid, etype, customer, item, qty, occurred_at, partition, offset = w
+    if state is None:
+        state = CustomerState(customer, 0, None, (), 0, None, (), b"", "")
+    generation, status, lines = state.generation, state.status, state.lines
+    rejected, window = state.rejected, state.recent_event_ids
+    try:
+        eid_bytes = _fromhex(eid.replace("-", ""))
+    except ValueError:
+        eid_bytes = b""
+    if len(eid_bytes) != _UUID_LEN:
+        eid_bytes = id_bytes(eid)
+    # A match in the window must start on a slot boundary, not straddle two ids.
+    i = window.find(eid_bytes)
+    while i != -1 and i % _UUID_LEN:
+        i = window.find(eid_bytes, i + 1)
+    if i != -1:
+        outcome = DUPLICATE
+        window = window[:i] + window[i + _UUID_LEN:]
+    else:
+        outcome, reason = APPLIED, None
+        is_open = status == OPEN
+        if etype == ADD:
+            if product is None:
+                reason = UNKNOWN_PRODUCT
+            else:
+                at = -1
+                if is_open:
+                    for j, li in enumerate(lines):
+                        if li.item_id == item:
+                            qty += li.qty
+                            at = j
+                            break
+                if qty > product[3]:
+                    reason = INSUFFICIENT_STOCK
+                else:
+                    # The whole line takes the catalog's name and price as of this event.
+                    line = cache.lines.get((product[0], product[1], product[2], qty))
+                    if line is None:
+                        line = cache.get(product[0], product[1], product[2], qty)
+                    if not is_open:
+                        lines, generation, status = (line,), generation + 1, OPEN
+                    elif at < 0:
+                        lines = (*lines, line)
+                    else:
+                        lines = (*lines[:at], line, *lines[at + 1:])
+        elif etype == REMOVE:
+            at = -1
+            if is_open:
+                for j, li in enumerate(lines):
+                    if li.item_id == item:
+                        at = j
+                        break
+            if at < 0:
+                reason = NOT_IN_CART
+            else:
+                current = lines[at]
+                if qty is None or qty >= current.qty:
+                    lines = (*lines[:at], *lines[at + 1:])
+                else:
+                    shrunk = cache.get(current.item_id, current.item_name, current.unit_price,
+                                       current.qty - qty)
+                    lines = (*lines[:at], shrunk, *lines[at + 1:])
+        elif etype == CLEAR:
+            if is_open:
+                lines = ()
+            else:
+                reason = NO_OPEN_CART
+        elif etype == CHECKOUT:
+            if not is_open or not lines:
+                reason = EMPTY_CART
+            else:
+                status = CHECKED_OUT
+        else:
+            raise AssertionError(f"unhandled event type {etype}")
+        if reason is not None:
+            outcome = REJECTED
+            rejection = (_REJECTION[reason] % (eid.encode(), item.encode()) if item is not None
+                         else _REJECTION[reason] % eid.encode())
+            rejected = (*rejected, rejection)[-REJECTIONS_KEPT:]
+    return CustomerState(state.customer_id, generation, status, lines, state.version + 1,
+                         (eid, partition, offset), rejected,
+                         (window + eid_bytes)[-_WINDOW_BYTES:], occurred_at), outcome
+
+
+# The record's layout, as orjson writes `cart_contract.cart_details_to_dict` (compact, in this
+# key order). Only values that cannot need escaping go in raw: ids match cart_contract.ID_RE,
+# eventIds are canonical UUIDs, statuses and numbers are plain; names sit in the lines' JSON,
+# rejections are kept as JSON, and updatedAt (free text) goes through orjson.
+_RECORD = (b'{"customerId":"%s","cartId":"%s:%d","status":"%s","lineItems":[%s],"totalQty":%d,'
+           b'"totalPrice":"%s","version":%d,"lastEvent":{"eventId":"%s","partition":%d,'
+           b'"offset":%d},"rejected":[%s],"updatedAt":%s,"schemaVersion":1}')
+# Generation 0 (nothing accepted yet) is shown as an empty open cart.
+_STATUS = {None: OPEN.encode(), OPEN: OPEN.encode(), CHECKED_OUT: CHECKED_OUT.encode()}
+
+
+def encode_state(s: CustomerState) -> bytes:
+    """The cart-details record of a state (cart_contract.encode_cart_details's bytes)."""
+    lines = s.lines
+    qty = cents = 0
+    parts = []
+    try:
+        for li in lines:
+            qty += li.qty
+            cents += li.cents  # None (not whole cents): TypeError
+            parts.append(li.json)
+        if cents >= _MAX_TOTAL_CENTS:
+            raise TypeError
+        total = b"%d.%02d" % divmod(cents, 100)
+    except TypeError:
+        qty, exact, parts = 0, _ZERO, []
+        for li in lines:
+            qty += li.qty
+            exact += li.total_price
+            parts.append(li.json)
+        total = _money(exact).encode()
+    cid_bytes, last = s.customer_id.encode(), s.last_event
+    return _RECORD % (
+        cid_bytes, cid_bytes, s.generation, _STATUS[s.status], b",".join(parts), qty, total,
+        s.version, last[0].encode(), last[1], last[2], b",".join(s.rejected),
+        orjson.dumps(s.updated_at))
+
+
+# ------------------------------------------------------------------------------ snapshots
+# bytewax pickles every changed customer's snapshot at each epoch; plain tuples of str/int/bytes
+# pickle several times faster than NamedTuples or dataclasses (which pickle a class reference).
+# The snapshot is `SavedFold`'s layout, its state `CustomerState`'s with lines as `SavedLine`s.
+
+
+class SavedFold(NamedTuple):
+    """What the fold stage snapshots per customer (as a plain tuple of this layout)."""
+
+    state: tuple[Any, ...] | None  # CustomerState's fields, lines as SavedLine tuples
+    waiting: tuple[Wire, ...]  # events held behind the first one's awaited answer
+    answers: tuple[tuple[int, Any], ...]  # answers that came before their event: (offset, answer)
+
+
+def fields_of(cls: type) -> tuple[str, ...]:
+    """The field names of a NamedTuple or a msgspec Struct, in order."""
+    if issubclass(cls, msgspec.Struct):
+        return cls.__struct_fields__
+    return cls._fields  # type: ignore[attr-defined]
+
+
+def shape_of(*classes: Any) -> str:
+    """A fingerprint of classes' names and fields (and of the field lists given as tuples)."""
+    parts = [(c.__name__, fields_of(c)) if isinstance(c, type) else c for c in classes]
+    return f"{zlib.crc32(repr(parts).encode()):08x}"
+
+
+# Everything a snapshot's layout depends on: a change here changes the flow's STATE_FORMAT, so
+# recovery state of another shape is never unpickled into this one.
+SHAPE = shape_of(SavedFold, CustomerState, SavedLine, WIRE_FIELDS, PRODUCT_FIELDS)
+
+
+def to_snapshot(s: CustomerState) -> tuple[Any, ...]:
+    """The state as a snapshot holds it: a plain tuple of its fields, lines as `SavedLine`s."""
+    return (s.customer_id, s.generation, s.status, tuple([li.saved for li in s.lines]), s.version,
+            s.last_event, s.rejected, s.recent_event_ids, s.updated_at)
+
+
+def from_snapshot(t: tuple[Any, ...], cache: LineCache) -> CustomerState:
+    """A state back from `to_snapshot`, its lines shared through `cache`."""
+    cid, generation, status, lines, version, last, rejected, window, updated_at = t
+    return CustomerState(
+        cid, generation, status,
+        tuple([cache.get(li.item_id, li.item_name, li.unit_price, li.qty)
+               for li in map(SavedLine._make, lines)]),
+        version, None if last is None else tuple(last), tuple(rejected[-REJECTIONS_KEPT:]),
+        window[-_WINDOW_BYTES:], updated_at)

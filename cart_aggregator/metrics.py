@@ -32,14 +32,14 @@ LAG = Gauge("cartstream_aggregator_consumer_lag",
             "High watermark minus the next offset to read", ["topic", "partition"])
 
 # Indices of the per-thread tallies.
-APPLIED, REJECTED, DUPLICATE, EARLY, REPEATS, EARLY_BUFFERED, WAITING, WAIT_EXPIRED = range(8)
-_TALLIES = 8
+APPLIED, REJECTED, DUPLICATE, HELD, EARLY_ANSWERS, WAITING, WAIT_EXPIRED = range(7)
+_TALLIES = 7
 _tallies: list[list[int]] = []
 _local = threading.local()
 
 
 def tally() -> list[int]:
-    """This thread's counters; add to them in place (`tally()[EARLY] += n`)."""
+    """This thread's counters; add to them in place (`tally()[HELD] += n`)."""
     t: list[int] | None = getattr(_local, "t", None)
     if t is None:
         t = _local.t = [0] * _TALLIES
@@ -61,18 +61,15 @@ class _TallyCollector(Collector):
                         ("duplicate", DUPLICATE)):
             details.add_metric([name], total(i))
         yield details
-        yield CounterMetricFamily("cartstream_aggregator_early_arrivals",
-                                  "Events that reached the fold before their predecessor",
-                                  value=total(EARLY))
-        yield CounterMetricFamily("cartstream_aggregator_repeats_dropped",
-                                  "Events that reached the fold a second time (dropped)",
-                                  value=total(REPEATS))
         yield CounterMetricFamily("cartstream_aggregator_product_wait_expired",
-                                  "Adds released without a product after their wait",
+                                  "Adds answered without a product after their wait",
                                   value=total(WAIT_EXPIRED))
-        yield GaugeMetricFamily("cartstream_aggregator_early_buffered",
-                                "Events held at the fold until their predecessor arrives",
-                                value=total(EARLY_BUFFERED))
+        yield GaugeMetricFamily("cartstream_aggregator_held_for_answer",
+                                "Events held at the fold until an add before them has its product",
+                                value=total(HELD))
+        yield GaugeMetricFamily("cartstream_aggregator_early_answers",
+                                "Products at the fold that arrived before their add",
+                                value=total(EARLY_ANSWERS))
         yield GaugeMetricFamily("cartstream_aggregator_waiting_for_product",
                                 "Adds waiting in the join for their product to arrive",
                                 value=total(WAITING))

@@ -1,11 +1,13 @@
-"""bytewax's KafkaSource, read with a lighter loop that never resumes from an error's offset.
+"""A Kafka partitioned source on confluent_kafka and bytewax's public source API.
 
-bytewax 0.21.1's partition wraps every record in a `KafkaSourceMessage`, a frozen dataclass with
-headers, latency and timestamp that costs ~2 µs a record to build (about a tenth of the
+bytewax 0.21.1's KafkaSource wraps every record in a `KafkaSourceMessage`, a frozen dataclass
+with headers, latency and timestamp that costs ~2 µs a record to build (about a tenth of the
 aggregator's whole budget per event). The parse steps only use key, value, topic, partition and
-offset, so this partition emits a `SourceMessage` tuple with just those, built in a fifth of the
-time. It reuses bytewax's partition for everything else (consumer settings, assignment, resume
-offset, lag statistics).
+offset, so this source emits a `SourceMessage` tuple with just those. It is written on
+`bytewax.inputs.FixedPartitionedSource` / `StatefulSourcePartition` and confluent_kafka alone,
+with the consumer settings of bytewax's KafkaSource: nothing relies on bytewax's private
+attributes. A partition is "<index>-<topic>", as bytewax names them, and its snapshot is the next
+offset to read.
 
 Offsets: with `raise_on_errors=False`, bytewax's own loop takes the offset of *any* message it
 consumed as "read up to here", including a consumer error's (-1001). If a batch ends with an
@@ -25,12 +27,15 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
-from bytewax.connectors.kafka import KafkaError, KafkaSource
-from bytewax.inputs import StatefulSourcePartition
+from bytewax.connectors.kafka import KafkaError
+from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from confluent_kafka import KafkaError as ConfluentKafkaError
+from confluent_kafka.admin import AdminClient
 
 from cart_aggregator import metrics
 
@@ -57,17 +62,28 @@ class SourceMessage(NamedTuple):
     offset: int | None
 
 
-class _OffsetSafePartition(StatefulSourcePartition[Any, int | None]):
-    """Reads through the consumer of bytewax's partition `inner` (its private fields, 0.21.1)."""
+class ConsumerLike(Protocol):
+    """The part of confluent_kafka.Consumer a partition uses (tests pass a fake)."""
 
-    def __init__(self, inner: Any, idle_wait: timedelta = IDLE_WAIT) -> None:
-        self.inner = inner
-        self.idle_wait = idle_wait
+    def consume(self, num_messages: int, timeout: float) -> list[Any]: ...
+    def close(self) -> None: ...
+
+
+class KafkaPartition(StatefulSourcePartition[Any, int | None]):
+    """One Kafka partition, read by a consumer assigned to it alone; snapshots the next offset."""
+
+    def __init__(self, consumer: ConsumerLike, topic: str, part_idx: int, offset: int,
+                 batch_size: int, raise_on_errors: bool,
+                 idle_wait: timedelta = IDLE_WAIT) -> None:
+        self.consumer, self.topic, self.part_idx = consumer, topic, part_idx
+        self.offset = offset  # the next offset to read (or OFFSET_BEGINNING before the first)
+        self.batch_size, self.raise_on_errors, self.idle_wait = (batch_size, raise_on_errors,
+                                                                 idle_wait)
+        self.eof = False
         self.awake: datetime | None = None
 
     def next_batch(self) -> list[SourceMessage | KafkaError[Any, Any]]:
-        inner = self.inner
-        if inner._eof:
+        if self.eof:
             raise StopIteration()
         batch: list[SourceMessage | KafkaError[Any, Any]] = []
         # Never block in librdkafka: its fetcher threads fill the queue meanwhile, and an idle
@@ -75,8 +91,8 @@ class _OffsetSafePartition(StatefulSourcePartition[Any, int | None]):
         last = None
         # One Kafka partition per partition of the source: its topic and index are constant.
         # tuple.__new__ builds the NamedTuple without its Python-level __new__ (~0.4 µs).
-        topic, part, new = inner._topic, inner._part_idx, tuple.__new__
-        for msg in inner._consumer.consume(inner._batch_size, 0):
+        topic, part, new = self.topic, self.part_idx, tuple.__new__
+        for msg in self.consumer.consume(self.batch_size, 0):
             error = msg.error()
             if error is None:
                 last = new(SourceMessage, (msg.key(), msg.value(), topic, part, msg.offset()))
@@ -85,17 +101,17 @@ class _OffsetSafePartition(StatefulSourcePartition[Any, int | None]):
             record = new(SourceMessage, (msg.key(), msg.value(), topic, part, msg.offset()))
             if error.code() == ConfluentKafkaError._PARTITION_EOF:
                 # Like bytewax: emit this batch, stop at the next call.
-                inner._eof = True
+                self.eof = True
                 break
-            elif inner._raise_on_errors:
+            elif self.raise_on_errors:
                 if last is not None:
-                    inner._offset = last.offset + 1
-                raise RuntimeError(f"error consuming from Kafka topic {inner._topic!r}: {error}")
+                    self.offset = last.offset + 1
+                raise RuntimeError(f"error consuming from Kafka topic {topic!r}: {error}")
             else:
                 batch.append(KafkaError(error, record))
         if last is not None:
-            inner._offset = last.offset + 1  # resume after the last real record
-            metrics.note_positions({(topic, part): inner._offset})  # for the lag
+            self.offset = last.offset + 1  # resume after the last real record
+            metrics.note_positions({(topic, part): self.offset})  # for the lag
         # Nothing to read: let the worker sleep instead of polling again in a millisecond.
         self.awake = _next_tick(self.idle_wait) if not batch and self.idle_wait else None
         return batch
@@ -104,21 +120,59 @@ class _OffsetSafePartition(StatefulSourcePartition[Any, int | None]):
         return self.awake
 
     def snapshot(self) -> int | None:
-        return self.inner.snapshot()
+        return self.offset
 
     def close(self) -> None:
-        self.inner.close()
+        self.consumer.close()
 
 
-class OffsetSafeKafkaSource(KafkaSource):
-    """KafkaSource with the lighter, offset-safe partitions above."""
+class OffsetSafeKafkaSource(FixedPartitionedSource[Any, int | None]):
+    """Every partition of `topics`, read by `KafkaPartition`s (bytewax KafkaSource's arguments)."""
 
-    def __init__(self, *args: Any, idle_wait: timedelta = IDLE_WAIT, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.idle_wait = idle_wait
+    def __init__(self, brokers: Iterable[str], topics: Iterable[str], *, tail: bool = True,
+                 starting_offset: int = OFFSET_BEGINNING,
+                 add_config: dict[str, Any] | None = None, batch_size: int = 1000,
+                 raise_on_errors: bool = True, idle_wait: timedelta = IDLE_WAIT) -> None:
+        if isinstance(brokers, str) or isinstance(topics, str):
+            raise TypeError("brokers and topics must be iterables of str, not a str")
+        self.brokers, self.topics = list(brokers), list(topics)
+        self.tail, self.starting_offset = tail, starting_offset
+        self.add_config = add_config or {}
+        self.batch_size, self.raise_on_errors, self.idle_wait = (batch_size, raise_on_errors,
+                                                                 idle_wait)
+
+    def list_parts(self) -> list[str]:
+        """Each Kafka partition is a partition of the source: "<index>-<topic>"."""
+        admin = AdminClient({"bootstrap.servers": ",".join(self.brokers), **self.add_config})
+        parts = []
+        for topic in self.topics:
+            # One topic at a time, so that a broker auto-creating topics creates this one.
+            found = admin.list_topics(topic).topics[topic]
+            if found.error is not None:
+                raise RuntimeError(f"error listing partitions of Kafka topic {topic!r}: "
+                                   f"{found.error.str()}")
+            parts += [f"{i}-{topic}" for i in found.partitions]
+        return parts
+
+    def consumer_config(self) -> dict[str, Any]:
+        """bytewax KafkaSource's consumer settings (without its statistics callback)."""
+        return {
+            # No consumer group: offsets live in the recovery snapshots.
+            "group.id": "BYTEWAX_IGNORED",
+            "enable.auto.commit": "false",
+            "bootstrap.servers": ",".join(self.brokers),
+            "enable.partition.eof": str(not self.tail),
+            **self.add_config,
+        }
 
     def build_part(self, step_id: str, for_part: str,
-                   resume_state: int | None) -> _OffsetSafePartition:
-        """bytewax's partition, read through `_OffsetSafePartition`."""
-        return _OffsetSafePartition(super().build_part(step_id, for_part, resume_state),
-                                    self.idle_wait)
+                   resume_state: int | None) -> KafkaPartition:
+        """A consumer assigned to this partition alone, from the snapshotted offset."""
+        idx, topic = for_part.split("-", 1)
+        if topic not in self.topics:
+            raise ValueError(f"cannot resume partition {for_part!r}: not one of {self.topics}")
+        offset = self.starting_offset if resume_state is None else resume_state
+        consumer = Consumer(self.consumer_config())
+        consumer.assign([TopicPartition(topic, int(idx), offset)])
+        return KafkaPartition(consumer, topic, int(idx), offset, self.batch_size,
+                              self.raise_on_errors, self.idle_wait)

@@ -22,7 +22,6 @@ import redis
 import requests
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from cart_aggregator.fold import fold, to_cart_details
 from cart_contract import (
     CartEvent,
     ContractError,
@@ -36,6 +35,7 @@ from cart_contract import (
 )
 from cart_contract.layout import cart_key
 from tests.e2e.conftest import System
+from tests.support.fold_model import fold, to_cart_details
 
 # Every HTTP call is bounded: a hang is a failure, never a stuck test.
 HTTP_TIMEOUT_S = 30

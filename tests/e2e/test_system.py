@@ -15,7 +15,6 @@ import pytest
 import requests
 from confluent_kafka import Consumer, TopicPartition
 
-from cart_aggregator.fold import fold, to_cart_details
 from cart_contract import (
     CartEvent,
     EventPosition,
@@ -23,6 +22,7 @@ from cart_contract import (
     cart_details_to_dict,
     decode_cart_event,
 )
+from tests.support.fold_model import fold, to_cart_details
 
 pytestmark = pytest.mark.e2e
 KAFKA_BIN = Path(__file__).resolve().parents[2] / "infra" / "kafka" / "bin"

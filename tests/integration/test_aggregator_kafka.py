@@ -23,7 +23,6 @@ import requests
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from cart_aggregator.fold import apply, fold, to_cart_details
 from cart_aggregator.sink import DeliveredKafkaSink, DeliveryFailed
 from cart_contract import (
     CartEvent,
@@ -39,6 +38,7 @@ from cart_contract import (
     encode_product,
     new_cart_event,
 )
+from tests.support.fold_model import apply, fold, to_cart_details
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]

@@ -14,12 +14,11 @@ from bytewax.connectors.kafka import KafkaSourceMessage
 from bytewax.recovery import RecoveryConfig, init_db_dir
 from bytewax.testing import TestingSink, TestingSource, cluster_main, run_main
 
-from cart_aggregator import fastfold, metrics
-from cart_aggregator import flow as flow_module
+from cart_aggregator import metrics
 from cart_aggregator.config import Config
-from cart_aggregator.flow import FoldLogic, SequenceLogic, build_flow
-from cart_aggregator.fold import fold, to_cart_details
-from cart_aggregator.sequencing import product_tuple, to_wire
+from cart_aggregator.flow import FoldLogic, build_flow
+from cart_aggregator.fold import OFFSET, TYPE, apply, encode_state
+from cart_aggregator.join import product_tuple
 from cart_contract import (
     CartEvent,
     EventPosition,
@@ -33,6 +32,7 @@ from cart_contract import (
     encode_product,
     new_cart_event,
 )
+from tests.support.fold_model import fold, to_cart_details
 
 # Products 1-8 exist (little stock, so some adds hit INSUFFICIENT_STOCK); 9 never does.
 CATALOG = {str(i): Product(str(i), f"P{i}", Decimal(f"{i}.25"), 6) for i in range(1, 9)}
@@ -119,7 +119,6 @@ def versions_by_customer(out: list) -> dict[str, list[int]]:
 @pytest.mark.parametrize("workers", [1, 3])
 def test_records_equal_the_fold_of_the_log_in_per_customer_order(workers: int) -> None:
     cart = workload(seed=workers, n=2000)
-    early = metrics.total(metrics.EARLY)
     out, dead = run_flow(cart, product_msgs(), workers)
     assert dead == []
     assert len(out) == len(cart)  # one record per event read, duplicates and rejections too
@@ -127,16 +126,35 @@ def test_records_equal_the_fold_of_the_log_in_per_customer_order(workers: int) -
     # applied twice, in the log's order.
     assert all(v == list(range(1, len(v) + 1)) for v in versions_by_customer(out).values())
     assert latest(out) == expected_records(cart)
-    # The join really did reorder: events reached the fold before their predecessor.
-    assert metrics.total(metrics.EARLY) > early
 
 
-def test_without_the_resequencer_the_records_differ_from_the_fold(monkeypatch) -> None:
-    # The control for the test above: fold in arrival order and the comparison must fail.
-    monkeypatch.setattr(flow_module, "release_in_order",
-                        lambda next_version, early, items: (list(items), 0))
+def test_without_holding_events_for_their_answer_the_records_differ(monkeypatch) -> None:
+    # The control for the test above: apply each event as soon as it can be (an add once its
+    # answer is in too) without holding later events behind an add: the comparison must fail.
+    def on_arrival(self, values):
+        adds, early = self.__dict__.setdefault("adds", {}), self.__dict__.setdefault("early", {})
+        out = []
+        for v in values:
+            if len(v) == 2:  # an answer
+                w, product = adds.pop(v[0], None), v[1]
+                if w is None:
+                    early[v[0]] = product
+                    continue
+            elif v[TYPE] == "ITEM_ADDED":
+                if v[OFFSET] not in early:
+                    adds[v[OFFSET]] = v
+                    continue
+                w, product = v, early.pop(v[OFFSET])
+            else:
+                w, product = v, None
+            self.state, _ = apply(self.state, w, product, self.lines)
+            out.append(encode_state(self.state))
+        return out, False
+
+    monkeypatch.setattr(FoldLogic, "on_batch", on_arrival)
     cart = workload(seed=3, n=2000)
     out, _ = run_flow(cart, product_msgs(), workers=3)
+    assert len(out) == len(cart)
     assert latest(out) != expected_records(cart)
 
 
@@ -249,25 +267,27 @@ def test_a_resumed_flow_neither_loses_nor_double_applies_events(tmp_path: Path) 
 
 def test_a_customers_state_does_not_grow_with_its_events() -> None:
     rng = random.Random(4)
-    seq, fold_logic = SequenceLogic(None), FoldLogic(None)
+    fold_logic = FoldLogic(None)
     sizes = []
-    for rnd in range(40):
-        wires = []
-        for i in range(50):
+    offset = 0
+    for _ in range(40):
+        items: list = []
+        for _ in range(50):
             kind = rng.choice(KINDS)
             item = str(rng.randint(1, 8)) if kind in (EventType.ITEM_ADDED,
                                                       EventType.ITEM_REMOVED) else None
             ev = new_cart_event(kind, "c1", item, 1 if kind is EventType.ITEM_ADDED else None)
-            w = to_wire(ev, 0, rnd * 50 + i)
-            wires.append(w)
-        stamped, _ = seq.on_batch(wires)
-        stamped = [(*w[:10], product_tuple(CATALOG[w[4]]) if w[2] == "ITEM_ADDED" else None)
-                   for w in stamped]
-        rng.shuffle(stamped)  # the join reorders
-        out, _ = fold_logic.on_batch(stamped)
-        assert len(out) == 50
+            items.append((ev.event_id, kind.value, "c1", item, ev.qty, ev.occurred_at, 0, offset))
+            if kind is EventType.ITEM_ADDED:  # the answer, somewhere after its add
+                items.insert(rng.randint(len(items), len(items) + 3),
+                             (offset, product_tuple(CATALOG[item])))
+            offset += 1
+        answers_late = [x for x in items if len(x) == 2 and x[0] >= offset - 2]
+        out, _ = fold_logic.on_batch([x for x in items if x not in answers_late])
+        out2, _ = fold_logic.on_batch(answers_late)
+        assert len(out) + len(out2) == 50
         sizes.append(len(pickle.dumps(fold_logic.snapshot())))
     # Nothing is left waiting, and the snapshot after 2,000 events is no bigger than after 200.
-    assert fold_logic.early is None and fold_logic.snapshot()[1] == ()
-    assert fold_logic.customer[fastfold.VERSION] == 2000 and seq.snapshot() == 2000
+    assert fold_logic.waiting is None and fold_logic.snapshot()[1:] == ((), ())
+    assert fold_logic.state is not None and fold_logic.state.version == 2000
     assert max(sizes[-10:]) <= max(sizes[:10]) + 200

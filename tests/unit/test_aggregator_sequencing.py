@@ -1,4 +1,4 @@
-"""The keyed stages' logic without bytewax: stamping, the product join, the resequencer."""
+"""Log order without bytewax: the product join's answers, and the fold holding events for them."""
 
 from __future__ import annotations
 
@@ -6,46 +6,47 @@ import pickle
 import random
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from typing import Any, NamedTuple
 
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cart_aggregator.sequencing import (
-    PRODUCT,
-    VERSION,
+from cart_aggregator import fold
+from cart_aggregator.flow import FoldLogic
+from cart_aggregator.fold import (
+    OFFSET,
+    SHAPE,
+    CustomerState,
+    LineCache,
+    SavedFold,
+    SavedLine,
+    apply,
+    encode_state,
+    shape_of,
+)
+from cart_aggregator.join import (
     CatalogEntry,
     ProductRecord,
     expire,
     join,
     next_deadline,
     product_tuple,
-    release_in_order,
     restart_waits,
-    stamp,
-    to_wire,
 )
-from cart_contract import EventPosition, EventType, Product, new_cart_event
+from cart_contract import EventType, Product, new_cart_event
 
 T0 = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)
 WAIT = timedelta(seconds=30)
 PHONE = Product("1", "IPhone 12", Decimal("65000"), 768)
 
 
-def add(version: int, item: str = "1", customer: str = "c1", offset: int = 0):
-    ev = new_cart_event(EventType.ITEM_ADDED, customer, item, 1)
-    return (version, *to_wire(ev, 2, offset)[1:])
+def add(offset: int, customer: str = "c1") -> tuple[str, int]:
+    """A request from an add at `offset` to the join."""
+    return (customer, offset)
 
 
 def record(product: Product | None, pid: str = "1", offset: int = 0) -> ProductRecord:
     return ProductRecord((pid, None if product is None else product_tuple(product), offset))
-
-
-def test_the_wire_form_round_trips_the_event_and_its_position() -> None:
-    ev = new_cart_event(EventType.ITEM_REMOVED, "c1", "9", None)
-    # Flat str/int tuples: what crosses processes must pickle cheaply.
-    w = to_wire(ev, 4, 17)
-    assert all(type(x) in (str, int, type(None)) for x in w)
-    assert pickle.loads(pickle.dumps(w)) == w
 
 
 def test_product_tuples_keep_the_exact_price() -> None:
@@ -55,36 +56,28 @@ def test_product_tuples_keep_the_exact_price() -> None:
         assert Decimal(t[2]) == p.price and t[2] == price
 
 
-def test_stamp_numbers_each_customer_event_after_the_last() -> None:
-    last, out = stamp(7, [to_wire(new_cart_event(EventType.CHECKOUT, "c1"), 0, i)
-                          for i in range(3)])
-    assert last == 10
-    assert [w[VERSION] for w in out] == [8, 9, 10]
-
-
 def test_an_add_for_a_known_product_passes_with_it() -> None:
     entry, out = join(CatalogEntry(), [record(PHONE, offset=5)], T0, WAIT)
     entry, out = join(entry, [add(1)], T0, WAIT)
-    assert [w[PRODUCT] for w in out] == [product_tuple(PHONE)]
+    assert out == [("c1", (1, product_tuple(PHONE)))]
     assert entry.offset == 5 and entry.waiting == ()
 
 
-def test_an_add_for_an_unseen_product_waits_for_it_and_gets_that_version() -> None:
+def test_an_add_for_an_unseen_product_waits_for_its_first_record() -> None:
     entry, out = join(CatalogEntry(), [add(1), add(2)], T0, WAIT)
     assert out == [] and len(entry.waiting) == 2
     assert next_deadline(entry) == T0 + WAIT
     newer = Product("1", "IPhone 12 (new)", Decimal("60000"), 10)
     entry, out = join(entry, [record(PHONE), record(newer, offset=1)], T0, WAIT)
     # Both waiting adds meet the first record read after them.
-    assert [(w[VERSION], w[PRODUCT]) for w in out] == [(1, product_tuple(PHONE)),
-                                                       (2, product_tuple(PHONE))]
+    assert out == [("c1", (1, product_tuple(PHONE))), ("c1", (2, product_tuple(PHONE)))]
     assert entry.product == product_tuple(newer) and entry.waiting == ()
 
 
 def test_a_deleted_product_rejects_adds_at_once() -> None:
     entry, _ = join(CatalogEntry(), [record(PHONE), record(None, offset=1)], T0, WAIT)
     entry, out = join(entry, [add(1)], T0, WAIT)
-    assert out[0][PRODUCT] is None and entry.known and entry.waiting == ()
+    assert out == [("c1", (1, None))] and entry.known and entry.waiting == ()
 
 
 def test_a_wait_ends_at_its_deadline_without_a_product() -> None:
@@ -93,10 +86,10 @@ def test_a_wait_ends_at_its_deadline_without_a_product() -> None:
     same, due = expire(entry, T0 + timedelta(seconds=29))
     assert due == [] and same is entry
     entry, due = expire(entry, T0 + timedelta(seconds=30))
-    assert [w[VERSION] for w in due] == [1] and due[0][PRODUCT] is None
+    assert due == [("c1", (1, None))]
     assert next_deadline(entry) == T0 + timedelta(seconds=40)
     entry, due = expire(entry, None)  # end of a bounded input: everyone goes
-    assert [w[VERSION] for w in due] == [2] and next_deadline(entry) is None
+    assert due == [("c1", (2, None))] and next_deadline(entry) is None
 
 
 def test_a_restart_gives_waiting_adds_a_full_wait_again() -> None:
@@ -113,59 +106,102 @@ def test_join_states_are_immutable_values() -> None:
     assert pickle.dumps(entry) == before
 
 
-def test_release_in_order_holds_early_events_until_their_predecessor() -> None:
-    early: dict = {}
-    ready, parked = release_in_order(1, early, [add(2), add(4)])
-    assert ready == [] and parked == 2 and sorted(early) == [2, 4]
-    ready, parked = release_in_order(1, early, [add(1)])
-    assert [w[VERSION] for w in ready] == [1, 2] and parked == 0 and sorted(early) == [4]
-    ready, _ = release_in_order(3, early, [add(3)])
-    assert [w[VERSION] for w in ready] == [3, 4] and early == {}
+# ----------------------------------------------------------------- the fold's waiting
+
+CATALOG = {str(i): product_tuple(Product(str(i), f"P{i}", Decimal(f"{i}.25"), 6))
+           for i in range(1, 5)}
+KINDS = ["ITEM_ADDED"] * 5 + ["ITEM_REMOVED", "ITEM_REMOVED", "CHECKOUT", "CART_CLEARED"]
 
 
-def test_release_in_order_drops_repeats() -> None:
-    ready, parked = release_in_order(5, {}, [add(3), add(5)])
-    assert [w[VERSION] for w in ready] == [5] and parked == 0
+def customer_log(rng: random.Random, n: int) -> list[tuple]:
+    """One customer's events as parsed (fold.Wire), at offsets 0, 3, 6, ..."""
+    out = []
+    for i in range(n):
+        kind = rng.choice(KINDS)
+        item = str(rng.randint(1, 5)) if kind in ("ITEM_ADDED", "ITEM_REMOVED") else None
+        ev = new_cart_event(EventType(kind), "c1", item, 1 if kind == "ITEM_ADDED" else None)
+        out.append((ev.event_id, kind, "c1", item, ev.qty, ev.occurred_at, 0, i * 3))
+    return out
 
 
-@given(st.integers(1, 60), st.randoms(use_true_random=False), st.integers(1, 8))
-def test_any_arrival_order_is_released_as_1_to_n(n: int, rnd: random.Random, batches: int) -> None:
-    items = [add(v) for v in range(1, n + 1)]
-    rnd.shuffle(items)
-    cuts = sorted(rnd.randint(0, n) for _ in range(batches - 1))
-    early: dict = {}
-    released: list[int] = []
-    for lo, hi in zip([0, *cuts], [*cuts, n], strict=True):
-        ready, _ = release_in_order(len(released) + 1, early, items[lo:hi])
-        released += [w[VERSION] for w in ready]
-    assert released == list(range(1, n + 1)) and early == {}
+def in_order(log: list[tuple]) -> list[bytes]:
+    """The records of the log folded in order, each add with its product."""
+    state, cache, out = None, LineCache(), []
+    for w in log:
+        state, _ = apply(state, w, CATALOG.get(w[3]) if w[1] == "ITEM_ADDED" else None, cache)
+        out.append(encode_state(state))
+    return out
 
 
-def test_snapshot_tuples_round_trip_every_customer_state() -> None:
-    from cart_aggregator.fold import apply
-    from cart_aggregator.snapshots import (
-        ACTUAL,
-        CUSTOMER_FIELDS,
-        LINE_FIELDS,
-        POSITION_FIELDS,
-        REJECTION_FIELDS,
-        customer_from_tuple,
-        customer_to_tuple,
-    )
+def arrivals(rng: random.Random, log: list[tuple]) -> list[Any]:
+    """The events in log order, each add's answer anywhere (before or after it)."""
+    items: list[Any] = list(log)
+    for w in log:
+        if w[1] == "ITEM_ADDED":
+            items.insert(rng.randint(0, len(items)), (w[OFFSET], CATALOG.get(w[3])))
+    return items
 
-    # The conversion names every field of the fold's classes: a new field must be added there.
-    assert ACTUAL == (CUSTOMER_FIELDS, LINE_FIELDS, POSITION_FIELDS, REJECTION_FIELDS)
-    rng = random.Random(2)
-    catalog = {str(i): Product(str(i), f"P{i}", Decimal(f"{i}.{i}5"), 5) for i in range(1, 5)}
-    state = None
-    for i in range(300):
-        kind = rng.choice(list(EventType))
-        item = str(rng.randint(1, 5)) if kind in (EventType.ITEM_ADDED,
-                                                  EventType.ITEM_REMOVED) else None
-        ev = new_cart_event(kind, "c1", item, rng.randint(1, 3) if kind is EventType.ITEM_ADDED
-                            else None)
-        state = apply(state, ev, catalog.get(item or ""), EventPosition(ev.event_id, 1, i))
-        t = customer_to_tuple(state)
-        assert customer_from_tuple(pickle.loads(pickle.dumps(t))) == state
-        assert [str(li.unit_price) for li in customer_from_tuple(t).lines] == [
-            str(li.unit_price) for li in state.lines]
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(0, 40), st.randoms(use_true_random=False), st.integers(1, 6))
+def test_the_fold_applies_events_in_log_order_whenever_the_answers_come(
+        n: int, rnd: random.Random, batches: int) -> None:
+    log = customer_log(rnd, n)
+    items = arrivals(rnd, log)
+    cuts = sorted(rnd.randint(0, len(items)) for _ in range(batches - 1))
+    logic, out = FoldLogic(None), []
+    for lo, hi in zip([0, *cuts], [*cuts, len(items)], strict=True):
+        if rnd.random() < 0.3:  # a restart from the snapshot, as recovery does
+            logic = FoldLogic(pickle.loads(pickle.dumps(logic.snapshot())))
+        out += logic.on_batch(items[lo:hi])[0]
+    assert out == in_order(log)
+    assert logic.waiting is None and logic.answers is None
+    assert logic.snapshot()[1:] == ((), ())
+
+
+def test_events_behind_an_unanswered_add_wait_and_go_in_order() -> None:
+    log = customer_log(random.Random(3), 12)
+    first_add = next(i for i, w in enumerate(log) if w[1] == "ITEM_ADDED")
+    logic = FoldLogic(None)
+    out = logic.on_batch(log)[0]
+    # Everything before the first add is applied; it and everything after waits.
+    assert len(out) == first_add and logic.waiting == log[first_add:]
+    saved = SavedFold(*logic.snapshot())
+    assert saved.waiting == tuple(log[first_add:]) and saved.answers == ()
+    answers = [(w[OFFSET], CATALOG.get(w[3])) for w in log if w[1] == "ITEM_ADDED"]
+    out += logic.on_batch(answers[::-1])[0]  # the answers in any order
+    assert out == in_order(log)
+
+
+# --------------------------------------------------------------------------- snapshots
+
+
+def test_the_snapshot_is_the_layout_the_shape_fingerprints() -> None:
+    log = customer_log(random.Random(5), 30)
+    adds = [w for w in log if w[1] == "ITEM_ADDED"]
+    logic = FoldLogic(None)
+    # All answers but one of an add in the middle: a state, waiting events and early answers.
+    logic.on_batch([*log, *((w[OFFSET], CATALOG.get(w[3])) for w in adds if w is not adds[3])])
+    assert logic.state is not None and logic.waiting and logic.answers
+    snap = pickle.loads(pickle.dumps(logic.snapshot()))
+    # Plain tuples (cheap to pickle) whose layout is SavedFold's, CustomerState's, SavedLine's.
+    assert type(snap) is tuple and len(snap) == len(SavedFold._fields)
+    state = SavedFold(*snap).state
+    assert type(state) is tuple and len(state) == len(fold.fields_of(CustomerState))
+    lines = dict(zip(fold.fields_of(CustomerState), state, strict=True))["lines"]
+    assert lines and all(type(li) is tuple and len(li) == len(SavedLine._fields) for li in lines)
+    assert FoldLogic(snap).snapshot() == snap
+
+
+def test_the_shape_changes_with_any_snapshotted_field() -> None:
+    class Other(NamedTuple):
+        state: Any
+        waiting: Any
+        early: Any  # renamed
+
+    assert shape_of(Other, CustomerState, SavedLine, fold.WIRE_FIELDS,
+                    fold.PRODUCT_FIELDS) != SHAPE
+    assert shape_of(SavedFold, CustomerState, SavedLine, (*fold.WIRE_FIELDS, "x"),
+                    fold.PRODUCT_FIELDS) != SHAPE
+    assert shape_of(SavedFold, CustomerState, SavedLine, fold.WIRE_FIELDS,
+                    fold.PRODUCT_FIELDS) == SHAPE

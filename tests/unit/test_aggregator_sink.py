@@ -115,18 +115,18 @@ def test_lag_is_the_high_watermark_minus_the_next_offset_to_read() -> None:
 def test_tallies_are_summed_over_threads_when_scraped() -> None:
     import threading
 
-    before = metrics.total(metrics.REPEATS)
+    before = metrics.total(metrics.HELD)
 
     def work() -> None:
-        metrics.tally()[metrics.REPEATS] += 5
+        metrics.tally()[metrics.HELD] += 5
 
     threads = [threading.Thread(target=work) for _ in range(3)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    assert metrics.total(metrics.REPEATS) == before + 15
-    assert REGISTRY.get_sample_value("cartstream_aggregator_repeats_dropped_total") == before + 15
+    assert metrics.total(metrics.HELD) == before + 15
+    assert REGISTRY.get_sample_value("cartstream_aggregator_held_for_answer") == before + 15
 
 
 class ConsumedMessage:
@@ -162,23 +162,14 @@ class FakeConsumer:
         return self.batches.pop(0)
 
 
-class FakeKafkaPartition:
-    """The part of bytewax's _KafkaSourcePartition the wrapper relies on."""
+def partition(offset: int, batches: list[list[ConsumedMessage]], raise_on_errors: bool = False,
+              idle_wait: Any = None) -> Any:
+    from datetime import timedelta
 
-    def __init__(self, offset: int, batches: list[list[ConsumedMessage]],
-                 raise_on_errors: bool = False) -> None:
-        self._offset, self._consumer = offset, FakeConsumer(batches)
-        self._batch_size, self._eof, self._raise_on_errors = 10, False, raise_on_errors
-        self._topic, self._part_idx = "t", 0
+    from cart_aggregator.sources import KafkaPartition
 
-    def snapshot(self) -> int:
-        return self._offset
-
-    def next_awake(self) -> None:
-        return None
-
-    def close(self) -> None:
-        pass
+    return KafkaPartition(FakeConsumer(batches), "t", 0, offset, 10, raise_on_errors,
+                          timedelta(milliseconds=10) if idle_wait is None else idle_wait)
 
 
 class FakeError:
@@ -191,12 +182,11 @@ class FakeError:
 def test_a_consumer_error_never_becomes_the_resume_offset() -> None:
     from bytewax.connectors.kafka import KafkaError
 
-    from cart_aggregator.sources import SourceMessage, _OffsetSafePartition
+    from cart_aggregator.sources import SourceMessage
 
     error = ConsumedMessage(-1001, FakeError())  # offset OFFSET_INVALID
-    inner = FakeKafkaPartition(-2, [[ConsumedMessage(0), ConsumedMessage(1), error], [error],
-                                    [ConsumedMessage(2)], []])
-    part = _OffsetSafePartition(inner)
+    part = partition(-2, [[ConsumedMessage(0), ConsumedMessage(1), error], [error],
+                          [ConsumedMessage(2)], []])
     batch = part.next_batch()
     assert batch[:2] == [SourceMessage(b"k", b"v", "t", 0, 0), SourceMessage(b"k", b"v", "t", 0, 1)]
     assert type(batch[2]) is KafkaError and batch[2].msg.offset == -1001
@@ -211,19 +201,17 @@ def test_a_consumer_error_never_becomes_the_resume_offset() -> None:
 def test_partition_end_and_fatal_errors_follow_bytewax() -> None:
     from confluent_kafka import KafkaError as ConfluentKafkaError
 
-    from cart_aggregator.sources import _OffsetSafePartition
-
     class EndOfPartition:
         def code(self) -> int:
             return ConfluentKafkaError._PARTITION_EOF
 
-    part = _OffsetSafePartition(FakeKafkaPartition(
-        0, [[ConsumedMessage(0), ConsumedMessage(1, EndOfPartition()), ConsumedMessage(2)]]))
+    part = partition(
+        0, [[ConsumedMessage(0), ConsumedMessage(1, EndOfPartition()), ConsumedMessage(2)]])
     assert [m.offset for m in part.next_batch()] == [0]  # the batch up to the end, then stop
     with pytest.raises(StopIteration):
         part.next_batch()
-    failing = _OffsetSafePartition(FakeKafkaPartition(
-        0, [[ConsumedMessage(0), ConsumedMessage(-1001, FakeError())]], raise_on_errors=True))
+    failing = partition(
+        0, [[ConsumedMessage(0), ConsumedMessage(-1001, FakeError())]], raise_on_errors=True)
     with pytest.raises(RuntimeError, match="error consuming"):
         failing.next_batch()
 
@@ -231,10 +219,7 @@ def test_partition_end_and_fatal_errors_follow_bytewax() -> None:
 def test_an_empty_poll_lets_the_worker_sleep_and_a_full_one_does_not() -> None:
     from datetime import UTC, datetime, timedelta
 
-    from cart_aggregator.sources import _OffsetSafePartition
-
-    part = _OffsetSafePartition(FakeKafkaPartition(0, [[], [ConsumedMessage(0)], []]),
-                                timedelta(milliseconds=10))
+    part = partition(0, [[], [ConsumedMessage(0)], []], idle_wait=timedelta(milliseconds=10))
     assert part.next_awake() is None  # a new partition is polled at once
     before = datetime.now(UTC)
     assert part.next_batch() == []
@@ -243,5 +228,5 @@ def test_an_empty_poll_lets_the_worker_sleep_and_a_full_one_does_not() -> None:
     assert awake is not None and before < awake <= datetime.now(UTC) + timedelta(milliseconds=10)
     assert round(awake.timestamp() * 1000) % 10 == 0
     assert len(part.next_batch()) == 1 and part.next_awake() is None  # a backlog: no wait
-    never = _OffsetSafePartition(FakeKafkaPartition(0, [[]]), timedelta(0))
+    never = partition(0, [[]], idle_wait=timedelta(0))
     assert never.next_batch() == [] and never.next_awake() is None

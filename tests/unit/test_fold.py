@@ -8,15 +8,6 @@ from decimal import Decimal
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cart_aggregator.fold import (
-    DEDUPE_WINDOW,
-    REJECTIONS_KEPT,
-    CustomerState,
-    apply,
-    compact,
-    fold,
-    to_cart_details,
-)
 from cart_contract import (
     CartEvent,
     EventPosition,
@@ -26,6 +17,15 @@ from cart_contract import (
     decode_cart_details,
     encode_cart_details,
     new_cart_event,
+)
+from tests.support.fold_model import (
+    DEDUPE_WINDOW,
+    REJECTIONS_KEPT,
+    CustomerState,
+    apply,
+    compact,
+    fold,
+    to_cart_details,
 )
 
 CATALOG = {

@@ -1,4 +1,4 @@
-"""The dataflow's tuple fold (`fastfold`) against the oracle (`fold`): byte-identical records."""
+"""The production fold (`cart_aggregator.fold`) against the readable model: identical records."""
 
 from __future__ import annotations
 
@@ -10,16 +10,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cart_aggregator import metrics
-from cart_aggregator.fastfold import (
+from cart_aggregator.fold import (
+    CustomerState,
     LineCache,
-    apply_wire,
+    Wire,
+    apply,
     encode_state,
     from_snapshot,
     to_snapshot,
 )
-from cart_aggregator.fold import CustomerState, apply, to_cart_details
-from cart_aggregator.sequencing import product_tuple, to_wire
-from cart_aggregator.snapshots import customer_from_tuple, customer_to_tuple
+from cart_aggregator.join import product_tuple
 from cart_contract import (
     CartEvent,
     EventPosition,
@@ -28,6 +28,7 @@ from cart_contract import (
     encode_cart_details,
     new_cart_event,
 )
+from tests.support import fold_model as model
 
 ADD, REMOVE, CLEAR, CHECKOUT = (EventType.ITEM_ADDED, EventType.ITEM_REMOVED,
                                 EventType.CART_CLEARED, EventType.CHECKOUT)
@@ -63,6 +64,12 @@ steps = st.lists(
 )
 
 
+def to_wire(ev: CartEvent, partition: int, offset: int) -> Wire:
+    """An event as the flow's parse step makes it."""
+    return (ev.event_id, ev.type.value, ev.customer_id, ev.item_id, ev.qty, ev.occurred_at,
+            partition, offset)
+
+
 def event_of(etype: EventType, item: str, qty: int | None, at: str) -> CartEvent:
     return new_cart_event(etype, "cust-1", item if etype in (ADD, REMOVE) else None,
                           (qty or 1) if etype is ADD else (qty if etype is REMOVE else None),
@@ -75,7 +82,7 @@ def test_every_record_and_snapshot_equals_the_oracles(cmds) -> None:
     catalog = {"1": Product("1", "IPhone 12", Decimal("65000"), 768),
                "2": Product("2", "Cable", Decimal("0.10"), 5)}
     cache = LineCache(limit=7)  # small: the cache starting over must change nothing
-    oracle: CustomerState | None = None
+    oracle: model.CustomerState | None = None
     fast = None
     sent: list[CartEvent] = []
     for offset, (etype, item, qty, retry, change, at, restore) in enumerate(cmds):
@@ -87,13 +94,12 @@ def test_every_record_and_snapshot_equals_the_oracles(cmds) -> None:
         if restore and fast is not None:
             fast = from_snapshot(pickle.loads(pickle.dumps(to_snapshot(fast))), cache)
         before = oracle
-        oracle = apply(oracle, ev, product, EventPosition(ev.event_id, 3, offset))
-        w = (offset + 1, *to_wire(ev, 3, offset)[1:10],
-             None if product is None else product_tuple(product))
-        fast, outcome = apply_wire(fast, w, cache)
-        assert encode_state(fast) == encode_cart_details(to_cart_details(oracle))
-        assert to_snapshot(fast) == customer_to_tuple(oracle)
-        assert customer_from_tuple(to_snapshot(fast)) == oracle
+        oracle = model.apply(oracle, ev, product, EventPosition(ev.event_id, 3, offset))
+        fast, outcome = apply(fast, to_wire(ev, 3, offset),
+                              None if product is None else product_tuple(product), cache)
+        assert type(fast) is CustomerState
+        assert encode_state(fast) == encode_cart_details(model.to_cart_details(oracle))
+        assert to_snapshot(fast) == model.saved(oracle)
         rejected = oracle.rejected != (before.rejected if before else ())
         duplicate = before is not None and ev.event_id in {
             str(uuid.UUID(bytes=before.recent_event_ids[i:i + 16]))
@@ -110,22 +116,21 @@ def test_a_state_restored_from_the_oracles_snapshot_goes_on_identically() -> Non
               event_of(REMOVE, "1", 1, "2026-11-22T10:00:01Z"),
               event_of(ADD, "9", 1, "2026-11-22T10:00:02Z")]
     for i, ev in enumerate(events[:2]):
-        oracle = apply(oracle, ev, catalog.get(ev.item_id or ""), EventPosition(ev.event_id, 0, i))
+        oracle = model.apply(oracle, ev, catalog.get(ev.item_id or ""),
+                             EventPosition(ev.event_id, 0, i))
     assert oracle is not None
-    fast = from_snapshot(customer_to_tuple(oracle), cache)
-    oracle = apply(oracle, events[2], None, EventPosition(events[2].event_id, 0, 2))
-    fast, _ = apply_wire(fast, (3, *to_wire(events[2], 0, 2)[1:]), cache)
-    assert encode_state(fast) == encode_cart_details(to_cart_details(oracle))
+    fast = from_snapshot(model.saved(oracle), cache)
+    oracle = model.apply(oracle, events[2], None, EventPosition(events[2].event_id, 0, 2))
+    fast, _ = apply(fast, to_wire(events[2], 0, 2), None, cache)
+    assert encode_state(fast) == encode_cart_details(model.to_cart_details(oracle))
 
 
 def test_carts_share_their_lines() -> None:
     cache = LineCache()
     p = product_tuple(Product("1", "P1", Decimal("2.50"), 9))
-    a, _ = apply_wire(None, (1, *to_wire(event_of(ADD, "1", 2, "2026-11-22"), 0, 0)[1:10], p),
-                      cache)
-    b, _ = apply_wire(None, (1, *to_wire(event_of(ADD, "1", 2, "2026-11-22"), 0, 1)[1:10], p),
-                      cache)
-    assert a[3][0] is b[3][0]
+    a, _ = apply(None, to_wire(event_of(ADD, "1", 2, "2026-11-22"), 0, 0), p, cache)
+    b, _ = apply(None, to_wire(event_of(ADD, "1", 2, "2026-11-22"), 0, 1), p, cache)
+    assert a.lines[0] is b.lines[0]
 
 
 def test_a_long_seeded_walk_equals_the_oracle() -> None:
@@ -136,7 +141,7 @@ def test_a_long_seeded_walk_equals_the_oracle() -> None:
     cache = LineCache(limit=50)
     catalog = {str(i): Product(str(i), rng.choice(NAMES), Decimal(rng.choice(PRICES)),
                                rng.randint(0, 12)) for i in range(1, 5)}
-    oracles: dict[str, CustomerState] = {}
+    oracles: dict[str, model.CustomerState] = {}
     fasts: dict[str, tuple] = {}
     sent: list[CartEvent] = []
     for offset in range(6000):
@@ -156,29 +161,13 @@ def test_a_long_seeded_walk_equals_the_oracle() -> None:
         sent.append(ev)
         cid = ev.customer_id
         product = catalog.get(ev.item_id or "") if ev.type is ADD else None
-        oracles[cid] = apply(oracles.get(cid), ev, product, EventPosition(ev.event_id, 1, offset))
-        w = (oracles[cid].version, *to_wire(ev, 1, offset)[1:10],
-             None if product is None else product_tuple(product))
-        fasts[cid], _ = apply_wire(fasts.get(cid), w, cache)
-        assert encode_state(fasts[cid]) == encode_cart_details(to_cart_details(oracles[cid]))
-        assert to_snapshot(fasts[cid]) == customer_to_tuple(oracles[cid])
+        oracles[cid] = model.apply(oracles.get(cid), ev, product,
+                                   EventPosition(ev.event_id, 1, offset))
+        fasts[cid], _ = apply(fasts.get(cid), to_wire(ev, 1, offset),
+                              None if product is None else product_tuple(product), cache)
+        assert encode_state(fasts[cid]) == encode_cart_details(
+            model.to_cart_details(oracles[cid]))
+        assert to_snapshot(fasts[cid]) == model.saved(oracles[cid])
         if rng.random() < 0.05:
             fasts[cid] = from_snapshot(to_snapshot(fasts[cid]), cache)
     assert all(len(s.rejected) == 10 for s in oracles.values())
-
-
-def test_a_snapshot_of_format_3_with_rejections_as_tuples_resumes_identically() -> None:
-    cache = LineCache()
-    oracle = None
-    events = [event_of(REMOVE, "1", 1, "2026-11-22T10:00:00Z"),
-              event_of(CHECKOUT, "1", None, "2026-11-22T10:00:01Z"),
-              event_of(ADD, "9", 1, "2026-11-22T10:00:02Z")]
-    for i, ev in enumerate(events):
-        oracle = apply(oracle, ev, None, EventPosition(ev.event_id, 0, i))
-    assert oracle is not None and len(oracle.rejected) == 3
-    new = customer_to_tuple(oracle)
-    old = (*new[:6], tuple((r.event_id, r.type, r.item_id, r.reason) for r in oracle.rejected),
-           *new[7:])
-    fast = from_snapshot(pickle.loads(pickle.dumps(old)), cache)
-    assert to_snapshot(fast) == new
-    assert encode_state(fast) == encode_cart_details(to_cart_details(oracle))

@@ -1,0 +1,247 @@
+"""A readable model of the cart's rules: the oracle the aggregator's fold is tested against.
+
+`cart_aggregator.fold` is the production fold (flat NamedTuples, ready-made JSON, tuned for
+speed). This model applies the same rules to objects (`cart_contract` LineItems, Rejections,
+EventPositions, Decimals) and publishes with `cart_contract.encode_cart_details`; tests check
+that both give byte-identical records and equal states on generated logs. The rules (dedupe
+window, rejections kept, what each event does) are documented in `cart_aggregator.fold`.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, replace
+from decimal import Decimal
+from typing import Any, NamedTuple
+
+from cart_aggregator.fold import (
+    DEDUPE_WINDOW,
+    EMPTY_CART,
+    INSUFFICIENT_STOCK,
+    NO_OPEN_CART,
+    NOT_IN_CART,
+    REJECTIONS_KEPT,
+    UNKNOWN_PRODUCT,
+    rejection_json,
+)
+from cart_contract import (
+    CHECKED_OUT,
+    OPEN,
+    CartDetails,
+    CartEvent,
+    EventPosition,
+    EventType,
+    LineItem,
+    Product,
+    Rejection,
+    money,
+)
+
+_UUID_LEN = 16
+_ZERO = Decimal(0)
+
+
+@dataclass(frozen=True, slots=True)
+class CustomerState:
+    """Everything the fold needs to know about one customer."""
+
+    customer_id: str
+    generation: int = 0
+    status: str | None = None
+    lines: tuple[LineItem, ...] = ()
+    version: int = 0
+    last_event: EventPosition | None = None
+    rejected: tuple[Rejection, ...] = ()
+    recent_event_ids: bytes = b""
+    updated_at: str = ""
+
+    @property
+    def is_open(self) -> bool:
+        """Whether the customer has an open cart."""
+        return self.status == OPEN
+
+
+class _Cart(NamedTuple):
+    """The part of a CustomerState an event's rules decide (a tuple: cheap to build)."""
+
+    generation: int
+    status: str | None
+    lines: tuple[LineItem, ...]
+
+
+def _id_bytes(event_id: str) -> bytes:
+    """An eventId as 16 bytes."""
+    return uuid.UUID(event_id).bytes
+
+
+def _seen(window: bytes, eid: bytes) -> int:
+    """The slot index of `eid` in the window, -1 when absent."""
+    i = window.find(eid)
+    # A match must start on a slot boundary, not straddle two ids.
+    while i != -1 and i % _UUID_LEN:
+        i = window.find(eid, i + 1)
+    return -1 if i == -1 else i // _UUID_LEN
+
+
+def _remember(window: bytes, eid: bytes, slot: int = -1) -> bytes:
+    """The window with `eid` at its recent end (moved there when already at `slot`)."""
+    if slot >= 0:
+        window = window[: slot * _UUID_LEN] + window[(slot + 1) * _UUID_LEN :]
+    return (window + eid)[-DEDUPE_WINDOW * _UUID_LEN :]
+
+
+def _line(product: Product, qty: int) -> LineItem:
+    # Id, name and price are the catalog entry's own objects: shared, not copied per cart.
+    return LineItem(
+        item_id=product.product_id,
+        item_name=product.product_name,
+        qty=qty,
+        unit_price=product.price,
+        total_price=product.price * qty,
+    )
+
+
+def _add(state: CustomerState, event: CartEvent, product: Product | None) -> _Cart | str:
+    if product is None:
+        return UNKNOWN_PRODUCT
+    assert event.qty is not None and event.item_id is not None
+    lines = state.lines if state.is_open else ()
+    current = next((li for li in lines if li.item_id == event.item_id), None)
+    qty = (current.qty if current else 0) + event.qty
+    if qty > product.stock_qty:
+        return INSUFFICIENT_STOCK
+    if current is None:
+        new_lines = (*lines, _line(product, qty))
+    else:
+        # The whole line takes the catalog's name and price as of this event.
+        new_lines = tuple(_line(product, qty) if li is current else li for li in lines)
+    if state.is_open:
+        return _Cart(state.generation, OPEN, new_lines)
+    return _Cart(state.generation + 1, OPEN, new_lines)
+
+
+def _remove(state: CustomerState, event: CartEvent) -> _Cart | str:
+    current = next((li for li in state.lines if li.item_id == event.item_id), None)
+    if not state.is_open or current is None:
+        return NOT_IN_CART
+    if event.qty is None or event.qty >= current.qty:
+        lines = tuple(li for li in state.lines if li is not current)
+    else:
+        qty = current.qty - event.qty
+        shrunk = LineItem(current.item_id, current.item_name, qty, current.unit_price,
+                          current.unit_price * qty)
+        lines = tuple(shrunk if li is current else li for li in state.lines)
+    return _Cart(state.generation, OPEN, lines)
+
+
+def _decide(state: CustomerState, event: CartEvent, product: Product | None) -> _Cart | str:
+    """The customer's cart after the event, or the reason the event is rejected."""
+    match event.type:
+        case EventType.ITEM_ADDED:
+            return _add(state, event, product)
+        case EventType.ITEM_REMOVED:
+            return _remove(state, event)
+        case EventType.CART_CLEARED:
+            return _Cart(state.generation, OPEN, ()) if state.is_open else NO_OPEN_CART
+        case EventType.CHECKOUT:
+            if not state.is_open or not state.lines:
+                return EMPTY_CART
+            return _Cart(state.generation, CHECKED_OUT, state.lines)
+    raise AssertionError(f"unhandled event type {event.type}")
+
+
+def apply(
+    state: CustomerState | None,
+    event: CartEvent,
+    product: Product | None,
+    position: EventPosition,
+) -> CustomerState:
+    """Apply one cart event (with the catalog entry for its item as of this event)."""
+    if state is None:
+        state = CustomerState(customer_id=event.customer_id)
+    eid = _id_bytes(event.event_id)
+    slot = _seen(state.recent_event_ids, eid)
+    # A duplicate changes no cart; otherwise the rules decide (a new cart, or a rejection).
+    cart = _Cart(state.generation, state.status, state.lines)
+    outcome = cart if slot >= 0 else _decide(state, event, product)
+    rejected = state.rejected
+    if isinstance(outcome, str):
+        rejection = Rejection(event.event_id, event.type.value, event.item_id, outcome)
+        rejected = (*rejected, rejection)[-REJECTIONS_KEPT:]
+        outcome = cart
+    # One positional constructor call (fields in declaration order): this is the hot path.
+    return CustomerState(
+        state.customer_id,
+        outcome.generation,
+        outcome.status,
+        outcome.lines,
+        state.version + 1,
+        position,
+        rejected,
+        _remember(state.recent_event_ids, eid, slot),
+        event.occurred_at,
+    )
+
+
+def to_cart_details(state: CustomerState) -> CartDetails:
+    """The record the aggregator publishes for this state."""
+    assert state.last_event is not None, "a state is published only after an event"
+    total_qty, total_price = 0, _ZERO
+    for li in state.lines:
+        total_qty += li.qty
+        total_price += li.total_price
+    # Positional (fields in declaration order): this runs once per event.
+    return CartDetails(
+        state.customer_id,
+        f"{state.customer_id}:{state.generation}",
+        # Generation 0 (nothing accepted yet) is shown as an empty open cart.
+        state.status or OPEN,
+        state.lines,
+        total_qty,
+        money(total_price),
+        state.version,
+        state.last_event,
+        state.rejected,
+        state.updated_at,
+    )
+
+
+def fold(
+    events: Iterable[tuple[CartEvent, EventPosition]],
+    catalog_at: Callable[[CartEvent], Product | None],
+) -> dict[str, CustomerState]:
+    """Fold a log into per-customer states; `catalog_at` gives each event's product."""
+    states: dict[str, CustomerState] = {}
+    for event, position in events:
+        product = catalog_at(event) if event.type is EventType.ITEM_ADDED else None
+        states[event.customer_id] = apply(states.get(event.customer_id), event, product, position)
+    return states
+
+
+def compact(state: CustomerState) -> CustomerState:
+    """The state trimmed to what the fold needs; the next outputs stay identical.
+
+    Every field shows up in a later record or decides a later outcome (a CHECKED_OUT cart's
+    lines stay in its records until the next cart opens), so nothing can be dropped: this only
+    re-applies the bounds, e.g. to a state restored from a snapshot taken with larger windows.
+    """
+    size = DEDUPE_WINDOW * _UUID_LEN
+    if len(state.recent_event_ids) <= size and len(state.rejected) <= REJECTIONS_KEPT:
+        return state
+    return replace(
+        state,
+        recent_event_ids=state.recent_event_ids[-size:],
+        rejected=state.rejected[-REJECTIONS_KEPT:],
+    )
+
+
+def saved(s: CustomerState) -> tuple[Any, ...]:
+    """The state as the production fold snapshots it (`cart_aggregator.fold.to_snapshot`)."""
+    last = s.last_event
+    return (s.customer_id, s.generation, s.status,
+            tuple((li.item_id, li.item_name, li.qty, str(li.unit_price), str(li.total_price))
+                  for li in s.lines),
+            s.version, None if last is None else (last.event_id, last.partition, last.offset),
+            tuple(rejection_json(r.event_id, r.type, r.item_id, r.reason) for r in s.rejected),
+            s.recent_event_ids, s.updated_at)
