@@ -59,13 +59,18 @@ function init(args)
 end
 
 function request()
-  if mode ~= "add" then
+  if mode ~= "add" and mode ~= "addkey" then
     return wrk.format("GET", nil)
   end
   n = n + 1
   local body = string.format('{"customerId":"%s-%d-%d","itemId":"%s","qty":1}',
                              prefix, tid, n % customers, item)
-  return wrk.format("POST", "/api/v1/add", {["Content-Type"] = "application/json"}, body)
+  local headers = {["Content-Type"] = "application/json"}
+  if mode == "addkey" then
+    -- A fresh key per request: every one is recorded in Redis (reserve, then the answer).
+    headers["Idempotency-Key"] = string.format("%s-%d-%d", prefix, tid, n)
+  end
+  return wrk.format("POST", "/api/v1/add", headers, body)
 end
 
 function done(summary, latency, requests)
@@ -159,11 +164,13 @@ def run_python(base: str, mode: str, run_id: str, customers: int, item: str,
             i += 1
             t0 = time.perf_counter()
             try:
-                if mode == "add":
+                if mode in ("add", "addkey"):
                     body = (f'{{"customerId":"{run_id}-{n}-{i % customers}",'
                             f'"itemId":"{item}","qty":1}}')
-                    conn.request("POST", "/api/v1/add", body=body,
-                                 headers={"Content-Type": "application/json"})
+                    headers = {"Content-Type": "application/json"}
+                    if mode == "addkey":
+                        headers["Idempotency-Key"] = f"{run_id}-{n}-{i}"
+                    conn.request("POST", "/api/v1/add", body=body, headers=headers)
                 else:
                     conn.request("GET", "/healthz")
                 resp = conn.getresponse()
@@ -360,7 +367,7 @@ def main(argv: list[str] | None = None) -> int:
             if not use_wrk:
                 return run_python(base, mode, run_id, args.customers, args.item,
                                   args.connections, seconds)
-            url = base if mode == "add" else f"{base}/healthz"
+            url = base if mode in ("add", "addkey") else f"{base}/healthz"
             lua_args = [mode, run_id, str(args.customers), args.item]
             return run_wrk(url, script, lua_args, args.connections, args.wrk_threads, seconds)
 
@@ -386,6 +393,8 @@ def main(argv: list[str] | None = None) -> int:
                 before = topic_end_offsets(args.kafka, args.topic)
                 add = measured("add", proc, base, "add")
                 appended = topic_end_offsets(args.kafka, args.topic) - before
+                # The same adds, each with its own Idempotency-Key: what the records cost.
+                keyed = measured("add_idempotency_key", proc, base, "addkey")
                 ceiling = measured("healthz", proc, base, "get")
         finally:
             if scratch:
@@ -395,7 +404,7 @@ def main(argv: list[str] | None = None) -> int:
         with serving(nokafka_base, "bench.write_nokafka") as proc:
             nokafka = measured("add_nokafka", proc, nokafka_base, "add")
 
-    results = [add, nokafka, ceiling]
+    results = [add, keyed, nokafka, ceiling]
     print(table(results))
     print(f"records appended to {args.topic} during the add run: {appended} "
           f"(acknowledged: {add.accepted}; other writers may add more)")
