@@ -78,11 +78,13 @@ class Record:
     value: bytes | None
 
 
-def produce(bootstrap: str, topic: str, records: Iterable[tuple[bytes | None, bytes | None]]
-            ) -> list[tuple[int, int]]:
-    """Produce (key, value) records with acks=all; return each one's (partition, offset)."""
+def produce(bootstrap: str, topic: str, records: Iterable[tuple[bytes | None, bytes | None]],
+            partitioner: str = "consistent_random") -> list[tuple[int, int]]:
+    """Produce (key, value) records with acks=all; return each one's (partition, offset).
+
+    `murmur2_random` puts a key where the write API (and Java clients) put it."""
     producer = Producer({"bootstrap.servers": bootstrap, "acks": "all", "linger.ms": 5,
-                         "enable.idempotence": True})
+                         "enable.idempotence": True, "partitioner": partitioner})
     records = list(records)
     where: list[tuple[int, int] | None] = [None] * len(records)
     errors: list[str] = []
@@ -355,6 +357,7 @@ class Workload:
         expected = status in self.allowed and (
             (status == 202 and doc is not None and "eventId" in doc)
             or (status == 404 and code == "UNKNOWN_PRODUCT")
+            or (status == 409 and code == "IDEMPOTENCY_KEY_IN_PROGRESS")
             or (status == 503 and code == "KAFKA_UNAVAILABLE"
                 and int(resp.headers.get("Retry-After", "0")) >= 1))
         with self._lock:

@@ -280,13 +280,21 @@ def committed(bootstrap: str, group: str, topic: str) -> dict[int, int]:
 
 def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
     """Partition -> high watermark."""
-    from confluent_kafka import Consumer, TopicPartition
+    from confluent_kafka import Consumer, KafkaException, TopicPartition
+
+    from cart_contract.retry import retrying
 
     c = Consumer({"bootstrap.servers": bootstrap, "group.id": "cartstream-test-probe"})
-    try:
+
+    def ask() -> dict[int, int]:
         parts = c.list_topics(topic, timeout=10).topics[topic].partitions
         return {p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
                 for p in parts}
+
+    try:
+        # A topic created a moment ago may not have its leaders yet (NOT_LEADER_FOR_PARTITION).
+        return retrying(f"end offsets of {topic}", on=KafkaException, deadline_s=20,
+                        first_s=0.2, max_s=1.0).call(ask)
     finally:
         c.close()
 
