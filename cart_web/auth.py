@@ -105,6 +105,11 @@ class TokenVerifier:
 
     def _decode(self, token: str) -> Principal:
         try:
+            # Refuse a foreign algorithm (`none`, HS256 against a JWKS) before any key lookup,
+            # so such a token never makes the JWKS client fetch.
+            alg = jwt.get_unverified_header(token).get("alg")
+            if alg not in self._algorithms:
+                raise unauthorized(f"invalid token: algorithm {alg!r} is not accepted")
             claims = jwt.decode(
                 token, self._key_for(token), algorithms=self._algorithms,
                 audience=self._audience, issuer=self._issuer, leeway=self._leeway_s,
