@@ -403,3 +403,40 @@ def migrate(ctx: typer.Context) -> None:
         applied, current = migrate_url(cfg.database_url)
     typer.echo(f"applied {applied or 'nothing'}; schema version {current}")
 
+
+
+# ---------------------------------------------------------------- token
+
+# Not a valid customerId (no "/" in ids), so an admin token never owns a cart.
+ADMIN_SUBJECT = "admin/cli"
+ENV_TOKEN = "CARTSTREAM_PROFILE, JWT_SECRET, JWT_SECRET_FILE, RUN_DIR, JWT_ISSUER, JWT_AUDIENCE, " \
+            "JWT_ADMIN_SCOPE"
+
+
+@app.command(help=f"""Print a bearer token (JWT, HS256) for the secure profile's APIs.
+
+Signed with the local key: JWT_SECRET, else JWT_SECRET_FILE, else `$RUN_DIR/secrets/jwt-hs256`
+(generated, mode 0600, if it does not exist yet). Its `sub` is the customer; --admin adds the
+admin scope instead. Not available when the APIs verify an identity provider's tokens
+(JWT_JWKS_URL).
+
+Environment: {ENV_TOKEN}.
+
+Exit status: 0 printed; 2 bad usage, or the key cannot be read.""")
+def token(
+    ctx: typer.Context,
+    customer: Annotated[str | None, typer.Option(help="the customerId the token acts for")] = None,
+    admin: Annotated[bool, typer.Option(help="an admin token (cross-customer reads)")] = False,
+    ttl: Annotated[int, typer.Option(min=60, help="seconds the token is valid")] = 3600,
+) -> None:
+    from cart_contract.ids import ID_RE
+    from cart_web.auth import issue_token
+    from cart_web.settings import AuthSettings
+
+    if (customer is None) == (not admin):
+        fail("give exactly one of --customer ID or --admin")
+    if customer is not None and not ID_RE.fullmatch(customer):
+        fail(f"--customer {customer!r} is not a valid customerId")
+    cfg = _config(ctx, AuthSettings)
+    with _failures("token failed", OSError, ValueError):
+        typer.echo(issue_token(cfg, customer or ADMIN_SUBJECT, admin=admin, ttl_s=ttl))

@@ -5,7 +5,8 @@
 #   infra/stack.sh deps        install what is missing (venv + .venv/bin/cartstream, Kafka jars,
 #                              Redis/PostgreSQL)
 #   infra/stack.sh infra       start Kafka, Redis, PostgreSQL and create the topics
-#   infra/stack.sh up          infra + the services + the sample catalog
+#   infra/stack.sh up          infra + the services + the sample catalog, in profile
+#                              $CARTSTREAM_PROFILE (dev, the default, or secure)
 #   infra/stack.sh down [svc]  stop everything this script started (by pid), or the named services
 #   infra/stack.sh status      what runs, and where
 #   infra/stack.sh logs [svc]  tail the logs
@@ -25,6 +26,10 @@ LOGS="$RUN_DIR/logs"
 PIDS="$RUN_DIR/pids"
 START_TIMEOUT="${START_TIMEOUT:-90}"
 PG_BIN="${PG_BIN:-$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n1)}"
+# The profile the services run in (written by `up`; docs/security.md). Data under $RUN_DIR
+# is the same in both: switching is `down` then `up` with the other profile.
+PROFILE_FILE="$RUN_DIR/profile"
+SECRETS="$RUN_DIR/secrets"
 
 say() { printf '\033[1m[stack]\033[0m %s\n' "$*"; }
 die() { printf '[stack] ERROR: %s\n' "$*" >&2; exit 1; }
@@ -186,6 +191,33 @@ cmd_infra() {
   say "infrastructure ready in $((SECONDS - t0))s"
 }
 
+# ---------------------------------------------------------------- profile
+
+running_services() { local n; for n in write-api aggregator sink-redis sink-postgres sink-catalog read-api; do is_running "$n" && echo "$n"; done; return 0; }
+
+recorded_profile() { cat "$PROFILE_FILE" 2>/dev/null || echo dev; }
+
+choose_profile() { # -> sets CARTSTREAM_PROFILE: the asked one, else the running one, else dev
+  local asked="${CARTSTREAM_PROFILE:-}" running
+  running="$(running_services)"
+  if [[ -z "$asked" ]]; then
+    if [[ -n "$running" ]]; then asked="$(recorded_profile)"; else asked=dev; fi
+  fi
+  [[ "$asked" == dev || "$asked" == secure ]] || die "PROFILE must be dev or secure, got '$asked'"
+  if [[ -n "$running" && "$(recorded_profile)" != "$asked" ]]; then
+    die "the services run in profile $(recorded_profile); run 'make down' before 'make up PROFILE=$asked'"
+  fi
+  mkdir -p "$RUN_DIR"
+  echo "$asked" > "$PROFILE_FILE"
+  export CARTSTREAM_PROFILE="$asked"
+}
+
+ensure_secrets() { # secure profile: generated once, mode 0600, never printed
+  [[ "$CARTSTREAM_PROFILE" == secure ]] || return 0
+  "$PY" -c 'import sys; from pathlib import Path; from cart_contract.secrets import ensure_secret_file; ensure_secret_file(Path(sys.argv[1]))' \
+    "$SECRETS/jwt-hs256"
+}
+
 # ---------------------------------------------------------------- services
 
 # name|module that must exist|command (run from the repo root; `cartstream COMMAND --help`)
@@ -205,7 +237,7 @@ start_services() {
     [[ -f "$ROOT/$module" ]] || continue
     is_running "$name" && continue
     # shellcheck disable=SC2086
-    spawn "$name" env RUN_DIR="$RUN_DIR" $cmd
+    spawn "$name" env RUN_DIR="$RUN_DIR" CARTSTREAM_PROFILE="$CARTSTREAM_PROFILE" $cmd
   done
 }
 
@@ -219,13 +251,15 @@ load_sample_catalog() {
 
 cmd_up() {
   local t0=$SECONDS
+  choose_profile
   cmd_infra
+  ensure_secrets
   load_sample_catalog
   start_services
   wait_http() { curl -fsS "http://127.0.0.1:$1/healthz" >/dev/null; }
   [[ -f "$ROOT/cart_write/server.py" ]] && wait_for "write API" 30 "$LOGS/write-api.log" wait_http "$WRITE_PORT"
   [[ -f "$ROOT/cart_read/server.py" ]] && wait_for "read API" 30 "$LOGS/read-api.log" wait_http "$READ_PORT"
-  say "up in $((SECONDS - t0))s"
+  say "up in $((SECONDS - t0))s (profile $CARTSTREAM_PROFILE)"
   cmd_status
 }
 
@@ -269,6 +303,7 @@ cmd_status() {
       printf '%-14s %-8s %-8s %s\n' "$name" down - "$port"
     fi
   done
+  [[ -n "$(running_services)" ]] && echo "profile: $(recorded_profile)"
   echo "logs: $LOGS   Kafka tools: export PATH=\"$KAFKA_HOME/bin:\$PATH\""
 }
 

@@ -27,6 +27,7 @@ SUBCOMMANDS = {
     ("replay",): "--from-events",
     ("topics",): "--check-only",
     ("migrate",): "DATABASE_URL",
+    ("token",): "--customer",
 }
 # Nowhere: a dry run must not need a broker.
 OFFLINE = Config(kafka_bootstrap="127.0.0.1:1")
@@ -160,3 +161,23 @@ def test_python_m_cartstream_runs_the_same_command() -> None:
     out = subprocess.run([sys.executable, "-m", "cartstream", "topics", "--help"], cwd=ROOT,
                          capture_output=True, text=True, timeout=60, check=True).stdout
     assert "Usage: cartstream topics" in out and "--check-only" in out
+
+
+def test_token_prints_a_one_hour_token_for_a_customer_or_an_admin() -> None:
+    import jwt
+
+    from cart_web.settings import AuthSettings
+
+    cfg = AuthSettings(profile="secure", jwt_secret="cli-test-secret-cli-test-secret-x")
+    result = cartstream("token", "--customer", "123", config=cfg)
+    assert result.exit_code == 0, result.output
+    claims = jwt.decode(result.stdout.strip(), "cli-test-secret-cli-test-secret-x",
+                        algorithms=["HS256"], audience="cartstream")
+    assert claims["sub"] == "123" and claims["exp"] - claims["iat"] == 3600
+    assert "scope" not in claims
+    admin = cartstream("token", "--admin", config=cfg)
+    claims = jwt.decode(admin.stdout.strip(), "cli-test-secret-cli-test-secret-x",
+                        algorithms=["HS256"], audience="cartstream")
+    assert claims["scope"] == "cartstream:admin" and "/" in claims["sub"]
+    assert cartstream("token", config=cfg).exit_code == 2
+    assert cartstream("token", "--customer", "1", "--admin", config=cfg).exit_code == 2
