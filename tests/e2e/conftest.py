@@ -23,6 +23,8 @@ import pytest
 import requests
 from confluent_kafka.admin import AdminClient
 
+from cart_web.auth import issue_token
+from cart_web.settings import AuthSettings
 from infra.topics import ensure_topics, topic_specs
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -112,6 +114,16 @@ class System:
                     raise TimeoutError(f"{url} not healthy; logs in {self.run_dir}")
                 time.sleep(0.2)
 
+    def token(self, customer: str | None = None, *, admin: bool = False, ttl_s: int = 3600
+              ) -> str:
+        """A bearer token for the secure profile, signed with this system's generated key."""
+        settings = AuthSettings(profile="secure", run_dir=self.run_dir)
+        return issue_token(settings, customer or "admin/e2e", admin=admin, ttl_s=ttl_s)
+
+    def auth(self, customer: str | None = None, *, admin: bool = False) -> dict[str, str]:
+        """The Authorization header of `token`."""
+        return {"Authorization": f"Bearer {self.token(customer, admin=admin)}"}
+
     def assert_alive(self) -> None:
         """Fail with the service's log tail if any service has exited."""
         for name, proc in self.procs.items():
@@ -120,8 +132,8 @@ class System:
                 raise AssertionError(f"{name} exited with {proc.returncode}:\n{tail}")
 
 
-def make_system(endpoints, run_dir: Path) -> System:
-    """Environment for a private Cartstream on the shared servers."""
+def make_system(endpoints, run_dir: Path, extra: dict[str, str] | None = None) -> System:
+    """Environment for a private Cartstream on the shared servers (`extra` added last)."""
     tag = uuid.uuid4().hex[:8]
     db = f"e2e_{tag}"
     with psycopg.connect(endpoints.database_url, autocommit=True) as conn:
@@ -143,16 +155,37 @@ def make_system(endpoints, run_dir: Path) -> System:
         "AGG_METRICS_PORT": str(free_port()),
         "RUN_DIR": str(run_dir),
         "PYTHONUNBUFFERED": "1",
+        **(extra or {}),
     }
     admin = AdminClient({"bootstrap.servers": endpoints.kafka_bootstrap})
     ensure_topics(admin, topic_specs(env))
     return System(env=env, run_dir=run_dir)
 
 
+# The secure profile as the secure e2e tests run it: low limits, so bursts reach them.
+SECURE_ENV = {
+    "CARTSTREAM_PROFILE": "secure",
+    "CORS_ORIGINS": "https://shop.example",
+    "RATE_LIMIT_COMMANDS": "30",
+    "RATE_LIMIT_WAITS": "30",
+    "MAX_WAITS_PER_PRINCIPAL": "1",
+}
+
+
 @pytest.fixture(scope="module")
 def system(endpoints, tmp_path_factory) -> Iterator[System]:
     """A fresh, running Cartstream for one test module."""
-    sys_ = make_system(endpoints, tmp_path_factory.mktemp("cartstream"))
+    yield from _running(make_system(endpoints, tmp_path_factory.mktemp("cartstream")))
+
+
+@pytest.fixture(scope="module")
+def secure_system(endpoints, tmp_path_factory) -> Iterator[System]:
+    """A fresh, running Cartstream in the secure profile (its secrets under its run_dir)."""
+    yield from _running(make_system(endpoints, tmp_path_factory.mktemp("cartstream-secure"),
+                                    SECURE_ENV))
+
+
+def _running(sys_: System) -> Iterator[System]:
     try:
         for name in SERVICES:
             sys_.start(name)
