@@ -5,7 +5,7 @@ PY ?= .venv/bin/python
 CARTSTREAM ?= .venv/bin/cartstream
 STACK := infra/stack.sh
 
-.PHONY: help deps up infra down status logs clean test test-unit test-integration test-e2e lint bench replay catalog token
+.PHONY: help deps up infra down status logs clean test test-unit test-integration test-e2e test-e2e-secure lint bench replay catalog token
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -45,6 +45,9 @@ test-integration: deps
 
 test-e2e: deps
 	$(PY) -m pytest tests/e2e
+
+test-e2e-secure: deps ## the e2e suite against systems in the secure profile (tokens attached)
+	CARTSTREAM_E2E_PROFILE=secure $(PY) -m pytest tests/e2e
 
 lint: ## ruff
 	$(PY) -m ruff check .

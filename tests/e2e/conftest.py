@@ -6,6 +6,8 @@ and state directory, so e2e tests never see each other's data nor the developer'
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import signal
 import socket
@@ -16,7 +18,8 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlparse, urlunparse
+from typing import Any
+from urllib.parse import unquote, urlparse, urlunparse
 
 import psycopg
 import pytest
@@ -172,10 +175,66 @@ SECURE_ENV = {
 }
 
 
+# `CARTSTREAM_E2E_PROFILE=secure` runs the whole e2e suite against secure systems (.ci/run
+# does both): every request the tests make gets the token its customer would send.
+E2E_PROFILE = os.environ.get("CARTSTREAM_E2E_PROFILE", "dev")
+SUITE_SECURE_ENV = {"CARTSTREAM_PROFILE": "secure", "RATE_LIMIT_COMMANDS": "1000000",
+                    "RATE_LIMIT_WAITS": "1000000", "MAX_WAITS_PER_PRINCIPAL": "1000"}
+
+
 @pytest.fixture(scope="module")
 def system(endpoints, tmp_path_factory) -> Iterator[System]:
-    """A fresh, running Cartstream for one test module."""
-    yield from _running(make_system(endpoints, tmp_path_factory.mktemp("cartstream")))
+    """A fresh, running Cartstream for one test module (in CARTSTREAM_E2E_PROFILE)."""
+    secure = E2E_PROFILE == "secure"
+    sys_ = make_system(endpoints, tmp_path_factory.mktemp("cartstream"),
+                       SUITE_SECURE_ENV if secure else None)
+    with contextlib.ExitStack() as stack:
+        if secure:
+            stack.enter_context(tokens_attached(sys_))
+        yield from _running(sys_)
+
+
+def _customer_of(sys_: System, url: str, kwargs: dict[str, Any]) -> str | None:
+    """The customer a test request acts for (None: an admin's request)."""
+    path = urlparse(url).path
+    if url.startswith(sys_.write_url):
+        body = kwargs.get("json")
+        if body is None and kwargs.get("data"):
+            try:
+                body = json.loads(kwargs["data"])
+            except (ValueError, TypeError, RecursionError):  # fuzzed bodies: any token
+                body = None
+        customer = body.get("customerId") if isinstance(body, dict) else None
+        return str(customer) if isinstance(customer, str | int) else None
+    if url.startswith(sys_.read_url) and path.startswith("/api/v1/"):
+        first = unquote(path[len("/api/v1/"):].split("/", 1)[0])
+        return None if first in ("carts", "products") else first
+    return None
+
+
+@contextlib.contextmanager
+def tokens_attached(sys_: System) -> Iterator[None]:
+    """Every `requests` call to this system carries a bearer token for its customer."""
+    original = requests.Session.request
+    tokens: dict[str | None, str] = {}
+
+    def request(self: requests.Session, method: str, url: str, *args: Any, **kwargs: Any
+                ) -> requests.Response:
+        headers = dict(kwargs.get("headers") or {})
+        if url.startswith((sys_.write_url, sys_.read_url)) and not any(
+                k.lower() == "authorization" for k in headers):
+            customer = _customer_of(sys_, url, kwargs)
+            if customer not in tokens:
+                tokens[customer] = sys_.token(customer, admin=customer is None)
+            headers["Authorization"] = f"Bearer {tokens[customer]}"
+            kwargs["headers"] = headers
+        return original(self, method, url, *args, **kwargs)
+
+    requests.Session.request = request  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        requests.Session.request = original  # type: ignore[method-assign]
 
 
 @pytest.fixture(scope="module")
