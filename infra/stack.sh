@@ -29,7 +29,6 @@ PG_BIN="${PG_BIN:-$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail
 # The profile the services run in (written by `up`; docs/security.md). Data under $RUN_DIR
 # is the same in both: switching is `down` then `up` with the other profile.
 PROFILE_FILE="$RUN_DIR/profile"
-SECRETS="$RUN_DIR/secrets"
 
 say() { printf '\033[1m[stack]\033[0m %s\n' "$*"; }
 die() { printf '[stack] ERROR: %s\n' "$*" >&2; exit 1; }
@@ -214,8 +213,7 @@ choose_profile() { # -> sets CARTSTREAM_PROFILE: the asked one, else the running
 
 ensure_secrets() { # secure profile: generated once, mode 0600, never printed
   [[ "$CARTSTREAM_PROFILE" == secure ]] || return 0
-  "$PY" -c 'import sys; from pathlib import Path; from cart_contract.secrets import ensure_secret_file; ensure_secret_file(Path(sys.argv[1]))' \
-    "$SECRETS/jwt-hs256"
+  RUN_DIR="$RUN_DIR" "$CARTSTREAM" secrets >/dev/null
 }
 
 # ---------------------------------------------------------------- services

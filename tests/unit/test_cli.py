@@ -28,6 +28,7 @@ SUBCOMMANDS = {
     ("topics",): "--check-only",
     ("migrate",): "DATABASE_URL",
     ("token",): "--customer",
+    ("secrets",): "0600",
 }
 # Nowhere: a dry run must not need a broker.
 OFFLINE = Config(kafka_bootstrap="127.0.0.1:1")
@@ -181,3 +182,21 @@ def test_token_prints_a_one_hour_token_for_a_customer_or_an_admin() -> None:
     assert claims["scope"] == "cartstream:admin" and "/" in claims["sub"]
     assert cartstream("token", config=cfg).exit_code == 2
     assert cartstream("token", "--customer", "1", "--admin", config=cfg).exit_code == 2
+
+
+def test_secrets_generates_each_file_once_and_prints_only_paths(tmp_path: Path) -> None:
+    import stat
+
+    from cart_web.settings import AuthSettings
+
+    cfg = AuthSettings(run_dir=tmp_path)
+    first = cartstream("secrets", config=cfg)
+    assert first.exit_code == 0, first.output
+    path = tmp_path / "secrets" / "jwt-hs256"
+    assert first.stdout.strip() == str(path)
+    value = path.read_text()
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+    assert value.strip() not in first.output
+    assert cartstream("secrets", config=cfg).exit_code == 0
+    assert path.read_text() == value  # kept, not regenerated
