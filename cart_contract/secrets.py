@@ -51,3 +51,16 @@ def ensure_secret_file(path: Path, nbytes: int = 32) -> str:
     finally:
         tmp.unlink(missing_ok=True)
     return read_secret_file(path)
+
+
+def redact_url(url: str) -> str:
+    """A URL fit for logs: its password, if any, replaced by `***`."""
+    from urllib.parse import urlparse, urlunparse
+
+    parts = urlparse(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.hostname or ""
+    netloc = f"{user}:***@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunparse(parts._replace(netloc=netloc))

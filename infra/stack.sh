@@ -135,9 +135,23 @@ start_redis() {
   if is_running redis; then return; fi
   need_free_port redis "$REDIS_PORT"
   mkdir -p "$RUN_DIR/redis" "$PIDS" "$LOGS"
+  local acl=()
+  if [[ "${CARTSTREAM_PROFILE:-dev}" == secure ]]; then
+    # One ACL user per service, `default` off (infra/redis_acl.py); the file holds hashes.
+    RUN_DIR="$RUN_DIR" "$PY" -m infra.redis_acl aclfile "$RUN_DIR/redis/users.acl"
+    acl=(--aclfile "$RUN_DIR/redis/users.acl")
+  fi
   # appendonly: the read model survives make down / make up like the other stores.
   spawn redis redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --dir "$RUN_DIR/redis" \
-    --appendonly yes --save "" --daemonize no --protected-mode yes
+    --appendonly yes --save "" --daemonize no --protected-mode yes "${acl[@]}"
+}
+
+redis_url_for() { # process -> the REDIS_URL it runs with (its ACL user in the secure profile)
+  if [[ "${CARTSTREAM_PROFILE:-dev}" == secure ]]; then
+    RUN_DIR="$RUN_DIR" "$PY" -m infra.redis_acl url "$1"
+  else
+    echo "$REDIS_URL"
+  fi
 }
 
 as_pg_user() { # run a command as the unprivileged user that owns the PostgreSQL data
@@ -178,11 +192,12 @@ ensure_database() {
 cmd_infra() {
   cmd_deps
   local t0=$SECONDS
+  [[ "${CARTSTREAM_PROFILE:-dev}" == secure ]] && ensure_secrets
   start_kafka
   start_redis
   start_postgres
   wait_for "Redis" 30 "$LOGS/redis.log" "$PY" -c \
-    "import redis,sys; redis.Redis.from_url('$REDIS_URL').ping()"
+    "import redis,sys; redis.Redis.from_url(sys.argv[1]).ping()" "$(redis_url_for admin)"
   wait_for "PostgreSQL" 60 "$LOGS/postgres.log" pg_ready
   ensure_database
   wait_for "Kafka" "$START_TIMEOUT" "$LOGS/kafka.log" "$CARTSTREAM" topics --check-only --wait 2
@@ -234,8 +249,12 @@ start_services() {
     IFS='|' read -r name module cmd <<<"$entry"
     [[ -f "$ROOT/$module" ]] || continue
     is_running "$name" && continue
+    local creds=()
+    case "$name" in  # the processes that use Redis, each as its own ACL user when secure
+      write-api|read-api|sink-redis|sink-catalog) creds=(REDIS_URL="$(redis_url_for "$name")") ;;
+    esac
     # shellcheck disable=SC2086
-    spawn "$name" env RUN_DIR="$RUN_DIR" CARTSTREAM_PROFILE="$CARTSTREAM_PROFILE" $cmd
+    spawn "$name" env RUN_DIR="$RUN_DIR" CARTSTREAM_PROFILE="$CARTSTREAM_PROFILE" "${creds[@]}" $cmd
   done
 }
 
@@ -251,7 +270,6 @@ cmd_up() {
   local t0=$SECONDS
   choose_profile
   cmd_infra
-  ensure_secrets
   load_sample_catalog
   start_services
   wait_http() { curl -fsS "http://127.0.0.1:$1/healthz" >/dev/null; }

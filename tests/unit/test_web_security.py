@@ -300,3 +300,11 @@ def test_the_openapi_document_declares_the_bearer_scheme() -> None:
     assert doc["paths"]["/api/v1/x"]["get"]["security"] == [{"bearerAuth": []}]
     assert "401" in doc["paths"]["/api/v1/x"]["get"]["responses"]
     assert "security" not in doc["paths"]["/healthz"]["get"]
+
+
+def test_urls_are_logged_without_their_password() -> None:
+    from cart_contract.secrets import redact_url
+
+    assert redact_url("redis://read-api:s3cret@127.0.0.1:6379/0") == \
+        "redis://read-api:***@127.0.0.1:6379/0"
+    assert redact_url("redis://127.0.0.1:6379/0") == "redis://127.0.0.1:6379/0"
