@@ -224,10 +224,10 @@ def measure(proc: subprocess.Popen[bytes], port: int, prefix: str, token: str,
     assert sample.status_code == 200 and sample.json()["customerId"] == f"{prefix}0"
     for name, script, paths, headers in runs:
         # A short warm-up (connections, lazy pools, JIT-less but cache-warm) not measured.
-        # With tokens, long enough (~5 requests per customer at ~6000/s) that every worker has
+        # With tokens, long enough (~10 requests per customer at ~6000/s) that every worker has
         # verified nearly every customer's token once: a client keeps its token for an hour,
         # so the steady state is the cached one. Measured while misses remained: +40% CPU.
-        warm_s = 2 if headers is None else max(2, args.carts * 5 // 6000)
+        warm_s = 2 if headers is None else max(2, args.carts * 10 // 6000)
         warm = argparse.Namespace(**{**vars(args), "duration": warm_s})
         warmed = getattr(args, "warmed", False)
         if use_wrk:
