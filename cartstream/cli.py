@@ -411,9 +411,10 @@ def migrate(ctx: typer.Context) -> None:
 @app.command(help="""Generate the secure profile's secrets that do not exist yet.
 
 Each is a random value in its own file under `$RUN_DIR/secrets/` (directory 0700, files
-0600): the APIs' token key, one Redis password per service (infra/redis_acl.py); existing
-files are kept, so running it again changes nothing. Prints the paths, never
-the values. `make up PROFILE=secure` runs it; compose.yaml mounts the files as Docker secrets.
+0600): the APIs' token key, one Redis password per service (infra/redis_acl.py), one
+PostgreSQL password per role (infra/pg_roles.py). Existing files are kept, so running it
+again changes nothing. Prints the paths, never the values. `make up PROFILE=secure` runs it;
+compose.yaml mounts the token key as a Docker secret.
 
 Environment: RUN_DIR.
 
@@ -421,11 +422,14 @@ Exit status: 0 done; 2 a file cannot be written.""")
 def secrets(ctx: typer.Context) -> None:
     from cart_contract.secrets import JWT_SECRET_NAME, ensure_secret_file, secrets_dir
     from cart_web.settings import AuthSettings
-    from infra.redis_acl import USERS, secret_name
+    from infra import pg_roles, redis_acl
 
     cfg = _config(ctx, AuthSettings)
     with _failures("secrets failed", OSError, ValueError):
-        for name in (JWT_SECRET_NAME, *(secret_name(user) for user in USERS)):
+        for name in (JWT_SECRET_NAME,
+                     *(redis_acl.secret_name(u) for u in (redis_acl.DEFAULT_USER,
+                                                          *redis_acl.USERS)),
+                     *(pg_roles.secret_name(k) for k in pg_roles.KINDS)):
             path = secrets_dir(cfg.run_dir) / name
             ensure_secret_file(path)
             typer.echo(str(path))

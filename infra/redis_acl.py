@@ -3,8 +3,12 @@
 The key patterns come from the store layout (cart_contract/layout.py) and REDIS_KEY_PREFIX,
 the channel from CART_UPDATES_CHANNEL, so the ACLs follow the names instead of retyping them.
 Redis checks the commands a Lua script calls too, so a script's HSET or PUBLISH needs the same
-grant as a direct call. The `default` user is off: a client without a user and password gets
-nothing.
+grant as a direct call. A client without a user and password gets nothing (NOAUTH).
+
+The `default` user is not switched off but locked with a password of its own: Redis replays the
+append-only file as `default`, and up to the fix of redis/redis#14541 (not in the Debian
+7.0 package used here) it re-checks ACLs on each replayed MULTI/EXEC, which is how the scripts'
+writes are logged, so with `default` off every cart and product would be dropped at restart.
 
     python -m infra.redis_acl aclfile PATH     # write the ACL file (0600) from $RUN_DIR/secrets
     python -m infra.redis_acl url SERVICE      # the REDIS_URL that SERVICE runs with
@@ -62,17 +66,22 @@ def secret_name(user: str) -> str:
     return f"redis-{user}"
 
 
+# Not a service's: the user Redis replays the append-only file as (see the module doc).
+DEFAULT_USER = "default"
+
+
 def passwords(run_dir: Path, create: bool = True) -> dict[str, str]:
     """Every Redis user's password, generated into $RUN_DIR/secrets if missing."""
     folder = secrets_dir(run_dir)
     read = ensure_secret_file if create else read_secret_file
-    return {user: read(folder / secret_name(user)) for user in USERS}
+    return {user: read(folder / secret_name(user)) for user in (DEFAULT_USER, *USERS)}
 
 
 def render(passwords: Mapping[str, str], *, key_prefix: str = "",
            channel: str = UPDATES_CHANNEL) -> str:
-    """The ACL file: `default` off, one line per user."""
-    lines = ["user default off resetkeys resetchannels -@all"]
+    """The ACL file: `default` behind its own password, one line per user."""
+    lines = [f"user {DEFAULT_USER} on #{_sha256(passwords[DEFAULT_USER])} resetkeys "
+             "resetchannels ~* &* +@all"]
     for user, rules in USERS.items():
         grants = rules.replace("{p}", key_prefix).replace("{c}", channel)
         lines.append(f"user {user} on #{_sha256(passwords[user])} resetkeys resetchannels "

@@ -173,6 +173,9 @@ start_postgres() {
     # trust on loopback only: a developer stack, reachable from this machine alone.
     as_pg_user "$PG_BIN/initdb" -D "$data" -U "$PG_USER" --auth=trust -E UTF8 >>"$LOGS/postgres.log" 2>&1
   fi
+  # dev: initdb's trust lines (loopback only). secure: the scram lines are written once the
+  # roles have their passwords (secure_postgres), so a cluster last run in dev can be entered.
+  [[ "${CARTSTREAM_PROFILE:-dev}" == secure ]] || "$PY" -m infra.pg_roles hba dev "$data"
   local as_user=(); [[ $(id -u) -eq 0 ]] && as_user=(runuser -u postgres --)
   spawn postgres "${as_user[@]}" "$PG_BIN/postgres" -D "$data" -h 127.0.0.1 -p "$PG_PORT" \
     -k "$RUN_DIR/postgres" -c fsync=on -c synchronous_commit=on
@@ -182,7 +185,29 @@ pg_ready() {
   "$PG_BIN/pg_isready" -q -h 127.0.0.1 -p "$PG_PORT" -U "$PG_USER" -d postgres
 }
 
+pg_superuser_password() { # secure: the superuser's password (psql reads PGPASSWORD)
+  if [[ "${CARTSTREAM_PROFILE:-dev}" == secure ]]; then cat "$RUN_DIR/secrets/pg-superuser"; fi
+}
+
+secure_postgres() { # secure: roles and passwords (infra/pg_roles.py), then scram only
+  [[ "${CARTSTREAM_PROFILE:-dev}" == secure ]] || return 0
+  RUN_DIR="$RUN_DIR" "$PY" -m infra.pg_roles configure
+  "$PY" -m infra.pg_roles hba secure "$RUN_DIR/postgres/data"
+  PGPASSWORD="$(pg_superuser_password)" "$PG_BIN/psql" -h 127.0.0.1 -p "$PG_PORT" -U "$PG_USER" \
+    -d postgres -qtAc "SELECT pg_reload_conf()" >/dev/null
+}
+
+database_url_for() { # process -> the DATABASE_URL it runs with (its role in the secure profile)
+  if [[ "${CARTSTREAM_PROFILE:-dev}" == secure ]]; then
+    RUN_DIR="$RUN_DIR" "$PY" -m infra.pg_roles url "$1"
+  else
+    echo "$DATABASE_URL"
+  fi
+}
+
 ensure_database() {
+  # Local to this function: the services started later never see it.
+  local -x PGPASSWORD; PGPASSWORD="$(pg_superuser_password)"
   if ! "$PG_BIN/psql" -h 127.0.0.1 -p "$PG_PORT" -U "$PG_USER" -d postgres -tAc \
       "SELECT 1 FROM pg_database WHERE datname='$PG_DB'" | grep -q 1; then
     "$PG_BIN/createdb" -h 127.0.0.1 -p "$PG_PORT" -U "$PG_USER" "$PG_DB"
@@ -200,6 +225,7 @@ cmd_infra() {
     "import redis,sys; redis.Redis.from_url(sys.argv[1]).ping()" "$(redis_url_for admin)"
   wait_for "PostgreSQL" 60 "$LOGS/postgres.log" pg_ready
   ensure_database
+  secure_postgres
   wait_for "Kafka" "$START_TIMEOUT" "$LOGS/kafka.log" "$CARTSTREAM" topics --check-only --wait 2
   "$CARTSTREAM" topics --wait 30 | sed 's/^/[stack] /'
   say "infrastructure ready in $((SECONDS - t0))s"
@@ -252,6 +278,9 @@ start_services() {
     local creds=()
     case "$name" in  # the processes that use Redis, each as its own ACL user when secure
       write-api|read-api|sink-redis|sink-catalog) creds=(REDIS_URL="$(redis_url_for "$name")") ;;
+    esac
+    case "$name" in  # the processes that use PostgreSQL, each as its role when secure
+      read-api|sink-postgres|sink-catalog) creds+=(DATABASE_URL="$(database_url_for "$name")") ;;
     esac
     # shellcheck disable=SC2086
     spawn "$name" env RUN_DIR="$RUN_DIR" CARTSTREAM_PROFILE="$CARTSTREAM_PROFILE" "${creds[@]}" $cmd

@@ -84,10 +84,12 @@ def test_no_credentials_or_a_wrong_password_get_nothing(acl_redis) -> None:
         redis.Redis.from_url(service_url(base, "read-api", "wrong")).ping()
     with pytest.raises(redis.AuthenticationError):
         redis.Redis.from_url(service_url(base, "default", "")).ping()
+    with pytest.raises(redis.AuthenticationError):
+        redis.Redis.from_url(service_url(base, "default", "wrong")).ping()
     # The ACL file holds hashes, never the passwords.
     text = (run_dir / "users.acl").read_text()
     assert not any(pw in text for pw in passwords(run_dir, create=False).values())
-    assert set(passwords(run_dir, create=False)) == set(USERS)
+    assert set(passwords(run_dir, create=False)) == {"default", *USERS}
 
 
 def test_the_sinks_write_their_keys_and_nothing_else(acl_redis) -> None:
@@ -150,3 +152,49 @@ def test_the_read_api_reads_and_listens_only(acl_redis) -> None:
     ):
         with pytest.raises(redis.exceptions.NoPermissionError):
             attempt()
+
+
+def test_script_writes_survive_a_restart_with_the_acl_file(tmp_path) -> None:
+    """Regression: with `default` off, Redis 7.0 dropped every MULTI/EXEC of the AOF at load."""
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server is not installed")
+    secrets = passwords(tmp_path)
+    write_aclfile(tmp_path / "users.acl", secrets, key_prefix=PREFIX, channel=CHANNEL)
+    port = _free_port()
+    base = f"redis://127.0.0.1:{port}/0"
+    cmd = ["redis-server", "--bind", "127.0.0.1", "--port", str(port), "--save", "",
+           "--appendonly", "yes", "--appendfsync", "always", "--dir", str(tmp_path),
+           "--aclfile", str(tmp_path / "users.acl")]
+
+    def started() -> subprocess.Popen[bytes]:
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                redis.Redis.from_url(service_url(base, "admin", secrets["admin"])).ping()
+                return proc
+            except redis.ConnectionError:
+                assert time.monotonic() < deadline
+                time.sleep(0.1)
+
+    proc = started()
+    try:
+        sink = redis.Redis.from_url(service_url(base, "sink-redis", secrets["sink-redis"]))
+        RedisCarts(sink, CHANNEL, PREFIX).put_many([cart("survivor", 1)])
+        # Two writes in one script (product, then the ready marker): logged as MULTI/EXEC.
+        catalog = redis.Redis.from_url(service_url(base, "sink-catalog",
+                                                   secrets["sink-catalog"]))
+        RedisProducts(catalog, PREFIX).put_many(
+            [ProductItem("9", 1, Product("9", "Survivor", Decimal("1"), 1), None)])
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+    proc = started()
+    try:
+        admin = redis.Redis.from_url(service_url(base, "admin", secrets["admin"]))
+        assert admin.hget(cart_key("survivor", PREFIX), "v") == b"1"
+        assert admin.hget(product_key("9", PREFIX), "offset") == b"1"
+        assert admin.exists(catalog_ready_key(PREFIX))
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)

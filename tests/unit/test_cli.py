@@ -195,6 +195,7 @@ def test_secrets_generates_each_file_once_and_prints_only_paths(tmp_path: Path) 
     path = tmp_path / "secrets" / "jwt-hs256"
     assert str(path) in first.stdout.splitlines()
     assert str(tmp_path / "secrets" / "redis-read-api") in first.stdout.splitlines()
+    assert str(tmp_path / "secrets" / "pg-sink") in first.stdout.splitlines()
     value = path.read_text()
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
