@@ -184,20 +184,29 @@ def test_a_burst_of_commands_gets_429_with_retry_after(secure_system, catalog) -
 def test_one_principal_holds_a_bounded_number_of_waits(secure_system) -> None:
     s, customer = secure_system, new_customer()
     url = f"{s.read_url}/api/v1/{customer}"
+    far = {"minOffset": "0:999999999"}  # never reached: the wait lasts its timeout
     first: list[requests.Response] = []
     waiting = threading.Thread(target=lambda: first.append(requests.get(
-        url, headers=s.auth(customer), params={"minOffset": "0:999999999", "timeout": 3000},
-        timeout=20)))
+        url, headers=s.auth(customer), params={**far, "timeout": 5000}, timeout=30)))
     waiting.start()
-    time.sleep(1.0)  # the first wait is open
-    second = requests.get(url, headers=s.auth(customer),
-                          params={"minOffset": "0:999999999", "timeout": 1000}, timeout=20)
+    # MAX_WAITS_PER_PRINCIPAL=1: while the first wait is open, another one is refused.
+    refused = None
+    while waiting.is_alive() and refused is None:
+        second = requests.get(url, headers=s.auth(customer), params={**far, "timeout": 100},
+                              timeout=20)
+        if second.status_code == 429:
+            refused = second
+        time.sleep(0.1)
     waiting.join()
-    assert second.status_code == 429 and second.headers["Retry-After"]
+    assert refused is not None and refused.headers["Retry-After"]
+    assert refused.json()["error"]["code"] == "TOO_MANY_REQUESTS"
     assert first[0].status_code in (404, 504)  # the first one waited its time out
-    again = requests.get(url, headers=s.auth(customer),
-                         params={"minOffset": "0:999999999", "timeout": 200}, timeout=20)
+    again = requests.get(url, headers=s.auth(customer), params={**far, "timeout": 100},
+                         timeout=20)
     assert again.status_code != 429  # released when it ended
+    other = new_customer()  # another principal was never limited by this one's waits
+    assert requests.get(f"{s.read_url}/api/v1/{other}", headers=s.auth(other),
+                        params={**far, "timeout": 100}, timeout=20).status_code != 429
 
 
 def test_secrets_are_files_only_their_owner_reads(secure_system) -> None:
