@@ -200,6 +200,7 @@ def test_one_principal_holds_a_bounded_number_of_waits(secure_system) -> None:
     waiting.join()
     assert refused is not None and refused.headers["Retry-After"]
     assert refused.json()["error"]["code"] == "TOO_MANY_REQUESTS"
+    assert "open at once" in refused.json()["error"]["message"]  # the cap, not the rate
     assert first[0].status_code in (404, 504)  # the first one waited its time out
     again = requests.get(url, headers=s.auth(customer), params={**far, "timeout": 100},
                          timeout=20)
