@@ -5,7 +5,7 @@ PY ?= .venv/bin/python
 CARTSTREAM ?= .venv/bin/cartstream
 STACK := infra/stack.sh
 
-.PHONY: help deps up infra down status logs clean test test-unit test-integration test-e2e lint bench replay catalog
+.PHONY: help deps up infra down status logs clean test test-unit test-integration test-e2e test-e2e-secure lint bench replay catalog token
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -16,8 +16,11 @@ deps: ## install what is missing: venv + requirements + the cartstream command, 
 infra: ## start only Kafka, Redis and PostgreSQL (and create topics)
 	@$(STACK) infra
 
-up: ## start the whole system with the sample catalog
-	@$(STACK) up
+# The profile `make up` starts: dev (open, loopback) or secure (docs/security.md).
+PROFILE ?= dev
+
+up: ## start the whole system with the sample catalog (make up PROFILE=secure for the secure profile)
+	@CARTSTREAM_PROFILE=$(PROFILE) $(STACK) up
 
 down: ## stop everything `make up` started (make down SVC="sink-redis" for some)
 	@$(STACK) down $(SVC)
@@ -43,6 +46,9 @@ test-integration: deps
 test-e2e: deps
 	$(PY) -m pytest tests/e2e
 
+test-e2e-secure: deps ## the e2e suite against systems in the secure profile (tokens attached)
+	CARTSTREAM_E2E_PROFILE=secure $(PY) -m pytest tests/e2e
+
 lint: ## ruff
 	$(PY) -m ruff check .
 
@@ -52,6 +58,10 @@ replay: deps ## rebuild the read models from the log (stops the sinks, replays, 
 	@$(STACK) down $(SINKS)
 	$(CARTSTREAM) replay $(ARGS)
 	@$(STACK) up
+
+token: ## print a 1 h bearer token: make -s token CUSTOMER=<id>, or make -s token ADMIN=1
+	@test -n "$(CUSTOMER)$(ADMIN)" || { echo "usage: make -s token CUSTOMER=<id> | ADMIN=1" >&2; exit 64; }
+	@$(CARTSTREAM) token $(if $(ADMIN),--admin,--customer "$(CUSTOMER)")
 
 catalog: deps ## load a catalog file: make catalog FILE=my-catalog.jsonl [ARGS=--dry-run]
 	@test -n "$(FILE)" || { echo "usage: make catalog FILE=path [ARGS=--dry-run]" >&2; exit 64; }

@@ -70,6 +70,9 @@ function request()
     -- A fresh key per request: every one is recorded in Redis (reserve, then the answer).
     headers["Idempotency-Key"] = string.format("%s-%d-%d", prefix, tid, n)
   end
+  if tokens then  -- the secure profile: the customer's own token (secure_tokens)
+    headers["Authorization"] = "Bearer " .. tokens[tid * customers + n % customers + 1]
+  end
   return wrk.format("POST", "/api/v1/add", headers, body)
 end
 
@@ -234,15 +237,33 @@ def topic_end_offsets(bootstrap: str, topic: str) -> int:
         consumer.close()
 
 
+def secure_tokens(run_id: str, customers: int, threads: int) -> tuple[str, dict[str, str]]:
+    """The Lua table of every bench customer's token (thread-major, as the script indexes it)
+    and the secure profile's environment that accepts them."""
+    from cart_web.auth import issue_token
+    from cart_web.settings import AuthSettings
+
+    secret = f"bench-only-{uuid.uuid4().hex}"
+    settings = AuthSettings(profile="secure", jwt_secret=secret)
+    tokens = [issue_token(settings, f"{run_id}-{t}-{c}")
+              for t in range(threads) for c in range(customers)]
+    lua = "tokens = {" + ",".join(f'"{t}"' for t in tokens) + "}\n"
+    # Limits far above the bench's rate: the point is what checking costs, not refusing.
+    env = {"CARTSTREAM_PROFILE": "secure", "JWT_SECRET": secret,
+           "RATE_LIMIT_COMMANDS": "1000000000"}
+    return lua, env
+
+
 def start_server(args: argparse.Namespace, port: int, log_path: Path,
-                 module: str = "cartstream serve write") -> subprocess.Popen[bytes]:
+                 module: str = "cartstream serve write",
+                 env_extra: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
     """`python -m <module>` (by default the write API exactly as production starts it), tuned by
     the bench flags."""
     env = {
         **os.environ,
         "WRITE_HOST": "127.0.0.1", "WRITE_PORT": str(port),
         "KAFKA_BOOTSTRAP": args.kafka, "TOPIC_CART_EVENTS": args.topic,
-        "WRITE_LOG_LEVEL": "WARNING",
+        "WRITE_LOG_LEVEL": "WARNING", **(env_extra or {}),
     }
     for flag, var in (("workers", "WRITE_WORKERS"), ("threads", "WRITE_THREADS"),
                       ("linger_ms", "WRITE_LINGER_MS"), ("batch_size", "WRITE_BATCH_SIZE")):
@@ -351,36 +372,41 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="write-bench-") as tmp:
         script = Path(tmp) / "write_api.lua"
         script.write_text(LUA)
+        secure_lua, secure_env = secure_tokens(run_id, args.customers, args.wrk_threads)
+        secure_script = Path(tmp) / "write_api_secure.lua"
+        secure_script.write_text(secure_lua + LUA)
 
         def measured(scenario: str, proc: subprocess.Popen[bytes], url: str,
-                     mode: str) -> Result:
+                     mode: str, lua: Path = script) -> Result:
             """One measured run, with the CPU the server and the broker spent per request."""
             cpu0, broker0 = tree_cpu_s(proc.pid), broker and tree_cpu_s(broker)
-            result = reduce(scenario, drive(url, mode, args.duration), args.connections)
+            result = reduce(scenario, drive(url, mode, args.duration, lua), args.connections)
             n = max(1, result.requests)
             result.server_cpu_ms = round((tree_cpu_s(proc.pid) - cpu0) * 1000 / n, 4)
             if broker:
                 result.broker_cpu_ms = round((tree_cpu_s(broker) - broker0) * 1000 / n, 4)
             return result
 
-        def drive(base: str, mode: str, seconds: float) -> dict[str, Any]:
+        def drive(base: str, mode: str, seconds: float, lua: Path = script) -> dict[str, Any]:
             if not use_wrk:
                 return run_python(base, mode, run_id, args.customers, args.item,
                                   args.connections, seconds)
             url = base if mode in ("add", "addkey") else f"{base}/healthz"
             lua_args = [mode, run_id, str(args.customers), args.item]
-            return run_wrk(url, script, lua_args, args.connections, args.wrk_threads, seconds)
+            return run_wrk(url, lua, lua_args, args.connections, args.wrk_threads, seconds)
 
         log_path = Path(tmp) / "server.log"
 
         @contextmanager
-        def serving(url: str, module: str) -> Iterator[subprocess.Popen[bytes]]:
+        def serving(url: str, module: str, env_extra: dict[str, str] | None = None,
+                    lua: Path = script) -> Iterator[subprocess.Popen[bytes]]:
             """A ready, warmed-up server of `module` at `url`; its log is shown if it fails."""
-            proc = start_server(args, int(url.rsplit(":", 1)[1]), log_path, module=module)
+            proc = start_server(args, int(url.rsplit(":", 1)[1]), log_path, module=module,
+                                env_extra=env_extra)
             try:
                 wait_ready(url, proc)
                 if args.warmup > 0:
-                    drive(url, "add", args.warmup)
+                    drive(url, "add", args.warmup, lua)
                 yield proc
             except BaseException:
                 print(log_path.read_text(errors="replace")[-3000:], file=sys.stderr)
@@ -396,6 +422,14 @@ def main(argv: list[str] | None = None) -> int:
                 # The same adds, each with its own Idempotency-Key: what the records cost.
                 keyed = measured("add_idempotency_key", proc, base, "addkey")
                 ceiling = measured("healthz", proc, base, "get")
+            # The same adds in the secure profile: each with its customer's bearer token,
+            # verified (cached per process) and counted against the rate limit in Redis.
+            secure = None
+            if use_wrk:
+                secure_base = f"http://127.0.0.1:{free_port()}"
+                with serving(secure_base, "cartstream serve write", secure_env,
+                             secure_script) as proc:
+                    secure = measured("add_secure", proc, secure_base, "add", secure_script)
         finally:
             if scratch:
                 admin.delete_topics([args.topic])
@@ -404,7 +438,7 @@ def main(argv: list[str] | None = None) -> int:
         with serving(nokafka_base, "bench.write_nokafka") as proc:
             nokafka = measured("add_nokafka", proc, nokafka_base, "add")
 
-    results = [add, keyed, nokafka, ceiling]
+    results = [add, keyed, *([secure] if secure else []), nokafka, ceiling]
     print(table(results))
     print(f"records appended to {args.topic} during the add run: {appended} "
           f"(acknowledged: {add.accepted}; other writers may add more)")
@@ -426,6 +460,10 @@ def main(argv: list[str] | None = None) -> int:
                  "duration_s": args.duration, "customers": args.customers},
         "results": [asdict(r) for r in results],
         "records_appended_during_add_run": appended,
+        "secure_profile_cost": None if secure is None else {
+            "throughput_cost": round(1 - secure.accepted_rps / add.accepted_rps, 3),
+            "cpu_per_request_ratio": round(secure.server_cpu_ms / add.server_cpu_ms, 3)
+            if secure.server_cpu_ms and add.server_cpu_ms else None},
     }
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(report, indent=2) + "\n")

@@ -54,6 +54,23 @@ def catalog_ready_key(prefix: str = "") -> str:
     return f"{prefix}{CATALOG_READY_KEY}"
 
 
+# STRING `ratelimit:{kind}:{principal}:{window}`: the secure profile's per-principal request
+# count in one fixed window (kind: commands, waits); expires with its window.
+RATE_LIMIT_KEY_PREFIX = "ratelimit:"
+# STRING `waiting:{principal}`: how many long-poll reads a principal holds open right now.
+WAITING_KEY_PREFIX = "waiting:"
+
+
+def rate_limit_key(kind: str, principal: str, window: int, prefix: str = "") -> str:
+    """Redis key counting a principal's requests of one kind in one rate-limit window."""
+    return f"{prefix}{RATE_LIMIT_KEY_PREFIX}{kind}:{principal}:{window}"
+
+
+def waiting_key(principal: str, prefix: str = "") -> str:
+    """Redis key counting a principal's open long-poll reads."""
+    return f"{prefix}{WAITING_KEY_PREFIX}{principal}"
+
+
 # ----------------------------------------------------------------------------- PostgreSQL
 
 CARTS_TABLE = "carts"  # one row per cart (customer and generation), doc = cart-details JSON

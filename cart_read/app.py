@@ -27,6 +27,7 @@ from cart_read.params import (
 from cart_read.stores import Stores
 from cart_read.waiters import CartWaiters, TooManyWaiters, wait_for_offset
 from cart_web.errors import json_response, register_error_handlers
+from cart_web.security import protect_read, with_security_scheme
 from cart_web.server import buffered
 
 log = logging.getLogger(__name__)
@@ -77,7 +78,7 @@ def create_app(
     ctx = ReadContext(config, stores, waiter)
     app = Flask("cart_read", static_folder=None)
     app.extensions["cart_read"] = ctx
-    openapi_doc = orjson.dumps(build_openapi(config))
+    openapi_doc = orjson.dumps(with_security_scheme(config, build_openapi(config)))
     _register_errors(app)
 
     @app.get("/healthz")
@@ -97,7 +98,7 @@ def create_app(
         if failed:
             raise ApiError(503, "NOT_READY", "; ".join(failed), headers={"Retry-After": "1"},
                            extra={"checks": report})
-        return json_response({"status": "ready", "checks": report})
+        return json_response({"status": "ready", "profile": config.profile, "checks": report})
 
     @app.get("/openapi.json")
     def openapi() -> Response:
@@ -164,6 +165,10 @@ def create_app(
 
     # Plain cart reads skip Flask (fast.py); every body leaves as one buffer (cart_web.server).
     app.wsgi_app = buffered(with_fast_cart_reads(app.wsgi_app, stores))  # type: ignore[method-assign]
+    # Secure profile: Host, CORS, token and limits before anything else (cart_web.security).
+    app.wsgi_app = protect_read(  # type: ignore[method-assign]
+        app.wsgi_app, config, redis_url=config.redis_url, key_prefix=config.redis_key_prefix,
+        max_wait_s=config.wait_max_ms / 1000)
     return app
 
 

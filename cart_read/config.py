@@ -11,12 +11,12 @@ from cart_contract.settings import (
     LogLevel,
     RedisKeyPrefix,
     RedisUrl,
-    Settings,
     UpdatesChannel,
 )
+from cart_web.settings import ReadSecurity
 
 
-class Config(Settings):
+class Config(ReadSecurity):
     """Everything the read API needs to know about its surroundings."""
 
     host: Annotated[str, Field(validation_alias="READ_HOST",

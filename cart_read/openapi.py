@@ -153,6 +153,7 @@ def build_openapi(config: Config) -> dict[str, Any]:
             "type": "object",
             "properties": {
                 "status": {"type": "string"},
+                "profile": {"type": "string", "enum": ["dev", "secure"]},
                 "checks": {"type": "object", "additionalProperties": {"type": "string"}},
             },
         },

@@ -12,7 +12,9 @@ from werkzeug.http import parse_options_header
 from werkzeug.wsgi import get_content_length
 
 from cart_contract import ContractError, EventType, encode_cart_event, new_cart_event
+from cart_web.auth import check_command
 from cart_web.errors import api_error_response, internal_error_response
+from cart_web.security import protect_write, with_security_scheme
 from cart_web.server import buffered
 from cart_write.catalog import Catalog, NoCatalog, RedisCatalog
 from cart_write.config import Config
@@ -201,6 +203,7 @@ def create_app(
             mimetype = parse_options_header(environ.get("CONTENT_TYPE", ""))[0]
             doc = parse_body(read_body(environ, config.max_body_bytes), mimetype)
             command = parse_command(name, doc)
+            check_command(environ, command.customer_id)  # secure profile: own cart only
             key = parse_idempotency_key(environ.get(IDEMPOTENCY_ENVIRON))
             if key is not None:
                 return accept_keyed_command(name, command, key, store=idempotency,
@@ -229,7 +232,7 @@ def create_app(
         app.add_url_rule(f"/api/v1/{name}", endpoint=name, view_func=make_handler(name),
                          methods=["POST"])
 
-    openapi_doc = orjson.dumps(build_openapi(config))
+    openapi_doc = orjson.dumps(with_security_scheme(config, build_openapi(config)))
 
     @app.get("/openapi.json")
     def openapi() -> Response:
@@ -242,7 +245,7 @@ def create_app(
     @app.get("/readyz")
     def readyz() -> Response:
         if publisher.ready():
-            return json_response({"status": "ready"}, 200)
+            return json_response({"status": "ready", "profile": config.profile}, 200)
         return error_response(503, "KAFKA_UNAVAILABLE",
                               f"Kafka at {config.kafka_bootstrap} is not reachable",
                               headers={"Retry-After": str(config.retry_after_s)})
@@ -251,4 +254,6 @@ def create_app(
     # leaves as one buffer, so granian skips a Python iteration per response.
     app.wsgi_app = buffered(  # type: ignore[method-assign]
         with_fast_commands(app.wsgi_app, command_response))
+    app.wsgi_app = protect_write(  # type: ignore[method-assign]
+        app.wsgi_app, config, redis_url=config.redis_url, key_prefix=config.redis_key_prefix)
     return app

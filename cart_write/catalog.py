@@ -10,6 +10,7 @@ from typing import Any, Protocol
 import redis
 
 from cart_contract.layout import PRODUCT_DOC_FIELD, catalog_ready_key, product_key
+from cart_contract.secrets import redact_url
 
 log = logging.getLogger("cart_write.catalog")
 
@@ -57,7 +58,7 @@ class RedisCatalog:
         self._client = client or redis.Redis.from_url(
             url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s
         )
-        self._url = url
+        self._url = redact_url(url)  # only ever logged
         self._key_prefix = key_prefix
         self._ready_key = catalog_ready_key(key_prefix)
         self._backoff_s = backoff_s

@@ -11,12 +11,12 @@ from cart_contract.settings import (
     LogLevel,
     RedisKeyPrefix,
     RedisUrl,
-    Settings,
     TopicCartEvents,
 )
+from cart_web.settings import WriteSecurity
 
 
-class Config(Settings):
+class Config(WriteSecurity):
     """Everything the write API needs to know about its surroundings."""
 
     host: Annotated[str, Field(validation_alias="WRITE_HOST",

@@ -94,7 +94,8 @@ def build_openapi(config: Config) -> dict[str, Any]:
     """The OpenAPI document of the write API."""
     paths: dict[str, Any] = {f"/api/v1/{name}": _command(name) for name in COMMANDS}
     status = {"type": "object", "required": ["status"],
-              "properties": {"status": {"type": "string"}}}
+              "properties": {"status": {"type": "string"},
+                             "profile": {"type": "string", "enum": ["dev", "secure"]}}}
     paths["/healthz"] = {"get": {"operationId": "healthz", "summary": "Liveness",
                                  "responses": {"200": _json(status, "The process answers.")}}}
     paths["/readyz"] = {"get": {

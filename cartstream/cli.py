@@ -403,3 +403,68 @@ def migrate(ctx: typer.Context) -> None:
         applied, current = migrate_url(cfg.database_url)
     typer.echo(f"applied {applied or 'nothing'}; schema version {current}")
 
+
+
+# ---------------------------------------------------------------- secrets and tokens
+
+
+@app.command(help="""Generate the secure profile's secrets that do not exist yet.
+
+Each is a random value in its own file under `$RUN_DIR/secrets/` (directory 0700, files
+0600): the APIs' token key, one Redis password per service (infra/redis_acl.py), one
+PostgreSQL password per role (infra/pg_roles.py). Existing files are kept, so running it
+again changes nothing. Prints the paths, never the values. `make up PROFILE=secure` runs it;
+compose.yaml mounts the token key as a Docker secret.
+
+Environment: RUN_DIR.
+
+Exit status: 0 done; 2 a file cannot be written.""")
+def secrets(ctx: typer.Context) -> None:
+    from cart_contract.secrets import JWT_SECRET_NAME, ensure_secret_file, secrets_dir
+    from cart_web.settings import AuthSettings
+    from infra import pg_roles, redis_acl
+
+    cfg = _config(ctx, AuthSettings)
+    with _failures("secrets failed", OSError, ValueError):
+        for name in (JWT_SECRET_NAME,
+                     *(redis_acl.secret_name(u) for u in (redis_acl.DEFAULT_USER,
+                                                          *redis_acl.USERS)),
+                     *(pg_roles.secret_name(k) for k in pg_roles.KINDS)):
+            path = secrets_dir(cfg.run_dir) / name
+            ensure_secret_file(path)
+            typer.echo(str(path))
+
+
+# Not a valid customerId (no "/" in ids), so an admin token never owns a cart.
+ADMIN_SUBJECT = "admin/cli"
+ENV_TOKEN = "CARTSTREAM_PROFILE, JWT_SECRET, JWT_SECRET_FILE, RUN_DIR, JWT_ISSUER, JWT_AUDIENCE, " \
+            "JWT_ADMIN_SCOPE"
+
+
+@app.command(help=f"""Print a bearer token (JWT, HS256) for the secure profile's APIs.
+
+Signed with the local key: JWT_SECRET, else JWT_SECRET_FILE, else `$RUN_DIR/secrets/jwt-hs256`
+(generated, mode 0600, if it does not exist yet). Its `sub` is the customer; --admin adds the
+admin scope instead. Not available when the APIs verify an identity provider's tokens
+(JWT_JWKS_URL).
+
+Environment: {ENV_TOKEN}.
+
+Exit status: 0 printed; 2 bad usage, or the key cannot be read.""")
+def token(
+    ctx: typer.Context,
+    customer: Annotated[str | None, typer.Option(help="the customerId the token acts for")] = None,
+    admin: Annotated[bool, typer.Option(help="an admin token (cross-customer reads)")] = False,
+    ttl: Annotated[int, typer.Option(min=60, help="seconds the token is valid")] = 3600,
+) -> None:
+    from cart_contract.ids import ID_RE
+    from cart_web.auth import issue_token
+    from cart_web.settings import AuthSettings
+
+    if (customer is None) == (not admin):
+        fail("give exactly one of --customer ID or --admin")
+    if customer is not None and not ID_RE.fullmatch(customer):
+        fail(f"--customer {customer!r} is not a valid customerId")
+    cfg = _config(ctx, AuthSettings)
+    with _failures("token failed", OSError, ValueError):
+        typer.echo(issue_token(cfg, customer or ADMIN_SUBJECT, admin=admin, ttl_s=ttl))

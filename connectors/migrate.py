@@ -46,10 +46,13 @@ def migrate(conn: psycopg.Connection, directory: Path = MIGRATIONS) -> list[int]
     with conn.transaction():
         # Several sinks start together; the lock makes them take turns.
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_ID,))
-        conn.execute(
-            f"CREATE TABLE IF NOT EXISTS {MIGRATIONS_TABLE} "
-            "(version int PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
-        )
+        # Only when missing: a role that may not create tables (the secure profile's sinks)
+        # is refused even CREATE TABLE IF NOT EXISTS of a table that exists.
+        if conn.execute("SELECT to_regclass(%s)", (MIGRATIONS_TABLE,)).fetchone()[0] is None:
+            conn.execute(
+                f"CREATE TABLE {MIGRATIONS_TABLE} "
+                "(version int PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
+            )
         done = {r[0] for r in conn.execute(f"SELECT version FROM {MIGRATIONS_TABLE}")}
         for version, path in pending:
             if version in done:

@@ -5,7 +5,8 @@
 #   infra/stack.sh deps        install what is missing (venv + .venv/bin/cartstream, Kafka jars,
 #                              Redis/PostgreSQL)
 #   infra/stack.sh infra       start Kafka, Redis, PostgreSQL and create the topics
-#   infra/stack.sh up          infra + the services + the sample catalog
+#   infra/stack.sh up          infra + the services + the sample catalog, in profile
+#                              $CARTSTREAM_PROFILE (dev, the default, or secure)
 #   infra/stack.sh down [svc]  stop everything this script started (by pid), or the named services
 #   infra/stack.sh status      what runs, and where
 #   infra/stack.sh logs [svc]  tail the logs
@@ -25,6 +26,9 @@ LOGS="$RUN_DIR/logs"
 PIDS="$RUN_DIR/pids"
 START_TIMEOUT="${START_TIMEOUT:-90}"
 PG_BIN="${PG_BIN:-$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n1)}"
+# The profile the services run in (written by `up`; docs/security.md). Data under $RUN_DIR
+# is the same in both: switching is `down` then `up` with the other profile.
+PROFILE_FILE="$RUN_DIR/profile"
 
 say() { printf '\033[1m[stack]\033[0m %s\n' "$*"; }
 die() { printf '[stack] ERROR: %s\n' "$*" >&2; exit 1; }
@@ -131,9 +135,23 @@ start_redis() {
   if is_running redis; then return; fi
   need_free_port redis "$REDIS_PORT"
   mkdir -p "$RUN_DIR/redis" "$PIDS" "$LOGS"
+  local acl=()
+  if [[ "${CARTSTREAM_PROFILE:-dev}" == secure ]]; then
+    # One ACL user per service, `default` off (infra/redis_acl.py); the file holds hashes.
+    RUN_DIR="$RUN_DIR" "$PY" -m infra.redis_acl aclfile "$RUN_DIR/redis/users.acl"
+    acl=(--aclfile "$RUN_DIR/redis/users.acl")
+  fi
   # appendonly: the read model survives make down / make up like the other stores.
   spawn redis redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --dir "$RUN_DIR/redis" \
-    --appendonly yes --save "" --daemonize no --protected-mode yes
+    --appendonly yes --save "" --daemonize no --protected-mode yes "${acl[@]}"
+}
+
+redis_url_for() { # process -> the REDIS_URL it runs with (its ACL user in the secure profile)
+  if [[ "${CARTSTREAM_PROFILE:-dev}" == secure ]]; then
+    RUN_DIR="$RUN_DIR" "$PY" -m infra.redis_acl url "$1"
+  else
+    echo "$REDIS_URL"
+  fi
 }
 
 as_pg_user() { # run a command as the unprivileged user that owns the PostgreSQL data
@@ -155,6 +173,9 @@ start_postgres() {
     # trust on loopback only: a developer stack, reachable from this machine alone.
     as_pg_user "$PG_BIN/initdb" -D "$data" -U "$PG_USER" --auth=trust -E UTF8 >>"$LOGS/postgres.log" 2>&1
   fi
+  # dev: initdb's trust lines (loopback only). secure: the scram lines are written once the
+  # roles have their passwords (secure_postgres), so a cluster last run in dev can be entered.
+  [[ "${CARTSTREAM_PROFILE:-dev}" == secure ]] || "$PY" -m infra.pg_roles hba dev "$data"
   local as_user=(); [[ $(id -u) -eq 0 ]] && as_user=(runuser -u postgres --)
   spawn postgres "${as_user[@]}" "$PG_BIN/postgres" -D "$data" -h 127.0.0.1 -p "$PG_PORT" \
     -k "$RUN_DIR/postgres" -c fsync=on -c synchronous_commit=on
@@ -164,7 +185,29 @@ pg_ready() {
   "$PG_BIN/pg_isready" -q -h 127.0.0.1 -p "$PG_PORT" -U "$PG_USER" -d postgres
 }
 
+pg_superuser_password() { # secure: the superuser's password (psql reads PGPASSWORD)
+  if [[ "${CARTSTREAM_PROFILE:-dev}" == secure ]]; then cat "$RUN_DIR/secrets/pg-superuser"; fi
+}
+
+secure_postgres() { # secure: roles and passwords (infra/pg_roles.py), then scram only
+  [[ "${CARTSTREAM_PROFILE:-dev}" == secure ]] || return 0
+  RUN_DIR="$RUN_DIR" "$PY" -m infra.pg_roles configure
+  "$PY" -m infra.pg_roles hba secure "$RUN_DIR/postgres/data"
+  PGPASSWORD="$(pg_superuser_password)" "$PG_BIN/psql" -h 127.0.0.1 -p "$PG_PORT" -U "$PG_USER" \
+    -d postgres -qtAc "SELECT pg_reload_conf()" >/dev/null
+}
+
+database_url_for() { # process -> the DATABASE_URL it runs with (its role in the secure profile)
+  if [[ "${CARTSTREAM_PROFILE:-dev}" == secure ]]; then
+    RUN_DIR="$RUN_DIR" "$PY" -m infra.pg_roles url "$1"
+  else
+    echo "$DATABASE_URL"
+  fi
+}
+
 ensure_database() {
+  # Local to this function: the services started later never see it.
+  local -x PGPASSWORD; PGPASSWORD="$(pg_superuser_password)"
   if ! "$PG_BIN/psql" -h 127.0.0.1 -p "$PG_PORT" -U "$PG_USER" -d postgres -tAc \
       "SELECT 1 FROM pg_database WHERE datname='$PG_DB'" | grep -q 1; then
     "$PG_BIN/createdb" -h 127.0.0.1 -p "$PG_PORT" -U "$PG_USER" "$PG_DB"
@@ -174,16 +217,44 @@ ensure_database() {
 cmd_infra() {
   cmd_deps
   local t0=$SECONDS
+  [[ "${CARTSTREAM_PROFILE:-dev}" == secure ]] && ensure_secrets
   start_kafka
   start_redis
   start_postgres
   wait_for "Redis" 30 "$LOGS/redis.log" "$PY" -c \
-    "import redis,sys; redis.Redis.from_url('$REDIS_URL').ping()"
+    "import redis,sys; redis.Redis.from_url(sys.argv[1]).ping()" "$(redis_url_for admin)"
   wait_for "PostgreSQL" 60 "$LOGS/postgres.log" pg_ready
   ensure_database
+  secure_postgres
   wait_for "Kafka" "$START_TIMEOUT" "$LOGS/kafka.log" "$CARTSTREAM" topics --check-only --wait 2
   "$CARTSTREAM" topics --wait 30 | sed 's/^/[stack] /'
   say "infrastructure ready in $((SECONDS - t0))s"
+}
+
+# ---------------------------------------------------------------- profile
+
+running_services() { local n; for n in write-api aggregator sink-redis sink-postgres sink-catalog read-api; do is_running "$n" && echo "$n"; done; return 0; }
+
+recorded_profile() { cat "$PROFILE_FILE" 2>/dev/null || echo dev; }
+
+choose_profile() { # -> sets CARTSTREAM_PROFILE: the asked one, else the running one, else dev
+  local asked="${CARTSTREAM_PROFILE:-}" running
+  running="$(running_services)"
+  if [[ -z "$asked" ]]; then
+    if [[ -n "$running" ]]; then asked="$(recorded_profile)"; else asked=dev; fi
+  fi
+  [[ "$asked" == dev || "$asked" == secure ]] || die "PROFILE must be dev or secure, got '$asked'"
+  if [[ -n "$running" && "$(recorded_profile)" != "$asked" ]]; then
+    die "the services run in profile $(recorded_profile); run 'make down' before 'make up PROFILE=$asked'"
+  fi
+  mkdir -p "$RUN_DIR"
+  echo "$asked" > "$PROFILE_FILE"
+  export CARTSTREAM_PROFILE="$asked"
+}
+
+ensure_secrets() { # secure profile: generated once, mode 0600, never printed
+  [[ "$CARTSTREAM_PROFILE" == secure ]] || return 0
+  RUN_DIR="$RUN_DIR" "$CARTSTREAM" secrets >/dev/null
 }
 
 # ---------------------------------------------------------------- services
@@ -204,8 +275,15 @@ start_services() {
     IFS='|' read -r name module cmd <<<"$entry"
     [[ -f "$ROOT/$module" ]] || continue
     is_running "$name" && continue
+    local creds=()
+    case "$name" in  # the processes that use Redis, each as its own ACL user when secure
+      write-api|read-api|sink-redis|sink-catalog) creds=(REDIS_URL="$(redis_url_for "$name")") ;;
+    esac
+    case "$name" in  # the processes that use PostgreSQL, each as its role when secure
+      read-api|sink-postgres|sink-catalog) creds+=(DATABASE_URL="$(database_url_for "$name")") ;;
+    esac
     # shellcheck disable=SC2086
-    spawn "$name" env RUN_DIR="$RUN_DIR" $cmd
+    spawn "$name" env RUN_DIR="$RUN_DIR" CARTSTREAM_PROFILE="$CARTSTREAM_PROFILE" "${creds[@]}" $cmd
   done
 }
 
@@ -219,13 +297,14 @@ load_sample_catalog() {
 
 cmd_up() {
   local t0=$SECONDS
+  choose_profile
   cmd_infra
   load_sample_catalog
   start_services
   wait_http() { curl -fsS "http://127.0.0.1:$1/healthz" >/dev/null; }
   [[ -f "$ROOT/cart_write/server.py" ]] && wait_for "write API" 30 "$LOGS/write-api.log" wait_http "$WRITE_PORT"
   [[ -f "$ROOT/cart_read/server.py" ]] && wait_for "read API" 30 "$LOGS/read-api.log" wait_http "$READ_PORT"
-  say "up in $((SECONDS - t0))s"
+  say "up in $((SECONDS - t0))s (profile $CARTSTREAM_PROFILE)"
   cmd_status
 }
 
@@ -269,6 +348,7 @@ cmd_status() {
       printf '%-14s %-8s %-8s %s\n' "$name" down - "$port"
     fi
   done
+  [[ -n "$(running_services)" ]] && echo "profile: $(recorded_profile)"
   echo "logs: $LOGS   Kafka tools: export PATH=\"$KAFKA_HOME/bin:\$PATH\""
 }
 

@@ -6,6 +6,8 @@ and state directory, so e2e tests never see each other's data nor the developer'
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import signal
 import socket
@@ -16,13 +18,16 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlparse, urlunparse
+from typing import Any
+from urllib.parse import unquote, urlparse, urlunparse
 
 import psycopg
 import pytest
 import requests
 from confluent_kafka.admin import AdminClient
 
+from cart_web.auth import issue_token
+from cart_web.settings import AuthSettings
 from infra.topics import ensure_topics, topic_specs
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -112,6 +117,16 @@ class System:
                     raise TimeoutError(f"{url} not healthy; logs in {self.run_dir}")
                 time.sleep(0.2)
 
+    def token(self, customer: str | None = None, *, admin: bool = False, ttl_s: int = 3600
+              ) -> str:
+        """A bearer token for the secure profile, signed with this system's generated key."""
+        settings = AuthSettings(profile="secure", run_dir=self.run_dir)
+        return issue_token(settings, customer or "admin/e2e", admin=admin, ttl_s=ttl_s)
+
+    def auth(self, customer: str | None = None, *, admin: bool = False) -> dict[str, str]:
+        """The Authorization header of `token`."""
+        return {"Authorization": f"Bearer {self.token(customer, admin=admin)}"}
+
     def assert_alive(self) -> None:
         """Fail with the service's log tail if any service has exited."""
         for name, proc in self.procs.items():
@@ -120,8 +135,8 @@ class System:
                 raise AssertionError(f"{name} exited with {proc.returncode}:\n{tail}")
 
 
-def make_system(endpoints, run_dir: Path) -> System:
-    """Environment for a private Cartstream on the shared servers."""
+def make_system(endpoints, run_dir: Path, extra: dict[str, str] | None = None) -> System:
+    """Environment for a private Cartstream on the shared servers (`extra` added last)."""
     tag = uuid.uuid4().hex[:8]
     db = f"e2e_{tag}"
     with psycopg.connect(endpoints.database_url, autocommit=True) as conn:
@@ -143,16 +158,93 @@ def make_system(endpoints, run_dir: Path) -> System:
         "AGG_METRICS_PORT": str(free_port()),
         "RUN_DIR": str(run_dir),
         "PYTHONUNBUFFERED": "1",
+        **(extra or {}),
     }
     admin = AdminClient({"bootstrap.servers": endpoints.kafka_bootstrap})
     ensure_topics(admin, topic_specs(env))
     return System(env=env, run_dir=run_dir)
 
 
+# The secure profile as the secure e2e tests run it: low limits, so bursts reach them.
+SECURE_ENV = {
+    "CARTSTREAM_PROFILE": "secure",
+    "CORS_ORIGINS": "https://shop.example",
+    "RATE_LIMIT_COMMANDS": "30",
+    "RATE_LIMIT_WAITS": "30",
+    "MAX_WAITS_PER_PRINCIPAL": "1",
+}
+
+
+# `CARTSTREAM_E2E_PROFILE=secure` runs the whole e2e suite against secure systems (.ci/run
+# does both): every request the tests make gets the token its customer would send.
+E2E_PROFILE = os.environ.get("CARTSTREAM_E2E_PROFILE", "dev")
+SUITE_SECURE_ENV = {"CARTSTREAM_PROFILE": "secure", "RATE_LIMIT_COMMANDS": "1000000",
+                    "RATE_LIMIT_WAITS": "1000000", "MAX_WAITS_PER_PRINCIPAL": "1000"}
+
+
 @pytest.fixture(scope="module")
 def system(endpoints, tmp_path_factory) -> Iterator[System]:
-    """A fresh, running Cartstream for one test module."""
-    sys_ = make_system(endpoints, tmp_path_factory.mktemp("cartstream"))
+    """A fresh, running Cartstream for one test module (in CARTSTREAM_E2E_PROFILE)."""
+    secure = E2E_PROFILE == "secure"
+    sys_ = make_system(endpoints, tmp_path_factory.mktemp("cartstream"),
+                       SUITE_SECURE_ENV if secure else None)
+    with contextlib.ExitStack() as stack:
+        if secure:
+            stack.enter_context(tokens_attached(sys_))
+        yield from _running(sys_)
+
+
+def _customer_of(sys_: System, url: str, kwargs: dict[str, Any]) -> str | None:
+    """The customer a test request acts for (None: an admin's request)."""
+    path = urlparse(url).path
+    if url.startswith(sys_.write_url):
+        body = kwargs.get("json")
+        if body is None and kwargs.get("data"):
+            try:
+                body = json.loads(kwargs["data"])
+            except (ValueError, TypeError, RecursionError):  # fuzzed bodies: any token
+                body = None
+        customer = body.get("customerId") if isinstance(body, dict) else None
+        return str(customer) if isinstance(customer, str | int) else None
+    if url.startswith(sys_.read_url) and path.startswith("/api/v1/"):
+        first = unquote(path[len("/api/v1/"):].split("/", 1)[0])
+        return None if first in ("carts", "products") else first
+    return None
+
+
+@contextlib.contextmanager
+def tokens_attached(sys_: System) -> Iterator[None]:
+    """Every `requests` call to this system carries a bearer token for its customer."""
+    original = requests.Session.request
+    tokens: dict[str | None, str] = {}
+
+    def request(self: requests.Session, method: str, url: str, *args: Any, **kwargs: Any
+                ) -> requests.Response:
+        headers = dict(kwargs.get("headers") or {})
+        if url.startswith((sys_.write_url, sys_.read_url)) and not any(
+                k.lower() == "authorization" for k in headers):
+            customer = _customer_of(sys_, url, kwargs)
+            if customer not in tokens:
+                tokens[customer] = sys_.token(customer, admin=customer is None)
+            headers["Authorization"] = f"Bearer {tokens[customer]}"
+            kwargs["headers"] = headers
+        return original(self, method, url, *args, **kwargs)
+
+    requests.Session.request = request  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        requests.Session.request = original  # type: ignore[method-assign]
+
+
+@pytest.fixture(scope="module")
+def secure_system(endpoints, tmp_path_factory) -> Iterator[System]:
+    """A fresh, running Cartstream in the secure profile (its secrets under its run_dir)."""
+    yield from _running(make_system(endpoints, tmp_path_factory.mktemp("cartstream-secure"),
+                                    SECURE_ENV))
+
+
+def _running(sys_: System) -> Iterator[System]:
     try:
         for name in SERVICES:
             sys_.start(name)

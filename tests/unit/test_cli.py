@@ -27,6 +27,8 @@ SUBCOMMANDS = {
     ("replay",): "--from-events",
     ("topics",): "--check-only",
     ("migrate",): "DATABASE_URL",
+    ("token",): "--customer",
+    ("secrets",): "0600",
 }
 # Nowhere: a dry run must not need a broker.
 OFFLINE = Config(kafka_bootstrap="127.0.0.1:1")
@@ -160,3 +162,43 @@ def test_python_m_cartstream_runs_the_same_command() -> None:
     out = subprocess.run([sys.executable, "-m", "cartstream", "topics", "--help"], cwd=ROOT,
                          capture_output=True, text=True, timeout=60, check=True).stdout
     assert "Usage: cartstream topics" in out and "--check-only" in out
+
+
+def test_token_prints_a_one_hour_token_for_a_customer_or_an_admin() -> None:
+    import jwt
+
+    from cart_web.settings import AuthSettings
+
+    cfg = AuthSettings(profile="secure", jwt_secret="cli-test-secret-cli-test-secret-x")
+    result = cartstream("token", "--customer", "123", config=cfg)
+    assert result.exit_code == 0, result.output
+    claims = jwt.decode(result.stdout.strip(), "cli-test-secret-cli-test-secret-x",
+                        algorithms=["HS256"], audience="cartstream")
+    assert claims["sub"] == "123" and claims["exp"] - claims["iat"] == 3600
+    assert "scope" not in claims
+    admin = cartstream("token", "--admin", config=cfg)
+    claims = jwt.decode(admin.stdout.strip(), "cli-test-secret-cli-test-secret-x",
+                        algorithms=["HS256"], audience="cartstream")
+    assert claims["scope"] == "cartstream:admin" and "/" in claims["sub"]
+    assert cartstream("token", config=cfg).exit_code == 2
+    assert cartstream("token", "--customer", "1", "--admin", config=cfg).exit_code == 2
+
+
+def test_secrets_generates_each_file_once_and_prints_only_paths(tmp_path: Path) -> None:
+    import stat
+
+    from cart_web.settings import AuthSettings
+
+    cfg = AuthSettings(run_dir=tmp_path)
+    first = cartstream("secrets", config=cfg)
+    assert first.exit_code == 0, first.output
+    path = tmp_path / "secrets" / "jwt-hs256"
+    assert str(path) in first.stdout.splitlines()
+    assert str(tmp_path / "secrets" / "redis-read-api") in first.stdout.splitlines()
+    assert str(tmp_path / "secrets" / "pg-sink") in first.stdout.splitlines()
+    value = path.read_text()
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+    assert value.strip() not in first.output
+    assert cartstream("secrets", config=cfg).exit_code == 0
+    assert path.read_text() == value  # kept, not regenerated

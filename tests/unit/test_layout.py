@@ -31,6 +31,11 @@ USERS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     # The write API is the only writer and reader of its idempotency records.
     "idempotency_key": (("cart_write/idempotency.py",), ()),
     "IDEMPOTENCY_KEY_PREFIX": ((), ()),
+    # The secure profile's limits: counted and read back by the same module.
+    "rate_limit_key": (("cart_web/ratelimit.py",), ()),
+    "waiting_key": (("cart_web/ratelimit.py",), ()),
+    "RATE_LIMIT_KEY_PREFIX": ((), ()),
+    "WAITING_KEY_PREFIX": ((), ()),
     "CARTS_TABLE": (("connectors/stores.py",), ("cart_read/queries.py",)),
     "CART_LINES_TABLE": (("connectors/stores.py",), ("cart_read/queries.py",)),
     "PRODUCTS_TABLE": (("connectors/stores.py",), ("cart_read/queries.py",)),
@@ -64,6 +69,8 @@ def test_the_values_are_what_stored_data_already_uses() -> None:
     assert layout.catalog_ready_key() == "catalog:ready"
     assert layout.idempotency_key("k-1", "t1:") == "t1:idempotency:k-1"
     assert layout.catalog_ready_key("t1:") == "t1:catalog:ready"
+    assert layout.rate_limit_key("commands", "123", 7, "t1:") == "t1:ratelimit:commands:123:7"
+    assert layout.waiting_key("123", "t1:") == "t1:waiting:123"
     assert layout.UPDATES_CHANNEL == "cartstream:cart-updated"
     assert (layout.CART_VERSION_FIELD, layout.CART_DOC_FIELD) == ("v", "doc")
     assert (layout.PRODUCT_OFFSET_FIELD, layout.PRODUCT_DOC_FIELD) == ("offset", "doc")

@@ -1,0 +1,240 @@
+"""The secure profile's guard around an API: Host, CORS, bearer token, limits, headers.
+
+Small framework-neutral functions (`host_allowed`, `preflight_headers`, `read_path_rule`, …)
+and one WSGI wrapper, `guard`, that applies them before the app sees the request, so the token
+is checked before any body is read. Used only in the secure profile: in dev the apps are not
+wrapped at all.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qs
+
+from cart_web.auth import (
+    PRINCIPAL_ENVIRON,
+    Principal,
+    TokenVerifier,
+    bearer_token,
+    check_owner,
+    forbidden,
+    verifier_from_settings,
+)
+from cart_web.errors import ApiError, api_error_response
+from cart_web.ratelimit import ConcurrencyCap, FixedWindow, redis_factory
+from cart_web.server import WsgiApp
+from cart_web.settings import AuthSettings, ReadSecurity, WriteSecurity
+
+log = logging.getLogger("cart_web.security")
+
+API_PREFIX = "/api/v1/"
+OPEN_PATHS = frozenset({"/healthz", "/readyz", "/openapi.json"})
+# Headers a browser page may send cross-origin (when its origin is listed).
+CORS_REQUEST_HEADERS = "Authorization, Content-Type, Idempotency-Key, If-Match"
+CORS_MAX_AGE_S = "600"
+ALWAYS = [("X-Content-Type-Options", "nosniff")]
+API_HEADERS = [("Cache-Control", "no-store")]
+
+# Path rule: raise ApiError (403) when the principal may not make this request.
+PathRule = Callable[[str, Principal], None]
+
+
+def host_allowed(host: str | None, allowed: frozenset[str]) -> bool:
+    """Whether a Host header names one of `allowed` (port ignored; IPv6 in brackets)."""
+    if not host:
+        return False
+    host = host.strip().lower()
+    if host.startswith("["):
+        name = host[1:host.find("]")] if "]" in host else ""
+    else:
+        name = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+    return name in allowed
+
+
+def preflight_headers(origin: str, allowed: frozenset[str],
+                      methods: str) -> list[tuple[str, str]] | None:
+    """The answer headers of a CORS preflight from `origin`, or None to refuse it."""
+    if origin not in allowed:
+        return None
+    return [("Access-Control-Allow-Origin", origin),
+            ("Access-Control-Allow-Methods", methods),
+            ("Access-Control-Allow-Headers", CORS_REQUEST_HEADERS),
+            ("Access-Control-Max-Age", CORS_MAX_AGE_S),
+            ("Vary", "Origin")]
+
+
+def any_principal(path: str, principal: Principal) -> None:
+    """Every authenticated principal may make the request (checks come later, if any)."""
+
+
+def read_path_rule(path: str, principal: Principal) -> None:
+    """The read API's rules: `/carts` needs the admin scope; `/products` is any principal's;
+    a customer's cart and orders are that customer's (or an admin's)."""
+    first = path[len(API_PREFIX):].split("/", 1)[0]
+    if first == "carts":
+        if not principal.admin:
+            raise forbidden("cart queries need the admin scope")
+        return
+    if first == "products":
+        return
+    check_owner(principal, first, admin_allowed=True)
+
+
+def is_long_poll(environ: dict[str, Any]) -> bool:
+    """A read-your-write wait: a GET with `minOffset`."""
+    qs = environ.get("QUERY_STRING") or ""
+    return (environ.get("REQUEST_METHOD") == "GET" and "minOffset" in qs
+            and "minOffset" in parse_qs(qs))
+
+
+@dataclass
+class Limits:
+    """Which limits apply to which requests of one API."""
+
+    commands: FixedWindow | None = None  # every POST under /api/v1/
+    waits: FixedWindow | None = None  # every long-poll read started
+    wait_cap: ConcurrencyCap | None = None  # long-poll reads open at once
+    is_wait: Callable[[dict[str, Any]], bool] = field(default=is_long_poll)
+
+
+def too_many(message: str, retry_after_s: int) -> ApiError:
+    """429 with Retry-After."""
+    return ApiError(429, "TOO_MANY_REQUESTS", message,
+                    headers={"Retry-After": str(retry_after_s)})
+
+
+def guard(app: WsgiApp, *, verifier: TokenVerifier, allowed_hosts: frozenset[str],
+          cors_origins: frozenset[str], methods: str, path_rule: PathRule = any_principal,
+          limits: Limits | None = None) -> WsgiApp:
+    """Wrap a WSGI app with the secure profile's checks, in this order: Host (400), CORS
+    preflight (403 unless listed), bearer token on /api/v1/* (401), path rule (403), limits
+    (429); then the app, its answer carrying nosniff, no-store and the CORS headers."""
+    limits = limits or Limits()
+
+    def wsgi(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+        extra = list(ALWAYS)
+
+        def respond(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+            headers.extend(extra)
+            return start_response(status, headers, exc_info)
+
+        def fail(err: ApiError) -> Iterable[bytes]:
+            return api_error_response(err)(environ, respond)
+
+        if not host_allowed(environ.get("HTTP_HOST"), allowed_hosts):
+            return fail(ApiError(400, "HOST_NOT_ALLOWED", "this Host is not served here"))
+        origin = environ.get("HTTP_ORIGIN")
+        method = environ.get("REQUEST_METHOD")
+        if origin and method == "OPTIONS" and environ.get("HTTP_ACCESS_CONTROL_REQUEST_METHOD"):
+            allow = preflight_headers(origin, cors_origins, methods)
+            if allow is None:
+                return fail(ApiError(403, "ORIGIN_NOT_ALLOWED",
+                                     f"cross-origin requests from {origin} are not allowed"))
+            start_response("204 No Content", [*allow, *ALWAYS])
+            return [b""]
+        if origin and origin in cors_origins:
+            extra += [("Access-Control-Allow-Origin", origin), ("Vary", "Origin")]
+        path = environ.get("PATH_INFO") or ""
+        if path in OPEN_PATHS or not path.startswith(API_PREFIX):
+            return app(environ, respond)
+        extra += API_HEADERS
+        waiting: str | None = None
+        try:
+            principal = verifier.verify(bearer_token(environ.get("HTTP_AUTHORIZATION")))
+            path_rule(path, principal)
+            environ[PRINCIPAL_ENVIRON] = principal
+            if limits.commands is not None and method == "POST":
+                retry = limits.commands.hit(principal.subject)
+                if retry is not None:
+                    raise too_many("too many commands; slow down", retry)
+            if limits.waits is not None and limits.is_wait(environ):
+                retry = limits.waits.hit(principal.subject)
+                if retry is not None:
+                    raise too_many("too many read-your-write waits; slow down", retry)
+                if limits.wait_cap is not None:
+                    held = limits.wait_cap.acquire(principal.subject)
+                    if held is False:
+                        raise too_many("too many read-your-write waits open at once", 1)
+                    if held:
+                        waiting = principal.subject
+        except ApiError as err:
+            return fail(err)
+        try:
+            # The apps answer with one buffered body (cart_web.server.buffered): when this call
+            # returns, the request, and so its wait, has ended.
+            return app(environ, respond)
+        finally:
+            if waiting is not None and limits.wait_cap is not None:
+                limits.wait_cap.release(waiting)
+
+    return wsgi
+
+
+def declare_bearer(doc: dict[str, Any]) -> dict[str, Any]:
+    """An OpenAPI document with the bearer scheme required on every /api/v1/ operation."""
+    components = doc.setdefault("components", {})
+    components.setdefault("securitySchemes", {})["bearerAuth"] = {
+        "type": "http", "scheme": "bearer", "bearerFormat": "JWT",
+        "description": "a JWT whose `sub` is the customerId; the admin scope allows "
+                       "cross-customer reads"}
+    error = {"$ref": "#/components/schemas/Error"} if "Error" in components.get(
+        "schemas", {}) else {"type": "object"}
+    answers = {
+        "401": "Missing, expired or invalid token (`WWW-Authenticate: Bearer`).",
+        "403": "The token does not allow this request (another customer, or no admin scope).",
+        "429": "Rate limit reached (`Retry-After`).",
+    }
+    for path, item in doc.get("paths", {}).items():
+        if not path.startswith(API_PREFIX):
+            continue
+        for operation in item.values():
+            operation["security"] = [{"bearerAuth": []}]
+            responses = operation.setdefault("responses", {})
+            for status, text in answers.items():
+                responses.setdefault(status, {"description": text, "content": {
+                    "application/json": {"schema": error}}})
+    return doc
+
+
+# ------------------------------------------------------------------ wiring, per API
+
+
+def with_security_scheme(settings: AuthSettings, doc: dict[str, Any]) -> dict[str, Any]:
+    """The OpenAPI document as served in this profile."""
+    return declare_bearer(doc) if settings.secure else doc
+
+
+def protect_write(app: WsgiApp, settings: WriteSecurity, *, redis_url: str, key_prefix: str,
+                  verifier: TokenVerifier | None = None) -> WsgiApp:
+    """The write API as served in this profile: unchanged in dev, guarded in secure."""
+    if not settings.secure:
+        return app
+    client = redis_factory(redis_url)
+    return guard(
+        app, verifier=verifier or verifier_from_settings(settings),
+        allowed_hosts=settings.allowed_host_set, cors_origins=settings.cors_origin_set,
+        methods="POST", path_rule=any_principal,
+        limits=Limits(commands=FixedWindow(client, "commands", settings.rate_limit_commands,
+                                           settings.rate_limit_window_s,
+                                           key_prefix=key_prefix)))
+
+
+def protect_read(app: WsgiApp, settings: ReadSecurity, *, redis_url: str, key_prefix: str,
+                 max_wait_s: float, verifier: TokenVerifier | None = None) -> WsgiApp:
+    """The read API as served in this profile: unchanged in dev, guarded in secure."""
+    if not settings.secure:
+        return app
+    client = redis_factory(redis_url)
+    return guard(
+        app, verifier=verifier or verifier_from_settings(settings),
+        allowed_hosts=settings.allowed_host_set, cors_origins=settings.cors_origin_set,
+        methods="GET", path_rule=read_path_rule,
+        limits=Limits(
+            waits=FixedWindow(client, "waits", settings.rate_limit_waits,
+                              settings.rate_limit_window_s, key_prefix=key_prefix),
+            # The counter outlives the longest wait, so only a crashed instance's waits expire.
+            wait_cap=ConcurrencyCap(client, settings.max_waits_per_principal,
+                                    int(max_wait_s) + 30, key_prefix=key_prefix)))
