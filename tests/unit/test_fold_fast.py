@@ -67,7 +67,7 @@ steps = st.lists(
 def to_wire(ev: CartEvent, partition: int, offset: int) -> Wire:
     """An event as the flow's parse step makes it."""
     return (ev.event_id, ev.type.value, ev.customer_id, ev.item_id, ev.qty, ev.occurred_at,
-            partition, offset)
+            partition, offset, ev.expected_version)
 
 
 def event_of(etype: EventType, item: str, qty: int | None, at: str) -> CartEvent:
