@@ -32,6 +32,7 @@ USERS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "idempotency_key": (("cart_write/idempotency.py",), ()),
     "IDEMPOTENCY_KEY_PREFIX": ((), ()),
     "CARTS_TABLE": (("connectors/stores.py",), ("cart_read/queries.py",)),
+    "CUSTOMERS_TABLE": (("connectors/stores.py",), ("cart_read/queries.py",)),
     "CART_LINES_TABLE": (("connectors/stores.py",), ("cart_read/queries.py",)),
     "PRODUCTS_TABLE": (("connectors/stores.py",), ("cart_read/queries.py",)),
     # Only the writer reads these back: the offset guards a product's compare-and-set, and
@@ -84,7 +85,8 @@ def test_writers_and_readers_take_the_name_from_layout(name: str) -> None:
 
 def test_the_migrations_create_the_tables_the_layout_names() -> None:
     sql = " ".join(p.read_text() for p in (ROOT / "connectors" / "migrations").glob("*.sql"))
-    for table in (layout.CARTS_TABLE, layout.CART_LINES_TABLE, layout.PRODUCTS_TABLE):
+    for table in (layout.CARTS_TABLE, layout.CART_LINES_TABLE, layout.PRODUCTS_TABLE,
+                  layout.CUSTOMERS_TABLE):
         assert f"CREATE TABLE IF NOT EXISTS {table} (" in sql
 
 
