@@ -107,7 +107,7 @@ def upsert_cart_docs(conn: psycopg.Connection, docs: Sequence[tuple[CartDetails,
     """
     customers = newest(docs, lambda d: d[0].customer_id, lambda d: d[0].customer_version)
     docs = newest([d for d in docs if d[0].generation > 0], lambda d: d[0].cart_id,
-                  lambda d: d[0].version)
+                  lambda d: d[0].customer_version)
     if not customers:
         return 0
     with conn.transaction(), conn.cursor() as cur:
