@@ -16,6 +16,8 @@ A customer's state (`CustomerState`, immutable):
   rejected, duplicate): what `If-Match` is compared with, and the read side's ETag;
 - last_event: (eventId, partition, offset) of that event; updated_at: its occurredAt;
 - rejected: the customer's last REJECTIONS_KEPT rejections, oldest first, as the record's JSON;
+- recent_event_ids: the dedupe window, the eventIds of the customer's last DEDUPE_WINDOW events
+  as 16-byte UUIDs packed into one bytes object (512 bytes), least recently seen first;
 - cart_rejected: the last REJECTIONS_KEPT rejections of the current cart (a new cart starts
   with none: a rejection never carries over into the next cart);
 - order: None while the cart is live (OPEN, or no cart yet); once it is checked out, the
@@ -25,8 +27,7 @@ The record shows the cart (the open one, or the last order) at its top level, an
 under "customer" (version, lastEvent, rejected, updatedAt). While the cart is live both move
 together; after checkout the top level is frozen (the sinks store the same order bytes whatever
 comes next) and only "customer" advances, which is what a client waiting with minOffset reads.
-- recent_event_ids: the dedupe window, the eventIds of the customer's last DEDUPE_WINDOW events
-  as 16-byte UUIDs packed into one bytes object (512 bytes), least recently seen first.
+The rules themselves are listed in docs/architecture.md, "Rules".
 
 Dedupe: an event whose eventId is in the window changes nothing but the version, position and
 updatedAt (and moves to the window's recent end). A client retry whose original is more than
@@ -211,15 +212,6 @@ _REJECTION = {(t, r): _rejection_template(t, r, t in (ADD, REMOVE))
 _fromhex = bytes.fromhex
 
 
-def add_rejection(lines: tuple[Line, ...], at: int, qty: int, stock: int) -> str | None:
-    """Why an add that makes a line of `qty` units (at index `at`, -1: a new line) is refused."""
-    if qty > LINE_QTY_MAX or (at < 0 and len(lines) >= LINES_MAX):
-        return CART_LIMIT
-    if qty > stock:
-        return INSUFFICIENT_STOCK
-    return None
-
-
 def checkout_rejection(is_open: bool, lines: tuple[Line, ...]) -> str | None:
     """Why a checkout is refused, None when it is accepted (the cart becomes the order)."""
     if not is_open:
@@ -273,8 +265,12 @@ def apply(state: CustomerState | None, w: Wire, product: ProductTuple | None,
                             qty += li.qty
                             at = j
                             break
-                reason = add_rejection(lines if is_open else (), at, qty, product[3])
-                if reason is None:
+                # The cart limits (cart_contract.limits), then the stock.
+                if qty > LINE_QTY_MAX or (at < 0 and is_open and len(lines) >= LINES_MAX):
+                    reason = CART_LIMIT
+                elif qty > product[3]:
+                    reason = INSUFFICIENT_STOCK
+                else:
                     # The whole line takes the catalog's name and price as of this event.
                     line = cache.lines.get((product[0], product[1], product[2], qty))
                     if line is None:
