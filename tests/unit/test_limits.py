@@ -89,3 +89,13 @@ def test_line_totals_sum_to_the_cart_total_exactly(adds: list) -> None:
             assert li.total_price == li.unit_price * li.qty and li.qty <= LINE_QTY_MAX
         assert sum((li.total_price for li in cart.line_items), Decimal(0)) == cart.total_price
         assert cart.total_price <= CART_TOTAL_MAX
+
+
+def test_the_postgresql_money_columns_are_money_sql() -> None:
+    from pathlib import Path
+
+    sql = (Path(__file__).resolve().parents[2] / "connectors" / "migrations"
+           / "0003_money_range_customers.sql").read_text()
+    for column in ("carts ALTER COLUMN total_price", "cart_lines ALTER COLUMN unit_price",
+                   "cart_lines ALTER COLUMN total_price", "products ALTER COLUMN price"):
+        assert f"{column} TYPE {MONEY_SQL};" in sql, column
