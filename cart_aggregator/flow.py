@@ -123,7 +123,7 @@ def parse_cart_events(msgs: list[Any]) -> list[Any]:
             continue
         try:
             # The event's fields only: no CartEvent per event (see fold.Wire).
-            eid, etype, cid, item, qty, at, _ = decode(msg.value or b"")
+            eid, etype, cid, item, qty, at, _, expected = decode(msg.value or b"")
             if msg.key != cid.encode():
                 raise ContractError("KEY_MISMATCH", f"key {msg.key!r} is not the customerId "
                                     f"{cid!r}", "key")
@@ -131,7 +131,7 @@ def parse_cart_events(msgs: list[Any]) -> list[Any]:
             out.append(_dead_letter(msg, exc))
             continue
         out.append((cid, (eid, type_name[etype], cid, item, qty, at, msg.partition,
-                          msg.offset)))
+                          msg.offset, expected)))
         good += 1
     metrics.EVENTS_READ.inc(good)
     # How far each partition is read, for the lag, is noted by the sources (once a batch).
@@ -236,7 +236,7 @@ class JoinLogic(StatefulBatchLogic[Any, tuple[str, Answer], CatalogEntry]):
 # Event types the fold can only apply with an answer from a keyed stage: an add needs its
 # product from the join. The fold holds a customer's later events until that answer is in.
 AWAITS_ANSWER = frozenset({ADD})
-# An Answer is (offset, answer); a Wire has 8 fields.
+# An Answer is (offset, answer); a Wire has 9 fields.
 _ANSWER_LEN = 2
 _MISSING = object()
 

@@ -12,11 +12,22 @@ A customer's state (`CustomerState`, immutable):
 - status: None before the first cart, else OPEN or CHECKED_OUT;
 - lines: the current cart's `Line`s in first-added order (kept after checkout: the published
   record shows the ordered lines until a new cart opens);
-- version: one step per cart event read, whatever its outcome (applied, rejected, duplicate);
+- version: the customer's version, one step per cart event read, whatever its outcome (applied,
+  rejected, duplicate): what `If-Match` is compared with, and the read side's ETag;
 - last_event: (eventId, partition, offset) of that event; updated_at: its occurredAt;
-- rejected: the last REJECTIONS_KEPT rejections, oldest first, as the record's JSON;
+- rejected: the customer's last REJECTIONS_KEPT rejections, oldest first, as the record's JSON;
 - recent_event_ids: the dedupe window, the eventIds of the customer's last DEDUPE_WINDOW events
-  as 16-byte UUIDs packed into one bytes object (512 bytes), least recently seen first.
+  as 16-byte UUIDs packed into one bytes object (512 bytes), least recently seen first;
+- cart_rejected: the last REJECTIONS_KEPT rejections of the current cart (a new cart starts
+  with none: a rejection never carries over into the next cart);
+- order: None while the cart is live (OPEN, or no cart yet); once it is checked out, the
+  (version, last_event, updated_at) of the checkout, which the order keeps for ever.
+
+The record shows the cart (the open one, or the last order) at its top level, and the customer
+under "customer" (version, lastEvent, rejected, updatedAt). While the cart is live both move
+together; after checkout the top level is frozen (the sinks store the same order bytes whatever
+comes next) and only "customer" advances, which is what a client waiting with minOffset reads.
+The rules themselves are listed in docs/architecture.md, "Rules".
 
 Dedupe: an event whose eventId is in the window changes nothing but the version, position and
 updatedAt (and moves to the window's recent end). A client retry whose original is more than
@@ -39,6 +50,7 @@ import orjson
 
 from cart_aggregator.metrics import APPLIED, DUPLICATE, REJECTED
 from cart_contract import CHECKED_OUT, OPEN, EventType
+from cart_contract.limits import LINE_QTY_MAX, LINES_MAX
 
 DEDUPE_WINDOW = 32
 REJECTIONS_KEPT = 10
@@ -50,6 +62,10 @@ INSUFFICIENT_STOCK = "INSUFFICIENT_STOCK"
 NOT_IN_CART = "NOT_IN_CART"
 NO_OPEN_CART = "NO_OPEN_CART"
 EMPTY_CART = "EMPTY_CART"
+CART_LIMIT = "CART_LIMIT"
+VERSION_CONFLICT = "VERSION_CONFLICT"
+REASONS = (UNKNOWN_PRODUCT, INSUFFICIENT_STOCK, NOT_IN_CART, NO_OPEN_CART, EMPTY_CART, CART_LIMIT,
+           VERSION_CONFLICT)
 
 ADD = EventType.ITEM_ADDED.value
 REMOVE = EventType.ITEM_REMOVED.value
@@ -59,9 +75,10 @@ CHECKOUT = EventType.CHECKOUT.value
 # A cart event as it travels between stages: a flat tuple of str/int/None (with several
 # processes every item crossing a process is pickled, and a flat tuple pickles fastest).
 Wire = tuple[Any, ...]
+# expected_version: the command's If-Match, None without one.
 WIRE_FIELDS = ("event_id", "type", "customer_id", "item_id", "qty", "occurred_at", "partition",
-               "offset")
-EVENT_ID, TYPE, CUSTOMER, ITEM, QTY, AT, PARTITION, OFFSET = range(len(WIRE_FIELDS))
+               "offset", "expected_version")
+EVENT_ID, TYPE, CUSTOMER, ITEM, QTY, AT, PARTITION, OFFSET, EXPECTED = range(len(WIRE_FIELDS))
 # A catalog entry as it travels: (productId, productName, price as an exact decimal string,
 # stockQty, schemaVersion).
 ProductTuple = tuple[str, str, str, int, int]
@@ -113,6 +130,8 @@ class CustomerState(msgspec.Struct, frozen=True, gc=False):
     rejected: tuple[bytes, ...]
     recent_event_ids: bytes
     updated_at: str
+    cart_rejected: tuple[bytes, ...] = ()
+    order: tuple[int, tuple[str, int, int], str] | None = None
 
 
 def _money(d: Decimal) -> str:
@@ -186,16 +205,20 @@ def _rejection_template(etype: str, reason: str, has_item: bool) -> bytes:
     return raw.replace(b"@E@", b"%s").replace(b"@I@", b"%s")
 
 
-# Each reason goes with one event type, with an itemId (adds, removes) or without (the rest):
-# a rejection is a formatting of its ids, which need no escaping (canonical UUIDs, ID_RE).
-_REJECTION = {
-    UNKNOWN_PRODUCT: _rejection_template(ADD, UNKNOWN_PRODUCT, True),
-    INSUFFICIENT_STOCK: _rejection_template(ADD, INSUFFICIENT_STOCK, True),
-    NOT_IN_CART: _rejection_template(REMOVE, NOT_IN_CART, True),
-    NO_OPEN_CART: _rejection_template(CLEAR, NO_OPEN_CART, False),
-    EMPTY_CART: _rejection_template(CHECKOUT, EMPTY_CART, False),
-}
+# Per (event type, reason): adds and removes carry an itemId, the rest none. A rejection is a
+# formatting of its ids, which need no escaping (canonical UUIDs, ID_RE).
+_REJECTION = {(t, r): _rejection_template(t, r, t in (ADD, REMOVE))
+              for t in (ADD, REMOVE, CLEAR, CHECKOUT) for r in REASONS}
 _fromhex = bytes.fromhex
+
+
+def checkout_rejection(is_open: bool, lines: tuple[Line, ...]) -> str | None:
+    """Why a checkout is refused, None when it is accepted (the cart becomes the order)."""
+    if not is_open:
+        return NO_OPEN_CART
+    if not lines:
+        return EMPTY_CART
+    return None
 
 
 def apply(state: CustomerState | None, w: Wire, product: ProductTuple | None,
@@ -207,11 +230,12 @@ def apply(state: CustomerState | None, w: Wire, product: ProductTuple | None,
     """
     # The hot path of the flow, once per event: calls, generator expressions and temporary
     # objects are avoided on purpose (Python 3.11 makes each a frame or an allocation).
-    eid, etype, customer, item, qty, occurred_at, partition, offset = w
+    eid, etype, customer, item, qty, occurred_at, partition, offset, expected = w
     if state is None:
         state = CustomerState(customer, 0, None, (), 0, None, (), b"", "")
     generation, status, lines = state.generation, state.status, state.lines
     rejected, window = state.rejected, state.recent_event_ids
+    cart_rejected, order = state.cart_rejected, state.order
     try:
         eid_bytes = _fromhex(eid.replace("-", ""))
     except ValueError:
@@ -228,7 +252,9 @@ def apply(state: CustomerState | None, w: Wire, product: ProductTuple | None,
     else:
         outcome, reason = APPLIED, None
         is_open = status == OPEN
-        if etype == ADD:
+        if expected is not None and expected != state.version:
+            reason = VERSION_CONFLICT
+        elif etype == ADD:
             if product is None:
                 reason = UNKNOWN_PRODUCT
             else:
@@ -239,7 +265,10 @@ def apply(state: CustomerState | None, w: Wire, product: ProductTuple | None,
                             qty += li.qty
                             at = j
                             break
-                if qty > product[3]:
+                # The cart limits (cart_contract.limits), then the stock.
+                if qty > LINE_QTY_MAX or (at < 0 and is_open and len(lines) >= LINES_MAX):
+                    reason = CART_LIMIT
+                elif qty > product[3]:
                     reason = INSUFFICIENT_STOCK
                 else:
                     # The whole line takes the catalog's name and price as of this event.
@@ -248,6 +277,7 @@ def apply(state: CustomerState | None, w: Wire, product: ProductTuple | None,
                         line = cache.get(product[0], product[1], product[2], qty)
                     if not is_open:
                         lines, generation, status = (line,), generation + 1, OPEN
+                        cart_rejected = ()  # a new cart: no rejection carries over
                     elif at < 0:
                         lines = (*lines, line)
                     else:
@@ -275,20 +305,27 @@ def apply(state: CustomerState | None, w: Wire, product: ProductTuple | None,
             else:
                 reason = NO_OPEN_CART
         elif etype == CHECKOUT:
-            if not is_open or not lines:
-                reason = EMPTY_CART
-            else:
+            reason = checkout_rejection(is_open, lines)
+            if reason is None:  # checkout accepted: the cart becomes the order
                 status = CHECKED_OUT
         else:
             raise AssertionError(f"unhandled event type {etype}")
         if reason is not None:
             outcome = REJECTED
-            rejection = (_REJECTION[reason] % (eid.encode(), item.encode()) if item is not None
-                         else _REJECTION[reason] % eid.encode())
+            template = _REJECTION[etype, reason]
+            rejection = (template % (eid.encode(), item.encode()) if item is not None
+                         else template % eid.encode())
             rejected = (*rejected, rejection)[-REJECTIONS_KEPT:]
-    return CustomerState(state.customer_id, generation, status, lines, state.version + 1,
-                         (eid, partition, offset), rejected,
-                         (window + eid_bytes)[-_WINDOW_BYTES:], occurred_at), outcome
+            if status != CHECKED_OUT:  # an order's rejections are frozen with it
+                cart_rejected = (*cart_rejected, rejection)[-REJECTIONS_KEPT:]
+    version, last = state.version + 1, (eid, partition, offset)
+    if status != CHECKED_OUT:
+        order = None
+    elif order is None:  # this event is the checkout: the order keeps its version and time
+        order = (version, last, occurred_at)
+    return CustomerState(state.customer_id, generation, status, lines, version, last, rejected,
+                         (window + eid_bytes)[-_WINDOW_BYTES:], occurred_at, cart_rejected,
+                         order), outcome
 
 
 # The record's layout, as orjson writes `cart_contract.cart_details_to_dict` (compact, in this
@@ -297,7 +334,9 @@ def apply(state: CustomerState | None, w: Wire, product: ProductTuple | None,
 # rejections are kept as JSON, and updatedAt (free text) goes through orjson.
 _RECORD = (b'{"customerId":"%s","cartId":"%s:%d","status":"%s","lineItems":[%s],"totalQty":%d,'
            b'"totalPrice":"%s","version":%d,"lastEvent":{"eventId":"%s","partition":%d,'
-           b'"offset":%d},"rejected":[%s],"updatedAt":%s,"schemaVersion":1}')
+           b'"offset":%d},"rejected":[%s],"updatedAt":%s,"customer":{"version":%d,'
+           b'"lastEvent":{"eventId":"%s","partition":%d,"offset":%d},"rejected":[%s],'
+           b'"updatedAt":%s},"schemaVersion":1}')
 # Generation 0 (nothing accepted yet) is shown as an empty open cart.
 _STATUS = {None: OPEN.encode(), OPEN: OPEN.encode(), CHECKED_OUT: CHECKED_OUT.encode()}
 
@@ -323,10 +362,18 @@ def encode_state(s: CustomerState) -> bytes:
             parts.append(li.json)
         total = _money(exact).encode()
     cid_bytes, last = s.customer_id.encode(), s.last_event
+    eid, updated = last[0].encode(), orjson.dumps(s.updated_at)
+    rejected = b",".join(s.rejected)
+    if s.order is None:  # a live cart moves with the customer
+        cart_version, cart_eid, cart_last, cart_updated = s.version, eid, last, updated
+    else:
+        cart_version, cart_last, at = s.order
+        cart_eid, cart_updated = cart_last[0].encode(), orjson.dumps(at)
     return _RECORD % (
         cid_bytes, cid_bytes, s.generation, _STATUS[s.status], b",".join(parts), qty, total,
-        s.version, last[0].encode(), last[1], last[2], b",".join(s.rejected),
-        orjson.dumps(s.updated_at))
+        cart_version, cart_eid, cart_last[1], cart_last[2],
+        b",".join(s.cart_rejected), cart_updated,
+        s.version, eid, last[1], last[2], rejected, updated)
 
 
 # ------------------------------------------------------------------------------ snapshots
@@ -364,15 +411,17 @@ SHAPE = shape_of(SavedFold, CustomerState, SavedLine, WIRE_FIELDS, PRODUCT_FIELD
 def to_snapshot(s: CustomerState) -> tuple[Any, ...]:
     """The state as a snapshot holds it: a plain tuple of its fields, lines as `SavedLine`s."""
     return (s.customer_id, s.generation, s.status, tuple([li.saved for li in s.lines]), s.version,
-            s.last_event, s.rejected, s.recent_event_ids, s.updated_at)
+            s.last_event, s.rejected, s.recent_event_ids, s.updated_at, s.cart_rejected, s.order)
 
 
 def from_snapshot(t: tuple[Any, ...], cache: LineCache) -> CustomerState:
     """A state back from `to_snapshot`, its lines shared through `cache`."""
-    cid, generation, status, lines, version, last, rejected, window, updated_at = t
+    (cid, generation, status, lines, version, last, rejected, window, updated_at, cart_rejected,
+     order) = t
     return CustomerState(
         cid, generation, status,
         tuple([cache.get(li.item_id, li.item_name, li.unit_price, li.qty)
                for li in map(SavedLine._make, lines)]),
         version, None if last is None else tuple(last), tuple(rejected[-REJECTIONS_KEPT:]),
-        window[-_WINDOW_BYTES:], updated_at)
+        window[-_WINDOW_BYTES:], updated_at, tuple(cart_rejected[-REJECTIONS_KEPT:]),
+        None if order is None else (order[0], tuple(order[1]), order[2]))

@@ -7,13 +7,16 @@ from cart_contract.cart_details import (
     CHECKED_OUT,
     OPEN,
     CartDetails,
+    CustomerView,
     EventPosition,
     LineItem,
     Rejection,
     cart_details_from_dict,
     cart_details_to_dict,
+    cart_only_dict,
     decode_cart_details,
     encode_cart_details,
+    encode_cart_only,
     money,
 )
 from cart_contract.dead_letter import (
@@ -52,7 +55,7 @@ from cart_contract.topics import CART_DETAILS, CART_EVENTS, DEAD_LETTER, PRODUCT
 __all__ = [
     "CART_DETAILS", "CART_EVENTS", "CHECKED_OUT", "DEAD_LETTER", "ID_RE", "OPEN",
     "PRICE_MAX", "PRODUCT_DETAILS", "QTY_MAX", "QTY_MIN", "SCHEMA_VERSION", "STOCK_MAX",
-    "CartDetails", "CartEvent",
+    "CartDetails", "CartEvent", "CustomerView", "cart_only_dict", "encode_cart_only",
     "ContractError", "DeadLetter", "EventPosition", "EventType", "LineItem", "Product",
     "Rejection", "cart_details_from_dict", "cart_details_to_dict", "cart_event_fields",
     "cart_event_from_dict", "cart_event_to_dict", "dead_letter_from_error", "dead_letter_to_dict",

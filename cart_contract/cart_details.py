@@ -64,8 +64,24 @@ class EventPosition:
 
 
 @dataclass(frozen=True, slots=True)
+class CustomerView:
+    """The customer's side of a record: it advances with every event read, even when the cart
+    shown is a frozen order (a rejection after checkout changes only this)."""
+
+    version: int
+    last_event: EventPosition
+    rejected: tuple[Rejection, ...]
+    updated_at: str
+
+
+@dataclass(frozen=True, slots=True)
 class CartDetails:
-    """A customer's current cart after the last cart event read."""
+    """A customer's current cart (the open one, or the last order) after the last event read.
+
+    The top level is the cart's own: an order's lines, totals, version, lastEvent, rejections and
+    updatedAt never change after its checkout. `customer` is where the customer is now (None in
+    records written before it existed: then the cart's fields are the customer's).
+    """
 
     customer_id: str
     cart_id: str
@@ -78,6 +94,17 @@ class CartDetails:
     rejected: tuple[Rejection, ...]
     updated_at: str
     schema_version: int = 1
+    customer: CustomerView | None = None
+
+    @property
+    def customer_version(self) -> int:
+        """The customer's version: the Redis guard, the ETag, what If-Match is compared with."""
+        return self.version if self.customer is None else self.customer.version
+
+    @property
+    def customer_event(self) -> EventPosition:
+        """The customer's last event read (what minOffset waits for)."""
+        return self.last_event if self.customer is None else self.customer.last_event
 
     @property
     def generation(self) -> int:
@@ -85,8 +112,35 @@ class CartDetails:
         return int(self.cart_id.rsplit(":", 1)[1])
 
 
+def _position(p: EventPosition) -> dict[str, Any]:
+    return {"eventId": p.event_id, "partition": p.partition, "offset": p.offset}
+
+
+def _rejections(rejected: tuple[Rejection, ...]) -> list[dict[str, Any]]:
+    return [{"eventId": r.event_id, "type": r.type, "itemId": r.item_id, "reason": r.reason}
+            for r in rejected]
+
+
 def cart_details_to_dict(c: CartDetails) -> dict[str, Any]:
     """The record's wire form; money as strings with two decimals."""
+    d = _cart_dict(c)
+    if c.customer is not None:
+        d["customer"] = {"version": c.customer.version,
+                         "lastEvent": _position(c.customer.last_event),
+                         "rejected": _rejections(c.customer.rejected),
+                         "updatedAt": c.customer.updated_at}
+    d["schemaVersion"] = c.schema_version
+    return d
+
+
+def cart_only_dict(c: CartDetails) -> dict[str, Any]:
+    """The cart's own part of the record (no `customer`): what an order row keeps for ever."""
+    d = _cart_dict(c)
+    d["schemaVersion"] = c.schema_version
+    return d
+
+
+def _cart_dict(c: CartDetails) -> dict[str, Any]:
     return {
         "customerId": c.customer_id,
         "cartId": c.cart_id,
@@ -104,23 +158,20 @@ def cart_details_to_dict(c: CartDetails) -> dict[str, Any]:
         "totalQty": c.total_qty,
         "totalPrice": str(money(c.total_price)),
         "version": c.version,
-        "lastEvent": {
-            "eventId": c.last_event.event_id,
-            "partition": c.last_event.partition,
-            "offset": c.last_event.offset,
-        },
-        "rejected": [
-            {"eventId": r.event_id, "type": r.type, "itemId": r.item_id, "reason": r.reason}
-            for r in c.rejected
-        ],
+        "lastEvent": _position(c.last_event),
+        "rejected": _rejections(c.rejected),
         "updatedAt": c.updated_at,
-        "schemaVersion": c.schema_version,
     }
 
 
 def encode_cart_details(c: CartDetails) -> bytes:
     """Serialise cart details to JSON bytes."""
     return orjson.dumps(cart_details_to_dict(c))
+
+
+def encode_cart_only(c: CartDetails) -> bytes:
+    """The cart's own part as JSON bytes (`cart_only_dict`)."""
+    return orjson.dumps(cart_only_dict(c))
 
 
 def _line_item(value: Any) -> LineItem:
@@ -159,6 +210,16 @@ def cart_details_from_dict(d: dict[str, Any]) -> CartDetails:
     if status not in (OPEN, CHECKED_OUT):
         raise ContractError("WRONG_TYPE", f"status must be {OPEN} or {CHECKED_OUT}", "status")
     last = as_object(require(d, "lastEvent"), "lastEvent")
+    customer = None
+    if d.get("customer") is not None:
+        cd = as_object(d["customer"], "customer")
+        clast = as_object(require(cd, "lastEvent"), "customer.lastEvent")
+        customer = CustomerView(
+            version=integer(cd, "version"),
+            last_event=_event_position(clast),
+            rejected=tuple(_rejection(r) for r in as_list(cd.get("rejected", []), "rejected")),
+            updated_at=text(cd, "updatedAt"),
+        )
     return CartDetails(
         customer_id=customer_id,
         cart_id=_cart_id(d, customer_id),
@@ -167,14 +228,19 @@ def cart_details_from_dict(d: dict[str, Any]) -> CartDetails:
         total_qty=integer(d, "totalQty"),
         total_price=decimal_string(d, "totalPrice"),
         version=integer(d, "version"),
-        last_event=EventPosition(
-            event_id=text(last, "eventId"),
-            partition=integer(last, "partition"),
-            offset=integer(last, "offset"),
-        ),
+        last_event=_event_position(last),
         rejected=tuple(_rejection(r) for r in as_list(d.get("rejected", []), "rejected")),
         updated_at=text(d, "updatedAt"),
         schema_version=schema_version(d),
+        customer=customer,
+    )
+
+
+def _event_position(last: dict[str, Any]) -> EventPosition:
+    return EventPosition(
+        event_id=text(last, "eventId"),
+        partition=integer(last, "partition"),
+        offset=integer(last, "offset"),
     )
 
 

@@ -56,6 +56,8 @@ class CartEvent:
     qty: int | None
     occurred_at: str
     schema_version: int = SCHEMA_VERSION
+    # The command's If-Match: the customer version it was decided on (None: no condition).
+    expected_version: int | None = None
 
 
 def utc_now_iso() -> str:
@@ -70,6 +72,7 @@ def new_cart_event(
     qty: int | None = None,
     event_id: str | None = None,
     occurred_at: str | None = None,
+    expected_version: int | None = None,
 ) -> CartEvent:
     """Build a valid event (random eventId, current time when not given); raises ContractError."""
     # Built through the reader, so a writer can never publish an event the readers refuse,
@@ -82,6 +85,7 @@ def new_cart_event(
             "itemId": item_id,
             "qty": qty,
             "occurredAt": occurred_at or utc_now_iso(),
+            "expectedVersion": expected_version,
         }
     )
 
@@ -99,6 +103,8 @@ def cart_event_to_dict(ev: CartEvent) -> dict[str, Any]:
     if ev.qty is not None:
         d["qty"] = ev.qty
     d["occurredAt"] = ev.occurred_at
+    if ev.expected_version is not None:
+        d["expectedVersion"] = ev.expected_version
     return d
 
 
@@ -138,7 +144,16 @@ def _timestamp(value: Any) -> str:
 
 
 # What `cart_event_fields` returns: CartEvent's fields in declaration order.
-CartEventFields = tuple[str, EventType, str, str | None, int | None, str, int]
+CartEventFields = tuple[str, EventType, str, str | None, int | None, str, int, int | None]
+
+
+def _expected_version(value: Any) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ContractError("WRONG_TYPE", "expectedVersion must be an integer >= 0",
+                            "expectedVersion")
+    return value
 
 
 def _checked_fields(d: dict[str, Any]) -> CartEventFields:
@@ -159,6 +174,7 @@ def _checked_fields(d: dict[str, Any]) -> CartEventFields:
         qty,
         _timestamp(require(d, "occurredAt")),
         schema_version(d),
+        _expected_version(d.get("expectedVersion")),
     )
 
 
@@ -184,17 +200,17 @@ _ITEM_ADDED, _ITEM_REMOVED = EventType.ITEM_ADDED, EventType.ITEM_REMOVED
 
 
 def _plain_fields(t: str, eid: str, cid: str, item_id: str | None, qty: int | None, at: str,
-                  sv: int) -> CartEventFields | None:
+                  sv: int, expected: int | None) -> CartEventFields | None:
     """The fields of an event in the writers' own form, or None to take `_checked_fields`.
 
     The caller has checked the types: str t, eid, cid and at, int sv, item_id a str or None,
-    qty an int or None. It accepts a subset of what `_checked_fields` accepts and returns the
-    same values for it (tests/unit/test_contract.py checks both on generated records): this runs
-    once per event read, and the general checks cost about twice as much.
+    qty and expected ints or None. It accepts a subset of what `_checked_fields` accepts and
+    returns the same values for it (tests/unit/test_contract.py checks both on generated
+    records): this runs once per event read, and the general checks cost about twice as much.
     """
     etype = _TYPES_BY_NAME.get(t)
     if (etype is None or not _canonical_uuid(eid) or not (cid in _VALID_IDS or _valid_id(cid))
-            or sv < 1):
+            or sv < 1 or (expected is not None and expected < 0)):
         return None
     if etype is _ITEM_ADDED or etype is _ITEM_REMOVED:
         if item_id is None or not (item_id in _VALID_IDS or _valid_id(item_id)):
@@ -210,21 +226,22 @@ def _plain_fields(t: str, eid: str, cid: str, item_id: str | None, qty: int | No
         datetime.fromisoformat(at)
     except ValueError:
         return None
-    return eid, etype, cid, item_id, qty, at, sv
+    return eid, etype, cid, item_id, qty, at, sv, expected
 
 
 def _fast_fields(d: dict[str, Any]) -> CartEventFields | None:
     """`_plain_fields` of an event read as a dict (None: take `_checked_fields`)."""
     t, eid, cid, at = d.get("type"), d.get("eventId"), d.get("customerId"), d.get("occurredAt")
-    sv = d.get("schemaVersion", 1)
+    sv, expected = d.get("schemaVersion", 1), d.get("expectedVersion")
     if (type(t) is not str or type(eid) is not str or type(cid) is not str
-            or type(at) is not str or type(sv) is not int):
+            or type(at) is not str or type(sv) is not int
+            or (expected is not None and type(expected) is not int)):
         return None
     item_id, qty = d.get("itemId"), d.get("qty")
     # Of another type, they fail an add's or a remove's checks and are ignored otherwise:
     # no itemId, and qty 0 (out of range; None would read as "remove the whole line").
     return _plain_fields(t, eid, cid, item_id if type(item_id) is str else None,
-                         qty if qty is None or type(qty) is int else 0, at, sv)
+                         qty if qty is None or type(qty) is int else 0, at, sv, expected)
 
 
 def cart_event_fields(d: dict[str, Any]) -> CartEventFields:
@@ -256,6 +273,7 @@ class _WireEvent(msgspec.Struct, forbid_unknown_fields=True, gc=False):
     itemId: str | None = None
     qty: _Int64 | None = None
     schemaVersion: _Int64 = 1
+    expectedVersion: _Int64 | None = None
 
 
 _decode_wire = msgspec.json.Decoder(_WireEvent).decode
@@ -279,7 +297,7 @@ def decode_cart_event_fields(raw: bytes | str) -> CartEventFields:
     except Exception:  # bad JSON, UTF-8, JSON type, unknown field...: the general path says which
         return _decode_full(raw)
     fields = _plain_fields(ev.type, ev.eventId, ev.customerId, ev.itemId, ev.qty, ev.occurredAt,
-                           ev.schemaVersion)
+                           ev.schemaVersion, ev.expectedVersion)
     return fields if fields is not None else _decode_full(raw)
 
 

@@ -6,10 +6,10 @@ import re
 from typing import Any
 
 from cart_contract.errors import ContractError
+from cart_contract.limits import QTY_MAX, QTY_MIN
 
 ID_RE = re.compile(r"^[A-Za-z0-9._:@-]{1,64}$")
-QTY_MIN = 1
-QTY_MAX = 10_000
+__all__ = ["ID_RE", "QTY_MAX", "QTY_MIN", "parse_id", "parse_qty"]
 
 
 def parse_id(value: Any, field: str) -> str:
@@ -28,7 +28,7 @@ def parse_id(value: Any, field: str) -> str:
 
 
 def parse_qty(value: Any, field: str = "qty") -> int:
-    """Return a quantity: a JSON integer (not bool, float or string) in 1..10000."""
+    """Return a quantity: a JSON integer (not bool, float or string) in QTY_MIN..QTY_MAX."""
     if isinstance(value, bool) or not isinstance(value, int):
         raise ContractError("WRONG_TYPE", f"{field} must be an integer", field)
     if not QTY_MIN <= value <= QTY_MAX:

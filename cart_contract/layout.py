@@ -73,7 +73,8 @@ def waiting_key(principal: str, prefix: str = "") -> str:
 
 # ----------------------------------------------------------------------------- PostgreSQL
 
-CARTS_TABLE = "carts"  # one row per cart (customer and generation), doc = cart-details JSON
+CARTS_TABLE = "carts"  # one row per opened cart (customer and generation), doc = the cart's part
+CUSTOMERS_TABLE = "customers"  # one row per customer, doc = its current cart-details record
 CART_LINES_TABLE = "cart_lines"  # one row per line item of a cart
 PRODUCTS_TABLE = "products"  # the catalog; deleted products keep their row (deleted = true)
 MIGRATIONS_TABLE = "schema_migrations"  # the schema versions applied (connectors.migrate)

@@ -12,12 +12,12 @@ import orjson
 from cart_contract._json import integer, require, schema_version, text
 from cart_contract.errors import ContractError
 from cart_contract.ids import parse_id
+from cart_contract.limits import NAME_MAX, PRICE_MAX, STOCK_MAX, price_error
 
-NAME_MAX = 200
-# Bounds keep every derived amount inside Decimal's default 28-digit context (so quantizing a
-# total can never raise) and stock inside a 32-bit SQL integer.
-PRICE_MAX = Decimal("1000000000")
-STOCK_MAX = 2**31 - 1
+# The money range (cart_contract.limits) also keeps every derived amount inside Decimal's default
+# 28-digit context, so quantizing a total can never raise.
+__all__ = ["NAME_MAX", "PRICE_MAX", "STOCK_MAX", "Product", "decode_product", "encode_product",
+           "product_from_dict", "product_to_dict"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,10 +40,9 @@ def _price(value: Any) -> Decimal:
         price = value if isinstance(value, Decimal) else Decimal(value)
     except InvalidOperation:
         raise ContractError("INVALID_PRICE", f"price {value!r} is not a number", "price") from None
-    if not price.is_finite() or price < 0 or price > PRICE_MAX:
-        raise ContractError(
-            "INVALID_PRICE", f"price must be a finite number in 0..{PRICE_MAX}", "price"
-        )
+    error = price_error(price)
+    if error is not None:
+        raise ContractError("INVALID_PRICE", f"{error} (got {value})", "price")
     # "-0" is zero; keep the sign off so it prints and compares like the zero it is.
     return abs(price) if price.is_zero() else price
 

@@ -54,9 +54,11 @@ _CHUNK = 500  # carts per script call: keeps each call short for the readers wai
 
 def notification(cart: CartDetails) -> bytes:
     """The pub/sub message announcing a stored cart version (the read API's waiters parse it)."""
-    return orjson.dumps({"customerId": cart.customer_id, "version": cart.version,
-                         "partition": cart.last_event.partition,
-                         "offset": cart.last_event.offset})
+    # The customer's version and last event: they advance even while the cart shown is a
+    # frozen order, and they are what a minOffset waiter waits for.
+    event = cart.customer_event
+    return orjson.dumps({"customerId": cart.customer_id, "version": cart.customer_version,
+                         "partition": event.partition, "offset": event.offset})
 
 
 def _newest_per_customer(
@@ -64,13 +66,14 @@ def _newest_per_customer(
     best: dict[str, tuple[CartDetails, bytes]] = {}
     for d in docs:
         kept = best.get(d[0].customer_id)
-        if kept is None or d[0].version > kept[0].version:
+        if kept is None or d[0].customer_version > kept[0].customer_version:
             best[d[0].customer_id] = d
     return list(best.values())
 
 
 class RedisCarts:
-    """The cart documents in Redis (`cart:{customerId}` = {v, doc}), guarded by version."""
+    """The cart documents in Redis (`cart:{customerId}` = {v, doc}), guarded by the customer's
+    version (`CartDetails.customer_version`)."""
 
     def __init__(self, client: redis.Redis, channel: str = UPDATES_CHANNEL,
                  prefix: str = "") -> None:
@@ -84,7 +87,7 @@ class RedisCarts:
         pipe = self.client.pipeline(transaction=False)
         for c in carts:
             self._cas(keys=[cart_key(c.customer_id, self.prefix)],
-                      args=[c.version, encode_cart_details(c), channel,
+                      args=[c.customer_version, encode_cart_details(c), channel,
                             notification(c) if notify else b""], client=pipe)
         return sum(int(n) for n in pipe.execute())
 
@@ -100,6 +103,6 @@ class RedisCarts:
             keys = [cart_key(c.customer_id, self.prefix) for c, _ in chunk]
             args: list[bytes | str | int] = [channel]
             for c, doc in chunk:
-                args += (c.version, doc, notification(c) if notify else b"")
+                args += (c.customer_version, doc, notification(c) if notify else b"")
             self._cas_many(keys=keys, args=args, client=pipe)
         return sum(int(n) for n in pipe.execute())

@@ -14,7 +14,7 @@ from flask import Flask, Response, request
 from cart_read import queries
 from cart_read.config import Config
 from cart_read.errors import ApiError, StoreUnavailable
-from cart_read.fast import cart_response, with_fast_cart_reads
+from cart_read.fast import cart_response, etag, with_fast_cart_reads
 from cart_read.openapi import build_openapi
 from cart_read.params import (
     cart_params,
@@ -142,7 +142,7 @@ def create_app(
             partition=params.min_partition,
         )
         if outcome.reached:
-            return json_response(outcome.cart.doc)
+            return json_response(outcome.cart.doc, headers=etag(outcome.cart))
         cart = outcome.cart
         raise ApiError(
             504,

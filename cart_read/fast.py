@@ -31,7 +31,12 @@ def cart_response(stores: Stores, customer_id: str) -> Response:
     if cart is None:
         return error_response(404, "NOT_FOUND", f"no cart for customer {customer_id}",
                               "customerId")
-    return json_response(cart.doc)
+    return json_response(cart.doc, headers=etag(cart))
+
+
+def etag(cart: queries.CartRead) -> dict[str, str] | None:
+    """The ETag header of a cart read: the customer's version, what If-Match is compared with."""
+    return {"ETag": f'"{cart.version}"'} if cart.version >= 0 else None
 
 
 def with_fast_cart_reads(app: WsgiApp, stores: Stores) -> WsgiApp:

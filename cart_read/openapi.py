@@ -6,19 +6,24 @@ from __future__ import annotations
 from typing import Any
 
 from cart_contract.layout import UPDATES_CHANNEL
+from cart_contract.limits import CART_TOTAL_MAX, LINE_QTY_MAX, LINES_MAX, PRICE_MAX
 from cart_read.config import Config
-from cart_read.params import SORTS, STATUSES
+from cart_read.params import MONEY_PATTERN, SORTS, STATUSES
 
 _ID_PATTERN = "^[A-Za-z0-9._:@-]{1,64}$"
-_MONEY_PATTERN = r"^[0-9]{1,12}(\.[0-9]{1,2})?$"
 
 
 def _ref(name: str) -> dict[str, str]:
     return {"$ref": f"#/components/schemas/{name}"}
 
 
-def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
-    return {"description": description, "content": {"application/json": {"schema": schema}}}
+def _json(schema: dict[str, Any], description: str,
+          headers: dict[str, Any] | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {"description": description,
+                           "content": {"application/json": {"schema": schema}}}
+    if headers:
+        out["headers"] = headers
+    return out
 
 
 def _error(description: str) -> dict[str, Any]:
@@ -61,7 +66,33 @@ def build_openapi(config: Config) -> dict[str, Any]:
                     "The `nextCursor` of the previous page (opaque).")
     bad = _error("Invalid or unknown parameter (unknown query parameters are refused).")
     unavailable = _error("The stores cannot answer right now; retry after `Retry-After`.")
-    money = {"type": "string", "pattern": r"^-?[0-9]+\.[0-9]{2}$", "examples": ["195000.00"]}
+    money = {"type": "string", "pattern": r"^-?[0-9]+\.[0-9]{2}$", "examples": ["195000.00"],
+             "description": f"Exact, two decimals; a price is at most {PRICE_MAX}, a cart "
+                            f"total at most {CART_TOTAL_MAX} ({LINES_MAX} lines of at most "
+                            f"{LINE_QTY_MAX} units)."}
+    position = {
+        "type": "object",
+        "required": ["eventId", "partition", "offset"],
+        "properties": {
+            "eventId": {"type": "string"},
+            "partition": {"type": "integer"},
+            "offset": {"type": "integer"},
+        },
+    }
+    rejections = {
+        "type": "array",
+        "items": {
+            "type": "object",
+            "properties": {
+                "eventId": {"type": "string"},
+                "type": {"type": "string"},
+                "itemId": {"type": ["string", "null"]},
+                "reason": {"type": "string", "examples": [
+                    "UNKNOWN_PRODUCT", "INSUFFICIENT_STOCK", "NOT_IN_CART", "NO_OPEN_CART",
+                    "EMPTY_CART", "CART_LIMIT", "VERSION_CONFLICT"]},
+            },
+        },
+    }
     schemas: dict[str, Any] = {
         "Error": {
             "type": "object",
@@ -91,7 +122,14 @@ def build_openapi(config: Config) -> dict[str, Any]:
         },
         "CartDetails": {
             "type": "object",
-            "description": "The aggregator's cart document, as stored (cart_contract).",
+            "description": (
+                "The aggregator's cart document (cart_contract). The top level is the cart: the "
+                "open one, or the last order, whose lines, totals, version, lastEvent, "
+                "rejected and updatedAt never change after its checkout. `customer` (in the "
+                "customer's GET only) is where the customer is now: its version (the ETag, "
+                "what If-Match is compared with) and last event (what minOffset waits for) "
+                "advance with every command, its `rejected` lists its last rejections in any "
+                "cart or none (e.g. NO_OPEN_CART after the checkout)."),
             "required": ["customerId", "cartId", "status", "lineItems", "totalQty",
                          "totalPrice", "version", "lastEvent", "updatedAt"],
             "properties": {
@@ -102,28 +140,19 @@ def build_openapi(config: Config) -> dict[str, Any]:
                 "totalQty": {"type": "integer"},
                 "totalPrice": money,
                 "version": {"type": "integer"},
-                "lastEvent": {
-                    "type": "object",
-                    "required": ["eventId", "partition", "offset"],
-                    "properties": {
-                        "eventId": {"type": "string"},
-                        "partition": {"type": "integer"},
-                        "offset": {"type": "integer"},
-                    },
-                },
-                "rejected": {
-                    "type": "array",
-                    "items": {
-                        "type": "object",
-                        "properties": {
-                            "eventId": {"type": "string"},
-                            "type": {"type": "string"},
-                            "itemId": {"type": ["string", "null"]},
-                            "reason": {"type": "string"},
-                        },
-                    },
-                },
+                "lastEvent": position,
+                "rejected": rejections,
                 "updatedAt": {"type": "string", "format": "date-time"},
+                "customer": {
+                    "type": "object",
+                    "required": ["version", "lastEvent", "rejected", "updatedAt"],
+                    "properties": {
+                        "version": {"type": "integer"},
+                        "lastEvent": position,
+                        "rejected": rejections,
+                        "updatedAt": {"type": "string", "format": "date-time"},
+                    },
+                },
                 "schemaVersion": {"type": "integer"},
             },
         },
@@ -188,9 +217,12 @@ def build_openapi(config: Config) -> dict[str, Any]:
             "summary": "The customer's current cart (open, or the last checked-out one).",
             "description": (
                 "Read from Redis; on a miss or while Redis is down from PostgreSQL (the "
-                "highest-generation row), re-warming Redis with a version-guarded "
-                "compare-and-set. With `minOffset` (read your own write) the request waits "
-                "until the cart's `lastEvent` is at that partition and at least that offset "
+                "customer's current record), re-warming Redis with a version-guarded "
+                "compare-and-set. The `ETag` is the customer's version (`customer.version`): "
+                "send it as `If-Match` with a command to have it applied only if nothing "
+                "happened in between (else it is rejected `VERSION_CONFLICT`). With "
+                "`minOffset` (read your own write) the request waits until the customer's "
+                "`customer.lastEvent` is at that partition and at least that offset "
                 "(a bare offset: any partition), woken by the sink's "
                 f"`{UPDATES_CHANNEL}` notifications, and answers 504 after `timeout`."
             ),
@@ -207,7 +239,10 @@ def build_openapi(config: Config) -> dict[str, Any]:
                        f"{config.wait_max_ms} are capped)."),
             ],
             "responses": {
-                "200": _json(_ref("CartDetails"), "The cart."),
+                "200": _json(_ref("CartDetails"), "The cart.", {"ETag": {
+                    "schema": {"type": "string", "pattern": '^"[0-9]+"$'},
+                    "description": "The customer's version, quoted: the If-Match of a command "
+                                   "decided on this read."}}),
                 "400": bad,
                 "404": _error("No cart for this customer."),
                 "503": _error("Stores unavailable, or too many read-your-write requests "
@@ -218,6 +253,8 @@ def build_openapi(config: Config) -> dict[str, Any]:
         }},
         "/api/v1/{customerId}/orders": {"get": {
             "summary": "The customer's checked-out carts, newest first.",
+            "description": "Each order as it was at its checkout, for ever (no `customer` "
+                           "part: what happens to the customer afterwards is in its GET).",
             "operationId": "listOrders",
             "parameters": [customer, limit, cursor],
             "responses": {"200": _json(_ref("CartPage"), "A page (empty for an unknown "
@@ -234,9 +271,9 @@ def build_openapi(config: Config) -> dict[str, Any]:
             "operationId": "queryCarts",
             "parameters": [
                 _query("status", {"type": "string", "enum": list(STATUSES)}, "Cart status."),
-                _query("minTotal", {"type": "string", "pattern": _MONEY_PATTERN},
+                _query("minTotal", {"type": "string", "pattern": MONEY_PATTERN},
                        "totalPrice >= this amount."),
-                _query("maxTotal", {"type": "string", "pattern": _MONEY_PATTERN},
+                _query("maxTotal", {"type": "string", "pattern": MONEY_PATTERN},
                        "totalPrice <= this amount."),
                 _query("itemId", {"type": "string", "pattern": _ID_PATTERN},
                        "Only carts with a line for this item."),

@@ -14,13 +14,16 @@ import orjson
 from werkzeug.datastructures import MultiDict
 
 from cart_contract import CHECKED_OUT, OPEN, ContractError, parse_id
+from cart_contract.limits import AMOUNT_INT_DIGITS, PRICE_DECIMALS
 from cart_read.config import Config
 from cart_read.errors import ApiError
 
 # Strict digits only: int() would also accept " 5", "+5" and "5_0".
 _UINT_RE = re.compile(r"^[0-9]{1,19}$")
 # numeric(14,2): at most 12 integer digits and 2 decimals.
-_MONEY_RE = re.compile(r"^[0-9]{1,12}(\.[0-9]{1,2})?$")
+# An amount: any cart total (cart_contract.limits) fits, with at most two decimals.
+MONEY_PATTERN = rf"^[0-9]{{1,{AMOUNT_INT_DIGITS}}}(\.[0-9]{{1,{PRICE_DECIMALS}}})?$"
+_MONEY_RE = re.compile(MONEY_PATTERN)
 _INT64_MAX = 2**63 - 1
 _CURSOR_MAX_LEN = 512
 
@@ -86,7 +89,7 @@ def uint(raw: str | None, name: str, minimum: int = 0, maximum: int = _INT64_MAX
 
 
 def money_param(raw: str | None, name: str) -> Decimal | None:
-    """An amount like 100 or 99.50 (at most 12 integer digits, 2 decimals), or None."""
+    """An amount like 100 or 99.50 (AMOUNT_INT_DIGITS integer digits, 2 decimals), or None."""
     if raw is None:
         return None
     if not _MONEY_RE.fullmatch(raw):

@@ -26,6 +26,7 @@ from cart_contract.layout import (
     CART_LINES_TABLE,
     CART_VERSION_FIELD,
     CARTS_TABLE,
+    CUSTOMERS_TABLE,
     PRODUCTS_TABLE,
     cart_key,
 )
@@ -74,11 +75,13 @@ def _is_int(value: Any) -> bool:
 
 
 def last_position(doc: bytes) -> tuple[int, int] | None:
-    """lastEvent's (partition, offset) of a cart-details document; None if absent/malformed."""
+    """The customer's last event (partition, offset) of a cart-details document: its
+    customer.lastEvent (lastEvent in records without a customer part); None if malformed."""
     try:
-        event = orjson.loads(doc)["lastEvent"]
+        d = orjson.loads(doc)
+        event = (d.get("customer") or d)["lastEvent"]
         partition, offset = event["partition"], event["offset"]
-    except (orjson.JSONDecodeError, KeyError, TypeError):
+    except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError):
         return None
     return (partition, offset) if _is_int(partition) and _is_int(offset) else None
 
@@ -133,11 +136,10 @@ def load_cart(stores: Stores, customer_id: str) -> CartRead | None:
 
 
 def current_cart_row(pool: Any, customer_id: str) -> tuple[int, dict[str, Any]] | None:
-    """(version, doc) of the customer's highest-generation cart row, None if there is none."""
+    """(version, doc) of the customer's current record, None if there is none."""
     rows = _fetch(
         pool,
-        f"SELECT version, doc FROM {CARTS_TABLE} WHERE customer_id = %s"
-        " ORDER BY generation DESC LIMIT 1",
+        f"SELECT version, doc FROM {CUSTOMERS_TABLE} WHERE customer_id = %s",
         [customer_id],
     )
     return (rows[0][0], rows[0][1]) if rows else None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import orjson
@@ -39,11 +40,13 @@ from cart_write.validation import (
     COMMANDS,
     IDEMPOTENCY_ENVIRON,
     IDEMPOTENCY_HEADER,
+    IF_MATCH_ENVIRON,
     Command,
     event_id_for,
     parse_body,
     parse_command,
     parse_idempotency_key,
+    parse_if_match,
 )
 
 log = logging.getLogger("cart_write")
@@ -71,6 +74,7 @@ def accept_command(
         item_id=command.item_id,
         qty=command.qty,
         event_id=event_id_for(command, idempotency_key),
+        expected_version=command.expected_version,
     )
     try:
         ack = publisher.publish(
@@ -101,8 +105,13 @@ def accept_keyed_command(
     config: Config,
 ) -> Response:
     """A command with an Idempotency-Key: run once, then answer every retry from the record."""
-    fp = fingerprint(route, {"customerId": command.customer_id, "itemId": command.item_id,
-                             "qty": command.qty})
+    fields: dict[str, object] = {"customerId": command.customer_id, "itemId": command.item_id,
+                                 "qty": command.qty}
+    if command.expected_version is not None:
+        # If-Match is part of the request: the same key with another expected version is
+        # another request (422), not a retry. Absent, the fingerprint is what it always was.
+        fields["ifMatch"] = command.expected_version
+    fp = fingerprint(route, fields)
     retry_after = {"Retry-After": str(config.retry_after_s)}
     try:
         previous = store.begin(key, fp)
@@ -204,6 +213,9 @@ def create_app(
             doc = parse_body(read_body(environ, config.max_body_bytes), mimetype)
             command = parse_command(name, doc)
             check_command(environ, command.customer_id)  # secure profile: own cart only
+            expected = parse_if_match(environ.get(IF_MATCH_ENVIRON))
+            if expected is not None:
+                command = replace(command, expected_version=expected)
             key = parse_idempotency_key(environ.get(IDEMPOTENCY_ENVIRON))
             if key is not None:
                 return accept_keyed_command(name, command, key, store=idempotency,

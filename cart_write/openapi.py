@@ -7,7 +7,13 @@ from typing import Any
 
 from cart_contract import QTY_MAX, QTY_MIN
 from cart_write.config import Config
-from cart_write.validation import COMMANDS, FIELDS, IDEMPOTENCY_HEADER, IDEMPOTENCY_KEY_MAX
+from cart_write.validation import (
+    COMMANDS,
+    FIELDS,
+    IDEMPOTENCY_HEADER,
+    IDEMPOTENCY_KEY_MAX,
+    IF_MATCH_HEADER,
+)
 
 _ID = {"type": "string", "pattern": "^[A-Za-z0-9._:@-]{1,64}$",
        "description": "1-64 characters from [A-Za-z0-9._:@-] (a JSON integer is also taken, as "
@@ -70,13 +76,22 @@ def _command(name: str) -> dict[str, Any]:
                 "schema": {"type": "string", "pattern": f"^[!-~]{{1,{IDEMPOTENCY_KEY_MAX}}}$"},
                 "description": "Makes retries safe: the same key and request answer the first "
                 "202 again and write nothing; another request under the key is 422.",
+            }, {
+                "name": IF_MATCH_HEADER, "in": "header", "required": False,
+                "schema": {"type": "string", "pattern": '^"(0|[1-9][0-9]{0,17})"$'},
+                "description": "Optimistic concurrency: the ETag of `GET /api/v1/<customerId>` "
+                "the command was decided on. The cart changes only if the customer's version is "
+                "still that one; otherwise the aggregator rejects the command with "
+                "`VERSION_CONFLICT` (read, decide, write with If-Match, read your write with "
+                "`minOffset`). `0` for a customer with no cart yet. Part of the "
+                "Idempotency-Key's request.",
             }],
             "requestBody": {"required": True,
                             "content": {"application/json": {"schema": _body_schema(name)}}},
             "responses": {
                 "202": _json(_ref("Accepted"), "Stored in Kafka."),
                 "400": _error("Invalid body: bad JSON, a missing, unknown, duplicate or "
-                              "invalid field, or an invalid Idempotency-Key."),
+                              "invalid field, an invalid Idempotency-Key or If-Match."),
                 "404": _error("The product is not in the catalog (add only)."),
                 "409": _error("A request with this Idempotency-Key is still in progress.",
                               retry_after=True),

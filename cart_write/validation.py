@@ -24,6 +24,10 @@ IDEMPOTENCY_NAMESPACE = uuid.UUID("6f1c2a8e-3d5b-5c47-9a0e-2b7d4c1f8e93")
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 IDEMPOTENCY_ENVIRON = "HTTP_IDEMPOTENCY_KEY"  # the header as a WSGI environ key
 IDEMPOTENCY_KEY_MAX = 255
+IF_MATCH_HEADER = "If-Match"
+IF_MATCH_ENVIRON = "HTTP_IF_MATCH"
+# One strong entity tag: the customer's version as the read API's ETag gives it, "<version>".
+_IF_MATCH_RE = re.compile(r'^"(0|[1-9][0-9]{0,17})"$')
 # Visible ASCII only: the key is echoed in logs and hashed as UTF-8, so keep it unambiguous.
 _IDEMPOTENCY_KEY_RE = re.compile(r"^[\x21-\x7e]{1,255}$")
 
@@ -70,6 +74,7 @@ class Command:
     customer_id: str
     item_id: str | None = None
     qty: int | None = None
+    expected_version: int | None = None  # from If-Match: the customer version it was decided on
 
 
 def _is_json_mimetype(mimetype: str) -> bool:
@@ -156,6 +161,22 @@ def parse_idempotency_key(value: str | None) -> str | None:
                        f"{IDEMPOTENCY_HEADER} must be 1-{IDEMPOTENCY_KEY_MAX} visible ASCII "
                        "characters", IDEMPOTENCY_HEADER)
     return value
+
+
+def parse_if_match(value: str | None) -> int | None:
+    """The version an If-Match header names, None when the header is absent.
+
+    Strict: exactly one quoted version, as the read API's ETag; `*`, lists and weak tags are
+    refused (400) rather than read as "no condition".
+    """
+    if value is None:
+        return None
+    m = _IF_MATCH_RE.fullmatch(value.strip(" \t"))
+    if m is None:
+        raise ApiError(400, "INVALID_IF_MATCH",
+                       f'{IF_MATCH_HEADER} must be one quoted cart version, like "7" (the ETag '
+                       "of GET /api/v1/<customerId>)", IF_MATCH_HEADER)
+    return int(m.group(1))
 
 
 def event_id_for(command: Command, idempotency_key: str | None) -> str:

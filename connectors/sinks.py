@@ -76,8 +76,8 @@ class RedisCartWriter(StoreWriter):
     def prepare(self, batch: Sequence[Any]) -> Prepared:
         """Decode, and keep each customer's highest version."""
         items, poison = parse_carts(batch)
-        return Prepared(newest(items, lambda i: i.cart.customer_id, lambda i: i.cart.version),
-                        poison)
+        return Prepared(newest(items, lambda i: i.cart.customer_id,
+                               lambda i: i.cart.customer_version), poison)
 
     def write(self, prepared: Prepared) -> list[Poison]:
         """One script call per chunk of carts."""
@@ -131,16 +131,17 @@ def write_or_split(items: list[T], write: Callable[[list[T]], Any],
 
 
 class PostgresCartWriter(StoreWriter):
-    """cart-details → PostgreSQL `carts` + `cart_lines`, one transaction per batch."""
+    """cart-details → PostgreSQL `customers`, `carts` + `cart_lines`, one transaction per batch."""
 
     def __init__(self, database_url: str) -> None:
         self.db = Database(database_url, "cartstream-sink-postgres")
 
     def prepare(self, batch: Sequence[Any]) -> Prepared:
-        """Decode, and keep each cart's highest version."""
+        """Decode, and keep each cart's latest record (the highest customer version: an
+        order's records all have its version, and the customer's newest is among these)."""
         items, poison = parse_carts(batch)
-        return Prepared(newest(items, lambda i: i.cart.cart_id, lambda i: i.cart.version),
-                        poison)
+        return Prepared(newest(items, lambda i: i.cart.cart_id,
+                               lambda i: i.cart.customer_version), poison)
 
     def write(self, prepared: Prepared) -> list[Poison]:
         """COPY, merge guarded by version, replace the lines of the carts that won."""

@@ -12,10 +12,11 @@ from collections.abc import Sequence
 import psycopg
 import redis
 
-from cart_contract import CartDetails, Product, encode_product
+from cart_contract import CartDetails, Product, encode_cart_only, encode_product
 from cart_contract.layout import (
     CART_LINES_TABLE,
     CARTS_TABLE,
+    CUSTOMERS_TABLE,
     PRODUCT_DOC_FIELD,
     PRODUCT_OFFSET_FIELD,
     PRODUCTS_TABLE,
@@ -81,17 +82,44 @@ RETURNING cart_id
 _LINES = (f"COPY {CART_LINES_TABLE} (cart_id, item_id, position, item_name, qty, unit_price,"
           " total_price) FROM STDIN")
 _DELETE_LINES = f"DELETE FROM {CART_LINES_TABLE} WHERE cart_id = ANY(%s)"
+_CUSTOMER_COLUMNS = "customer_id, version, last_partition, last_offset, doc"
+_STAGE_CUSTOMERS = f"""
+CREATE TEMP TABLE IF NOT EXISTS stage_customers ON COMMIT DELETE ROWS AS
+    SELECT {_CUSTOMER_COLUMNS} FROM {CUSTOMERS_TABLE} WITH NO DATA
+"""
+_MERGE_CUSTOMERS = f"""
+INSERT INTO {CUSTOMERS_TABLE} ({_CUSTOMER_COLUMNS}) SELECT {_CUSTOMER_COLUMNS} FROM stage_customers
+ON CONFLICT (customer_id) DO UPDATE SET
+    version = EXCLUDED.version, last_partition = EXCLUDED.last_partition,
+    last_offset = EXCLUDED.last_offset, doc = EXCLUDED.doc
+WHERE {CUSTOMERS_TABLE}.version < EXCLUDED.version
+"""
 
 
 def upsert_cart_docs(conn: psycopg.Connection, docs: Sequence[tuple[CartDetails, bytes]]) -> int:
-    """Upsert carts with their document bytes, and their lines, guarded by version.
+    """Upsert customers' records, and their carts with their lines, guarded by version.
 
-    One transaction; returns the rows won (a cart whose stored version is newer is skipped).
+    One transaction; returns the cart rows won (a cart whose stored version is newer is skipped).
+    `customers` takes each customer's newest record as it is (guarded by the customer's
+    version); `carts` takes the cart's own part (`encode_cart_only`, guarded by the cart's
+    version), so an order's row, whose version no later record moves, never changes again.
+    Generation 0 (no command of the customer opened a cart) gets no cart row.
     """
-    docs = newest(docs, lambda d: d[0].cart_id, lambda d: d[0].version)
-    if not docs:
+    customers = newest(docs, lambda d: d[0].customer_id, lambda d: d[0].customer_version)
+    docs = newest([d for d in docs if d[0].generation > 0], lambda d: d[0].cart_id,
+                  lambda d: d[0].customer_version)
+    if not customers:
         return 0
     with conn.transaction(), conn.cursor() as cur:
+        cur.execute(_STAGE_CUSTOMERS)
+        with cur.copy(f"COPY stage_customers ({_CUSTOMER_COLUMNS}) FROM STDIN") as copy:
+            for c, doc in customers:
+                event = c.customer_event
+                copy.write_row((c.customer_id, c.customer_version, event.partition, event.offset,
+                                doc.decode()))
+        cur.execute(_MERGE_CUSTOMERS)
+        if not docs:
+            return 0
         # COPY into a staging table, then set-based statements: far faster than row upserts.
         cur.execute(_STAGE)
         with cur.copy(f"COPY stage_carts ({_CART_COLUMNS}) FROM STDIN") as copy:
@@ -99,7 +127,8 @@ def upsert_cart_docs(conn: psycopg.Connection, docs: Sequence[tuple[CartDetails,
                 copy.write_row((
                     c.cart_id, c.customer_id, c.generation, c.status, c.total_qty,
                     c.total_price, c.version, c.last_event.partition, c.last_event.offset,
-                    c.last_event.event_id, c.updated_at, doc.decode(),
+                    c.last_event.event_id, c.updated_at,
+                    doc.decode() if c.customer is None else encode_cart_only(c).decode(),
                 ))
         won = {row[0] for row in cur.execute(_MERGE)}
         if won:

@@ -164,6 +164,10 @@ def normalise(doc: dict[str, Any]) -> dict[str, Any]:
     out = {k: doc.get(k) for k in keep}
     out["lineItems"] = [(li["itemId"], li["itemName"], li["qty"], li["unitPrice"],
                          li["totalPrice"]) for li in doc.get("lineItems", [])]
+    # The customer's part (absent from a carts row): where the customer is now.
+    customer = doc.get("customer")
+    out["customer"] = None if customer is None else {
+        k: customer.get(k) for k in ("version", "lastEvent", "rejected")}
     return out
 
 
@@ -221,17 +225,31 @@ class ReadModels:
                 for c, raw in zip(customers, pipe.execute(), strict=True)}
 
     def pg_docs(self) -> dict[str, dict[str, Any]]:
-        """customerId -> the normalised doc of the highest-generation row (columns checked)."""
+        """customerId -> the normalised doc of its `customers` row; the cart rows checked too.
+
+        A customer's current cart row, once it holds the record's cart version, is the record
+        without its customer part (an order's row stays as at checkout); a customer with no
+        cart opened (generation 0) has no cart row at all.
+        """
         with psycopg.connect(self.system.env["DATABASE_URL"], connect_timeout=10) as conn:
-            rows = conn.execute(
-                "SELECT DISTINCT ON (customer_id) customer_id, version, status, total_price, doc "
-                "FROM carts ORDER BY customer_id, generation DESC").fetchall()
+            customers = conn.execute("SELECT customer_id, version, doc FROM customers").fetchall()
+            carts = {r[0]: r[1:] for r in conn.execute(
+                "SELECT cart_id, version, status, total_price, doc FROM carts").fetchall()}
         out = {}
-        for cid, version, status, total, doc in rows:
-            # The columns are what the read API's queries filter on: they must agree with doc.
-            assert (version, status, str(total)) == (doc["version"], doc["status"],
-                                                     doc["totalPrice"]), cid
+        for cid, version, doc in customers:
+            assert version == doc["customer"]["version"], cid
             out[cid] = normalise(doc)
+            row = carts.get(doc["cartId"])
+            if doc["cartId"].endswith(":0"):
+                assert row is None, f"phantom cart row {doc['cartId']}"
+                continue
+            if row is None or row[0] != doc["version"]:
+                continue  # not landed yet: the version comparison reports it if it stays so
+            cart_version, status, total, cart_doc = row
+            # The columns are what the read API's queries filter on: they must agree with doc.
+            assert (cart_version, status, str(total)) == (cart_doc["version"], cart_doc["status"],
+                                                          cart_doc["totalPrice"]), cid
+            assert cart_doc == {k: v for k, v in doc.items() if k != "customer"}, cid
         return out
 
     def api_doc(self, customer: str) -> dict[str, Any] | None:
@@ -251,9 +269,10 @@ class ReadModels:
             self.system.assert_alive()
             r = self.redis_docs(customers)
             p = self.pg_docs()
+            want = {c: expected[c]["customer"]["version"] for c in customers}
             behind = [c for c in customers
-                      if (r[c] or {}).get("version") != expected[c]["version"]
-                      or p.get(c, {}).get("version") != expected[c]["version"]]
+                      if ((r[c] or {}).get("customer") or {}).get("version") != want[c]
+                      or (p.get(c, {}).get("customer") or {}).get("version") != want[c]]
             if not behind or time.monotonic() > deadline:
                 return  # the caller's comparison reports whatever is still wrong
             time.sleep(0.5)

@@ -271,7 +271,7 @@ def test_poison_records_go_to_the_dead_letter_topic(chaos: Chaos, unique: str) -
 
     # The good records around the poison: add 1 x2, add 2 x1, remove 1 x1, nothing else.
     for c in poisoned_customers:
-        assert expected[c]["version"] == 3, expected[c]
+        assert expected[c]["customer"]["version"] == 3, expected[c]
         assert [(li[0], li[2]) for li in expected[c]["lineItems"]] == [("1", 1), ("2", 1)]
 
     deadline = time.monotonic() + 60

@@ -130,14 +130,14 @@ class Carts(Topic):
         super().poll(seconds)
         for m in self.records[start:]:
             c = decode_cart_details(m.value())
-            self.versions.setdefault(c.customer_id, set()).add(c.version)
-            if c.version > self.latest.get(c.customer_id, (0, b""))[0]:
-                self.latest[c.customer_id] = (c.version, m.value())
+            self.versions.setdefault(c.customer_id, set()).add(c.customer_version)
+            if c.customer_version > self.latest.get(c.customer_id, (0, b""))[0]:
+                self.latest[c.customer_id] = (c.customer_version, m.value())
 
     def wait_for(self, expected: dict[str, bytes], proc: subprocess.Popen[bytes], log: Path,
                  timeout: float = 60) -> None:
         """Poll until every expected customer's latest record has the expected version."""
-        want = {c: decode_cart_details(v).version for c, v in expected.items()}
+        want = {c: decode_cart_details(v).customer_version for c, v in expected.items()}
         deadline = time.monotonic() + timeout
         while any(self.latest.get(c, (0, b""))[0] < v for c, v in want.items()):
             assert proc.poll() is None, f"aggregator exited:\n{log.read_text()[-3000:]}"
@@ -280,7 +280,7 @@ def test_kill_9_and_restarts_give_the_carts_of_the_fold(kafka_bootstrap: str, un
     assert carts.got(list(workload)) == workload
     # Output repeats after a resume, but never skips or invents a version.
     for c, raw in workload.items():
-        assert carts.versions[c] == set(range(1, decode_cart_details(raw).version + 1))
+        assert carts.versions[c] == set(range(1, decode_cart_details(raw).customer_version + 1))
     carts.close()
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import replace
 from decimal import Decimal
 
 import orjson
@@ -103,7 +104,7 @@ def test_records_postgres_refuses_are_dead_lettered_and_the_rest_lands(db, uniqu
             for i in range(6)]
     huge = cart(f"{unique}-h", 1)
     too_big = encode_cart_details(huge).replace(b'"totalPrice":"10.50"',
-                                                b'"totalPrice":"1000000000000000.00"')
+                                                b'"totalPrice":"1000000000000000000.00"')
     nul = encode_cart_details(cart(f"{unique}-z", 1, item_name="bad\u0000name"))
     generation = encode_cart_details(cart(f"{unique}-g", 1, generation=2**40))
     bad = [FakeMessage(too_big, None, 10), FakeMessage(nul, None, 11),
@@ -158,4 +159,80 @@ def test_catalog_sink_writes_both_stores(db, redis_url, unique) -> None:
     with psycopg.connect(db) as conn:
         assert conn.execute("SELECT product_id, deleted FROM products ORDER BY 1").fetchall() == [
             ("1", False), ("2", True)]
+    sink.db.close()
+
+
+def _fold_records(customer: str, steps: list[tuple[str, str | None, int | None]]) -> list[bytes]:
+    """The production fold's records for one customer's events (product "g": 1e9, stock 10^6)."""
+    from cart_aggregator.fold import LineCache, apply, encode_state
+    from cart_aggregator.join import product_tuple
+
+    gold = product_tuple(Product("g", "Gold", Decimal("1000000000.00"), 10**6))
+    state, cache, out = None, LineCache(), []
+    for n, (etype, item, qty) in enumerate(steps):
+        w = (str(uuid.uuid4()), etype, customer, item, qty, f"2026-11-22T10:00:{n:02d}Z", 0, n,
+             None)
+        state, _ = apply(state, w, gold if etype == "ITEM_ADDED" else None, cache)
+        out.append(encode_state(state))
+    return out
+
+
+@pytest.mark.parametrize("one_batch", [True, False])
+def test_an_orders_row_is_never_rewritten_by_later_records(conn, db, unique,
+                                                           one_batch) -> None:
+    customer = f"{unique}-o"
+    records = _fold_records(customer, [
+        ("ITEM_ADDED", "g", 10_000), ("CHECKOUT", None, None), ("ITEM_REMOVED", "g", None),
+        ("CHECKOUT", None, None), ("CART_CLEARED", None, None)])
+    sink = PostgresCartWriter(db)
+    msgs = [FakeMessage(r, customer.encode(), i) for i, r in enumerate(records)]
+    if one_batch:
+        assert sink(msgs) == []
+    else:
+        for m in msgs[:2]:
+            assert sink([m]) == []
+        stored = conn.execute("SELECT doc, updated_at FROM carts").fetchall()
+        for m in msgs[2:]:
+            assert sink([m]) == []
+        assert conn.execute("SELECT doc, updated_at FROM carts").fetchall() == stored
+    order = orjson.loads(records[1])
+    del order["customer"]
+    (doc,) = conn.execute("SELECT doc FROM carts WHERE cart_id = %s",
+                          (f"{customer}:1",)).fetchone()
+    assert doc == order and doc["version"] == 2 and doc["totalPrice"] == "10000000000000.00"
+    version, current = conn.execute("SELECT version, doc FROM customers WHERE customer_id = %s",
+                                    (customer,)).fetchone()
+    assert version == current["customer"]["version"] == 5
+    assert [r["reason"] for r in current["customer"]["rejected"]] == [
+        "NOT_IN_CART", "NO_OPEN_CART", "NO_OPEN_CART"]
+    sink.db.close()
+
+
+def test_a_customer_with_only_rejections_gets_no_cart_row(conn, db, unique) -> None:
+    customer = f"{unique}-r"
+    records = _fold_records(customer, [("CHECKOUT", None, None), ("ITEM_REMOVED", "g", 1)])
+    sink = PostgresCartWriter(db)
+    assert sink([FakeMessage(r, customer.encode(), i) for i, r in enumerate(records)]) == []
+    assert rows(conn, customer) == []
+    (doc,) = conn.execute("SELECT doc FROM customers WHERE customer_id = %s",
+                          (customer,)).fetchone()
+    assert [r["reason"] for r in doc["rejected"]] == ["NO_OPEN_CART", "NOT_IN_CART"]
+    sink.db.close()
+
+
+def test_the_largest_cart_total_is_stored_exactly(conn, db, unique) -> None:
+    from cart_contract.limits import CART_TOTAL_MAX
+
+    big = cart(f"{unique}-b", 1, qty=10_000, lines=200)
+    big = replace(big, line_items=tuple(replace(li, unit_price=Decimal("1000000000.00"),
+                                                total_price=Decimal("10000000000000.00"))
+                                        for li in big.line_items),
+                  total_price=CART_TOTAL_MAX)
+    sink = PostgresCartWriter(db)
+    assert sink([FakeMessage(encode_cart_details(big), None, 0)]) == []
+    total, lines_total = conn.execute(
+        "SELECT c.total_price, (SELECT sum(total_price) FROM cart_lines l"
+        " WHERE l.cart_id = c.cart_id) FROM carts c WHERE cart_id = %s",
+        (big.cart_id,)).fetchone()
+    assert total == lines_total == CART_TOTAL_MAX
     sink.db.close()

@@ -118,6 +118,15 @@ def pg_put(url: str, c: CartDetails) -> None:
              c.version, c.last_event.partition, c.last_event.offset, c.last_event.event_id,
              c.updated_at, Jsonb(cart_details_to_dict(c))],
         )
+        # The customer's current record, as the sink keeps it (newest customer version wins).
+        conn.execute(
+            "INSERT INTO customers VALUES (%s,%s,%s,%s,%s) ON CONFLICT (customer_id) DO UPDATE"
+            " SET version=EXCLUDED.version, last_partition=EXCLUDED.last_partition,"
+            " last_offset=EXCLUDED.last_offset, doc=EXCLUDED.doc"
+            " WHERE customers.version < EXCLUDED.version",
+            [c.customer_id, c.customer_version, c.customer_event.partition,
+             c.customer_event.offset, Jsonb(cart_details_to_dict(c))],
+        )
         conn.execute("DELETE FROM cart_lines WHERE cart_id = %s", [c.cart_id])
         for pos, li in enumerate(c.line_items):
             conn.execute("INSERT INTO cart_lines VALUES (%s,%s,%s,%s,%s,%s,%s)",

@@ -16,6 +16,7 @@ from decimal import Decimal
 from typing import Any, NamedTuple
 
 from cart_aggregator.fold import (
+    CART_LIMIT,
     DEDUPE_WINDOW,
     EMPTY_CART,
     INSUFFICIENT_STOCK,
@@ -23,6 +24,7 @@ from cart_aggregator.fold import (
     NOT_IN_CART,
     REJECTIONS_KEPT,
     UNKNOWN_PRODUCT,
+    VERSION_CONFLICT,
     rejection_json,
 )
 from cart_contract import (
@@ -30,6 +32,7 @@ from cart_contract import (
     OPEN,
     CartDetails,
     CartEvent,
+    CustomerView,
     EventPosition,
     EventType,
     LineItem,
@@ -37,6 +40,7 @@ from cart_contract import (
     Rejection,
     money,
 )
+from cart_contract.limits import LINE_QTY_MAX, LINES_MAX
 
 _UUID_LEN = 16
 _ZERO = Decimal(0)
@@ -55,6 +59,10 @@ class CustomerState:
     rejected: tuple[Rejection, ...] = ()
     recent_event_ids: bytes = b""
     updated_at: str = ""
+    # The rejections of the current cart only (the customer's are `rejected`).
+    cart_rejected: tuple[Rejection, ...] = ()
+    # Once checked out: the order's own (version, lastEvent, updatedAt), never to change again.
+    order: tuple[int, EventPosition, str] | None = None
 
     @property
     def is_open(self) -> bool:
@@ -109,6 +117,9 @@ def _add(state: CustomerState, event: CartEvent, product: Product | None) -> _Ca
     lines = state.lines if state.is_open else ()
     current = next((li for li in lines if li.item_id == event.item_id), None)
     qty = (current.qty if current else 0) + event.qty
+    # A cart holds at most LINES_MAX lines of at most LINE_QTY_MAX units each.
+    if qty > LINE_QTY_MAX or (current is None and len(lines) >= LINES_MAX):
+        return CART_LIMIT
     if qty > product.stock_qty:
         return INSUFFICIENT_STOCK
     if current is None:
@@ -137,6 +148,9 @@ def _remove(state: CustomerState, event: CartEvent) -> _Cart | str:
 
 def _decide(state: CustomerState, event: CartEvent, product: Product | None) -> _Cart | str:
     """The customer's cart after the event, or the reason the event is rejected."""
+    # If-Match: a command decided on another version of the customer changes nothing.
+    if event.expected_version is not None and event.expected_version != state.version:
+        return VERSION_CONFLICT
     match event.type:
         case EventType.ITEM_ADDED:
             return _add(state, event, product)
@@ -145,7 +159,9 @@ def _decide(state: CustomerState, event: CartEvent, product: Product | None) -> 
         case EventType.CART_CLEARED:
             return _Cart(state.generation, OPEN, ()) if state.is_open else NO_OPEN_CART
         case EventType.CHECKOUT:
-            if not state.is_open or not state.lines:
+            if not state.is_open:
+                return NO_OPEN_CART
+            if not state.lines:
                 return EMPTY_CART
             return _Cart(state.generation, CHECKED_OUT, state.lines)
     raise AssertionError(f"unhandled event type {event.type}")
@@ -165,12 +181,20 @@ def apply(
     # A duplicate changes no cart; otherwise the rules decide (a new cart, or a rejection).
     cart = _Cart(state.generation, state.status, state.lines)
     outcome = cart if slot >= 0 else _decide(state, event, product)
-    rejected = state.rejected
+    rejected, cart_rejected = state.rejected, state.cart_rejected
     if isinstance(outcome, str):
         rejection = Rejection(event.event_id, event.type.value, event.item_id, outcome)
         rejected = (*rejected, rejection)[-REJECTIONS_KEPT:]
         outcome = cart
-    # One positional constructor call (fields in declaration order): this is the hot path.
+        # An order's rejections stay as they were at checkout.
+        if outcome.status != CHECKED_OUT:
+            cart_rejected = (*cart_rejected, rejection)[-REJECTIONS_KEPT:]
+    elif outcome.generation != state.generation:
+        cart_rejected = ()  # a new cart starts without rejections
+    version = state.version + 1
+    order = None
+    if outcome.status == CHECKED_OUT:
+        order = state.order or (version, position, event.occurred_at)
     return CustomerState(
         state.customer_id,
         outcome.generation,
@@ -181,6 +205,8 @@ def apply(
         rejected,
         _remember(state.recent_event_ids, eid, slot),
         event.occurred_at,
+        cart_rejected,
+        order,
     )
 
 
@@ -200,10 +226,12 @@ def to_cart_details(state: CustomerState) -> CartDetails:
         state.lines,
         total_qty,
         money(total_price),
-        state.version,
-        state.last_event,
-        state.rejected,
-        state.updated_at,
+        # A live cart moves with the customer; an order keeps its checkout's.
+        *(state.order or (state.version, state.last_event, state.updated_at))[:2],
+        state.cart_rejected,
+        state.order[2] if state.order else state.updated_at,
+        1,
+        CustomerView(state.version, state.last_event, state.rejected, state.updated_at),
     )
 
 
@@ -227,12 +255,14 @@ def compact(state: CustomerState) -> CustomerState:
     re-applies the bounds, e.g. to a state restored from a snapshot taken with larger windows.
     """
     size = DEDUPE_WINDOW * _UUID_LEN
-    if len(state.recent_event_ids) <= size and len(state.rejected) <= REJECTIONS_KEPT:
+    if (len(state.recent_event_ids) <= size and len(state.rejected) <= REJECTIONS_KEPT
+            and len(state.cart_rejected) <= REJECTIONS_KEPT):
         return state
     return replace(
         state,
         recent_event_ids=state.recent_event_ids[-size:],
         rejected=state.rejected[-REJECTIONS_KEPT:],
+        cart_rejected=state.cart_rejected[-REJECTIONS_KEPT:],
     )
 
 
@@ -244,4 +274,9 @@ def saved(s: CustomerState) -> tuple[Any, ...]:
                   for li in s.lines),
             s.version, None if last is None else (last.event_id, last.partition, last.offset),
             tuple(rejection_json(r.event_id, r.type, r.item_id, r.reason) for r in s.rejected),
-            s.recent_event_ids, s.updated_at)
+            s.recent_event_ids, s.updated_at,
+            tuple(rejection_json(r.event_id, r.type, r.item_id, r.reason)
+                  for r in s.cart_rejected),
+            None if s.order is None else (
+                s.order[0], (s.order[1].event_id, s.order[1].partition, s.order[1].offset),
+                s.order[2]))

@@ -103,7 +103,7 @@ def latest(out: list) -> dict[str, bytes]:
     """Each customer's record with the highest version."""
     best: dict[str, tuple[int, bytes]] = {}
     for key, value in out:
-        v = decode_cart_details(value).version
+        v = decode_cart_details(value).customer_version
         if key not in best or v > best[key][0]:
             best[key] = (v, value)
     return {k: value for k, (_, value) in best.items()}
@@ -112,7 +112,7 @@ def latest(out: list) -> dict[str, bytes]:
 def versions_by_customer(out: list) -> dict[str, list[int]]:
     seen: dict[str, list[int]] = {}
     for key, value in out:
-        seen.setdefault(key, []).append(decode_cart_details(value).version)
+        seen.setdefault(key, []).append(decode_cart_details(value).customer_version)
     return seen
 
 
@@ -220,7 +220,7 @@ def test_bad_records_go_to_the_dead_letters_and_the_flow_goes_on() -> None:
         KafkaSourceMessage(b"\xff", None, topic="products", partition=1, offset=2),
     ]
     out, dead = run_flow(msgs, [*product_msgs(), *bad_products])
-    assert [decode_cart_details(v).version for _, v in out] == [1]
+    assert [decode_cart_details(v).customer_version for _, v in out] == [1]
     assert decode_cart_details(out[0][1]).last_event.offset == 16
     assert sorted((d.source_topic, d.partition, d.offset, d.reason) for d in dead) == [
         ("cart-events", 2, 10, "INVALID_JSON"),
@@ -277,7 +277,8 @@ def test_a_customers_state_does_not_grow_with_its_events() -> None:
             item = str(rng.randint(1, 8)) if kind in (EventType.ITEM_ADDED,
                                                       EventType.ITEM_REMOVED) else None
             ev = new_cart_event(kind, "c1", item, 1 if kind is EventType.ITEM_ADDED else None)
-            items.append((ev.event_id, kind.value, "c1", item, ev.qty, ev.occurred_at, 0, offset))
+            items.append((ev.event_id, kind.value, "c1", item, ev.qty, ev.occurred_at, 0, offset,
+                          None))
             if kind is EventType.ITEM_ADDED:  # the answer, somewhere after its add
                 items.insert(rng.randint(len(items), len(items) + 3),
                              (offset, product_tuple(CATALOG[item])))

@@ -120,7 +120,7 @@ def customer_log(rng: random.Random, n: int) -> list[tuple]:
         kind = rng.choice(KINDS)
         item = str(rng.randint(1, 5)) if kind in ("ITEM_ADDED", "ITEM_REMOVED") else None
         ev = new_cart_event(EventType(kind), "c1", item, 1 if kind == "ITEM_ADDED" else None)
-        out.append((ev.event_id, kind, "c1", item, ev.qty, ev.occurred_at, 0, i * 3))
+        out.append((ev.event_id, kind, "c1", item, ev.qty, ev.occurred_at, 0, i * 3, None))
     return out
 
 

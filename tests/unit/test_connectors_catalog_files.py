@@ -115,3 +115,21 @@ def test_a_full_local_queue_waits_serving_deliveries_and_loses_no_row(
     assert result.loaded == 5 and result.bad == []
     assert built[0].delivered == [str(i).encode() for i in range(5)]
     assert [t for t in built[0].polls if t] and max(built[0].polls) <= 0.1
+
+
+def test_prices_outside_the_money_range_are_refused_with_their_line() -> None:
+    got = dict(rows(
+        '{"productId":"1","productName":"x","price":"19.999","stockQty":1}\n'
+        '{"productId":"2","productName":"x","price":0.005,"stockQty":1}\n'
+        '{"productId":"3","productName":"x","price":"1000000000.01","stockQty":1}\n'
+        '{"productId":"4","productName":"x","price":"-0.01","stockQty":1}\n'
+        '{"productId":"5","productName":"x","price":"1000000000.00","stockQty":1}\n'
+        '{"productId":"6","productName":"x","price":"19.990","stockQty":1}\n'
+        '{"productId":"7","productName":"x","price":"1E+3","stockQty":1}\n'
+    ))
+    reasons = {n: r.reason for n, r in got.items() if isinstance(r, BadRow)}
+    assert set(reasons) == {1, 2, 3, 4}
+    assert all(r.startswith("INVALID_PRICE") for r in reasons.values())
+    assert "2 decimals" in reasons[1] and "2 decimals" in reasons[2]
+    assert [got[n].price for n in (5, 6, 7)] == [Decimal("1000000000"), Decimal("19.99"),
+                                                Decimal("1000")]

@@ -461,7 +461,8 @@ _field_values = st.one_of(
 
 
 @given(st.dictionaries(st.sampled_from(["type", "eventType", "eventId", "customerId", "itemId",
-                                        "qty", "occurredAt", "schemaVersion"]), _field_values))
+                                        "qty", "occurredAt", "schemaVersion",
+                                        "expectedVersion"]), _field_values))
 def test_the_fast_reader_agrees_with_the_checked_one(over: dict) -> None:
     from cart_contract.events import _checked_fields, cart_event_fields
 
@@ -580,6 +581,14 @@ _EDGE_CASES = {
     "nested object in an unknown field": _with(b'"x":{"a":[1,{"b":null}],"c":"d"}'),
     "deep nesting in an unknown field": _with(b'"x":' + b"[" * 1100 + b"]" * 1100),
     "nesting in a known field": _GOOD.replace(b'"98"', b'["98"]'),
+    "expectedVersion 0": _with(b'"expectedVersion":0'),
+    "expectedVersion 12": _with(b'"expectedVersion":12'),
+    "expectedVersion null": _with(b'"expectedVersion":null'),
+    "expectedVersion -1": _with(b'"expectedVersion":-1'),
+    "expectedVersion true": _with(b'"expectedVersion":true'),
+    "expectedVersion 1.0": _with(b'"expectedVersion":1.0'),
+    "expectedVersion string": _with(b'"expectedVersion":"3"'),
+    "expectedVersion 2**64": _with(b'"expectedVersion":18446744073709551616'),
     **{f"{k} null": _GOOD.replace(b'"%s":' % k.encode(), b'"%s":null,"_":' % k.encode())
        for k in ("type", "eventId", "customerId", "itemId", "qty", "occurredAt", "schemaVersion")},
     **{f"{k} missing": _without(k.encode())
@@ -642,6 +651,11 @@ def test_event_decoder_edge_cases_give_what_orjson_gives() -> None:
                  "1e400 in an unknown field", "deep nesting in an unknown field",
                  "bytes subclass (orjson refuses it, msgspec does not)", "empty", "None"):
         assert reason(name) == "INVALID_JSON", name
+    assert fields("expectedVersion 12")[7] == 12 and fields("expectedVersion 0")[7] == 0
+    assert fields("expectedVersion null")[7] is None and fields("good")[7] is None
+    for name in ("expectedVersion -1", "expectedVersion true", "expectedVersion 1.0",
+                 "expectedVersion string", "expectedVersion 2**64"):
+        assert reason(name) == "WRONG_TYPE", name
 
 
 @pytest.mark.parametrize("etype", ["ITEM_ADDED", "ITEM_REMOVED", "CHECKOUT", "CART_CLEARED"])
@@ -652,7 +666,8 @@ def test_events_in_the_writers_form_skip_the_general_path(monkeypatch: pytest.Mo
 
     monkeypatch.setattr(events_module, "_decode_full", general_path)
     for ev in [new_cart_event(EventType(etype), "customer-1", "98", 3, event_id=EID),
-               new_cart_event(EventType(etype), "7", "x.y", None if etype != "ITEM_ADDED" else 1)]:
+               new_cart_event(EventType(etype), "7", "x.y", None if etype != "ITEM_ADDED" else 1),
+               new_cart_event(EventType(etype), "7", "x.y", 2, expected_version=41)]:
         raw = encode_cart_event(ev)
         assert decode_cart_event_fields(raw) == decode_cart_event_fields(raw.decode())
         assert decode_cart_event(raw) == ev
@@ -748,7 +763,7 @@ _json_values = st.one_of(
 )
 _json_keys = st.sampled_from([
     b"type", b"eventType", b"eventId", b"customerId", b"itemId", b"qty", b"occurredAt",
-    b"schemaVersion", b"\\u0074ype", b"Type", b"x", b"\\ud800", b"\xff",
+    b"schemaVersion", b"expectedVersion", b"\\u0074ype", b"Type", b"x", b"\\ud800", b"\xff",
 ])
 
 

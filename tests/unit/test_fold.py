@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import replace
 from decimal import Decimal
 
 from hypothesis import given, settings
@@ -18,6 +19,7 @@ from cart_contract import (
     encode_cart_details,
     new_cart_event,
 )
+from cart_contract.limits import CART_TOTAL_MAX, LINE_QTY_MAX, LINES_MAX
 from tests.support.fold_model import (
     DEDUPE_WINDOW,
     REJECTIONS_KEPT,
@@ -78,7 +80,7 @@ def test_seed_scenario() -> None:
 def test_rejections_change_no_line_and_are_recorded() -> None:
     log = Log()
     assert log.send(ADD, "9", 1).rejected[-1].reason == "UNKNOWN_PRODUCT"
-    assert log.send(CHECKOUT).rejected[-1].reason == "EMPTY_CART"
+    assert log.send(CHECKOUT).rejected[-1].reason == "NO_OPEN_CART"
     assert log.send(CLEAR).rejected[-1].reason == "NO_OPEN_CART"
     assert log.send(REMOVE, "1").rejected[-1].reason == "NOT_IN_CART"
     state = log.send(ADD, "3", 6)
@@ -184,7 +186,7 @@ def test_a_duplicated_rejection_is_recorded_once() -> None:
     eid = str(uuid.uuid4())
     log.send(CHECKOUT, event_id=eid)
     state = log.send(CHECKOUT, event_id=eid)
-    assert [r.reason for r in state.rejected] == ["EMPTY_CART"]
+    assert [r.reason for r in state.rejected] == ["NO_OPEN_CART"]
 
 
 def test_rejection_history_is_capped_at_ten() -> None:
@@ -195,7 +197,7 @@ def test_rejection_history_is_capped_at_ten() -> None:
     state = log.send(REMOVE, "7", event_id=eid)
     assert len(state.rejected) == REJECTIONS_KEPT == 10 and state.version == 15
     assert state.rejected[-1] == Rejection(eid, "ITEM_REMOVED", "7", "NOT_IN_CART")
-    assert [r.reason for r in state.rejected[:-1]] == ["EMPTY_CART"] * 9
+    assert [r.reason for r in state.rejected[:-1]] == ["NO_OPEN_CART"] * 9
 
 
 def test_rejections_after_checkout_keep_the_ordered_cart() -> None:
@@ -204,14 +206,128 @@ def test_rejections_after_checkout_keep_the_ordered_cart() -> None:
     ordered = log.send(CHECKOUT)
     assert log.send(REMOVE, "1").rejected[-1].reason == "NOT_IN_CART"
     assert log.send(CLEAR).rejected[-1].reason == "NO_OPEN_CART"
-    assert log.send(CHECKOUT).rejected[-1].reason == "EMPTY_CART"
+    assert log.send(CHECKOUT).rejected[-1].reason == "NO_OPEN_CART"
     assert log.send(ADD, "9", 1).rejected[-1].reason == "UNKNOWN_PRODUCT"
     state = log.send(ADD, "1", 769)
     assert state.rejected[-1].reason == "INSUFFICIENT_STOCK"
     assert (state.status, state.generation, state.lines) == (
         "CHECKED_OUT", 1, ordered.lines)
     cart = to_cart_details(state)
-    assert (cart.cart_id, cart.total_price, cart.version) == ("123:1", Decimal("130000.00"), 7)
+    assert (cart.cart_id, cart.total_price, cart.customer_version) == (
+        "123:1", Decimal("130000.00"), 7)
+
+
+def test_an_order_never_changes_after_checkout() -> None:
+    log = Log()
+    log.send(ADD, "1", 2)
+    log.send(ADD, "9", 1)  # rejected while open: the cart's own rejection
+    order = to_cart_details(log.send(CHECKOUT))
+    for etype, item, qty in [(REMOVE, "1", None), (CLEAR, None, None), (CHECKOUT, None, None),
+                             (ADD, "9", 1), (ADD, "1", 769)]:
+        later = to_cart_details(log.send(etype, item, qty))
+        # The order: lines, totals, version, lastEvent, rejections and updatedAt as at checkout.
+        assert encode_cart_details(replace(later, customer=None)) == encode_cart_details(
+            replace(order, customer=None))
+    assert later.customer is not None and order.customer is not None
+    assert (order.version, later.customer.version) == (3, 8)
+    assert later.customer.last_event.offset == 7 and later.customer.updated_at != order.updated_at
+    assert [r.reason for r in later.customer.rejected] == [
+        "UNKNOWN_PRODUCT", "NOT_IN_CART", "NO_OPEN_CART", "NO_OPEN_CART", "UNKNOWN_PRODUCT",
+        "INSUFFICIENT_STOCK"]
+    assert [r.reason for r in order.rejected] == ["UNKNOWN_PRODUCT"]
+
+
+def test_a_second_checkout_is_no_open_cart() -> None:
+    log = Log()
+    log.send(ADD, "1", 1)
+    log.send(CHECKOUT)
+    state = log.send(CHECKOUT)
+    assert state.rejected[-1].reason == "NO_OPEN_CART" and state.status == "CHECKED_OUT"
+
+
+def test_a_rejection_does_not_carry_over_into_the_next_cart() -> None:
+    log = Log()
+    log.send(ADD, "9", 1)  # before any cart
+    log.send(ADD, "1", 1)
+    log.send(REMOVE, "7")  # in cart 1
+    log.send(CHECKOUT)
+    log.send(CHECKOUT)  # after the order
+    state = log.send(ADD, "2", 1)  # cart 2
+    cart = to_cart_details(state)
+    assert (cart.cart_id, cart.rejected) == ("123:2", ())
+    assert cart.customer is not None and len(cart.customer.rejected) == 3
+    assert cart.version == cart.customer.version == 6
+
+
+def test_a_customer_whose_commands_were_all_rejected_has_no_cart_yet() -> None:
+    log = Log()
+    log.send(ADD, "9", 1)
+    state = log.send(CHECKOUT)
+    cart = to_cart_details(state)
+    # Generation 0: the sinks store no cart row for it; the record still explains the rejections.
+    assert (cart.generation, cart.line_items, cart.status) == (0, (), "OPEN")
+    assert [r.reason for r in cart.rejected] == ["UNKNOWN_PRODUCT", "NO_OPEN_CART"]
+
+
+def test_a_command_with_another_expected_version_is_a_version_conflict() -> None:
+    log = Log()
+    log.send(ADD, "1", 1)  # version 1
+    ev = new_cart_event(ADD, "123", "2", 1, expected_version=0, occurred_at="2026-11-22T10:01Z")
+    state = apply(log.state, ev, CATALOG["2"], EventPosition(ev.event_id, 0, 1))
+    assert state.rejected[-1] == Rejection(ev.event_id, "ITEM_ADDED", "2", "VERSION_CONFLICT")
+    assert [li.item_id for li in state.lines] == ["1"] and state.version == 2
+    for etype in (CLEAR, CHECKOUT, REMOVE):
+        ev = new_cart_event(etype, "123", "1" if etype is REMOVE else None,
+                            expected_version=7, occurred_at="2026-11-22T10:01Z")
+        after = apply(state, ev, None, EventPosition(ev.event_id, 0, 2))
+        assert after.rejected[-1].reason == "VERSION_CONFLICT" and after.lines == state.lines
+    # The right version: applied.
+    ev = new_cart_event(CHECKOUT, "123", expected_version=2, occurred_at="2026-11-22T10:02Z")
+    done = apply(state, ev, None, EventPosition(ev.event_id, 0, 3))
+    assert done.status == "CHECKED_OUT" and done.rejected == state.rejected
+
+
+def test_a_new_customer_expects_version_zero() -> None:
+    ev = new_cart_event(ADD, "123", "1", 1, expected_version=0, occurred_at="2026-11-22T10:01Z")
+    state = apply(None, ev, CATALOG["1"], EventPosition(ev.event_id, 0, 0))
+    assert [li.item_id for li in state.lines] == ["1"] and state.rejected == ()
+
+
+def test_a_retried_command_is_a_duplicate_not_a_conflict() -> None:
+    log = Log()
+    ev = new_cart_event(ADD, "123", "1", 1, expected_version=0, occurred_at="2026-11-22T10:01Z")
+    state = apply(None, ev, CATALOG["1"], EventPosition(ev.event_id, 0, 0))
+    state = apply(state, ev, CATALOG["1"], EventPosition(ev.event_id, 0, 1))
+    assert state.rejected == () and [li.qty for li in state.lines] == [1]
+    del log
+
+
+BIG = Product("b", "Gold", Decimal("1000000000.00"), 2**31 - 1)
+
+
+def test_a_line_above_the_line_limit_is_cart_limit() -> None:
+    log = Log()
+    log.send(ADD, "b", 10_000, catalog={"b": BIG})
+    state = log.send(ADD, "b", 1, catalog={"b": BIG})
+    assert state.rejected[-1].reason == "CART_LIMIT"
+    assert [li.qty for li in state.lines] == [10_000]
+
+
+def test_a_line_beyond_the_lines_limit_is_cart_limit() -> None:
+    catalog = {str(i): Product(str(i), f"P{i}", Decimal("1000000000.00"), 10**6)
+               for i in range(LINES_MAX + 1)}
+    log = Log()
+    for i in range(LINES_MAX):
+        log.send(ADD, str(i), 10_000, catalog=catalog)
+    before = log.state
+    state = log.send(ADD, str(LINES_MAX), 1, catalog=catalog)
+    assert state.rejected[-1].reason == "CART_LIMIT" and state.lines == before.lines
+    # An existing line still grows within its bound, and the largest cart is exact.
+    cart = to_cart_details(log.send(REMOVE, "0", 1, catalog=catalog))
+    cart = to_cart_details(log.send(ADD, "0", 1, catalog=catalog))
+    assert cart.total_price == CART_TOTAL_MAX == Decimal("2000000000000000.00")
+    assert cart.total_qty == LINES_MAX * LINE_QTY_MAX
+    assert sum(li.total_price for li in cart.line_items) == cart.total_price
 
 
 def test_removing_more_than_the_line_holds_removes_the_line() -> None:

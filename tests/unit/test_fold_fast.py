@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import random
 import uuid
 from decimal import Decimal
 
@@ -28,6 +29,7 @@ from cart_contract import (
     encode_cart_details,
     new_cart_event,
 )
+from cart_contract.limits import LINES_MAX
 from tests.support import fold_model as model
 
 ADD, REMOVE, CLEAR, CHECKOUT = (EventType.ITEM_ADDED, EventType.ITEM_REMOVED,
@@ -59,6 +61,7 @@ steps = st.lists(
         st.one_of(st.none(), st.none(), st.none(), products),  # a catalog change first
         st.sampled_from(TIMES),
         st.booleans(),  # snapshot and restore the state before this event
+        st.one_of(st.none(), st.none(), st.integers(0, 12)),  # If-Match
     ),
     max_size=120,
 )
@@ -67,13 +70,14 @@ steps = st.lists(
 def to_wire(ev: CartEvent, partition: int, offset: int) -> Wire:
     """An event as the flow's parse step makes it."""
     return (ev.event_id, ev.type.value, ev.customer_id, ev.item_id, ev.qty, ev.occurred_at,
-            partition, offset)
+            partition, offset, ev.expected_version)
 
 
-def event_of(etype: EventType, item: str, qty: int | None, at: str) -> CartEvent:
+def event_of(etype: EventType, item: str, qty: int | None, at: str,
+             expected: int | None = None) -> CartEvent:
     return new_cart_event(etype, "cust-1", item if etype in (ADD, REMOVE) else None,
                           (qty or 1) if etype is ADD else (qty if etype is REMOVE else None),
-                          str(uuid.uuid4()), at)
+                          str(uuid.uuid4()), at, expected)
 
 
 @settings(max_examples=300, deadline=None)
@@ -85,10 +89,11 @@ def test_every_record_and_snapshot_equals_the_oracles(cmds) -> None:
     oracle: model.CustomerState | None = None
     fast = None
     sent: list[CartEvent] = []
-    for offset, (etype, item, qty, retry, change, at, restore) in enumerate(cmds):
+    for offset, (etype, item, qty, retry, change, at, restore, expected) in enumerate(cmds):
         if change is not None:
             catalog[change.product_id] = change
-        ev = sent[-retry] if 0 < retry <= len(sent) else event_of(etype, item, qty, at)
+        ev = (sent[-retry] if 0 < retry <= len(sent)
+              else event_of(etype, item, qty, at, expected))
         sent.append(ev)
         product = catalog.get(ev.item_id or "") if ev.type is ADD else None
         if restore and fast is not None:
@@ -171,3 +176,26 @@ def test_a_long_seeded_walk_equals_the_oracle() -> None:
         if rng.random() < 0.05:
             fasts[cid] = from_snapshot(to_snapshot(fasts[cid]), cache)
     assert all(len(s.rejected) == 10 for s in oracles.values())
+
+
+def test_a_walk_at_the_cart_limits_equals_the_oracle() -> None:
+    rng = random.Random(15)
+    cache = LineCache()
+    catalog = {str(i): Product(str(i), f"P{i}", Decimal(rng.choice(["1000000000.00", "0.01",
+                                                                     "999999999.99", "7"])),
+                               10**6) for i in range(230)}
+    oracle, fast, reasons, most = None, None, set(), 0
+    for offset in range(3000):
+        # Mostly adds, so carts reach LINES_MAX lines; a checkout now and then starts over.
+        etype = rng.choice([ADD] * 20 + [REMOVE] if offset % 700 else [CHECKOUT, CLEAR])
+        ev = new_cart_event(etype, "c", str(rng.randrange(230)) if etype in (ADD, REMOVE) else None,
+                            rng.choice([1, 5000, 9999, 10_000]) if etype is ADD else None,
+                            occurred_at="2026-11-22T10:00:00Z")
+        product = catalog.get(ev.item_id or "") if ev.type is ADD else None
+        oracle = model.apply(oracle, ev, product, EventPosition(ev.event_id, 0, offset))
+        fast, _ = apply(fast, to_wire(ev, 0, offset),
+                        None if product is None else product_tuple(product), cache)
+        assert encode_state(fast) == encode_cart_details(model.to_cart_details(oracle))
+        reasons |= {r.reason for r in oracle.rejected}
+        most = max(most, len(oracle.lines))
+    assert "CART_LIMIT" in reasons and most == LINES_MAX

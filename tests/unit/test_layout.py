@@ -37,6 +37,7 @@ USERS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "RATE_LIMIT_KEY_PREFIX": ((), ()),
     "WAITING_KEY_PREFIX": ((), ()),
     "CARTS_TABLE": (("connectors/stores.py",), ("cart_read/queries.py",)),
+    "CUSTOMERS_TABLE": (("connectors/stores.py",), ("cart_read/queries.py",)),
     "CART_LINES_TABLE": (("connectors/stores.py",), ("cart_read/queries.py",)),
     "PRODUCTS_TABLE": (("connectors/stores.py",), ("cart_read/queries.py",)),
     # Only the writer reads these back: the offset guards a product's compare-and-set, and
@@ -91,7 +92,8 @@ def test_writers_and_readers_take_the_name_from_layout(name: str) -> None:
 
 def test_the_migrations_create_the_tables_the_layout_names() -> None:
     sql = " ".join(p.read_text() for p in (ROOT / "connectors" / "migrations").glob("*.sql"))
-    for table in (layout.CARTS_TABLE, layout.CART_LINES_TABLE, layout.PRODUCTS_TABLE):
+    for table in (layout.CARTS_TABLE, layout.CART_LINES_TABLE, layout.PRODUCTS_TABLE,
+                  layout.CUSTOMERS_TABLE):
         assert f"CREATE TABLE IF NOT EXISTS {table} (" in sql
 
 

@@ -364,3 +364,19 @@ def test_the_fast_path_answers_exactly_like_flask(method: str, path: str) -> Non
     plain = Client(Flask.wsgi_app.__get__(flask_only)).open(path, method=method)
     assert (fast.status_code, fast.data) == (plain.status_code, plain.data)
     assert sorted(fast.headers.items()) == sorted(plain.headers.items())
+
+
+def test_a_cart_read_answers_the_customers_version_as_etag() -> None:
+    r = FakeRedis()
+    r.put(cart(version=7))
+    resp = client(r).get("/api/v1/123")  # the fast path
+    assert resp.headers["ETag"] == '"7"'
+    resp = client(r).get("/api/v1/123?minOffset=0")  # through Flask, read-your-write
+    assert resp.status_code == 200 and resp.headers["ETag"] == '"7"'
+
+
+def test_the_fallback_etag_is_the_version_postgresql_holds() -> None:
+    c = cart(version=5)
+    resp = client(FakeRedis(), FakePool([(5, orjson.loads(encode_cart_details(c)))])).get(
+        "/api/v1/123")
+    assert resp.status_code == 200 and resp.headers["ETag"] == '"5"'

@@ -603,3 +603,46 @@ def test_the_fast_path_answers_exactly_like_flask(method: str, path: str, body: 
     assert (fast.status_code, fast.data) == (plain.status_code, plain.data)
     assert sorted(fast.headers.items()) == sorted(plain.headers.items())
     assert [r[:2] for r in fast_publisher.records] == [r[:2] for r in flask_publisher.records]
+
+
+# ---------------------------------------------------------------------------------- If-Match
+
+
+@pytest.mark.parametrize("path,body", [
+    ("/api/v1/add", {"customerId": "123", "itemId": "1", "qty": 1}),
+    ("/api/v1/remove", {"customerId": "123", "itemId": "1"}),
+    ("/api/v1/checkout", {"customerId": "123"}),
+    ("/api/v1/clear", {"customerId": "123"}),
+])
+def test_if_match_travels_in_the_event_as_expected_version(
+        client: FlaskClient, publisher: FakePublisher, path: str, body: dict) -> None:
+    assert post(client, path, body, headers={"If-Match": '"7"'}).status_code == 202
+    assert post(client, path, body).status_code == 202
+    with_header, without = (decode_cart_event(v) for _, _, v in publisher.records)
+    assert (with_header.expected_version, without.expected_version) == (7, None)
+    assert "expectedVersion" not in orjson.loads(publisher.records[1][2])
+
+
+@pytest.mark.parametrize("value", ['7', 'W/"7"', '"07"', '"-1"', '"7", "8"', "*", '""',
+                                   '"1e3"', '"7', '"' + "9" * 19 + '"'])
+def test_a_malformed_if_match_is_400_and_writes_nothing(
+        client: FlaskClient, publisher: FakePublisher, value: str) -> None:
+    resp = post(client, "/api/v1/checkout", {"customerId": "123"}, headers={"If-Match": value})
+    assert_error(resp, 400, "INVALID_IF_MATCH", "If-Match")
+    assert publisher.records == []
+
+
+def test_if_match_is_part_of_the_idempotency_fingerprint(
+        client: FlaskClient, publisher: FakePublisher) -> None:
+    body = {"customerId": "123"}
+    first = post(client, "/api/v1/checkout", body, headers={"Idempotency-Key": "k-if",
+                                                            "If-Match": '"3"'})
+    again = post(client, "/api/v1/checkout", body, headers={"Idempotency-Key": "k-if",
+                                                            "If-Match": '"3"'})
+    assert first.status_code == again.status_code == 202 and again.data == first.data
+    other = post(client, "/api/v1/checkout", body, headers={"Idempotency-Key": "k-if",
+                                                            "If-Match": '"4"'})
+    assert_error(other, 422, "IDEMPOTENCY_KEY_REUSED", "Idempotency-Key")
+    none = post(client, "/api/v1/checkout", body, headers={"Idempotency-Key": "k-if"})
+    assert_error(none, 422, "IDEMPOTENCY_KEY_REUSED", "Idempotency-Key")
+    assert len(publisher.records) == 1
