@@ -25,7 +25,13 @@ from urllib.parse import quote, urlparse, urlunparse
 import psycopg
 from psycopg import sql
 
-from cart_contract.layout import CART_LINES_TABLE, CARTS_TABLE, MIGRATIONS_TABLE, PRODUCTS_TABLE
+from cart_contract.layout import (
+    CART_LINES_TABLE,
+    CARTS_TABLE,
+    CUSTOMERS_TABLE,
+    MIGRATIONS_TABLE,
+    PRODUCTS_TABLE,
+)
 from cart_contract.secrets import ensure_secret_file, read_secret_file, secrets_dir
 
 ROLES = {"owner": "cartstream_owner", "sink": "cartstream_sink", "read": "cartstream_read"}
@@ -116,7 +122,8 @@ def configure_schema(conn: psycopg.Connection) -> None:
 def grant_tables(conn: psycopg.Connection) -> None:
     """After the migrations: each role's rights on the tables (none beyond these)."""
     sink, read = sql.Identifier(ROLES["sink"]), sql.Identifier(ROLES["read"])
-    data = [sql.Identifier(t) for t in (CARTS_TABLE, CART_LINES_TABLE, PRODUCTS_TABLE)]
+    data = [sql.Identifier(t)
+            for t in (CUSTOMERS_TABLE, CARTS_TABLE, CART_LINES_TABLE, PRODUCTS_TABLE)]
     for table in data:
         conn.execute(sql.SQL("GRANT SELECT, INSERT, UPDATE ON {} TO {}").format(table, sink))
         conn.execute(sql.SQL("GRANT SELECT ON {} TO {}").format(table, read))
