@@ -31,7 +31,9 @@ from cart_web.settings import AuthSettings
 
 SECRET = "unit-test-secret-unit-test-secret"
 SETTINGS = AuthSettings(profile="secure", jwt_secret=SECRET)
-NOW = float(int(time.time()))  # PyJWT checks exp against the real clock
+# PyJWT checks exp against the real clock: tokens made at import must outlive a long run
+# (CI collects every test first and runs the unit tests last), so they last an hour.
+NOW = float(int(time.time()))
 
 
 def token(sub: str = "123", *, admin: bool = False, ttl: int = 3600, now: float = NOW) -> str:
@@ -59,13 +61,13 @@ def test_a_local_token_names_its_customer_and_scope() -> None:
 @pytest.mark.parametrize("claims", [{"scope": "read cartstream:admin"},
                                     {"scp": ["cartstream:admin"]}])
 def test_the_admin_scope_comes_from_scope_or_scp(claims: dict[str, Any]) -> None:
-    t = jwt.encode({"sub": "a", "iss": "cartstream", "aud": "cartstream", "exp": NOW + 60,
+    t = jwt.encode({"sub": "a", "iss": "cartstream", "aud": "cartstream", "exp": NOW + 3600,
                     **claims}, SECRET, algorithm="HS256")
     assert verifier().verify(t).admin
 
 
 def _claims(**over: Any) -> dict[str, Any]:
-    return {"sub": "123", "iss": "cartstream", "aud": "cartstream", "exp": NOW + 60, **over}
+    return {"sub": "123", "iss": "cartstream", "aud": "cartstream", "exp": NOW + 3600, **over}
 
 
 BAD_TOKENS = {
@@ -99,11 +101,11 @@ def test_verified_tokens_are_cached_until_they_expire() -> None:
     clock = [NOW]
     v = TokenVerifier(lambda t: calls.append(t) or SECRET, ("HS256",), issuer="cartstream",
                       audience="cartstream", admin_scope="x", clock=lambda: clock[0])
-    t = token(ttl=60)
+    t = token(ttl=3600)
     v.verify(t)
     v.verify(t)
     assert len(calls) == 1
-    clock[0] = NOW + 61  # the cached principal has expired: the token is checked again
+    clock[0] = NOW + 3601  # the cached principal has expired: the token is checked again
     v.verify(t)
     assert len(calls) == 2
 
