@@ -12,9 +12,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import jwt
 import pytest
+import redis
 import requests
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from cart_contract.layout import waiting_key
 from tests.e2e.conftest import free_port
 from tests.e2e.test_system import SEED_PRODUCTS, console_produce
 
@@ -189,6 +191,14 @@ def test_one_principal_holds_a_bounded_number_of_waits(secure_system) -> None:
     waiting = threading.Thread(target=lambda: first.append(requests.get(
         url, headers=s.auth(customer), params={**far, "timeout": 5000}, timeout=30)))
     waiting.start()
+    # The first wait must hold the slot before the others ask (else one of them takes it):
+    # its counter in Redis says when.
+    store = redis.Redis.from_url(s.env["REDIS_URL"])
+    counter = waiting_key(customer, s.env.get("REDIS_KEY_PREFIX", ""))
+    deadline = time.monotonic() + 15
+    while store.get(counter) != b"1":
+        assert waiting.is_alive() and time.monotonic() < deadline, first
+        time.sleep(0.02)
     # MAX_WAITS_PER_PRINCIPAL=1: while the first wait is open, another one is refused.
     refused = None
     while waiting.is_alive() and refused is None:
