@@ -50,6 +50,11 @@ INSUFFICIENT_STOCK = "INSUFFICIENT_STOCK"
 NOT_IN_CART = "NOT_IN_CART"
 NO_OPEN_CART = "NO_OPEN_CART"
 EMPTY_CART = "EMPTY_CART"
+# A checkout's answer from the reservation stage (cart_aggregator.reserve): RESERVED with the
+# order's lines as priced at checkout, or one of the reasons with the products it names.
+RESERVED = "RESERVED"
+OUT_OF_STOCK = "OUT_OF_STOCK"
+PRODUCT_UNAVAILABLE = "PRODUCT_UNAVAILABLE"
 
 ADD = EventType.ITEM_ADDED.value
 REMOVE = EventType.ITEM_REMOVED.value
@@ -83,6 +88,7 @@ class SavedLine(NamedTuple):
     qty: int
     unit_price: str  # exact decimal string
     total_price: str
+    added_price: str | None  # an order's line repriced at checkout: the price it was added at
 
 
 class Line(msgspec.Struct, frozen=True, gc=False):
@@ -96,6 +102,7 @@ class Line(msgspec.Struct, frozen=True, gc=False):
     json: bytes  # the line as the record shows it
     cents: int | None  # total_price in cents when it is a whole number of cents
     saved: tuple[Any, ...]  # the line as a snapshot holds it (SavedLine's layout)
+    added_price: str | None = None  # see SavedLine
 
 
 # msgspec Structs rather than NamedTuples: CPython 3.11 specialises attribute loads of their
@@ -142,12 +149,13 @@ class LineCache:
 
     def __init__(self, limit: int = 200_000) -> None:
         self.limit = limit
-        self.lines: dict[tuple[str, str, str, int], Line] = {}
+        self.lines: dict[tuple[str, str, str, int, str | None], Line] = {}
         self.prices: dict[str, Decimal] = {}
 
-    def get(self, item_id: str, item_name: str, unit_price: str, qty: int) -> Line:
-        """The line for these values."""
-        key = (item_id, item_name, unit_price, qty)
+    def get(self, item_id: str, item_name: str, unit_price: str, qty: int,
+            added_price: str | None = None) -> Line:
+        """The line for these values (`added_price`: an order's line whose price changed)."""
+        key = (item_id, item_name, unit_price, qty, added_price)
         line = self.lines.get(key)
         if line is None:
             if len(self.lines) >= self.limit:
@@ -157,11 +165,15 @@ class LineCache:
             if price is None:
                 price = self.prices[unit_price] = Decimal(unit_price)
             total = price * qty
-            json = orjson.dumps({"itemId": item_id, "itemName": item_name, "qty": qty,
-                                 "unitPrice": _money(price), "totalPrice": _money(total)})
+            doc: dict[str, Any] = {"itemId": item_id, "itemName": item_name, "qty": qty,
+                                   "unitPrice": _money(price), "totalPrice": _money(total)}
+            if added_price is not None:
+                doc["priceChanged"] = True
+                doc["addedPrice"] = _money(Decimal(added_price))
             line = self.lines[key] = Line(
-                item_id, item_name, qty, unit_price, total, json,
-                _cents(total), (item_id, item_name, qty, unit_price, str(total)))
+                item_id, item_name, qty, unit_price, total, orjson.dumps(doc),
+                _cents(total), (item_id, item_name, qty, unit_price, str(total), added_price),
+                added_price)
         return line
 
 
@@ -175,9 +187,60 @@ def id_bytes(event_id: str) -> bytes:
     return raw if len(raw) == _UUID_LEN else uuid.UUID(event_id).bytes
 
 
-def rejection_json(event_id: str, type_: str, item_id: str | None, reason: str) -> bytes:
-    """A rejection as the cart-details record shows it."""
-    return orjson.dumps({"eventId": event_id, "type": type_, "itemId": item_id, "reason": reason})
+def rejection_json(event_id: str, type_: str, item_id: str | None, reason: str,
+                   item_ids: tuple[str, ...] = ()) -> bytes:
+    """A rejection as the cart-details record shows it (`itemIds` only when given)."""
+    doc: dict[str, Any] = {"eventId": event_id, "type": type_, "itemId": item_id,
+                           "reason": reason}
+    if item_ids:
+        doc["itemIds"] = list(item_ids)
+    return orjson.dumps(doc)
+
+
+def is_duplicate(state: CustomerState | None, event_id: str) -> bool:
+    """Whether the event's id is in the customer's dedupe window (`apply` changes no cart)."""
+    if state is None:
+        return False
+    eid, window = id_bytes(event_id), state.recent_event_ids
+    i = window.find(eid)
+    while i != -1 and i % _UUID_LEN:
+        i = window.find(eid, i + 1)
+    return i != -1
+
+
+def needs_reservation(state: CustomerState | None, w: Wire) -> bool:
+    """Whether `w` is a checkout that the reservation stage must answer before `apply`.
+
+    A checkout of an open cart with lines, not a repeat: the others are decided here alone.
+    """
+    return (w[TYPE] == CHECKOUT and state is not None and state.status == OPEN
+            and bool(state.lines) and not is_duplicate(state, w[EVENT_ID]))
+
+
+# A reservation request as the fold emits it: (customerId, eventId, offset, lines), the lines as
+# (itemId, qty, unitPrice) of the cart being checked out.
+ReservationRequest = tuple[str, str, int, tuple[tuple[str, int, str], ...]]
+
+
+def reservation_request(state: CustomerState, w: Wire) -> ReservationRequest:
+    """What the reservation stage needs to decide the checkout `w` of `state`'s cart."""
+    return (state.customer_id, w[EVENT_ID], w[OFFSET],
+            tuple([(li.item_id, li.qty, li.unit_price) for li in state.lines]))
+
+
+def _order_lines(lines: tuple[Line, ...], priced: tuple[tuple[str, str, int, str], ...],
+                 cache: LineCache) -> tuple[Line, ...]:
+    """The order's lines as the reservation priced them: (itemId, itemName, qty, unitPrice).
+
+    A line whose price at checkout differs from the cart's keeps the cart's as `added_price`.
+    """
+    added = {li.item_id: li.unit_price for li in lines}
+    out = []
+    for item_id, name, qty, price in priced:
+        before = added.get(item_id)
+        changed = before is not None and Decimal(before) != Decimal(price)
+        out.append(cache.get(item_id, name, price, qty, before if changed else None))
+    return tuple(out)
 
 
 def _rejection_template(etype: str, reason: str, has_item: bool) -> bytes:
@@ -195,6 +258,7 @@ _REJECTION = {
     NO_OPEN_CART: _rejection_template(CLEAR, NO_OPEN_CART, False),
     EMPTY_CART: _rejection_template(CHECKOUT, EMPTY_CART, False),
 }
+_CHECKOUT_REFUSALS = frozenset({OUT_OF_STOCK, PRODUCT_UNAVAILABLE})
 _fromhex = bytes.fromhex
 
 
@@ -202,8 +266,10 @@ def apply(state: CustomerState | None, w: Wire, product: ProductTuple | None,
           cache: LineCache) -> tuple[CustomerState, int]:
     """Apply one cart event; returns the new state and the metrics outcome.
 
-    `product` is the catalog entry of an add's item as of the event (None: no such product);
-    other events take None.
+    `product` is the answer the event waited for: an add's catalog entry as of the event (None:
+    no such product); a checkout that `needs_reservation` its reservation's answer, (RESERVED,
+    the order's lines as priced at checkout) or (OUT_OF_STOCK | PRODUCT_UNAVAILABLE, the
+    products named); other events take None.
     """
     # The hot path of the flow, once per event: calls, generator expressions and temporary
     # objects are avoided on purpose (Python 3.11 makes each a frame or an allocation).
@@ -226,7 +292,7 @@ def apply(state: CustomerState | None, w: Wire, product: ProductTuple | None,
         outcome = DUPLICATE
         window = window[:i] + window[i + _UUID_LEN:]
     else:
-        outcome, reason = APPLIED, None
+        outcome, reason, named = APPLIED, None, ()
         is_open = status == OPEN
         if etype == ADD:
             if product is None:
@@ -243,7 +309,7 @@ def apply(state: CustomerState | None, w: Wire, product: ProductTuple | None,
                     reason = INSUFFICIENT_STOCK
                 else:
                     # The whole line takes the catalog's name and price as of this event.
-                    line = cache.lines.get((product[0], product[1], product[2], qty))
+                    line = cache.lines.get((product[0], product[1], product[2], qty, None))
                     if line is None:
                         line = cache.get(product[0], product[1], product[2], qty)
                     if not is_open:
@@ -278,13 +344,23 @@ def apply(state: CustomerState | None, w: Wire, product: ProductTuple | None,
             if not is_open or not lines:
                 reason = EMPTY_CART
             else:
-                status = CHECKED_OUT
+                if product is None:
+                    raise AssertionError("a checkout of an open cart needs its reservation's "
+                                         "answer")
+                verdict, detail = product
+                if verdict == RESERVED:
+                    lines, status = _order_lines(lines, detail, cache), CHECKED_OUT
+                else:
+                    reason, named = verdict, tuple(detail)
         else:
             raise AssertionError(f"unhandled event type {etype}")
         if reason is not None:
             outcome = REJECTED
-            rejection = (_REJECTION[reason] % (eid.encode(), item.encode()) if item is not None
-                         else _REJECTION[reason] % eid.encode())
+            if reason in _CHECKOUT_REFUSALS:
+                rejection = rejection_json(eid, etype, None, reason, named)
+            else:
+                rejection = (_REJECTION[reason] % (eid.encode(), item.encode())
+                             if item is not None else _REJECTION[reason] % eid.encode())
             rejected = (*rejected, rejection)[-REJECTIONS_KEPT:]
     return CustomerState(state.customer_id, generation, status, lines, state.version + 1,
                          (eid, partition, offset), rejected,
@@ -372,7 +448,7 @@ def from_snapshot(t: tuple[Any, ...], cache: LineCache) -> CustomerState:
     cid, generation, status, lines, version, last, rejected, window, updated_at = t
     return CustomerState(
         cid, generation, status,
-        tuple([cache.get(li.item_id, li.item_name, li.unit_price, li.qty)
+        tuple([cache.get(li.item_id, li.item_name, li.unit_price, li.qty, li.added_price)
                for li in map(SavedLine._make, lines)]),
         version, None if last is None else tuple(last), tuple(rejected[-REJECTIONS_KEPT:]),
         window[-_WINDOW_BYTES:], updated_at)
