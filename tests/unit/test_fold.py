@@ -22,6 +22,7 @@ from tests.support.fold_model import (
     DEDUPE_WINDOW,
     REJECTIONS_KEPT,
     CustomerState,
+    answer_for,
     apply,
     compact,
     fold,
@@ -48,7 +49,9 @@ class Log:
              event_id: str | None = None, catalog: dict[str, Product] = CATALOG) -> CustomerState:
         ev = new_cart_event(etype, self.customer, item, qty, event_id=event_id,
                             occurred_at=f"2026-11-22T10:00:{self.offset % 60:02d}Z")
-        product = catalog.get(item) if item and etype is EventType.ITEM_ADDED else None
+        # An add's product; a checkout reserved at the cart's prices (the stage's own tests are
+        # in test_reserve.py).
+        product = answer_for(self.state, ev, lambda e: catalog.get(e.item_id or ""))
         self.state = apply(self.state, ev, product, EventPosition(ev.event_id, 0, self.offset))
         self.offset += 1
         return self.state
@@ -306,7 +309,7 @@ def test_invariants_hold_after_every_event(cmds) -> None:
     states: dict[str, CustomerState] = {}
     for ev, pos in build_log(cmds):
         before = states.get(ev.customer_id)
-        after = apply(before, ev, by_catalog(ev) if ev.type is ADD else None, pos)
+        after = apply(before, ev, answer_for(before, ev, by_catalog), pos)
         cart = to_cart_details(after)
         assert cart.total_qty == sum(li.qty for li in cart.line_items)
         assert cart.total_price == sum((li.total_price for li in cart.line_items), Decimal(0))
@@ -360,7 +363,7 @@ def test_retries_leave_lines_unchanged(cmds) -> None:
     prev_event_id = None
     for ev, pos in build_log(cmds):
         before = states.get(ev.customer_id)
-        after = apply(before, ev, by_catalog(ev) if ev.type is ADD else None, pos)
+        after = apply(before, ev, answer_for(before, ev, by_catalog), pos)
         if ev.event_id == prev_event_id:
             assert before is not None
             assert (after.lines, after.status, after.generation, after.rejected) == (
