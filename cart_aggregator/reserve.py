@@ -35,7 +35,7 @@ from cart_aggregator.fold import (
     ProductTuple,
     ReservationRequest,
 )
-from cart_contract import ContractError
+from cart_contract import ContractError, ReservedCount, encode_reserved_count
 
 # How many decided checkout eventIds are kept per customer to recognise a repeated request.
 # Repeats come from the fold's re-emission after a resume: one snapshot interval of checkouts.
@@ -110,7 +110,7 @@ class Ledger:
 # What the stage emits: answers to the fold (customerId, (offset, answer)), and the reserved
 # count of each product a decision changed (productId, reserved, request-topic offset).
 Answer = tuple[str, tuple[int, tuple[str, Any]]]
-ReservedCount = tuple[str, int, int]
+Count = tuple[str, int, int]
 
 
 def decide(ledger: Ledger, request: ReservationRequest) -> tuple[str, Any] | None:
@@ -146,7 +146,7 @@ def decide(ledger: Ledger, request: ReservationRequest) -> tuple[str, Any] | Non
 
 
 def apply_records(ledger: Ledger, records: list[tuple[int, tuple[Any, ...]]]
-                  ) -> tuple[list[Answer], list[ReservedCount]]:
+                  ) -> tuple[list[Answer], list[Count]]:
     """Apply request-topic records (offset, decoded record) in topic order."""
     answers: list[Answer] = []
     changed: dict[str, tuple[int, int]] = {}
@@ -170,5 +170,4 @@ def apply_records(ledger: Ledger, records: list[tuple[int, tuple[Any, ...]]]
 def encode_reserved(pid: str, reserved: int, version: int) -> tuple[bytes, bytes]:
     """A product's reserved count as published (compacted topic, key productId); `version` is
     the request-topic offset of the decision, so consumers keep the highest."""
-    return pid.encode(), orjson.dumps({"productId": pid, "reserved": reserved,
-                                       "version": version})
+    return pid.encode(), encode_reserved_count(ReservedCount(pid, reserved, version))

@@ -59,4 +59,5 @@ def catalog_ready_key(prefix: str = "") -> str:
 CARTS_TABLE = "carts"  # one row per cart (customer and generation), doc = cart-details JSON
 CART_LINES_TABLE = "cart_lines"  # one row per line item of a cart
 PRODUCTS_TABLE = "products"  # the catalog; deleted products keep their row (deleted = true)
+PRODUCT_RESERVATIONS_TABLE = "product_reservations"  # units reserved per product, version-guarded
 MIGRATIONS_TABLE = "schema_migrations"  # the schema versions applied (connectors.migrate)
