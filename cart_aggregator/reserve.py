@@ -12,9 +12,11 @@ the same decisions; the log decides who gets the last units, never the timing of
   deleted makes it PRODUCT_UNAVAILABLE (naming those), whatever the stock of the others.
 - Otherwise every line's qty is reserved and the answer is RESERVED with the order's lines
   priced at the catalog's price in force (the latest catalog record before the request).
-- Repeats: the fold re-emits requests after its own resume, so a request whose eventId this
-  customer's recent decisions already hold is ignored (its answer went out the first time, and
-  the fold reads it again from its own restored position or got it already).
+- Repeats: the fold re-emits requests after its own resume, so a request whose checkout (its
+  eventId at its offset) this customer's recent decisions already hold is ignored (its answer
+  went out the first time, and the fold gets it again from the stage's own re-read of the topic
+  or got it already). The offset tells a client retry that the fold's dedupe window no longer
+  covers (a new checkout with an old eventId, which the fold waits for) from a repeat.
 - Catalog records are forwarded at least once too: a record whose offset is not above the one
   held for its product is ignored.
 
@@ -91,8 +93,8 @@ class Ledger:
     # productId -> (product or None when deleted, offset of its record in the catalog topic)
     catalog: dict[str, tuple[ProductTuple | None, int]] = field(default_factory=dict)
     reserved: dict[str, int] = field(default_factory=dict)
-    # customerId -> the eventIds of its last DECIDED_KEPT decided checkouts
-    decided: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    # customerId -> its last DECIDED_KEPT decided checkouts, as (eventId, offset)
+    decided: dict[str, tuple[tuple[str, int], ...]] = field(default_factory=dict)
 
     def saved(self) -> tuple[Any, ...]:
         """A snapshot: plain dict copies (pickled later by bytewax)."""
@@ -118,11 +120,11 @@ def decide(ledger: Ledger, request: ReservationRequest) -> tuple[str, Any] | Non
 
     Returns the answer, or None for a repeated request (nothing changes).
     """
-    cid, eid, _, lines = request
+    cid, eid, at, lines = request
     recent = ledger.decided.get(cid, ())
-    if eid in recent:
+    if (eid, at) in recent:
         return None
-    ledger.decided[cid] = (*recent, eid)[-DECIDED_KEPT:]
+    ledger.decided[cid] = (*recent, (eid, at))[-DECIDED_KEPT:]
     catalog, reserved = ledger.catalog, ledger.reserved
     # A cart holds each product on one line, but be strict: sum per product.
     wanted: dict[str, int] = {}

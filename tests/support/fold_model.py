@@ -272,7 +272,8 @@ class ReservationModel:
     """The reservation stage's rules, readably: the request log in order decides.
 
     `feed` takes the request topic's records as `cart_aggregator.reserve.decode_record` gives
-    them; `answers` maps (customerId, checkout eventId) to the answer of its first request.
+    them; `answers` maps (customerId, checkout eventId) to the answer of its latest decided
+    request (a client retry beyond the fold's dedupe window is a checkout of its own).
     """
 
     def __init__(self) -> None:
@@ -280,6 +281,7 @@ class ReservationModel:
         self.product_offset: dict[str, int] = {}
         self.reserved: dict[str, int] = {}
         self.answers: dict[tuple[str, str], tuple[str, Any]] = {}
+        self.decided: set[tuple[str, str, int]] = set()
 
     def feed(self, record: tuple[Any, ...]) -> None:
         if record[0] == "product":
@@ -288,9 +290,10 @@ class ReservationModel:
                 self.product_offset[pid] = offset
                 self.stock[pid] = None if p is None else Product(p[0], p[1], Decimal(p[2]), p[3])
             return
-        cid, eid, _, lines = record[1]
-        if (cid, eid) in self.answers:
-            return  # a repeated request
+        cid, eid, offset, lines = record[1]
+        if (cid, eid, offset) in self.decided:
+            return  # a repeated request: the same checkout (eventId at its offset) again
+        self.decided.add((cid, eid, offset))
         missing = tuple(i for i, _, _ in lines if self.stock.get(i) is None)
         short = tuple(i for i, q, _ in lines if self.stock.get(i) is not None
                       and self.reserved.get(i, 0) + q > self.stock[i].stock_qty)  # type: ignore

@@ -85,6 +85,14 @@ def test_a_repeated_request_is_ignored() -> None:
     assert len(first) == 1 and again == [] and ledger.reserved == {"1": 2}
 
 
+def test_a_retry_the_fold_no_longer_recognises_is_a_checkout_of_its_own() -> None:
+    # Same eventId, another event (offset): the fold waits for its answer, so it gets one.
+    ledger = Ledger()
+    run(ledger, product(PHONE), request("c1", "e1", ("1", 2, "100.00"), offset=4))
+    [a] = run(ledger, request("c1", "e1", ("1", 2, "100.00"), offset=90))
+    assert a == ("c1", (90, ("OUT_OF_STOCK", ("1",))))
+
+
 def test_a_resume_re_reads_the_same_records_and_decides_the_same() -> None:
     records = [product(PHONE), *(request(f"c{i % 4}", f"e{i}", ("1", 1, "100.00"))
                                  for i in range(6))]
