@@ -17,8 +17,10 @@ the same decisions; the log decides who gets the last units, never the timing of
   went out the first time, and the fold gets it again from the stage's own re-read of the topic
   or got it already). The offset tells a client retry that the fold's dedupe window no longer
   covers (a new checkout with an old eventId, which the fold waits for) from a repeat.
-- Catalog records are forwarded at least once too: a record whose offset is not above the one
-  held for its product is ignored.
+- Catalog records are forwarded at least once too. The latest forwarded record of a product is
+  in force, as in the join: offsets cannot order them (producers with different partitioners put
+  one product's records in different partitions), and a resume re-forwards only records read
+  after its snapshot, in their partition's order, so the last of them is the newest again.
 
 Units are never released here (no fulfilment or cancellation flow yet): `reserved` only grows.
 """
@@ -91,6 +93,7 @@ class Ledger:
     """
 
     # productId -> (product or None when deleted, offset of its record in the catalog topic)
+    # (the offset is kept for diagnosis only)
     catalog: dict[str, tuple[ProductTuple | None, int]] = field(default_factory=dict)
     reserved: dict[str, int] = field(default_factory=dict)
     # customerId -> its last DECIDED_KEPT decided checkouts, as (eventId, offset)
@@ -155,8 +158,7 @@ def apply_records(ledger: Ledger, records: list[tuple[int, tuple[Any, ...]]]
     for offset, rec in records:
         if rec[0] == PRODUCT:
             _, pid, product, product_offset = rec
-            if product_offset > ledger.catalog.get(pid, (None, -1))[1]:
-                ledger.catalog[pid] = (product, product_offset)
+            ledger.catalog[pid] = (product, product_offset)
             continue
         request = rec[1]
         answer = decide(ledger, request)

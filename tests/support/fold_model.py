@@ -278,17 +278,15 @@ class ReservationModel:
 
     def __init__(self) -> None:
         self.stock: dict[str, Product | None] = {}
-        self.product_offset: dict[str, int] = {}
         self.reserved: dict[str, int] = {}
         self.answers: dict[tuple[str, str], tuple[str, Any]] = {}
         self.decided: set[tuple[str, str, int]] = set()
 
     def feed(self, record: tuple[Any, ...]) -> None:
         if record[0] == "product":
-            _, pid, p, offset = record
-            if offset > self.product_offset.get(pid, -1):
-                self.product_offset[pid] = offset
-                self.stock[pid] = None if p is None else Product(p[0], p[1], Decimal(p[2]), p[3])
+            # The latest forwarded record of a product is in force.
+            _, pid, p, _ = record
+            self.stock[pid] = None if p is None else Product(p[0], p[1], Decimal(p[2]), p[3])
             return
         cid, eid, offset, lines = record[1]
         if (cid, eid, offset) in self.decided:

@@ -72,10 +72,13 @@ def test_the_order_is_priced_at_the_catalog_in_force() -> None:
     assert a == ("c1", (0, ("RESERVED", (("1", "Phone 2", 2, "120.00"),))))
 
 
-def test_an_older_catalog_record_forwarded_again_changes_nothing() -> None:
+def test_the_latest_forwarded_catalog_record_is_in_force() -> None:
+    # A tombstone from a producer with another partitioner sits at a lower offset of another
+    # partition than the product's record: it still deletes the product.
     ledger = Ledger()
-    run(ledger, product(PHONE, offset=4), product(("1", "Phone", "1.00", 99, 1), offset=2))
-    assert ledger.catalog["1"] == (PHONE, 4)
+    [a] = run(ledger, product(PHONE, offset=40), product(None, offset=2),
+              request("c1", "e1", ("1", 1, "100.00")))
+    assert a[1][1] == ("PRODUCT_UNAVAILABLE", ("1",))
 
 
 def test_a_repeated_request_is_ignored() -> None:
