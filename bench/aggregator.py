@@ -77,12 +77,16 @@ def catalog(products: int) -> dict[str, Product]:
                             100_000) for i in range(1, products + 1)}
 
 
-def workload(events: int, customers: int, products: int) -> list[CartEvent]:
-    """Random cart events: 60% adds, 20% removes, 10% checkouts, 10% clears."""
+def workload(events: int, customers: int, products: int,
+             checkouts: bool = True) -> list[CartEvent]:
+    """Random cart events: 60% adds, 20% removes, 10% checkouts, 10% clears (without checkouts:
+    70% adds, the same draws otherwise)."""
     rng = random.Random(1)
     out = []
     for _ in range(events):
         kind = rng.choice(KINDS)
+        if not checkouts and kind is EventType.CHECKOUT:
+            kind = EventType.ITEM_ADDED
         cid = f"customer-{rng.randrange(customers)}"
         item = str(rng.randint(1, products)) if kind in (EventType.ITEM_ADDED,
                                                          EventType.ITEM_REMOVED) else None
@@ -186,15 +190,22 @@ def run_flow(bootstrap: str, inputs: dict[str, str], tag: str, events: int,
     """Run the aggregator until every event has its record; measure rate and memory."""
     run_tag = uuid.uuid4().hex[:6]
     out = {"TOPIC_CART_DETAILS": f"bench-{tag}-details-{processes}p-{run_tag}",
-           "TOPIC_DEAD_LETTER": f"bench-{tag}-dead-{processes}p-{run_tag}"}
-    create_topics(bootstrap, {out["TOPIC_CART_DETAILS"]: 6, out["TOPIC_DEAD_LETTER"]: 1})
+           "TOPIC_DEAD_LETTER": f"bench-{tag}-dead-{processes}p-{run_tag}",
+           # Stock at checkout: the request log (one partition) and the reserved counts; a
+           # tree without the reservation stage ignores them.
+           "TOPIC_CART_RESERVATIONS": f"bench-{tag}-reservations-{processes}p-{run_tag}",
+           "TOPIC_PRODUCT_RESERVATIONS": f"bench-{tag}-reserved-{processes}p-{run_tag}"}
+    create_topics(bootstrap, {out["TOPIC_CART_DETAILS"]: 6, out["TOPIC_DEAD_LETTER"]: 1,
+                              out["TOPIC_CART_RESERVATIONS"]: 1,
+                              out["TOPIC_PRODUCT_RESERVATIONS"]: 3})
     run_dir = Path(tempfile.mkdtemp(prefix="agg-bench-"))
     env = {**os.environ, **inputs, **out, "KAFKA_BOOTSTRAP": bootstrap, "RUN_DIR": str(run_dir),
            "AGG_PROCESSES": str(processes), "AGG_METRICS_PORT": str(free_port(processes)),
            "AGG_CLUSTER_PORT": str(free_port(processes)), "PYTHONUNBUFFERED": "1"}
     log = (run_dir / "aggregator.log").open("wb")
     # This tree has one command line; the baseline commit predates it.
-    command = ["cartstream", "aggregate"] if root == ROOT else ["cart_aggregator"]
+    command = (["cartstream", "aggregate"] if (root / "cartstream" / "cli.py").exists()
+               else ["cart_aggregator"])
     proc = subprocess.Popen([sys.executable, "-m", *command], cwd=root, env=env,
                             stdout=log, stderr=subprocess.STDOUT)
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"bench-{uuid.uuid4()}"})
@@ -253,7 +264,10 @@ def snapshot_bytes(events: list[CartEvent], products: dict[str, Product]) -> dic
         logic = logics.get(ev.customer_id) or logics.setdefault(ev.customer_id, FoldLogic(None))
         w = (ev.event_id, ev.type.value, ev.customer_id, ev.item_id, ev.qty, ev.occurred_at, 0, i)
         answer = [(i, catalog.get(ev.item_id or ""))] if ev.type is EventType.ITEM_ADDED else []
-        logic.on_batch([w, *answer])
+        out, _ = logic.on_batch([w, *answer])
+        for req in [x for x in out if type(x) is not bytes]:  # a checkout: reserved at once
+            logic.on_batch([(req[2], ("RESERVED", tuple(
+                (pid, catalog[pid][1], qty, price) for pid, qty, price in req[3])))])
     opens = [lg for lg in logics.values() if lg.state and lg.state.status == "OPEN"
              and lg.state.lines]
     sizes = sorted(len(pickle.dumps(lg.snapshot())) for lg in opens)
@@ -300,9 +314,17 @@ class RssProbeSink(DynamicSink):  # counts the records and prints the RSS once a
     def build(self, *args):
         return Probe()
 
+kwargs = {}
+try:  # this tree: the reservation stage's request topic in memory, never the shared broker's
+    from tests.support.loopback import Loopback
+    loop = Loopback(idle_s=0.5)
+    kwargs = {"reservation_source": loop.source(), "reservation_sink": loop.sink(),
+              "reserved_sink": RssProbeSink()}
+except ImportError:
+    pass
 run_main(build_flow(Config(), cart_source=TestingSource(events(), batch_size=1000),
                     product_source=TestingSource(products, batch_size=10),
-                    cart_sink=RssProbeSink(), dead_letter_sink=RssProbeSink()))
+                    cart_sink=RssProbeSink(), dead_letter_sink=RssProbeSink(), **kwargs))
 """
 
 
@@ -332,6 +354,18 @@ products = data["products"]
 try:  # this tree: events as parsed, each add with its product (the join's answer)
     from cart_aggregator.fold import LineCache, SavedFold, apply, encode_state
 
+    try:  # a checkout's answer: reserved at the cart's own prices (the stage is not in the loop)
+        from cart_aggregator.fold import needs_reservation
+    except ImportError:
+        def needs_reservation(s, w):
+            return False
+
+    def reserved(s, w, product):
+        if w[1] == "CHECKOUT" and needs_reservation(s, w):
+            return ("RESERVED", tuple((li.item_id, li.item_name, li.qty, li.unit_price)
+                                      for li in s.lines))
+        return product
+
     def prepare(pairs):
         return [(w, products.get(w[3]) if w[1] == "ITEM_ADDED" else None) for _, w in pairs]
 
@@ -340,7 +374,8 @@ try:  # this tree: events as parsed, each add with its product (the join's answe
         get = states.get
         for w, product in ready:
             cid = w[2]
-            s, _ = apply(get(cid), w, product, cache)
+            s = get(cid)
+            s, _ = apply(s, w, reserved(s, w, product), cache)
             states[cid] = s
             encode_state(s)
 
@@ -348,8 +383,9 @@ try:  # this tree: events as parsed, each add with its product (the join's answe
         states, cache = STATE
         get = states.get
         for cid, w in parse_cart_events(batch):
-            s, _ = apply(get(cid), w, products.get(w[3]) if w[1] == "ITEM_ADDED" else None,
-                         cache)
+            s = get(cid)
+            s, _ = apply(s, w, reserved(s, w, products.get(w[3]) if w[1] == "ITEM_ADDED"
+                                        else None), cache)
             states[cid] = s
             encode_state(s)
 except ImportError:  # the baseline: versioned wires that carry their product
@@ -471,6 +507,46 @@ def summary(runs: list[dict]) -> dict[str, dict]:
     return out
 
 
+def stock_cost(args: argparse.Namespace) -> None:
+    """Events/s with and without checkouts, baseline and this tree alternately, same run."""
+    tag = uuid.uuid4().hex[:8]
+    products = catalog(args.products)
+    runs: list[dict] = []
+    with baseline_tree(args.baseline) as old:
+        for mix, checkouts in (("10% checkouts", True), ("no checkouts", False)):
+            events = workload(args.events, args.customers, args.products, checkouts)
+            inputs = preload(args.bootstrap, f"{tag}-{int(checkouts)}", events, products)
+            for _ in range(args.repeat):
+                for root in (old, ROOT):
+                    r = run_flow(args.bootstrap, inputs, tag, args.events, 1, root)
+                    r["mix"] = mix
+                    runs.append(r)
+                    print(json.dumps(r))
+    table = {}
+    for mix in ("10% checkouts", "no checkouts"):
+        row = {}
+        for tree in ("baseline", "new"):
+            mine = [r for r in runs if r["mix"] == mix and r["tree"] == tree]
+            row[tree] = {
+                "events_per_s_median": round(statistics.median(r["events_per_s"] for r in mine)),
+                "events_per_s": [r["events_per_s"] for r in mine],
+                "sustained_events_per_cpu_s_median": round(statistics.median(
+                    r["sustained_events_per_cpu_s"] or 0 for r in mine))}
+        row["new_over_baseline_events_per_s"] = round(
+            row["new"]["events_per_s_median"] / row["baseline"]["events_per_s_median"], 3)
+        row["new_over_baseline_events_per_cpu_s"] = round(
+            row["new"]["sustained_events_per_cpu_s_median"]
+            / max(row["baseline"]["sustained_events_per_cpu_s_median"], 1), 3)
+        table[mix] = row
+    result = {"baseline": args.baseline, "workload": {"events": args.events,
+              "customers": args.customers, "products": args.products},
+              "load_average": os.getloadavg()[0], "runs": runs, "summary": table,
+              "target": "new/baseline with 10% checkouts >= 0.85 (events/s)"}
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "aggregator_stock.json").write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(table, indent=2))
+
+
 def main() -> None:
     """Command line entry point."""
     parser = argparse.ArgumentParser(description=__doc__,
@@ -484,7 +560,14 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument("--baseline", default=BASELINE)
     parser.add_argument("--callgrind", action="store_true")
+    parser.add_argument("--stock", action="store_true",
+                        help="the cost of the reservation stage: the workload with 10%% "
+                             "checkouts and without, each through the baseline and this tree "
+                             "(1 process; use --baseline with the commit before the stage)")
     args = parser.parse_args()
+    if args.stock:
+        stock_cost(args)
+        return
     tag = uuid.uuid4().hex[:8]
     load_at_start = os.getloadavg()[0]
     products = catalog(args.products)

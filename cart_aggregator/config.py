@@ -17,7 +17,9 @@ from cart_contract.settings import (
     Settings,
     TopicCartDetails,
     TopicCartEvents,
+    TopicCartReservations,
     TopicDeadLetter,
+    TopicProductReservations,
     TopicProducts,
 )
 
@@ -35,6 +37,8 @@ class Config(Settings):
     topic_products: TopicProducts
     topic_cart_details: TopicCartDetails
     topic_dead_letter: TopicDeadLetter
+    topic_cart_reservations: TopicCartReservations
+    topic_product_reservations: TopicProductReservations
     product_wait_s: Annotated[float, Field(
         ge=0, validation_alias="AGG_PRODUCT_WAIT_S",
         description="how long an add waits (processing time) for its product before "

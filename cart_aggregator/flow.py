@@ -12,6 +12,11 @@ worker, in order, and a customer's events travel one exchange channel. An add al
 request, to the product-keyed join, whose answer (the product as of then) comes back keyed by
 customer; the fold holds the customer's later events until the add has its answer. The logic is
 in `cart_aggregator.fold` and `cart_aggregator.join`; this module wires them into bytewax.
+
+A checkout of an open cart waits for stock the same way (`cart_aggregator.reserve`): the fold
+writes its reservation request to `cart-reservations` (one partition; catalog records are
+forwarded there too), which the flow also reads as an input; the reservation stage decides in
+that topic's order and its answer comes back keyed by customer.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from cart_aggregator import metrics
 from cart_aggregator.config import Config
 from cart_aggregator.fold import (
     ADD,
+    CHECKOUT,
     CUSTOMER,
     ITEM,
     OFFSET,
@@ -43,6 +49,8 @@ from cart_aggregator.fold import (
     apply,
     encode_state,
     from_snapshot,
+    needs_reservation,
+    reservation_request,
     to_snapshot,
 )
 from cart_aggregator.join import (
@@ -54,6 +62,15 @@ from cart_aggregator.join import (
     next_deadline,
     product_tuple,
     restart_waits,
+)
+from cart_aggregator.reserve import (
+    LEDGER_KEY,
+    Ledger,
+    apply_records,
+    decode_record,
+    encode_product_record,
+    encode_request,
+    encode_reserved,
 )
 from cart_aggregator.sink import DeliveredKafkaSink
 from cart_aggregator.sources import OffsetSafeKafkaSource, SourceMessage
@@ -75,7 +92,8 @@ _RETAIN = StatefulBatchLogic.RETAIN
 # of another shape, and the flow must start over from the log (see service.py). Bump the number
 # when a stage's snapshot changes; SHAPE follows the fold's snapshot layout on its own.
 # 5: no sequence stage; the fold's snapshot holds its waiting events and early answers.
-STATE_FORMAT = f"cartstream-aggregator/5-{SHAPE}"
+# 6: the reservation stage (stock at checkout) and its input.
+STATE_FORMAT = f"cartstream-aggregator/6-{SHAPE}"
 # Older formats this flow still resumes from (the marker is then rewritten, so an older flow
 # no longer takes the directory). None: format 4 had a sequence stage and versioned events.
 READABLE_FORMATS: tuple[str, ...] = ()
@@ -171,6 +189,20 @@ def _letters(batch: list[Any]) -> list[Any]:
     return [x for x in batch if type(x) is not tuple]
 
 
+def parse_reservations(msgs: list[Any]) -> list[Any]:
+    """Decode the request topic: (LEDGER_KEY, (offset, record)) pairs, or DeadLetters."""
+    out: list[Any] = []
+    for msg in msgs:
+        if type(msg) is KafkaError:
+            _consumer_error(msg)
+            continue
+        try:
+            out.append((LEDGER_KEY, (msg.offset, decode_record(msg.value))))
+        except ContractError as exc:
+            out.append(_dead_letter(msg, exc))
+    return out
+
+
 def _requests_by_product(batch: list[tuple[str, Wire]]) -> list[tuple[str, tuple[str, int]]]:
     """The adds of a batch as requests to the join: (productId, (customerId, offset))."""
     return [(w[ITEM], (w[CUSTOMER], w[OFFSET])) for _, w in batch if w[TYPE] == ADD]
@@ -178,6 +210,28 @@ def _requests_by_product(batch: list[tuple[str, Wire]]) -> list[tuple[str, tuple
 
 def _answers_by_customer(batch: list[tuple[str, tuple[str, Answer]]]) -> list[tuple[str, Answer]]:
     return [v for _, v in batch]
+
+
+# The fold emits records (bytes) and reservation requests (tuples); the ledger emits answers
+# (customerId, Answer) and reserved counts (productId, reserved, version).
+def _fold_records(batch: list[tuple[str, Any]]) -> list[tuple[str, bytes]]:
+    return [x for x in batch if type(x[1]) is bytes]
+
+
+def _fold_requests(batch: list[tuple[str, Any]]) -> list[tuple[bytes, bytes]]:
+    return [encode_request(x[1]) for x in batch if type(x[1]) is not bytes]
+
+
+def _forward_products(batch: list[tuple[str, ProductRecord]]) -> list[tuple[bytes, bytes]]:
+    return [encode_product_record(*rec) for _, rec in batch]
+
+
+def _ledger_answers(batch: list[tuple[str, tuple[Any, ...]]]) -> list[tuple[str, Answer]]:
+    return [v for _, v in batch if len(v) == _ANSWER_LEN]
+
+
+def _ledger_counts(batch: list[tuple[str, tuple[Any, ...]]]) -> list[tuple[bytes, bytes]]:
+    return [encode_reserved(*v) for _, v in batch if len(v) != _ANSWER_LEN]
 
 
 def _encode_letters(batch: list[DeadLetter]) -> list[tuple[bytes | None, bytes]]:
@@ -233,9 +287,26 @@ class JoinLogic(StatefulBatchLogic[Any, tuple[str, Answer], CatalogEntry]):
         return self.entry
 
 
+class ReserveLogic(StatefulBatchLogic[Any, tuple[Any, ...], tuple[Any, ...]]):
+    """The one reservation stage (key LEDGER_KEY): decides checkouts in request-topic order."""
+
+    def __init__(self, resume: tuple[Any, ...] | None) -> None:
+        self.ledger = Ledger.from_saved(resume)
+
+    def on_batch(self, values: list[Any]) -> tuple[list[tuple[Any, ...]], bool]:
+        # One partition and one key: values come in topic order.
+        answers, counts = apply_records(self.ledger, values)
+        metrics.tally()[metrics.RESERVATIONS] += len(answers)
+        return [*answers, *counts], _RETAIN
+
+    def snapshot(self) -> tuple[Any, ...]:
+        return self.ledger.saved()
+
+
 # Event types the fold can only apply with an answer from a keyed stage: an add needs its
-# product from the join. The fold holds a customer's later events until that answer is in.
-AWAITS_ANSWER = frozenset({ADD})
+# product from the join, a checkout of an open cart its reservation (`needs_reservation`).
+# The fold holds a customer's later events until that answer is in.
+AWAITS_ANSWER = frozenset({ADD, CHECKOUT})
 # An Answer is (offset, answer); a Wire has 9 fields.
 _ANSWER_LEN = 2
 _MISSING = object()
@@ -261,7 +332,7 @@ class FoldLogic(StatefulBatchLogic[Any, bytes, tuple[Any, ...]]):
         self.answers: dict[int, Any] | None = dict(saved.answers) or None
         self._count_held(0, 0)
 
-    def on_batch(self, values: list[Any]) -> tuple[list[bytes], bool]:
+    def on_batch(self, values: list[Any]) -> tuple[list[Any], bool]:
         state, waiting, answers = self.state, self.waiting, self.answers
         # Gauges move only for a customer with something held (before or after the batch).
         held_before = (len(waiting) if waiting else 0, len(answers) if answers else 0)
@@ -282,10 +353,12 @@ class FoldLogic(StatefulBatchLogic[Any, bytes, tuple[Any, ...]]):
                 for i in range(1, len(held)):
                     w = held[i]
                     answer = None
-                    if w[TYPE] in awaits:
+                    if w[TYPE] in awaits and (w[TYPE] == ADD or needs_reservation(state, w)):
                         answer = answers.pop(w[OFFSET], _MISSING) if answers else _MISSING
                         if answer is _MISSING:
                             waiting = held[i:]
+                            if w[TYPE] == CHECKOUT:
+                                out.append(reservation_request(state, w))
                             break
                     state, outcome = apply(state, w, answer, lines)
                     t[outcome] += 1
@@ -295,10 +368,14 @@ class FoldLogic(StatefulBatchLogic[Any, bytes, tuple[Any, ...]]):
                 waiting.append(v)
                 continue
             answer = None
-            if v[TYPE] in awaits:
+            if v[TYPE] in awaits and (v[TYPE] == ADD or needs_reservation(state, v)):
                 answer = answers.pop(v[OFFSET], _MISSING) if answers else _MISSING
                 if answer is _MISSING:
                     waiting = [v]
+                    if v[TYPE] == CHECKOUT:
+                        # Asked here, not by a stage of its own: the request holds the cart as
+                        # the fold has it just before the checkout.
+                        out.append(reservation_request(state, v))  # type: ignore[arg-type]
                     continue
             state, outcome = apply(state, v, answer, lines)
             t[outcome] += 1
@@ -337,8 +414,15 @@ def build_flow(
     product_source: Source[Any] | None = None,
     cart_sink: DynamicSink[Any] | None = None,
     dead_letter_sink: DynamicSink[Any] | None = None,
+    reservation_source: Source[Any] | None = None,
+    reservation_sink: DynamicSink[Any] | None = None,
+    reserved_sink: DynamicSink[Any] | None = None,
 ) -> Dataflow:
-    """Build the dataflow; tests replace the Kafka sources and sinks with testing ones."""
+    """Build the dataflow; tests replace the Kafka sources and sinks with testing ones.
+
+    `reservation_sink` writes the request topic `reservation_source` reads: tests that replace
+    one replace both with a loop (tests/support/loopback.py).
+    """
     brokers = [config.kafka_bootstrap]
     wait = timedelta(seconds=config.product_wait_s)
     flow = Dataflow(FLOW_ID)
@@ -351,6 +435,10 @@ def build_flow(
     products_in = op.input("product-details", flow, product_source or OffsetSafeKafkaSource(
         brokers, [config.topic_products], batch_size=config.source_batch_size,
         raise_on_errors=False, idle_wait=idle))
+    reservations_in = op.input("cart-reservations", flow, reservation_source or
+                               OffsetSafeKafkaSource(
+        brokers, [config.topic_cart_reservations], batch_size=config.source_batch_size,
+        raise_on_errors=False, idle_wait=idle))
     parsed_events = op.flat_map_batch("parse-events", events_in, parse_cart_events)
     parsed_products = op.flat_map_batch("parse-products", products_in, parse_products)
     events = op.flat_map_batch("events-ok", parsed_events, _records)
@@ -361,15 +449,37 @@ def build_flow(
     joined = op.stateful_batch("join", op.merge("join-in", requests, products),
                                lambda resume: JoinLogic(resume, wait))
     answers = op.flat_map_batch("answers-by-customer", joined, _answers_by_customer)
+    # Checkouts' reservations, decided in the request topic's order by one stage.
+    parsed_reservations = op.flat_map_batch("parse-reservations", reservations_in,
+                                            parse_reservations)
+    ledger = op.stateful_batch("reserve", op.flat_map_batch(
+        "reservations-ok", parsed_reservations, _records), ReserveLogic)
+    reserved = op.flat_map_batch("reservation-answers", ledger, _ledger_answers)
     # Every event, in log order, and the answers, into the customer's fold.
-    folded = op.stateful_batch("fold", op.merge("fold-in", events, answers), FoldLogic)
+    folded_all = op.stateful_batch("fold", op.merge("fold-in", events, answers, reserved),
+                                   FoldLogic)
+    folded = op.flat_map_batch("fold-records", folded_all, _fold_records)
+
+    # Requests and forwarded catalog records through one sink: within a worker a product's
+    # record is written before any request that could only have been made after reading it.
+    op.output("reservation-requests", op.merge(
+        "request-log", op.flat_map_batch("products-forward", products, _forward_products),
+        op.flat_map_batch("fold-requests", folded_all, _fold_requests)),
+        reservation_sink or DeliveredKafkaSink(config.kafka_bootstrap,
+                                               config.topic_cart_reservations,
+                                               config.delivery_timeout_s))
+    op.output("reserved-counts", op.flat_map_batch("encode-counts", ledger, _ledger_counts),
+              reserved_sink or DeliveredKafkaSink(config.kafka_bootstrap,
+                                                  config.topic_product_reservations,
+                                                  config.delivery_timeout_s))
 
     # (customerId, record) pairs, as bytewax pairs the fold's output with its key.
     op.output("cart-details", folded,
               cart_sink or DeliveredKafkaSink(config.kafka_bootstrap, config.topic_cart_details,
                                               config.delivery_timeout_s))
     letters = op.merge("bad-records", op.flat_map_batch("events-bad", parsed_events, _letters),
-                       op.flat_map_batch("products-bad", parsed_products, _letters))
+                       op.flat_map_batch("products-bad", parsed_products, _letters),
+                       op.flat_map_batch("reservations-bad", parsed_reservations, _letters))
     op.output("dead-letters", op.flat_map_batch("encode-dead-letters", letters, _encode_letters),
               dead_letter_sink or DeliveredKafkaSink(config.kafka_bootstrap,
                                                      config.topic_dead_letter,

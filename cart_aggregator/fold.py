@@ -66,6 +66,11 @@ CART_LIMIT = "CART_LIMIT"
 VERSION_CONFLICT = "VERSION_CONFLICT"
 REASONS = (UNKNOWN_PRODUCT, INSUFFICIENT_STOCK, NOT_IN_CART, NO_OPEN_CART, EMPTY_CART, CART_LIMIT,
            VERSION_CONFLICT)
+# A checkout's answer from the reservation stage (cart_aggregator.reserve): RESERVED with the
+# order's lines as priced at checkout, or one of the reasons with the products it names.
+RESERVED = "RESERVED"
+OUT_OF_STOCK = "OUT_OF_STOCK"
+PRODUCT_UNAVAILABLE = "PRODUCT_UNAVAILABLE"
 
 ADD = EventType.ITEM_ADDED.value
 REMOVE = EventType.ITEM_REMOVED.value
@@ -100,6 +105,7 @@ class SavedLine(NamedTuple):
     qty: int
     unit_price: str  # exact decimal string
     total_price: str
+    added_price: str | None  # an order's line repriced at checkout: the price it was added at
 
 
 class Line(msgspec.Struct, frozen=True, gc=False):
@@ -113,6 +119,7 @@ class Line(msgspec.Struct, frozen=True, gc=False):
     json: bytes  # the line as the record shows it
     cents: int | None  # total_price in cents when it is a whole number of cents
     saved: tuple[Any, ...]  # the line as a snapshot holds it (SavedLine's layout)
+    added_price: str | None = None  # see SavedLine
 
 
 # msgspec Structs rather than NamedTuples: CPython 3.11 specialises attribute loads of their
@@ -161,12 +168,13 @@ class LineCache:
 
     def __init__(self, limit: int = 200_000) -> None:
         self.limit = limit
-        self.lines: dict[tuple[str, str, str, int], Line] = {}
+        self.lines: dict[tuple[str, str, str, int, str | None], Line] = {}
         self.prices: dict[str, Decimal] = {}
 
-    def get(self, item_id: str, item_name: str, unit_price: str, qty: int) -> Line:
-        """The line for these values."""
-        key = (item_id, item_name, unit_price, qty)
+    def get(self, item_id: str, item_name: str, unit_price: str, qty: int,
+            added_price: str | None = None) -> Line:
+        """The line for these values (`added_price`: an order's line whose price changed)."""
+        key = (item_id, item_name, unit_price, qty, added_price)
         line = self.lines.get(key)
         if line is None:
             if len(self.lines) >= self.limit:
@@ -176,11 +184,15 @@ class LineCache:
             if price is None:
                 price = self.prices[unit_price] = Decimal(unit_price)
             total = price * qty
-            json = orjson.dumps({"itemId": item_id, "itemName": item_name, "qty": qty,
-                                 "unitPrice": _money(price), "totalPrice": _money(total)})
+            doc: dict[str, Any] = {"itemId": item_id, "itemName": item_name, "qty": qty,
+                                   "unitPrice": _money(price), "totalPrice": _money(total)}
+            if added_price is not None:
+                doc["priceChanged"] = True
+                doc["addedPrice"] = _money(Decimal(added_price))
             line = self.lines[key] = Line(
-                item_id, item_name, qty, unit_price, total, json,
-                _cents(total), (item_id, item_name, qty, unit_price, str(total)))
+                item_id, item_name, qty, unit_price, total, orjson.dumps(doc),
+                _cents(total), (item_id, item_name, qty, unit_price, str(total), added_price),
+                added_price)
         return line
 
 
@@ -194,9 +206,63 @@ def id_bytes(event_id: str) -> bytes:
     return raw if len(raw) == _UUID_LEN else uuid.UUID(event_id).bytes
 
 
-def rejection_json(event_id: str, type_: str, item_id: str | None, reason: str) -> bytes:
-    """A rejection as the cart-details record shows it."""
-    return orjson.dumps({"eventId": event_id, "type": type_, "itemId": item_id, "reason": reason})
+def rejection_json(event_id: str, type_: str, item_id: str | None, reason: str,
+                   item_ids: tuple[str, ...] = ()) -> bytes:
+    """A rejection as the cart-details record shows it (`itemIds` only when given)."""
+    doc: dict[str, Any] = {"eventId": event_id, "type": type_, "itemId": item_id,
+                           "reason": reason}
+    if item_ids:
+        doc["itemIds"] = list(item_ids)
+    return orjson.dumps(doc)
+
+
+def is_duplicate(state: CustomerState | None, event_id: str) -> bool:
+    """Whether the event's id is in the customer's dedupe window (`apply` changes no cart)."""
+    if state is None:
+        return False
+    eid, window = id_bytes(event_id), state.recent_event_ids
+    i = window.find(eid)
+    while i != -1 and i % _UUID_LEN:
+        i = window.find(eid, i + 1)
+    return i != -1
+
+
+def needs_reservation(state: CustomerState | None, w: Wire) -> bool:
+    """Whether `w` is a checkout that the reservation stage must answer before `apply`.
+
+    A checkout that `apply` would accept (`checkout_rejection`: an open cart with lines), not a
+    repeat and not a version conflict: the others are decided here alone.
+    """
+    return (w[TYPE] == CHECKOUT and state is not None
+            and checkout_rejection(state.status == OPEN, state.lines) is None
+            and (w[EXPECTED] is None or w[EXPECTED] == state.version)
+            and not is_duplicate(state, w[EVENT_ID]))
+
+
+# A reservation request as the fold emits it: (customerId, eventId, offset, lines), the lines as
+# (itemId, qty, unitPrice) of the cart being checked out.
+ReservationRequest = tuple[str, str, int, tuple[tuple[str, int, str], ...]]
+
+
+def reservation_request(state: CustomerState, w: Wire) -> ReservationRequest:
+    """What the reservation stage needs to decide the checkout `w` of `state`'s cart."""
+    return (state.customer_id, w[EVENT_ID], w[OFFSET],
+            tuple([(li.item_id, li.qty, li.unit_price) for li in state.lines]))
+
+
+def _order_lines(lines: tuple[Line, ...], priced: tuple[tuple[str, str, int, str], ...],
+                 cache: LineCache) -> tuple[Line, ...]:
+    """The order's lines as the reservation priced them: (itemId, itemName, qty, unitPrice).
+
+    A line whose price at checkout differs from the cart's keeps the cart's as `added_price`.
+    """
+    added = {li.item_id: li.unit_price for li in lines}
+    out = []
+    for item_id, name, qty, price in priced:
+        before = added.get(item_id)
+        changed = before is not None and Decimal(before) != Decimal(price)
+        out.append(cache.get(item_id, name, price, qty, before if changed else None))
+    return tuple(out)
 
 
 def _rejection_template(etype: str, reason: str, has_item: bool) -> bytes:
@@ -209,6 +275,7 @@ def _rejection_template(etype: str, reason: str, has_item: bool) -> bytes:
 # formatting of its ids, which need no escaping (canonical UUIDs, ID_RE).
 _REJECTION = {(t, r): _rejection_template(t, r, t in (ADD, REMOVE))
               for t in (ADD, REMOVE, CLEAR, CHECKOUT) for r in REASONS}
+_CHECKOUT_REFUSALS = frozenset({OUT_OF_STOCK, PRODUCT_UNAVAILABLE})
 _fromhex = bytes.fromhex
 
 
@@ -225,8 +292,10 @@ def apply(state: CustomerState | None, w: Wire, product: ProductTuple | None,
           cache: LineCache) -> tuple[CustomerState, int]:
     """Apply one cart event; returns the new state and the metrics outcome.
 
-    `product` is the catalog entry of an add's item as of the event (None: no such product);
-    other events take None.
+    `product` is the answer the event waited for: an add's catalog entry as of the event (None:
+    no such product); a checkout that `needs_reservation` its reservation's answer, (RESERVED,
+    the order's lines as priced at checkout) or (OUT_OF_STOCK | PRODUCT_UNAVAILABLE, the
+    products named); other events take None.
     """
     # The hot path of the flow, once per event: calls, generator expressions and temporary
     # objects are avoided on purpose (Python 3.11 makes each a frame or an allocation).
@@ -250,7 +319,7 @@ def apply(state: CustomerState | None, w: Wire, product: ProductTuple | None,
         outcome = DUPLICATE
         window = window[:i] + window[i + _UUID_LEN:]
     else:
-        outcome, reason = APPLIED, None
+        outcome, reason, named = APPLIED, None, ()
         is_open = status == OPEN
         if expected is not None and expected != state.version:
             reason = VERSION_CONFLICT
@@ -272,7 +341,7 @@ def apply(state: CustomerState | None, w: Wire, product: ProductTuple | None,
                     reason = INSUFFICIENT_STOCK
                 else:
                     # The whole line takes the catalog's name and price as of this event.
-                    line = cache.lines.get((product[0], product[1], product[2], qty))
+                    line = cache.lines.get((product[0], product[1], product[2], qty, None))
                     if line is None:
                         line = cache.get(product[0], product[1], product[2], qty)
                     if not is_open:
@@ -306,15 +375,25 @@ def apply(state: CustomerState | None, w: Wire, product: ProductTuple | None,
                 reason = NO_OPEN_CART
         elif etype == CHECKOUT:
             reason = checkout_rejection(is_open, lines)
-            if reason is None:  # checkout accepted: the cart becomes the order
-                status = CHECKED_OUT
+            if reason is None:  # checkout accepted: its reservation decides
+                if product is None:
+                    raise AssertionError("a checkout of an open cart needs its reservation's "
+                                         "answer")
+                verdict, detail = product
+                if verdict == RESERVED:  # the cart becomes the order, priced at checkout
+                    lines, status = _order_lines(lines, detail, cache), CHECKED_OUT
+                else:
+                    reason, named = verdict, tuple(detail)
         else:
             raise AssertionError(f"unhandled event type {etype}")
         if reason is not None:
             outcome = REJECTED
-            template = _REJECTION[etype, reason]
-            rejection = (template % (eid.encode(), item.encode()) if item is not None
-                         else template % eid.encode())
+            if reason in _CHECKOUT_REFUSALS:
+                rejection = rejection_json(eid, etype, None, reason, named)
+            else:
+                template = _REJECTION[etype, reason]
+                rejection = (template % (eid.encode(), item.encode()) if item is not None
+                             else template % eid.encode())
             rejected = (*rejected, rejection)[-REJECTIONS_KEPT:]
             if status != CHECKED_OUT:  # an order's rejections are frozen with it
                 cart_rejected = (*cart_rejected, rejection)[-REJECTIONS_KEPT:]
@@ -420,7 +499,7 @@ def from_snapshot(t: tuple[Any, ...], cache: LineCache) -> CustomerState:
      order) = t
     return CustomerState(
         cid, generation, status,
-        tuple([cache.get(li.item_id, li.item_name, li.unit_price, li.qty)
+        tuple([cache.get(li.item_id, li.item_name, li.unit_price, li.qty, li.added_price)
                for li in map(SavedLine._make, lines)]),
         version, None if last is None else tuple(last), tuple(rejected[-REJECTIONS_KEPT:]),
         window[-_WINDOW_BYTES:], updated_at, tuple(cart_rejected[-REJECTIONS_KEPT:]),

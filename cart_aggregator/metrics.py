@@ -32,8 +32,8 @@ LAG = Gauge("cartstream_aggregator_consumer_lag",
             "High watermark minus the next offset to read", ["topic", "partition"])
 
 # Indices of the per-thread tallies.
-APPLIED, REJECTED, DUPLICATE, HELD, EARLY_ANSWERS, WAITING, WAIT_EXPIRED = range(7)
-_TALLIES = 7
+APPLIED, REJECTED, DUPLICATE, HELD, EARLY_ANSWERS, WAITING, WAIT_EXPIRED, RESERVATIONS = range(8)
+_TALLIES = 8
 _tallies: list[list[int]] = []
 _local = threading.local()
 
@@ -64,6 +64,9 @@ class _TallyCollector(Collector):
         yield CounterMetricFamily("cartstream_aggregator_product_wait_expired",
                                   "Adds answered without a product after their wait",
                                   value=total(WAIT_EXPIRED))
+        yield CounterMetricFamily("cartstream_aggregator_reservations_decided",
+                                  "Checkouts the reservation stage answered (reserved or refused)",
+                                  value=total(RESERVATIONS))
         yield GaugeMetricFamily("cartstream_aggregator_held_for_answer",
                                 "Events held at the fold until an add before them has its product",
                                 value=total(HELD))

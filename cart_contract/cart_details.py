@@ -42,6 +42,9 @@ class LineItem:
     qty: int
     unit_price: Decimal
     total_price: Decimal
+    # An order's line whose catalog price at checkout differs from the price it was added at:
+    # the price it was added at (the line shows `priceChanged: true` and `addedPrice`).
+    added_price: Decimal | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +55,9 @@ class Rejection:
     type: str
     item_id: str | None
     reason: str
+    # The products a checkout was refused for (OUT_OF_STOCK, PRODUCT_UNAVAILABLE); shown as
+    # `itemIds` only when not empty.
+    item_ids: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,9 +122,30 @@ def _position(p: EventPosition) -> dict[str, Any]:
     return {"eventId": p.event_id, "partition": p.partition, "offset": p.offset}
 
 
+def _line_to_dict(li: LineItem) -> dict[str, Any]:
+    d: dict[str, Any] = {
+        "itemId": li.item_id,
+        "itemName": li.item_name,
+        "qty": li.qty,
+        "unitPrice": str(money(li.unit_price)),
+        "totalPrice": str(money(li.total_price)),
+    }
+    if li.added_price is not None:
+        d["priceChanged"] = True
+        d["addedPrice"] = str(money(li.added_price))
+    return d
+
+
+def _rejection_to_dict(r: Rejection) -> dict[str, Any]:
+    d: dict[str, Any] = {"eventId": r.event_id, "type": r.type, "itemId": r.item_id,
+                         "reason": r.reason}
+    if r.item_ids:
+        d["itemIds"] = list(r.item_ids)
+    return d
+
+
 def _rejections(rejected: tuple[Rejection, ...]) -> list[dict[str, Any]]:
-    return [{"eventId": r.event_id, "type": r.type, "itemId": r.item_id, "reason": r.reason}
-            for r in rejected]
+    return [_rejection_to_dict(r) for r in rejected]
 
 
 def cart_details_to_dict(c: CartDetails) -> dict[str, Any]:
@@ -145,16 +172,7 @@ def _cart_dict(c: CartDetails) -> dict[str, Any]:
         "customerId": c.customer_id,
         "cartId": c.cart_id,
         "status": c.status,
-        "lineItems": [
-            {
-                "itemId": li.item_id,
-                "itemName": li.item_name,
-                "qty": li.qty,
-                "unitPrice": str(money(li.unit_price)),
-                "totalPrice": str(money(li.total_price)),
-            }
-            for li in c.line_items
-        ],
+        "lineItems": [_line_to_dict(li) for li in c.line_items],
         "totalQty": c.total_qty,
         "totalPrice": str(money(c.total_price)),
         "version": c.version,
@@ -182,6 +200,9 @@ def _line_item(value: Any) -> LineItem:
         qty=integer(d, "qty", 1),
         unit_price=decimal_string(d, "unitPrice"),
         total_price=decimal_string(d, "totalPrice"),
+        # Tolerant: records before stock at checkout have neither field.
+        added_price=decimal_string(d, "addedPrice") if d.get("addedPrice") is not None
+        else None,
     )
 
 
@@ -192,6 +213,7 @@ def _rejection(value: Any) -> Rejection:
         type=text(d, "type"),
         item_id=optional_text(d, "itemId"),
         reason=text(d, "reason"),
+        item_ids=tuple(parse_id(i, "itemIds") for i in as_list(d.get("itemIds", []), "itemIds")),
     )
 
 

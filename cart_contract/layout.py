@@ -77,4 +77,5 @@ CARTS_TABLE = "carts"  # one row per opened cart (customer and generation), doc 
 CUSTOMERS_TABLE = "customers"  # one row per customer, doc = its current cart-details record
 CART_LINES_TABLE = "cart_lines"  # one row per line item of a cart
 PRODUCTS_TABLE = "products"  # the catalog; deleted products keep their row (deleted = true)
+PRODUCT_RESERVATIONS_TABLE = "product_reservations"  # units reserved per product, version-guarded
 MIGRATIONS_TABLE = "schema_migrations"  # the schema versions applied (connectors.migrate)

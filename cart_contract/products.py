@@ -9,7 +9,7 @@ from typing import Any
 
 import orjson
 
-from cart_contract._json import integer, require, schema_version, text
+from cart_contract._json import integer, load_object, require, schema_version, text
 from cart_contract.errors import ContractError
 from cart_contract.ids import parse_id
 from cart_contract.limits import NAME_MAX, PRICE_MAX, STOCK_MAX, price_error
@@ -96,3 +96,32 @@ def decode_product(key: bytes | str | None, value: bytes | str | None) -> Produc
                 "KEY_MISMATCH", f"key {k!r} differs from productId {product.product_id!r}", "key"
             )
     return product
+
+
+# ------------------------------------------------------------------ reserved units per product
+
+
+@dataclass(frozen=True, slots=True)
+class ReservedCount:
+    """Units of a product reserved by checkouts so far (topic product-reservations, compacted).
+
+    `version` is the offset, on the reservation stage's request topic, of the decision that set
+    the count: a store keeps the highest.
+    """
+
+    product_id: str
+    reserved: int
+    version: int
+
+
+def encode_reserved_count(r: ReservedCount) -> bytes:
+    """The record's wire form."""
+    return orjson.dumps({"productId": r.product_id, "reserved": r.reserved,
+                         "version": r.version})
+
+
+def decode_reserved_count(raw: bytes | str | None) -> ReservedCount:
+    """Read a reserved-count record; unknown fields are ignored. Raises ContractError."""
+    d = load_object(raw or b"")
+    return ReservedCount(parse_id(require(d, "productId"), "productId"),
+                         integer(d, "reserved"), integer(d, "version"))

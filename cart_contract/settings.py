@@ -113,6 +113,14 @@ TopicCartDetails = Annotated[str, Field(
     topics.CART_DETAILS, validation_alias="TOPIC_CART_DETAILS",
     description="the carts topic (aggregator writes, Redis and PostgreSQL sinks read)",
 )]
+TopicCartReservations = Annotated[str, Field(
+    topics.CART_RESERVATIONS, validation_alias="TOPIC_CART_RESERVATIONS",
+    description="the stock decisions' request log, one partition (aggregator writes and reads)",
+)]
+TopicProductReservations = Annotated[str, Field(
+    topics.PRODUCT_RESERVATIONS, validation_alias="TOPIC_PRODUCT_RESERVATIONS",
+    description="reserved units per product, compacted (aggregator writes, catalog sink reads)",
+)]
 TopicDeadLetter = Annotated[str, Field(
     topics.DEAD_LETTER, validation_alias="TOPIC_DEAD_LETTER",
     description="where records that cannot be parsed go, with the reason",

@@ -4,3 +4,8 @@ CART_EVENTS = "cart-events"
 PRODUCT_DETAILS = "product-details-events"
 CART_DETAILS = "cart-details-event"
 DEAD_LETTER = "cartstream-dead-letter"
+# The stock decisions' request log: checkouts' reservation requests and catalog records, one
+# partition, in the order the reservation stage decides them (docs/architecture.md).
+CART_RESERVATIONS = "cart-reservations"
+# Reserved units per product (compacted, key productId), published by the reservation stage.
+PRODUCT_RESERVATIONS = "product-reservations"

@@ -27,6 +27,7 @@ from cart_contract.layout import (
     CART_VERSION_FIELD,
     CARTS_TABLE,
     CUSTOMERS_TABLE,
+    PRODUCT_RESERVATIONS_TABLE,
     PRODUCTS_TABLE,
     cart_key,
 )
@@ -248,22 +249,30 @@ def carts_page(pool: Any, q: CartQuery) -> Page:
 
 # ---------------------------------------------------------------------------------- catalog
 
-_PRODUCT_COLUMNS = "product_id, product_name, price, stock_qty"
+# Reserved units come from the reservation stage's table (none yet: 0).
+_PRODUCT_COLUMNS = (f"p.product_id, p.product_name, p.price, p.stock_qty, "
+                    f"COALESCE(r.reserved, 0) FROM {PRODUCTS_TABLE} p LEFT JOIN "
+                    f"{PRODUCT_RESERVATIONS_TABLE} r USING (product_id)")
 
 
 def _product(row: Any) -> dict[str, Any]:
-    return product_to_dict(Product(row[0], row[1], row[2], row[3]))
+    """The catalog entry; `stockQty` is the warehouse count, `available` what checkouts may
+    still reserve (never below 0: the warehouse count may drop below what is reserved)."""
+    doc = product_to_dict(Product(row[0], row[1], row[2], row[3]))
+    doc["reserved"] = row[4]
+    doc["available"] = max(row[3] - row[4], 0)
+    return doc
 
 
 def products_page(pool: Any, page: PageParams) -> Page:
     """Live (not deleted) products in productId order."""
-    conds = [sql.SQL("NOT deleted")]
+    conds = [sql.SQL("NOT p.deleted")]
     params: list[Any] = []
     if page.after is not None:
-        conds.append(sql.SQL("product_id > %s"))
+        conds.append(sql.SQL("p.product_id > %s"))
         params.append(page.after[0])
     query = sql.SQL(
-        f"SELECT {_PRODUCT_COLUMNS} FROM {PRODUCTS_TABLE} WHERE {{}} ORDER BY product_id LIMIT %s"
+        f"SELECT {_PRODUCT_COLUMNS} WHERE {{}} ORDER BY p.product_id LIMIT %s"
     ).format(_where(conds))
     rows = _fetch(pool, query, [*params, page.limit + 1])
     more = len(rows) > page.limit
@@ -276,7 +285,7 @@ def product(pool: Any, product_id: str) -> dict[str, Any] | None:
     """One live product, None when unknown or deleted."""
     rows = _fetch(
         pool,
-        f"SELECT {_PRODUCT_COLUMNS} FROM {PRODUCTS_TABLE} WHERE product_id = %s AND NOT deleted",
+        f"SELECT {_PRODUCT_COLUMNS} WHERE p.product_id = %s AND NOT p.deleted",
         [product_id],
     )
     return _product(rows[0]) if rows else None

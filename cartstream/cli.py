@@ -208,6 +208,9 @@ SINK_HELP = {
     "catalog": "`product-details-events` into PostgreSQL (`products`) and Redis "
                "(`product:{productId}`); puts the catalog back into a Redis that restarted "
                "empty; applies the schema migrations first.",
+    "reservations": "`product-reservations` (units reserved per product by the aggregator's "
+                    "reservation stage) into PostgreSQL (`product_reservations`); applies the "
+                    "schema migrations first.",
 }
 
 

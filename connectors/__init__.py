@@ -4,6 +4,7 @@ Processes (each handles SIGTERM; settings in config.py; started by the `cartstre
     cartstream sink redis         cart-details-event      -> Redis cart:{customerId}
     cartstream sink postgres      cart-details-event      -> PostgreSQL carts, cart_lines
     cartstream sink catalog       product-details-events  -> PostgreSQL products, Redis
+    cartstream sink reservations  product-reservations    -> PostgreSQL product_reservations
     cartstream catalog load FILE [--dry-run]              load a catalog file
     cartstream replay [--sinks …] [--from-events]         rebuild the read models
     cartstream migrate                                    apply the schema migrations

@@ -18,11 +18,12 @@ from cart_contract.settings import (
     Settings,
     TopicCartDetails,
     TopicDeadLetter,
+    TopicProductReservations,
     TopicProducts,
     UpdatesChannel,
 )
 
-SINKS = ("redis", "postgres", "catalog")
+SINKS = ("redis", "postgres", "catalog", "reservations")
 
 
 class Config(Settings):
@@ -37,10 +38,12 @@ class Config(Settings):
     database_url: DatabaseUrl
     topic_cart_details: TopicCartDetails
     topic_products: TopicProducts
+    topic_product_reservations: TopicProductReservations
     topic_dead_letter: TopicDeadLetter
     group_prefix: Annotated[str, Field(
         validation_alias="CONSUMER_GROUP_PREFIX",
-        description="sink consumer groups are `<prefix>-redis`, `-postgres`, `-catalog`")] \
+        description="sink consumer groups are `<prefix>-redis`, `-postgres`, `-catalog`, "
+                    "`-reservations`")] \
         = "cartstream"
     key_prefix: RedisKeyPrefix
     updates_channel: UpdatesChannel
@@ -70,6 +73,8 @@ class Config(Settings):
 
     def topic_of(self, sink: str) -> str:
         """The topic one sink reads."""
+        if sink == "reservations":
+            return self.topic_product_reservations
         return self.topic_products if sink == "catalog" else self.topic_cart_details
 
     @property

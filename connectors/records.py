@@ -13,8 +13,10 @@ from cart_contract import (
     CartDetails,
     ContractError,
     Product,
+    ReservedCount,
     decode_cart_details,
     decode_product,
+    decode_reserved_count,
     parse_id,
 )
 
@@ -108,3 +110,23 @@ def parse_products(batch: Sequence[Record]) -> tuple[list[ProductItem], list[Poi
             continue
         items.append(ProductItem(pid, m.offset(), product, m))
     return newest(items, lambda i: i.product_id, lambda i: i.offset), poison
+
+
+@dataclass(frozen=True, slots=True)
+class ReservedItem:
+    """A valid reserved-count record; `version` guards it."""
+
+    count: ReservedCount
+    message: Any
+
+
+def parse_reserved(batch: Sequence[Record]) -> tuple[list[ReservedItem], list[Poison]]:
+    """Decode reserved-count records; the highest version per product wins."""
+    items: list[ReservedItem] = []
+    poison: list[Poison] = []
+    for m in batch:
+        try:
+            items.append(ReservedItem(decode_reserved_count(m.value()), m))
+        except Exception as exc:  # noqa: BLE001 - see parse_carts
+            poison.append(Poison(m, exc))
+    return newest(items, lambda i: i.count.product_id, lambda i: i.count.version), poison

@@ -18,7 +18,13 @@ from connectors.consumer import (
     setup_logging,
     with_retry,
 )
-from connectors.sinks import CatalogWriter, PostgresCartWriter, RedisCartWriter, StoreWriter
+from connectors.sinks import (
+    CatalogWriter,
+    PostgresCartWriter,
+    RedisCartWriter,
+    ReservationWriter,
+    StoreWriter,
+)
 
 log = logging.getLogger("connectors")
 
@@ -29,6 +35,8 @@ def build_sink(name: str, cfg: Config) -> StoreWriter:
         raise ValueError(f"unknown sink {name!r}; choose from {', '.join(SINKS)}")
     if name == "postgres":
         return PostgresCartWriter(cfg.database_url)
+    if name == "reservations":
+        return ReservationWriter(cfg.database_url)
     client = redis.Redis.from_url(cfg.redis_url, socket_timeout=5, socket_connect_timeout=2)
     if name == "redis":
         return RedisCartWriter(client, cfg.updates_channel, cfg.key_prefix)

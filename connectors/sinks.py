@@ -24,11 +24,19 @@ from connectors.records import (
     CartItem,
     Poison,
     ProductItem,
+    ReservedItem,
     newest,
     parse_carts,
     parse_products,
+    parse_reserved,
 )
-from connectors.stores import RedisProducts, load_products, upsert_cart_items, upsert_products
+from connectors.stores import (
+    RedisProducts,
+    load_products,
+    upsert_cart_items,
+    upsert_products,
+    upsert_reserved,
+)
 
 log = logging.getLogger(__name__)
 
@@ -195,3 +203,24 @@ class CatalogWriter(StoreWriter):
         good: list[ProductItem] = [i for i in prepared.items if id(i.message) not in refused]
         self.written += self.products.put_many(good)
         return prepared.poison + poison
+
+
+class ReservationWriter(StoreWriter):
+    """product-reservations → PostgreSQL `product_reservations`, guarded by version."""
+
+    def __init__(self, database_url: str) -> None:
+        self.db = Database(database_url, "cartstream-sink-reservations")
+
+    def prepare(self, batch: Sequence[Any]) -> Prepared:
+        """Decode; the highest version per product wins."""
+        items, poison = parse_reserved(batch)
+        return Prepared(items, poison)
+
+    def write(self, prepared: Prepared) -> list[Poison]:
+        """One transaction per batch (split on a poison record)."""
+        conn = self.db.connection()
+
+        def upsert(items: Sequence[ReservedItem]) -> None:
+            self.written += upsert_reserved(conn, items)
+
+        return prepared.poison + write_or_split(prepared.items, upsert, lambda i: i.message)

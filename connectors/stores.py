@@ -19,11 +19,12 @@ from cart_contract.layout import (
     CUSTOMERS_TABLE,
     PRODUCT_DOC_FIELD,
     PRODUCT_OFFSET_FIELD,
+    PRODUCT_RESERVATIONS_TABLE,
     PRODUCTS_TABLE,
     catalog_ready_key,
     product_key,
 )
-from connectors.records import CartItem, ProductItem, newest
+from connectors.records import CartItem, ProductItem, ReservedItem, newest
 
 # Products are versioned by their offset on the product topic; an empty doc is a tombstone, which
 # deletes `doc` but keeps `offset` as the guard. KEYS[2] is `catalog:ready`.
@@ -183,3 +184,18 @@ def load_products(conn: psycopg.Connection) -> list[ProductItem]:
                         f"FROM {PRODUCTS_TABLE}").fetchall()
     return [ProductItem(pid, offset, None if deleted else Product(pid, name, price, qty), None)
             for pid, name, price, qty, deleted, offset in rows]
+
+
+_UPSERT_RESERVED = f"""
+INSERT INTO {PRODUCT_RESERVATIONS_TABLE} (product_id, reserved, version) VALUES (%s, %s, %s)
+ON CONFLICT (product_id) DO UPDATE SET reserved = EXCLUDED.reserved, version = EXCLUDED.version
+WHERE {PRODUCT_RESERVATIONS_TABLE}.version < EXCLUDED.version
+"""
+
+
+def upsert_reserved(conn: psycopg.Connection, items: Sequence[ReservedItem]) -> int:
+    """Store each product's reserved count unless a newer (higher version) one is there."""
+    with conn.transaction(), conn.cursor() as cur:
+        cur.executemany(_UPSERT_RESERVED, [(i.count.product_id, i.count.reserved, i.count.version)
+                                           for i in items])
+    return len(items)

@@ -266,6 +266,7 @@ SERVICES=(
   "sink-redis|connectors/service.py|$CARTSTREAM sink redis"
   "sink-postgres|connectors/service.py|$CARTSTREAM sink postgres"
   "sink-catalog|connectors/service.py|$CARTSTREAM sink catalog"
+  "sink-reservations|connectors/service.py|$CARTSTREAM sink reservations"
   "read-api|cart_read/server.py|$CARTSTREAM serve read"
 )
 
@@ -340,7 +341,7 @@ cmd_status() {
   printf '%-14s %-8s %-8s %s\n' SERVICE STATE PID ENDPOINT
   for entry in "kafka|$KAFKA_BOOTSTRAP" "redis|$REDIS_URL" "postgres|$DATABASE_URL" \
       "write-api|http://127.0.0.1:$WRITE_PORT" "aggregator|http://127.0.0.1:${AGG_METRICS_PORT:-9102}/metrics" "sink-redis|-" \
-      "sink-postgres|-" "sink-catalog|-" "read-api|http://127.0.0.1:$READ_PORT"; do
+      "sink-postgres|-" "sink-catalog|-" "sink-reservations|-" "read-api|http://127.0.0.1:$READ_PORT"; do
     IFS='|' read -r name port <<<"$entry"
     if is_running "$name"; then
       printf '%-14s %-8s %-8s %s\n' "$name" up "$(cat "$PIDS/$name.pid")" "$port"

@@ -25,7 +25,9 @@ from cart_contract.settings import (
     Settings,
     TopicCartDetails,
     TopicCartEvents,
+    TopicCartReservations,
     TopicDeadLetter,
+    TopicProductReservations,
     TopicProducts,
 )
 
@@ -38,6 +40,8 @@ class TopicSettings(Settings):
     topic_products: TopicProducts
     topic_cart_details: TopicCartDetails
     topic_dead_letter: TopicDeadLetter
+    topic_cart_reservations: TopicCartReservations
+    topic_product_reservations: TopicProductReservations
     cart_events_partitions: Annotated[int, Field(
         ge=1, validation_alias="CART_EVENTS_PARTITIONS",
         description="partitions of the event store topic (growing it: see \"Adding "
@@ -78,6 +82,19 @@ def topic_specs(env: Mapping[str, str] | None = None) -> list[TopicSpec]:
         TopicSpec(
             s.topic_cart_details,
             s.cart_details_partitions,
+            {"cleanup.policy": "compact", "min.insync.replicas": "1"},
+        ),
+        # The stock decisions' request log: one partition, so the reservation stage decides in
+        # one order that a resume re-reads (docs/architecture.md, "Stock at checkout"). Kept
+        # forever like the event store: the ledger's history is in it.
+        TopicSpec(
+            s.topic_cart_reservations,
+            1,
+            {"cleanup.policy": "delete", "min.insync.replicas": "1", **forever},
+        ),
+        TopicSpec(
+            s.topic_product_reservations,
+            s.products_partitions,
             {"cleanup.policy": "compact", "min.insync.replicas": "1"},
         ),
         TopicSpec(

@@ -35,7 +35,8 @@ from cart_contract import (
 )
 from cart_contract.layout import cart_key
 from tests.e2e.conftest import System
-from tests.support.fold_model import fold, to_cart_details
+from tests.support.fold_model import ReservationModel, fold, to_cart_details
+from tests.support.reservations import model_of_topic
 
 # Every HTTP call is bounded: a hang is a failure, never a stuck test.
 HTTP_TIMEOUT_S = 30
@@ -172,10 +173,35 @@ def normalise(doc: dict[str, Any]) -> dict[str, Any]:
 
 
 def expected_carts(events: list[tuple[CartEvent, EventPosition]],
-                   catalog: dict[str, Product]) -> dict[str, dict[str, Any]]:
-    """customerId -> the normalised cart the fold of the log gives."""
-    states = fold(events, lambda ev: catalog.get(ev.item_id or ""))
+                   catalog: dict[str, Product],
+                   reservations: ReservationModel | None = None) -> dict[str, dict[str, Any]]:
+    """customerId -> the normalised cart the fold of the log gives.
+
+    Each checkout's answer is the reservation model's decision over the request topic
+    (`reservations`; KeyError when a checkout's request is not in it yet); without one, every
+    checkout is reserved as added.
+    """
+    checkout_at = None if reservations is None else (
+        lambda ev, _: reservations.answers[ev.customer_id, ev.event_id])
+    states = fold(events, lambda ev: catalog.get(ev.item_id or ""), checkout_at)
     return {c: normalise(cart_details_to_dict(to_cart_details(s))) for c, s in states.items()}
+
+
+def expected_with_stock(system: System, events: list[tuple[CartEvent, EventPosition]],
+                        catalog: dict[str, Product],
+                        timeout_s: float = 120) -> dict[str, dict[str, Any]]:
+    """`expected_carts` with the checkouts decided as the request topic says, once every
+    checkout's request is in it."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        model = model_of_topic(system.env["KAFKA_BOOTSTRAP"],
+                               system.env["TOPIC_CART_RESERVATIONS"])
+        try:
+            return expected_carts(events, catalog, model)
+        except KeyError:
+            system.assert_alive()
+            assert time.monotonic() < deadline, "a checkout never asked for its reservation"
+            time.sleep(0.5)
 
 
 def check_acked_exactly_once(acks: list[dict[str, Any]], records: list[Record]) -> None:
@@ -304,7 +330,7 @@ def check_system(system: System, catalog: dict[str, Product], acks: list[dict[st
     """
     records = read_topic(system.env["KAFKA_BOOTSTRAP"], system.env["TOPIC_CART_EVENTS"])
     check_acked_exactly_once(acks, records)
-    expected = expected_carts(cart_events(records), catalog)
+    expected = expected_with_stock(system, cart_events(records), catalog)
     models = ReadModels(system)
     try:
         models.wait_for_versions(expected, timeout_s)

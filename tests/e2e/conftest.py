@@ -37,6 +37,7 @@ SERVICES = {
     "sink-redis": ["-m", "cartstream", "sink", "redis"],
     "sink-postgres": ["-m", "cartstream", "sink", "postgres"],
     "sink-catalog": ["-m", "cartstream", "sink", "catalog"],
+    "sink-reservations": ["-m", "cartstream", "sink", "reservations"],
     "read-api": ["-m", "cartstream", "serve", "read"],
 }
 
@@ -151,6 +152,8 @@ def make_system(endpoints, run_dir: Path, extra: dict[str, str] | None = None) -
         "TOPIC_PRODUCTS": f"e2e-{tag}-products",
         "TOPIC_CART_DETAILS": f"e2e-{tag}-cart-details",
         "TOPIC_DEAD_LETTER": f"e2e-{tag}-dead-letter",
+        "TOPIC_CART_RESERVATIONS": f"e2e-{tag}-cart-reservations",
+        "TOPIC_PRODUCT_RESERVATIONS": f"e2e-{tag}-product-reservations",
         "CONSUMER_GROUP_PREFIX": f"e2e-{tag}",
         "REDIS_KEY_PREFIX": f"e2e-{tag}:",
         "WRITE_PORT": str(free_port()),

@@ -23,6 +23,7 @@ import requests
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from cart_aggregator.reserve import decode_record
 from cart_aggregator.sink import DeliveredKafkaSink, DeliveryFailed
 from cart_contract import (
     CartEvent,
@@ -38,7 +39,7 @@ from cart_contract import (
     encode_product,
     new_cart_event,
 )
-from tests.support.fold_model import apply, fold, to_cart_details
+from tests.support.fold_model import ReservationModel, apply, fold, to_cart_details
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -74,7 +75,9 @@ def make_topics(bootstrap: str, tag: str, partitions: int = 3) -> dict[str, str]
     names = {"TOPIC_CART_EVENTS": (f"agg-{tag}-events", partitions),
              "TOPIC_PRODUCTS": (f"agg-{tag}-products", 2),
              "TOPIC_CART_DETAILS": (f"agg-{tag}-details", partitions),
-             "TOPIC_DEAD_LETTER": (f"agg-{tag}-dead", 1)}
+             "TOPIC_DEAD_LETTER": (f"agg-{tag}-dead", 1),
+             "TOPIC_CART_RESERVATIONS": (f"agg-{tag}-reservations", 1),
+             "TOPIC_PRODUCT_RESERVATIONS": (f"agg-{tag}-reserved", 2)}
     admin = AdminClient({"bootstrap.servers": bootstrap})
     for fut in admin.create_topics([NewTopic(n, p, 1) for n, p in names.values()]).values():
         fut.result(timeout=30)
@@ -168,9 +171,31 @@ class Carts(Topic):
         return {c: self.latest[c][1] for c in customers if c in self.latest}
 
 
-def oracle(bootstrap: str, topic: str, catalog_at: Callable[[CartEvent], Product | None]
-           ) -> dict[str, bytes]:
-    """The fold of the events topic as stored, encoded as the aggregator must publish it."""
+def oracle(bootstrap: str, topic: str, catalog_at: Callable[[CartEvent], Product | None],
+           reservations: str | None = None, timeout: float = 180) -> dict[str, bytes]:
+    """The fold of the events topic as stored, encoded as the aggregator must publish it.
+
+    Each checkout's answer is the reservation model's decision over the request topic
+    (`reservations`) as stored; until every checkout's request is in it, this waits.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return _oracle(bootstrap, topic, catalog_at, reservations)
+        except KeyError:  # a checkout whose request is not in the topic yet
+            assert time.monotonic() < deadline, "checkouts never asked for their reservation"
+            time.sleep(0.5)
+
+
+def _oracle(bootstrap: str, topic: str, catalog_at: Callable[[CartEvent], Product | None],
+            reservations: str | None) -> dict[str, bytes]:
+    model = ReservationModel()
+    if reservations:
+        requests = Topic(bootstrap, reservations)
+        requests.read_to_end()
+        requests.close()
+        for m in sorted(requests.records, key=lambda m: m.offset()):
+            model.feed(decode_record(m.value()))
     log = Topic(bootstrap, topic)
     log.read_to_end()
     log.close()
@@ -184,7 +209,8 @@ def oracle(bootstrap: str, topic: str, catalog_at: Callable[[CartEvent], Product
             continue  # a dead letter too: the key decides the partition, hence the order
         positioned.append((ev, EventPosition(ev.event_id, m.partition(), m.offset())))
     return {c: encode_cart_details(to_cart_details(s))
-            for c, s in fold(positioned, catalog_at).items()}
+            for c, s in fold(positioned, catalog_at,
+                             lambda ev, _: model.answers[ev.customer_id, ev.event_id]).items()}
 
 
 class Aggregator:
@@ -273,7 +299,8 @@ def test_kill_9_and_restarts_give_the_carts_of_the_fold(kafka_bootstrap: str, un
             if i == 0:
                 produce(kafka_bootstrap, topics["TOPIC_PRODUCTS"], products_of(late))
             agg.start()
-        expected_a = oracle(kafka_bootstrap, topics["TOPIC_CART_EVENTS"], catalog_at)
+        expected_a = oracle(kafka_bootstrap, topics["TOPIC_CART_EVENTS"], catalog_at,
+                            topics["TOPIC_CART_RESERVATIONS"])
         carts.wait_for(expected_a, agg.proc, agg.log)
         assert carts.got(list(expected_a)) == expected_a
 
@@ -291,7 +318,8 @@ def test_kill_9_and_restarts_give_the_carts_of_the_fold(kafka_bootstrap: str, un
             time.sleep(rng.uniform(0.5, 2.5))
             agg.kill9()
             agg.start()
-        expected = oracle(kafka_bootstrap, topics["TOPIC_CART_EVENTS"], catalog_at)
+        expected = oracle(kafka_bootstrap, topics["TOPIC_CART_EVENTS"], catalog_at,
+                            topics["TOPIC_CART_RESERVATIONS"])
         workload = {c: v for c, v in expected.items() if c in set(customers)}
         carts.wait_for(workload, agg.proc, agg.log)
     finally:
@@ -350,7 +378,8 @@ def test_two_processes_dead_letters_metrics_and_a_clean_stop(kafka_bootstrap: st
     agg.start()
     try:
         expected = oracle(kafka_bootstrap, topics["TOPIC_CART_EVENTS"],
-                          lambda ev: catalog.get(ev.item_id or ""))
+                          lambda ev: catalog.get(ev.item_id or ""),
+                          topics["TOPIC_CART_RESERVATIONS"])
         carts.wait_for(expected, agg.proc, agg.log)
         assert carts.got(list(expected)) == expected
         assert len(carts.records) == len(events)

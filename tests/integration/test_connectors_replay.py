@@ -105,7 +105,9 @@ def test_replay_onto_current_stores_changes_nothing(cfg, unique) -> None:
     for name in ("catalog", "redis", "postgres"):
         drain(cfg, name)
     live = snapshot(cfg)
-    results = {s: replay.replay_sink(cfg, s, show_progress=False) for s in replay.SINKS}
+    # The sinks of this history (the reservations sink reads the aggregator's own topic).
+    results = {s: replay.replay_sink(cfg, s, show_progress=False)
+               for s in ("redis", "postgres", "catalog")}
     assert snapshot(cfg) == live
     assert {s: r.written for s, r in results.items()} == {"redis": 0, "postgres": 0,
                                                            "catalog": 0}

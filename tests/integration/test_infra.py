@@ -112,15 +112,16 @@ def test_the_topics_command_creates_converges_and_waits(kafka_bootstrap: str,
     from tests.support.cli import cartstream
 
     names = {f"TOPIC_{k}": f"t-{unique}-{k.lower()}"
-             for k in ("CART_EVENTS", "PRODUCTS", "CART_DETAILS", "DEAD_LETTER")}
+             for k in ("CART_EVENTS", "PRODUCTS", "CART_DETAILS", "DEAD_LETTER",
+                       "CART_RESERVATIONS", "PRODUCT_RESERVATIONS")}
     env = {**names, "KAFKA_BOOTSTRAP": kafka_bootstrap, "CART_EVENTS_PARTITIONS": "2",
            "PRODUCTS_PARTITIONS": "1", "CART_DETAILS_PARTITIONS": "1"}
     admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
     try:
         first = cartstream("topics", "--wait", "30", env=env)
         assert first.exit_code == 0, first.output
-        assert sorted(first.stdout.split()) == sorted(["created", "created", "created",
-                                                       "created", *names.values()])
+        assert sorted(first.stdout.split()) == sorted(["created"] * len(names)
+                                                      + list(names.values()))
         again = cartstream("topics", env={**env, "CART_EVENTS_PARTITIONS": "3"})
         assert again.exit_code == 0, again.output
         assert again.stdout == f"grew {names['TOPIC_CART_EVENTS']} to 3 partitions\n"

@@ -436,7 +436,14 @@ def test_products_listing_excludes_deleted_and_pages(make_app, read_db) -> None:
             break
     assert [p["productId"] for p in seen] == ["p00", "p01", "p02", "p04", "p05", "p06"]
     assert seen[1] == {"productId": "p01", "productName": "Product 1", "price": "199.50",
-                       "stockQty": 1, "schemaVersion": 1}
+                       "stockQty": 1, "schemaVersion": 1, "reserved": 0, "available": 1}
     assert client.get("/api/v1/products/p05").get_json()["price"] == "599.50"
+    # Units reserved by checkouts (the reservations sink's table) show beside the warehouse
+    # count; available never goes below 0.
+    with psycopg.connect(read_db, autocommit=True) as conn:
+        conn.execute("INSERT INTO product_reservations VALUES ('p05', 2, 7), ('p02', 9, 8)")
+    p05 = client.get("/api/v1/products/p05").get_json()
+    assert (p05["stockQty"], p05["reserved"], p05["available"]) == (5, 2, 3)
+    assert client.get("/api/v1/products/p02").get_json()["available"] == 0
     assert client.get("/api/v1/products/p03").status_code == 404
     assert client.get("/api/v1/products/nope").status_code == 404

@@ -22,7 +22,10 @@ from cart_aggregator.fold import (
     INSUFFICIENT_STOCK,
     NO_OPEN_CART,
     NOT_IN_CART,
+    OUT_OF_STOCK,
+    PRODUCT_UNAVAILABLE,
     REJECTIONS_KEPT,
+    RESERVED,
     UNKNOWN_PRODUCT,
     VERSION_CONFLICT,
     rejection_json,
@@ -146,7 +149,14 @@ def _remove(state: CustomerState, event: CartEvent) -> _Cart | str:
     return _Cart(state.generation, OPEN, lines)
 
 
-def _decide(state: CustomerState, event: CartEvent, product: Product | None) -> _Cart | str:
+class _Refusal(NamedTuple):
+    """A checkout refused by the reservation stage, and the products it names."""
+
+    reason: str
+    item_ids: tuple[str, ...]
+
+
+def _decide(state: CustomerState, event: CartEvent, product: Any) -> _Cart | str | _Refusal:
     """The customer's cart after the event, or the reason the event is rejected."""
     # If-Match: a command decided on another version of the customer changes nothing.
     if event.expected_version is not None and event.expected_version != state.version:
@@ -163,7 +173,19 @@ def _decide(state: CustomerState, event: CartEvent, product: Product | None) -> 
                 return NO_OPEN_CART
             if not state.lines:
                 return EMPTY_CART
-            return _Cart(state.generation, CHECKED_OUT, state.lines)
+            # The reservation stage's answer: the order's lines priced at checkout, or why not.
+            assert product is not None, "a checkout of an open cart needs its answer"
+            verdict, detail = product  # type: ignore[misc]
+            if verdict != RESERVED:
+                return _Refusal(verdict, tuple(detail))
+            added = {li.item_id: li.unit_price for li in state.lines}
+            order = []
+            for item_id, name, qty, price in detail:
+                unit = Decimal(price)
+                before = added.get(item_id)
+                order.append(LineItem(item_id, name, qty, unit, unit * qty,
+                                      before if before is not None and before != unit else None))
+            return _Cart(state.generation, CHECKED_OUT, tuple(order))
     raise AssertionError(f"unhandled event type {event.type}")
 
 
@@ -182,8 +204,9 @@ def apply(
     cart = _Cart(state.generation, state.status, state.lines)
     outcome = cart if slot >= 0 else _decide(state, event, product)
     rejected, cart_rejected = state.rejected, state.cart_rejected
-    if isinstance(outcome, str):
-        rejection = Rejection(event.event_id, event.type.value, event.item_id, outcome)
+    if isinstance(outcome, str | _Refusal):
+        reason, named = (outcome, ()) if isinstance(outcome, str) else outcome
+        rejection = Rejection(event.event_id, event.type.value, event.item_id, reason, named)
         rejected = (*rejected, rejection)[-REJECTIONS_KEPT:]
         outcome = cart
         # An order's rejections stay as they were at checkout.
@@ -235,16 +258,84 @@ def to_cart_details(state: CustomerState) -> CartDetails:
     )
 
 
+def needs_answer(state: CustomerState | None, event: CartEvent) -> bool:
+    """A checkout of an open cart with lines, not a repeat nor a version conflict: the
+    reservation decides."""
+    return (event.type is EventType.CHECKOUT and state is not None and state.is_open
+            and bool(state.lines)
+            and (event.expected_version is None or event.expected_version == state.version)
+            and _seen(state.recent_event_ids, _id_bytes(event.event_id)) < 0)
+
+
+def reserved_as_added(state: CustomerState) -> tuple[str, Any]:
+    """The answer of a reservation with stock to spare and prices unchanged since the adds."""
+    return RESERVED, tuple((li.item_id, li.item_name, li.qty, str(li.unit_price))
+                           for li in state.lines)
+
+
+def answer_for(state: CustomerState | None, event: CartEvent,
+               catalog_at: Callable[[CartEvent], Product | None],
+               checkout_at: Callable[[CartEvent, CustomerState], Any] | None = None) -> Any:
+    """What the fold gets with `event`: an add's product, a checkout's reservation, or None."""
+    if event.type is EventType.ITEM_ADDED:
+        return catalog_at(event)
+    if state is not None and needs_answer(state, event):
+        return (checkout_at or (lambda _e, s: reserved_as_added(s)))(event, state)
+    return None
+
+
 def fold(
     events: Iterable[tuple[CartEvent, EventPosition]],
     catalog_at: Callable[[CartEvent], Product | None],
+    checkout_at: Callable[[CartEvent, CustomerState], Any] | None = None,
 ) -> dict[str, CustomerState]:
-    """Fold a log into per-customer states; `catalog_at` gives each event's product."""
+    """Fold a log into per-customer states; `catalog_at` gives each event's product,
+    `checkout_at` each checkout's reservation answer (default: reserved as added)."""
     states: dict[str, CustomerState] = {}
     for event, position in events:
-        product = catalog_at(event) if event.type is EventType.ITEM_ADDED else None
-        states[event.customer_id] = apply(states.get(event.customer_id), event, product, position)
+        before = states.get(event.customer_id)
+        answer = answer_for(before, event, catalog_at, checkout_at)
+        states[event.customer_id] = apply(before, event, answer, position)
     return states
+
+
+class ReservationModel:
+    """The reservation stage's rules, readably: the request log in order decides.
+
+    `feed` takes the request topic's records as `cart_aggregator.reserve.decode_record` gives
+    them; `answers` maps (customerId, checkout eventId) to the answer of its latest decided
+    request (a client retry beyond the fold's dedupe window is a checkout of its own).
+    """
+
+    def __init__(self) -> None:
+        self.stock: dict[str, Product | None] = {}
+        self.reserved: dict[str, int] = {}
+        self.answers: dict[tuple[str, str], tuple[str, Any]] = {}
+        self.decided: set[tuple[str, str, int]] = set()
+
+    def feed(self, record: tuple[Any, ...]) -> None:
+        if record[0] == "product":
+            # The latest forwarded record of a product is in force.
+            _, pid, p, _ = record
+            self.stock[pid] = None if p is None else Product(p[0], p[1], Decimal(p[2]), p[3])
+            return
+        cid, eid, offset, lines = record[1]
+        if (cid, eid, offset) in self.decided:
+            return  # a repeated request: the same checkout (eventId at its offset) again
+        self.decided.add((cid, eid, offset))
+        missing = tuple(i for i, _, _ in lines if self.stock.get(i) is None)
+        short = tuple(i for i, q, _ in lines if self.stock.get(i) is not None
+                      and self.reserved.get(i, 0) + q > self.stock[i].stock_qty)  # type: ignore
+        if missing:
+            self.answers[cid, eid] = (PRODUCT_UNAVAILABLE, missing)
+        elif short:
+            self.answers[cid, eid] = (OUT_OF_STOCK, short)
+        else:
+            for i, q, _ in lines:
+                self.reserved[i] = self.reserved.get(i, 0) + q
+            self.answers[cid, eid] = (RESERVED, tuple(
+                (i, self.stock[i].product_name, q, str(self.stock[i].price))  # type: ignore
+                for i, q, _ in lines))
 
 
 def compact(state: CustomerState) -> CustomerState:
@@ -270,12 +361,14 @@ def saved(s: CustomerState) -> tuple[Any, ...]:
     """The state as the production fold snapshots it (`cart_aggregator.fold.to_snapshot`)."""
     last = s.last_event
     return (s.customer_id, s.generation, s.status,
-            tuple((li.item_id, li.item_name, li.qty, str(li.unit_price), str(li.total_price))
+            tuple((li.item_id, li.item_name, li.qty, str(li.unit_price), str(li.total_price),
+                   None if li.added_price is None else str(li.added_price))
                   for li in s.lines),
             s.version, None if last is None else (last.event_id, last.partition, last.offset),
-            tuple(rejection_json(r.event_id, r.type, r.item_id, r.reason) for r in s.rejected),
+            tuple(rejection_json(r.event_id, r.type, r.item_id, r.reason, r.item_ids)
+                  for r in s.rejected),
             s.recent_event_ids, s.updated_at,
-            tuple(rejection_json(r.event_id, r.type, r.item_id, r.reason)
+            tuple(rejection_json(r.event_id, r.type, r.item_id, r.reason, r.item_ids)
                   for r in s.cart_rejected),
             None if s.order is None else (
                 s.order[0], (s.order[1].event_id, s.order[1].partition, s.order[1].offset),

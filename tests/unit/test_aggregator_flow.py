@@ -17,7 +17,7 @@ from bytewax.testing import TestingSink, TestingSource, cluster_main, run_main
 from cart_aggregator import metrics
 from cart_aggregator.config import Config
 from cart_aggregator.flow import FoldLogic, build_flow
-from cart_aggregator.fold import OFFSET, TYPE, apply, encode_state
+from cart_aggregator.fold import OFFSET, TYPE, apply, encode_state, needs_reservation
 from cart_aggregator.join import product_tuple
 from cart_contract import (
     CartEvent,
@@ -32,7 +32,8 @@ from cart_contract import (
     encode_product,
     new_cart_event,
 )
-from tests.support.fold_model import fold, to_cart_details
+from tests.support.fold_model import ReservationModel, fold, reserved_as_added, to_cart_details
+from tests.support.loopback import Loopback
 
 # Products 1-8 exist (little stock, so some adds hit INSUFFICIENT_STOCK); 9 never does.
 CATALOG = {str(i): Product(str(i), f"P{i}", Decimal(f"{i}.25"), 6) for i in range(1, 9)}
@@ -72,15 +73,20 @@ def workload(seed: int, n: int, customers: int = 40, partitions: int = 3) -> lis
 
 
 def run_flow(cart_items: list, product_items: list, workers: int = 1, wait_s: float = 30.0,
-             batch_size: int = 50, **run_kwargs) -> tuple[list, list]:
+             batch_size: int = 50, loop: Loopback | None = None, reserved: list | None = None,
+             **run_kwargs) -> tuple[list, list]:
     out: list = []
     dead: list = []
+    loop = loop or Loopback()
     flow = build_flow(
         Config(product_wait_s=wait_s),
         cart_source=TestingSource(cart_items, batch_size=batch_size),
         product_source=TestingSource(product_items, batch_size=batch_size),
         cart_sink=TestingSink(out),
         dead_letter_sink=TestingSink(dead),
+        reservation_source=loop.source(),
+        reservation_sink=loop.sink(),
+        reserved_sink=TestingSink([] if reserved is None else reserved),
     )
     if workers == 1:
         run_main(flow, **run_kwargs)
@@ -89,13 +95,27 @@ def run_flow(cart_items: list, product_items: list, workers: int = 1, wait_s: fl
     return out, [decode_dead_letter(v) for _, v in dead]
 
 
-def expected_records(cart_msgs: list, catalog: dict[str, Product] = CATALOG) -> dict[str, bytes]:
-    """The oracle: the fold of the log, encoded as the aggregator must publish it."""
+def expected_records(cart_msgs: list, loop: Loopback | None,
+                     catalog: dict[str, Product] = CATALOG) -> dict[str, bytes]:
+    """The oracle: the fold of the log, encoded as the aggregator must publish it.
+
+    Each checkout's answer is the reservation model's decision over the request log as the
+    flow wrote it (`loop`; None: every checkout reserved as added, for the control test).
+    """
     log = []
     for m in cart_msgs:
         ev = decode_cart_event(m.value)
         log.append((ev, EventPosition(ev.event_id, m.partition, m.offset)))
-    states = fold(log, lambda ev: catalog.get(ev.item_id or ""))
+    model = ReservationModel()
+    for record in loop.decoded() if loop else []:
+        model.feed(record)
+
+    def checkout_at(ev, state):
+        if loop is None:
+            return reserved_as_added(state)
+        return model.answers[ev.customer_id, ev.event_id]  # KeyError: never asked
+
+    states = fold(log, lambda ev: catalog.get(ev.item_id or ""), checkout_at)
     return {c: encode_cart_details(to_cart_details(s)) for c, s in states.items()}
 
 
@@ -119,13 +139,18 @@ def versions_by_customer(out: list) -> dict[str, list[int]]:
 @pytest.mark.parametrize("workers", [1, 3])
 def test_records_equal_the_fold_of_the_log_in_per_customer_order(workers: int) -> None:
     cart = workload(seed=workers, n=2000)
-    out, dead = run_flow(cart, product_msgs(), workers)
+    loop = Loopback()
+    out, dead = run_flow(cart, product_msgs(), workers, loop=loop)
     assert dead == []
     assert len(out) == len(cart)  # one record per event read, duplicates and rejections too
     # Each customer's records come out as versions 1, 2, 3, ...: nothing lost, skipped or
     # applied twice, in the log's order.
     assert all(v == list(range(1, len(v) + 1)) for v in versions_by_customer(out).values())
-    assert latest(out) == expected_records(cart)
+    assert latest(out) == expected_records(cart, loop)
+    # Stock ran out (6 units a product): some checkouts got refused, some reserved.
+    reasons = {r.reason for _, v in out for r in decode_cart_details(v).rejected}
+    assert "OUT_OF_STOCK" in reasons
+    assert any(decode_cart_details(v).status == "CHECKED_OUT" for _, v in out)
 
 
 def test_without_holding_events_for_their_answer_the_records_differ(monkeypatch) -> None:
@@ -147,6 +172,9 @@ def test_without_holding_events_for_their_answer_the_records_differ(monkeypatch)
                 w, product = v, early.pop(v[OFFSET])
             else:
                 w, product = v, None
+                if needs_reservation(self.state, w):  # reserved at once, at the cart's prices
+                    product = ("RESERVED", tuple((li.item_id, li.item_name, li.qty, li.unit_price)
+                                                 for li in self.state.lines))
             self.state, _ = apply(self.state, w, product, self.lines)
             out.append(encode_state(self.state))
         return out, False
@@ -155,7 +183,7 @@ def test_without_holding_events_for_their_answer_the_records_differ(monkeypatch)
     cart = workload(seed=3, n=2000)
     out, _ = run_flow(cart, product_msgs(), workers=3)
     assert len(out) == len(cart)
-    assert latest(out) != expected_records(cart)
+    assert latest(out) != expected_records(cart, None)
 
 
 def test_outcomes_are_counted() -> None:
@@ -170,8 +198,10 @@ def test_outcomes_are_counted() -> None:
 def test_adds_wait_for_a_catalog_that_arrives_later() -> None:
     cart = workload(seed=9, n=400)
     # Every cart event is read a second before the first product record.
-    out, _ = run_flow(cart, [TestingSource.PAUSE(timedelta(seconds=1)), *product_msgs()])
-    assert latest(out) == expected_records(cart)
+    loop = Loopback(idle_s=3.0)  # longer than the pause
+    out, _ = run_flow(cart, [TestingSource.PAUSE(timedelta(seconds=1)), *product_msgs()],
+                      loop=loop)
+    assert latest(out) == expected_records(cart, loop)
     rejected = [r for _, v in out for r in decode_cart_details(v).rejected]
     assert not any(r.reason == "UNKNOWN_PRODUCT" and r.item_id in CATALOG for r in rejected)
 
@@ -251,14 +281,17 @@ def test_a_resumed_flow_neither_loses_nor_double_applies_events(tmp_path: Path) 
     out: list = []
     dead: list = []
     products = TestingSource(product_msgs(), batch_size=3)
+    loop = Loopback()  # the request topic outlives the runs, as Kafka does
     for items in runs:
         before = len(out)
         run_main(build_flow(Config(), cart_source=TestingSource(items, batch_size=50),
                             product_source=products, cart_sink=TestingSink(out),
-                            dead_letter_sink=TestingSink(dead)),
+                            dead_letter_sink=TestingSink(dead),
+                            reservation_source=loop.source(), reservation_sink=loop.sink(),
+                            reserved_sink=TestingSink([])),
                  epoch_interval=timedelta(0), recovery_config=RecoveryConfig(str(tmp_path)))
         assert len(out) > before
-    assert latest(out) == expected_records(cart)
+    assert latest(out) == expected_records(cart, loop)
     # A resume may repeat records, never skip a version.
     assert all(sorted(set(v)) == list(range(1, max(v) + 1))
                for v in versions_by_customer(out).values())
@@ -286,7 +319,15 @@ def test_a_customers_state_does_not_grow_with_its_events() -> None:
         answers_late = [x for x in items if len(x) == 2 and x[0] >= offset - 2]
         out, _ = fold_logic.on_batch([x for x in items if x not in answers_late])
         out2, _ = fold_logic.on_batch(answers_late)
-        assert len(out) + len(out2) == 50
+        records = [r for r in out + out2 if type(r) is bytes]
+        requests = [r for r in out + out2 if type(r) is not bytes]
+        while requests:  # each checkout's reservation, answered as the reservation stage would
+            _, _, at, lines = requests.pop()
+            more, _ = fold_logic.on_batch([(at, ("RESERVED", tuple(
+                (i, CATALOG[i].product_name, q, p) for i, q, p in lines)))])
+            records += [r for r in more if type(r) is bytes]
+            requests += [r for r in more if type(r) is not bytes]
+        assert len(records) == 50
         sizes.append(len(pickle.dumps(fold_logic.snapshot())))
     # Nothing is left waiting, and the snapshot after 2,000 events is no bigger than after 200.
     assert fold_logic.waiting is None and fold_logic.snapshot()[1:] == ((), ())

@@ -22,6 +22,7 @@ from cart_aggregator.fold import (
     SavedLine,
     apply,
     encode_state,
+    needs_reservation,
     shape_of,
 )
 from cart_aggregator.join import (
@@ -33,7 +34,7 @@ from cart_aggregator.join import (
     product_tuple,
     restart_waits,
 )
-from cart_contract import EventType, Product, new_cart_event
+from cart_contract import EventType, Product, decode_cart_details, new_cart_event
 
 T0 = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)
 WAIT = timedelta(seconds=30)
@@ -124,21 +125,44 @@ def customer_log(rng: random.Random, n: int) -> list[tuple]:
     return out
 
 
-def in_order(log: list[tuple]) -> list[bytes]:
-    """The records of the log folded in order, each add with its product."""
-    state, cache, out = None, LineCache(), []
+def answers_of(log: list[tuple]) -> dict[int, Any]:
+    """Every answer the log's events wait for, by offset: adds' products, and checkouts'
+    reservations (reserved at the cart's prices; every other checkout refused OUT_OF_STOCK)."""
+    state, cache, answers = None, LineCache(), {}
     for w in log:
-        state, _ = apply(state, w, CATALOG.get(w[3]) if w[1] == "ITEM_ADDED" else None, cache)
+        answer = None
+        if w[1] == "ITEM_ADDED":
+            answer = CATALOG.get(w[3])
+        elif needs_reservation(state, w):
+            assert state is not None
+            answer = (("RESERVED", tuple((li.item_id, li.item_name, li.qty, li.unit_price)
+                                         for li in state.lines)) if w[OFFSET] % 2 else
+                      ("OUT_OF_STOCK", (state.lines[0].item_id,)))
+        if answer is not None or w[1] == "ITEM_ADDED":
+            answers[w[OFFSET]] = answer
+        state, _ = apply(state, w, answer, cache)
+    return answers
+
+
+def in_order(log: list[tuple]) -> list[bytes]:
+    """The records of the log folded in order, each event with its answer."""
+    state, cache, out, answers = None, LineCache(), [], answers_of(log)
+    for w in log:
+        state, _ = apply(state, w, answers.get(w[OFFSET]), cache)
         out.append(encode_state(state))
     return out
 
 
+def records(out: list[Any]) -> list[bytes]:
+    """The fold's records, without its reservation requests."""
+    return [x for x in out if type(x) is bytes]
+
+
 def arrivals(rng: random.Random, log: list[tuple]) -> list[Any]:
-    """The events in log order, each add's answer anywhere (before or after it)."""
+    """The events in log order, each answer anywhere (before or after its event)."""
     items: list[Any] = list(log)
-    for w in log:
-        if w[1] == "ITEM_ADDED":
-            items.insert(rng.randint(0, len(items)), (w[OFFSET], CATALOG.get(w[3])))
+    for offset, answer in answers_of(log).items():
+        items.insert(rng.randint(0, len(items)), (offset, answer))
     return items
 
 
@@ -153,7 +177,7 @@ def test_the_fold_applies_events_in_log_order_whenever_the_answers_come(
     for lo, hi in zip([0, *cuts], [*cuts, len(items)], strict=True):
         if rnd.random() < 0.3:  # a restart from the snapshot, as recovery does
             logic = FoldLogic(pickle.loads(pickle.dumps(logic.snapshot())))
-        out += logic.on_batch(items[lo:hi])[0]
+        out += records(logic.on_batch(items[lo:hi])[0])
     assert out == in_order(log)
     assert logic.waiting is None and logic.answers is None
     assert logic.snapshot()[1:] == ((), ())
@@ -163,14 +187,35 @@ def test_events_behind_an_unanswered_add_wait_and_go_in_order() -> None:
     log = customer_log(random.Random(3), 12)
     first_add = next(i for i, w in enumerate(log) if w[1] == "ITEM_ADDED")
     logic = FoldLogic(None)
-    out = logic.on_batch(log)[0]
+    out = records(logic.on_batch(log)[0])
     # Everything before the first add is applied; it and everything after waits.
     assert len(out) == first_add and logic.waiting == log[first_add:]
     saved = SavedFold(*logic.snapshot())
     assert saved.waiting == tuple(log[first_add:]) and saved.answers == ()
-    answers = [(w[OFFSET], CATALOG.get(w[3])) for w in log if w[1] == "ITEM_ADDED"]
-    out += logic.on_batch(answers[::-1])[0]  # the answers in any order
+    answers = list(answers_of(log).items())
+    out += records(logic.on_batch(answers[::-1])[0])  # the answers in any order
     assert out == in_order(log)
+
+
+def test_a_checkout_waits_for_its_reservation_and_asks_for_it_once() -> None:
+    ev = [new_cart_event(EventType.ITEM_ADDED, "c1", "2", 2), new_cart_event(EventType.CHECKOUT,
+                                                                             "c1"),
+          new_cart_event(EventType.ITEM_ADDED, "c1", "1", 1)]
+    log = [(e.event_id, e.type.value, "c1", e.item_id, e.qty, e.occurred_at, 0, i, None)
+           for i, e in enumerate(ev)]
+    logic = FoldLogic(None)
+    out = logic.on_batch([log[0], (0, CATALOG["2"]), log[1], log[2]])[0]
+    # The add is applied; the checkout asks for its reservation and it and the next add wait:
+    # no record for the checkout until its answer is in.
+    assert len(records(out)) == 1
+    assert [x for x in out if type(x) is not bytes] == [("c1", ev[1].event_id, 1,
+                                                         (("2", 2, "2.25"),))]
+    assert logic.waiting == log[1:]
+    out = logic.on_batch([(1, ("RESERVED", (("2", "P2", 2, "3.00"),))), (2, CATALOG["1"])])[0]
+    order, after = (decode_cart_details(r) for r in records(out))
+    assert order.status == "CHECKED_OUT" and order.total_price == Decimal("6.00")
+    assert order.line_items[0].added_price == Decimal("2.25")
+    assert after.status == "OPEN" and after.cart_id == "c1:2"
 
 
 # --------------------------------------------------------------------------- snapshots
@@ -205,3 +250,20 @@ def test_the_shape_changes_with_any_snapshotted_field() -> None:
                     fold.PRODUCT_FIELDS) != SHAPE
     assert shape_of(SavedFold, CustomerState, SavedLine, fold.WIRE_FIELDS,
                     fold.PRODUCT_FIELDS) == SHAPE
+
+
+def test_only_a_checkout_the_fold_would_accept_asks_for_stock() -> None:
+    # A version conflict, an empty or closed cart and a repeat are decided by the fold alone:
+    # asking would reserve stock for a checkout that never happens.
+    add = new_cart_event(EventType.ITEM_ADDED, "c1", "2", 1)
+    state, _ = apply(None, (add.event_id, "ITEM_ADDED", "c1", "2", 1, add.occurred_at, 0, 0,
+                            None), CATALOG["2"], LineCache())
+    out = new_cart_event(EventType.CHECKOUT, "c1")
+
+    def wire(expected: int | None, eid: str = out.event_id) -> tuple:
+        return (eid, "CHECKOUT", "c1", None, None, out.occurred_at, 0, 1, expected)
+
+    assert needs_reservation(state, wire(None)) and needs_reservation(state, wire(1))
+    assert not needs_reservation(state, wire(0))  # VERSION_CONFLICT
+    assert not needs_reservation(state, wire(None, add.event_id))  # a repeat
+    assert not needs_reservation(None, wire(None))  # no cart: NO_OPEN_CART

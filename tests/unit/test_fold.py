@@ -24,9 +24,11 @@ from tests.support.fold_model import (
     DEDUPE_WINDOW,
     REJECTIONS_KEPT,
     CustomerState,
+    answer_for,
     apply,
     compact,
     fold,
+    reserved_as_added,
     to_cart_details,
 )
 
@@ -50,7 +52,9 @@ class Log:
              event_id: str | None = None, catalog: dict[str, Product] = CATALOG) -> CustomerState:
         ev = new_cart_event(etype, self.customer, item, qty, event_id=event_id,
                             occurred_at=f"2026-11-22T10:00:{self.offset % 60:02d}Z")
-        product = catalog.get(item) if item and etype is EventType.ITEM_ADDED else None
+        # An add's product; a checkout reserved at the cart's prices (the stage's own tests are
+        # in test_reserve.py).
+        product = answer_for(self.state, ev, lambda e: catalog.get(e.item_id or ""))
         self.state = apply(self.state, ev, product, EventPosition(ev.event_id, 0, self.offset))
         self.offset += 1
         return self.state
@@ -283,7 +287,7 @@ def test_a_command_with_another_expected_version_is_a_version_conflict() -> None
         assert after.rejected[-1].reason == "VERSION_CONFLICT" and after.lines == state.lines
     # The right version: applied.
     ev = new_cart_event(CHECKOUT, "123", expected_version=2, occurred_at="2026-11-22T10:02Z")
-    done = apply(state, ev, None, EventPosition(ev.event_id, 0, 3))
+    done = apply(state, ev, reserved_as_added(state), EventPosition(ev.event_id, 0, 3))
     assert done.status == "CHECKED_OUT" and done.rejected == state.rejected
 
 
@@ -422,7 +426,7 @@ def test_invariants_hold_after_every_event(cmds) -> None:
     states: dict[str, CustomerState] = {}
     for ev, pos in build_log(cmds):
         before = states.get(ev.customer_id)
-        after = apply(before, ev, by_catalog(ev) if ev.type is ADD else None, pos)
+        after = apply(before, ev, answer_for(before, ev, by_catalog), pos)
         cart = to_cart_details(after)
         assert cart.total_qty == sum(li.qty for li in cart.line_items)
         assert cart.total_price == sum((li.total_price for li in cart.line_items), Decimal(0))
@@ -476,7 +480,7 @@ def test_retries_leave_lines_unchanged(cmds) -> None:
     prev_event_id = None
     for ev, pos in build_log(cmds):
         before = states.get(ev.customer_id)
-        after = apply(before, ev, by_catalog(ev) if ev.type is ADD else None, pos)
+        after = apply(before, ev, answer_for(before, ev, by_catalog), pos)
         if ev.event_id == prev_event_id:
             assert before is not None
             assert (after.lines, after.status, after.generation, after.rejected) == (

@@ -6,6 +6,7 @@ import pickle
 import random
 import uuid
 from decimal import Decimal
+from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -67,6 +68,29 @@ steps = st.lists(
 )
 
 
+def checkout_answer(state: model.CustomerState, catalog: dict[str, Product]) -> tuple:
+    """A reservation stage's answer with `catalog` in force and nothing else reserved."""
+    gone = tuple(li.item_id for li in state.lines if li.item_id not in catalog)
+    if gone:
+        return "PRODUCT_UNAVAILABLE", gone
+    short = tuple(li.item_id for li in state.lines if li.qty > catalog[li.item_id].stock_qty)
+    if short:
+        return "OUT_OF_STOCK", short
+    return "RESERVED", tuple((li.item_id, catalog[li.item_id].product_name, li.qty,
+                              str(catalog[li.item_id].price)) for li in state.lines)
+
+
+def answer(state, ev: CartEvent, catalog: dict[str, Product]) -> tuple[Any, Any]:
+    """(the model's answer, the fast fold's): an add's product, a checkout's reservation."""
+    if ev.type is ADD:
+        p = catalog.get(ev.item_id or "")
+        return p, None if p is None else product_tuple(p)
+    if model.needs_answer(state, ev):
+        a = checkout_answer(state, catalog)
+        return a, a
+    return None, None
+
+
 def to_wire(ev: CartEvent, partition: int, offset: int) -> Wire:
     """An event as the flow's parse step makes it."""
     return (ev.event_id, ev.type.value, ev.customer_id, ev.item_id, ev.qty, ev.occurred_at,
@@ -95,13 +119,12 @@ def test_every_record_and_snapshot_equals_the_oracles(cmds) -> None:
         ev = (sent[-retry] if 0 < retry <= len(sent)
               else event_of(etype, item, qty, at, expected))
         sent.append(ev)
-        product = catalog.get(ev.item_id or "") if ev.type is ADD else None
+        product, fast_answer = answer(oracle, ev, catalog)
         if restore and fast is not None:
             fast = from_snapshot(pickle.loads(pickle.dumps(to_snapshot(fast))), cache)
         before = oracle
         oracle = model.apply(oracle, ev, product, EventPosition(ev.event_id, 3, offset))
-        fast, outcome = apply(fast, to_wire(ev, 3, offset),
-                              None if product is None else product_tuple(product), cache)
+        fast, outcome = apply(fast, to_wire(ev, 3, offset), fast_answer, cache)
         assert type(fast) is CustomerState
         assert encode_state(fast) == encode_cart_details(model.to_cart_details(oracle))
         assert to_snapshot(fast) == model.saved(oracle)
@@ -154,6 +177,8 @@ def test_a_long_seeded_walk_equals_the_oracle() -> None:
             pid = str(rng.randint(1, 4))
             catalog[pid] = Product(pid, rng.choice(NAMES), Decimal(rng.choice(PRICES)),
                                    rng.randint(0, 12))
+        if rng.random() < 0.005:  # a product leaves the catalog: PRODUCT_UNAVAILABLE
+            catalog.pop(str(rng.randint(1, 4)), None)
         if sent and rng.random() < 0.1:
             ev = rng.choice(sent[-40:])  # retries, some beyond the dedupe window
         else:
@@ -165,11 +190,10 @@ def test_a_long_seeded_walk_equals_the_oracle() -> None:
                                 occurred_at=rng.choice(TIMES))
         sent.append(ev)
         cid = ev.customer_id
-        product = catalog.get(ev.item_id or "") if ev.type is ADD else None
+        product, fast_answer = answer(oracles.get(cid), ev, catalog)
         oracles[cid] = model.apply(oracles.get(cid), ev, product,
                                    EventPosition(ev.event_id, 1, offset))
-        fasts[cid], _ = apply(fasts.get(cid), to_wire(ev, 1, offset),
-                              None if product is None else product_tuple(product), cache)
+        fasts[cid], _ = apply(fasts.get(cid), to_wire(ev, 1, offset), fast_answer, cache)
         assert encode_state(fasts[cid]) == encode_cart_details(
             model.to_cart_details(oracles[cid]))
         assert to_snapshot(fasts[cid]) == model.saved(oracles[cid])
@@ -191,10 +215,9 @@ def test_a_walk_at_the_cart_limits_equals_the_oracle() -> None:
         ev = new_cart_event(etype, "c", str(rng.randrange(230)) if etype in (ADD, REMOVE) else None,
                             rng.choice([1, 5000, 9999, 10_000]) if etype is ADD else None,
                             occurred_at="2026-11-22T10:00:00Z")
-        product = catalog.get(ev.item_id or "") if ev.type is ADD else None
+        product, wired = answer(oracle, ev, catalog)
         oracle = model.apply(oracle, ev, product, EventPosition(ev.event_id, 0, offset))
-        fast, _ = apply(fast, to_wire(ev, 0, offset),
-                        None if product is None else product_tuple(product), cache)
+        fast, _ = apply(fast, to_wire(ev, 0, offset), wired, cache)
         assert encode_state(fast) == encode_cart_details(model.to_cart_details(oracle))
         reasons |= {r.reason for r in oracle.rejected}
         most = max(most, len(oracle.lines))

@@ -40,6 +40,7 @@ USERS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "CUSTOMERS_TABLE": (("connectors/stores.py",), ("cart_read/queries.py",)),
     "CART_LINES_TABLE": (("connectors/stores.py",), ("cart_read/queries.py",)),
     "PRODUCTS_TABLE": (("connectors/stores.py",), ("cart_read/queries.py",)),
+    "PRODUCT_RESERVATIONS_TABLE": (("connectors/stores.py",), ("cart_read/queries.py",)),
     # Only the writer reads these back: the offset guards a product's compare-and-set, and
     # the migrations table is the migration runner's own bookkeeping.
     "PRODUCT_OFFSET_FIELD": (("connectors/stores.py",), ()),

@@ -319,12 +319,13 @@ def test_carts_query_values_are_parameters_not_sql() -> None:
 
 
 def test_product_found_and_not_found() -> None:
-    pool = FakePool([("1", "IPhone 12", Decimal("65000.00"), 768)], [])
+    pool = FakePool([("1", "IPhone 12", Decimal("65000.00"), 768, 5)], [])
     c = client(FakeRedis(), pool)
     resp = c.get("/api/v1/products/1")
     assert resp.status_code == 200
     assert resp.get_json() == {"productId": "1", "productName": "IPhone 12", "price": "65000.00",
-                               "stockQty": 768, "schemaVersion": 1}
+                               "stockQty": 768, "schemaVersion": 1, "reserved": 5,
+                               "available": 763}
     assert_error(c.get("/api/v1/products/2"), 404, "NOT_FOUND", "productId")
 
 
