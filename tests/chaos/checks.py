@@ -11,7 +11,7 @@ import threading
 import time
 import uuid
 from collections import Counter, defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -174,15 +174,17 @@ def normalise(doc: dict[str, Any]) -> dict[str, Any]:
 
 def expected_carts(events: list[tuple[CartEvent, EventPosition]],
                    catalog: dict[str, Product],
-                   reservations: ReservationModel | None = None) -> dict[str, dict[str, Any]]:
+                   reservations: ReservationModel | None = None,
+                   checkout_at: Callable[[CartEvent, Any], Any] | None = None,
+                   ) -> dict[str, dict[str, Any]]:
     """customerId -> the normalised cart the fold of the log gives.
 
     Each checkout's answer is the reservation model's decision over the request topic
-    (`reservations`; KeyError when a checkout's request is not in it yet); without one, every
-    checkout is reserved as added.
+    (`reservations`; KeyError when a checkout's request is not in it yet), or `checkout_at`'s;
+    without either, every checkout is reserved as added.
     """
-    checkout_at = None if reservations is None else (
-        lambda ev, _: reservations.answers[ev.customer_id, ev.event_id])
+    if reservations is not None:
+        checkout_at = lambda ev, _: reservations.answers[ev.customer_id, ev.event_id]  # noqa: E731
     states = fold(events, lambda ev: catalog.get(ev.item_id or ""), checkout_at)
     return {c: normalise(cart_details_to_dict(to_cart_details(s))) for c, s in states.items()}
 
