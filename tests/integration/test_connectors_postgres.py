@@ -164,7 +164,7 @@ def test_catalog_sink_writes_both_stores(db, redis_url, unique) -> None:
 
 def _fold_records(customer: str, steps: list[tuple[str, str | None, int | None]]) -> list[bytes]:
     """The production fold's records for one customer's events (product "g": 1e9, stock 10^6)."""
-    from cart_aggregator.fold import LineCache, apply, encode_state
+    from cart_aggregator.fold import RESERVED, LineCache, apply, encode_state, needs_reservation
     from cart_aggregator.join import product_tuple
 
     gold = product_tuple(Product("g", "Gold", Decimal("1000000000.00"), 10**6))
@@ -172,7 +172,11 @@ def _fold_records(customer: str, steps: list[tuple[str, str | None, int | None]]
     for n, (etype, item, qty) in enumerate(steps):
         w = (str(uuid.uuid4()), etype, customer, item, qty, f"2026-11-22T10:00:{n:02d}Z", 0, n,
              None)
-        state, _ = apply(state, w, gold if etype == "ITEM_ADDED" else None, cache)
+        answer = gold if etype == "ITEM_ADDED" else None
+        if needs_reservation(state, w):  # reserved, at the price it was added at
+            answer = (RESERVED, tuple((li.item_id, li.item_name, li.qty, li.unit_price)
+                                      for li in state.lines))
+        state, _ = apply(state, w, answer, cache)
         out.append(encode_state(state))
     return out
 
