@@ -5,29 +5,17 @@ from __future__ import annotations
 
 from typing import Any
 
+from cart_contract import ID_RE
 from cart_contract.layout import UPDATES_CHANNEL
 from cart_contract.limits import CART_TOTAL_MAX, LINE_QTY_MAX, LINES_MAX, PRICE_MAX
 from cart_read.config import Config
 from cart_read.params import MONEY_PATTERN, SORTS, STATUSES
+from cart_web.openapi import ERROR_SCHEMA
+from cart_web.openapi import error as _error
+from cart_web.openapi import json_response as _json
+from cart_web.openapi import ref as _ref
 
-_ID_PATTERN = "^[A-Za-z0-9._:@-]{1,64}$"
-
-
-def _ref(name: str) -> dict[str, str]:
-    return {"$ref": f"#/components/schemas/{name}"}
-
-
-def _json(schema: dict[str, Any], description: str,
-          headers: dict[str, Any] | None = None) -> dict[str, Any]:
-    out: dict[str, Any] = {"description": description,
-                           "content": {"application/json": {"schema": schema}}}
-    if headers:
-        out["headers"] = headers
-    return out
-
-
-def _error(description: str) -> dict[str, Any]:
-    return _json(_ref("Error"), description)
+_ID_PATTERN = ID_RE.pattern
 
 
 def _query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
@@ -94,21 +82,7 @@ def build_openapi(config: Config) -> dict[str, Any]:
         },
     }
     schemas: dict[str, Any] = {
-        "Error": {
-            "type": "object",
-            "required": ["error"],
-            "properties": {
-                "error": {
-                    "type": "object",
-                    "required": ["code", "message", "field"],
-                    "properties": {
-                        "code": {"type": "string", "examples": ["INVALID_PARAMETER"]},
-                        "message": {"type": "string"},
-                        "field": {"type": ["string", "null"]},
-                    },
-                }
-            },
-        },
+        "Error": ERROR_SCHEMA,
         "LineItem": {
             "type": "object",
             "required": ["itemId", "itemName", "qty", "unitPrice", "totalPrice"],

@@ -5,7 +5,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from cart_contract import QTY_MAX, QTY_MIN
+from cart_contract import ID_RE, QTY_MAX, QTY_MIN
+from cart_web.openapi import ERROR_SCHEMA
+from cart_web.openapi import error as _error
+from cart_web.openapi import json_response as _json
+from cart_web.openapi import ref as _ref
 from cart_write.config import Config
 from cart_write.validation import (
     COMMANDS,
@@ -15,7 +19,7 @@ from cart_write.validation import (
     IF_MATCH_HEADER,
 )
 
-_ID = {"type": "string", "pattern": "^[A-Za-z0-9._:@-]{1,64}$",
+_ID = {"type": "string", "pattern": ID_RE.pattern,
        "description": "1-64 characters from [A-Za-z0-9._:@-] (a JSON integer is also taken, as "
        "its decimal string). `.`, `..` and, as customerId, `carts` and `products` are refused: "
        "the read API could not serve them back."}
@@ -26,25 +30,6 @@ _DESCRIPTIONS = {
     "checkout": "Check the open cart out: it becomes an order.",
     "clear": "Empty the open cart.",
 }
-
-
-def _ref(name: str) -> dict[str, str]:
-    return {"$ref": f"#/components/schemas/{name}"}
-
-
-def _json(schema: dict[str, Any], description: str,
-          headers: dict[str, Any] | None = None) -> dict[str, Any]:
-    out: dict[str, Any] = {"description": description,
-                           "content": {"application/json": {"schema": schema}}}
-    if headers:
-        out["headers"] = headers
-    return out
-
-
-def _error(description: str, retry_after: bool = False) -> dict[str, Any]:
-    headers = {"Retry-After": {"schema": {"type": "string"},
-                               "description": "Seconds to wait before retrying."}}
-    return _json(_ref("Error"), description, headers if retry_after else None)
 
 
 def _body_schema(name: str) -> dict[str, Any]:
@@ -128,13 +113,7 @@ def build_openapi(config: Config) -> dict[str, Any]:
         "servers": [{"url": f"http://{config.host}:{config.port}"}],
         "paths": paths,
         "components": {"schemas": {
-            "Error": {
-                "type": "object", "required": ["error"],
-                "properties": {"error": {
-                    "type": "object", "required": ["code", "message", "field"],
-                    "properties": {"code": {"type": "string"}, "message": {"type": "string"},
-                                   "field": {"type": ["string", "null"]}}}},
-            },
+            "Error": ERROR_SCHEMA,
             "Accepted": {
                 "type": "object",
                 "required": ["eventId", "type", "customerId", "partition", "offset",
