@@ -13,14 +13,18 @@ help: ## list the targets
 deps: ## install what is missing: venv + requirements + the cartstream command, Kafka jars, Redis/PostgreSQL
 	@$(STACK) deps
 
+# Kafka brokers `make up`/`make infra` start: 1, or 3 for a local cluster (infra/cluster.sh).
+# Unset: the count that runs, else 1 (so `make down && make up` is one broker again).
+BROKERS ?=
+
 infra: ## start only Kafka, Redis and PostgreSQL (and create topics)
-	@$(STACK) infra
+	@KAFKA_BROKERS=$(BROKERS) $(STACK) infra
 
 # The profile `make up` starts: dev (open, loopback) or secure (docs/security.md).
 PROFILE ?= dev
 
-up: ## start the whole system with the sample catalog (make up PROFILE=secure for the secure profile)
-	@CARTSTREAM_PROFILE=$(PROFILE) $(STACK) up
+up: ## start the whole system with the sample catalog (PROFILE=secure; BROKERS=3: a 3-broker Kafka cluster)
+	@CARTSTREAM_PROFILE=$(PROFILE) KAFKA_BROKERS=$(BROKERS) $(STACK) up
 
 down: ## stop everything `make up` started (make down SVC="sink-redis" for some)
 	@$(STACK) down $(SVC)

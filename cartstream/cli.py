@@ -352,15 +352,16 @@ def replay(
 
 @app.command(help="""Create Cartstream's Kafka topics, or converge them, idempotently.
 
-Waits for the broker, then creates the missing topics (cart-events, product-details-events,
-cart-details-event, cartstream-dead-letter) with explicit configs, grows topics that have fewer
-partitions than asked and sets the configs of existing ones. Prints what it changed.
+Waits for the broker (for KAFKA_REPLICATION_FACTOR brokers), then creates the missing topics
+(cart-events, product-details-events, cart-details-event, cartstream-dead-letter, …) with
+explicit configs and that replication factor, grows topics that have fewer partitions than
+asked and sets the configs of existing ones. Prints what it changed.
 
 Environment: KAFKA_BOOTSTRAP (for --bootstrap), TOPIC_CART_EVENTS, TOPIC_PRODUCTS,
 TOPIC_CART_DETAILS, TOPIC_DEAD_LETTER, CART_EVENTS_PARTITIONS, PRODUCTS_PARTITIONS,
-CART_DETAILS_PARTITIONS.
+CART_DETAILS_PARTITIONS, KAFKA_REPLICATION_FACTOR, KAFKA_MIN_INSYNC_REPLICAS.
 
-Exit status: 0 done (or, with --check-only, the broker answers); 2 the broker did not answer
+Exit status: 0 done (or, with --check-only, the brokers answer); 2 the brokers did not answer
 in time or refused a change.""")
 def topics(
     bootstrap: Annotated[str, typer.Option(
@@ -378,7 +379,7 @@ def topics(
     except ValueError as exc:
         fail(format_settings_error(exc))
     with _failures("topics", TimeoutError, KafkaException, ValueError):
-        admin = wait_for_broker(bootstrap, wait)
+        admin = wait_for_broker(bootstrap, wait, brokers=specs[0].replication_factor)
         if check_only:
             return
         for line in ensure_topics(admin, specs):

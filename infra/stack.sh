@@ -5,6 +5,8 @@
 #   infra/stack.sh deps        install what is missing (venv + .venv/bin/cartstream, Kafka jars,
 #                              Redis/PostgreSQL)
 #   infra/stack.sh infra       start Kafka, Redis, PostgreSQL and create the topics
+#                              (KAFKA_BROKERS=3: a 3-node Kafka cluster, infra/cluster.sh)
+#   infra/stack.sh kafka       start only Kafka and wait for it
 #   infra/stack.sh up          infra + the services + the sample catalog, in profile
 #                              $CARTSTREAM_PROFILE (dev, the default, or secure)
 #   infra/stack.sh down [svc]  stop everything this script started (by pid), or the named services
@@ -29,6 +31,9 @@ PG_BIN="${PG_BIN:-$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail
 # The profile the services run in (written by `up`; docs/security.md). Data under $RUN_DIR
 # is the same in both: switching is `down` then `up` with the other profile.
 PROFILE_FILE="$RUN_DIR/profile"
+# One broker or a 3-node cluster (KAFKA_BROKERS, recorded in $RUN_DIR/brokers).
+# shellcheck source=infra/cluster.sh
+source "$ROOT/infra/cluster.sh"
 
 say() { printf '\033[1m[stack]\033[0m %s\n' "$*"; }
 die() { printf '[stack] ERROR: %s\n' "$*" >&2; exit 1; }
@@ -218,7 +223,8 @@ cmd_infra() {
   cmd_deps
   local t0=$SECONDS
   [[ "${CARTSTREAM_PROFILE:-dev}" == secure ]] && ensure_secrets
-  start_kafka
+  choose_brokers
+  start_brokers
   start_redis
   start_postgres
   wait_for "Redis" 30 "$LOGS/redis.log" "$PY" -c \
@@ -226,7 +232,7 @@ cmd_infra() {
   wait_for "PostgreSQL" 60 "$LOGS/postgres.log" pg_ready
   ensure_database
   secure_postgres
-  wait_for "Kafka" "$START_TIMEOUT" "$LOGS/kafka.log" "$CARTSTREAM" topics --check-only --wait 2
+  wait_for "Kafka" "$START_TIMEOUT" "$(kafka_log)" "$CARTSTREAM" topics --check-only --wait 2
   "$CARTSTREAM" topics --wait 30 | sed 's/^/[stack] /'
   say "infrastructure ready in $((SECONDS - t0))s"
 }
@@ -338,8 +344,9 @@ cmd_down() { # [name...]: stop those services, or everything
 
 cmd_status() {
   local entry name port
+  kafka_cluster_env
   printf '%-14s %-8s %-8s %s\n' SERVICE STATE PID ENDPOINT
-  for entry in "kafka|$KAFKA_BOOTSTRAP" "redis|$REDIS_URL" "postgres|$DATABASE_URL" \
+  for entry in $(kafka_status_entries) "redis|$REDIS_URL" "postgres|$DATABASE_URL" \
       "write-api|http://127.0.0.1:$WRITE_PORT" "aggregator|http://127.0.0.1:${AGG_METRICS_PORT:-9102}/metrics" "sink-redis|-" \
       "sink-postgres|-" "sink-catalog|-" "sink-reservations|-" "read-api|http://127.0.0.1:$READ_PORT"; do
     IFS='|' read -r name port <<<"$entry"
@@ -350,6 +357,7 @@ cmd_status() {
     fi
   done
   [[ -n "$(running_services)" ]] && echo "profile: $(recorded_profile)"
+  kafka_running && echo "Kafka: $(recorded_brokers) broker(s), bootstrap $KAFKA_BOOTSTRAP"
   echo "logs: $LOGS   Kafka tools: export PATH=\"$KAFKA_HOME/bin:\$PATH\""
 }
 
@@ -367,10 +375,11 @@ cmd_clean() {
 case "${1:-}" in
   deps) cmd_deps ;;
   infra) cmd_infra ;;
+  kafka) cmd_kafka ;;
   up) cmd_up ;;
   down) shift; cmd_down "$@" ;;
   status) cmd_status ;;
   logs) shift; cmd_logs "$@" ;;
   clean) cmd_clean ;;
-  *) sed -n '2,12p' "$0"; exit 64 ;;
+  *) sed -n '2,14p' "$0"; exit 64 ;;
 esac

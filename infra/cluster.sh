@@ -1,0 +1,112 @@
+# Kafka as one broker or as a local three-node KRaft cluster; sourced by infra/stack.sh, whose
+# helpers (is_running, need_free_port, spawn, say, die) it uses.
+#
+# `make up BROKERS=3` (KAFKA_BROKERS=3) starts three nodes, each a broker and a controller, from
+# the same Maven jars: node i listens on KAFKA_PORT + 2(i-1), its controller on
+# KAFKA_CONTROLLER_PORT + 2(i-1) (9092/9093, 9094/9095, 9096/9097 by default), keeps its data in
+# $RUN_DIR/kafka-i and its pid as kafka-i. The single broker's data ($RUN_DIR/kafka) is left
+# alone. The count is recorded in $RUN_DIR/brokers so that `up` without BROKERS while a cluster
+# runs keeps it, and `make down && make up` is one broker again.
+
+BROKERS_FILE="$RUN_DIR/brokers"
+CLUSTER_SIZE=3
+
+recorded_brokers() { cat "$BROKERS_FILE" 2>/dev/null || echo 1; }
+
+kafka_names() { # [count] -> the pid names of that many brokers (default: the recorded count)
+  local n="${1:-$(recorded_brokers)}" i
+  if [[ "$n" == 1 ]]; then echo kafka; return; fi
+  for ((i = 1; i <= n; i++)); do echo "kafka-$i"; done
+}
+
+kafka_running() { # 0 when any broker runs, single or a cluster node
+  local name
+  for name in kafka $(kafka_names "$CLUSTER_SIZE"); do is_running "$name" && return 0; done
+  return 1
+}
+
+node_port() { echo $((KAFKA_PORT + 2 * ($1 - 1))); }
+node_controller_port() { echo $((KAFKA_CONTROLLER_PORT + 2 * ($1 - 1))); }
+
+kafka_log() { echo "$LOGS/$(kafka_names | head -n1).log"; } # the (first) broker's log
+
+choose_brokers() { # -> exports KAFKA_BROKERS: the asked count, else the running one, else 1
+  local asked="${KAFKA_BROKERS:-}"
+  if [[ -z "$asked" ]]; then
+    if kafka_running; then asked="$(recorded_brokers)"; else asked=1; fi
+  fi
+  [[ "$asked" == 1 || "$asked" == "$CLUSTER_SIZE" ]] ||
+    die "BROKERS must be 1 or $CLUSTER_SIZE, got '$asked'"
+  if kafka_running && [[ "$(recorded_brokers)" != "$asked" ]]; then
+    die "Kafka runs with $(recorded_brokers) broker(s); run 'make down' before 'make up BROKERS=$asked'"
+  fi
+  mkdir -p "$RUN_DIR"
+  echo "$asked" > "$BROKERS_FILE"
+  export KAFKA_BROKERS="$asked"
+  kafka_cluster_env
+}
+
+kafka_cluster_env() { # a cluster: clients bootstrap from every node, topics get 3 replicas
+  [[ "${KAFKA_BROKERS:-$(recorded_brokers)}" == "$CLUSTER_SIZE" ]] || return 0
+  local i nodes=()
+  for ((i = 1; i <= CLUSTER_SIZE; i++)); do nodes+=("localhost:$(node_port "$i")"); done
+  # Only the one-broker default is replaced: a bootstrap list set by hand is kept.
+  if [[ "$KAFKA_BOOTSTRAP" == "localhost:$KAFKA_PORT" ]]; then
+    KAFKA_BOOTSTRAP="$(IFS=,; echo "${nodes[*]}")"
+  fi
+  : "${KAFKA_REPLICATION_FACTOR:=$CLUSTER_SIZE}"
+  export KAFKA_BOOTSTRAP KAFKA_REPLICATION_FACTOR
+}
+
+kafka_cluster_id() { # one KRaft cluster id for all nodes, made once
+  local f="$RUN_DIR/kafka-cluster.id"
+  [[ -s "$f" ]] || "$KAFKA_HOME/bin/kafka-storage" random-uuid > "$f"
+  cat "$f"
+}
+
+start_kafka_node() { # index (1..3): render its properties, format once, start it
+  local i="$1" name="kafka-$i" port ctl voters="" j
+  is_running "$name" && return 0
+  port="$(node_port "$i")" ctl="$(node_controller_port "$i")"
+  need_free_port "$name" "$port"
+  need_free_port "$name controller" "$ctl"
+  for ((j = 1; j <= CLUSTER_SIZE; j++)); do
+    voters+="${voters:+,}$j@127.0.0.1:$(node_controller_port "$j")"
+  done
+  local dir="$RUN_DIR/$name" props="$RUN_DIR/$name/server.properties"
+  mkdir -p "$dir/data" "$LOGS"
+  sed -e "s#@NODE_ID@#$i#g" -e "s#@QUORUM_VOTERS@#$voters#g" -e "s#@KAFKA_PORT@#$port#g" \
+      -e "s#@KAFKA_CONTROLLER_PORT@#$ctl#g" -e "s#@KAFKA_LOG_DIR@#$dir/data#g" \
+      "$KAFKA_HOME/cluster.properties.in" > "$props"
+  if [[ ! -f "$dir/data/meta.properties" ]]; then
+    say "formatting $name's storage (KRaft) under $dir/data"
+    "$KAFKA_HOME/bin/kafka-storage" format -t "$(kafka_cluster_id)" -c "$props" \
+      >>"$LOGS/$name.log" 2>&1
+  fi
+  KAFKA_HEAP_OPTS="$KAFKA_HEAP" KAFKA_LOG4J_CONFIG="$KAFKA_HOME/log4j2-server.properties" \
+    spawn "$name" "$KAFKA_HOME/bin/kafka-run-class" kafka.Kafka "$props"
+}
+
+start_brokers() { # KAFKA_BROKERS (choose_brokers) brokers: start_kafka, or the cluster's nodes
+  [[ "$KAFKA_BROKERS" == 1 ]] && { start_kafka; return; }
+  local i ports=()
+  for ((i = 1; i <= CLUSTER_SIZE; i++)); do ports+=("$(node_port "$i")" "$(node_controller_port "$i")"); done
+  if [[ $(printf '%s\n' "${ports[@]}" | sort -u | wc -l) -ne ${#ports[@]} ]]; then
+    die "cluster ports collide (${ports[*]}): node i uses KAFKA_PORT+2(i-1) and KAFKA_CONTROLLER_PORT+2(i-1); set KAFKA_CONTROLLER_PORT=KAFKA_PORT+1"
+  fi
+  for ((i = 1; i <= CLUSTER_SIZE; i++)); do start_kafka_node "$i"; done
+}
+
+kafka_status_entries() { # name|endpoint lines for `status`
+  local i
+  if [[ "$(recorded_brokers)" == 1 ]]; then echo "kafka|$KAFKA_BOOTSTRAP"; return; fi
+  for ((i = 1; i <= CLUSTER_SIZE; i++)); do echo "kafka-$i|localhost:$(node_port "$i")"; done
+}
+
+cmd_kafka() { # only Kafka: the brokers, then wait until all of them answer (tests use this)
+  deps_kafka
+  choose_brokers
+  start_brokers
+  wait_for "Kafka" "$START_TIMEOUT" "$(kafka_log)" "$CARTSTREAM" topics --check-only --wait 2
+  say "Kafka ready: $KAFKA_BROKERS broker(s) at $KAFKA_BOOTSTRAP"
+}
