@@ -369,6 +369,8 @@ class Workload:
     unexpected: list[str] = field(default_factory=list)
     answers: list[tuple[float, int, dict[str, Any] | None, dict[str, str]]] = field(
         default_factory=list)
+    # (sent, answered, status) of every request, monotonic seconds: when a request ran.
+    spans: list[tuple[float, float, int]] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _stop: threading.Event = field(default_factory=threading.Event)
     _threads: list[threading.Thread] = field(default_factory=list)
@@ -387,12 +389,14 @@ class Workload:
     def send(self, session: requests.Session, kind: str, body: dict[str, Any],
              headers: dict[str, str] | None = None) -> int:
         """POST one command and record the answer; returns the status (-1: no answer)."""
+        sent = time.monotonic()
         try:
             resp = session.post(f"{self.write_url}/api/v1/{kind}", json=body, headers=headers,
                                 timeout=self.timeout_s)
         except requests.RequestException as exc:
             with self._lock:
                 self.statuses[-1] += 1
+                self.spans.append((sent, time.monotonic(), -1))
                 self.unexpected.append(f"{kind} {body}: {type(exc).__name__}: {exc}")
             return -1
         try:
@@ -409,7 +413,9 @@ class Workload:
                 and int(resp.headers.get("Retry-After", "0")) >= 1))
         with self._lock:
             self.statuses[status] += 1
-            self.answers.append((time.monotonic(), status, doc, dict(resp.headers)))
+            answered = time.monotonic()
+            self.answers.append((answered, status, doc, dict(resp.headers)))
+            self.spans.append((sent, answered, status))
             if status == 202 and expected:
                 self.acks.append(doc)
             if not expected:
@@ -444,6 +450,14 @@ class Workload:
         self._sent += max_commands
         for t in self._threads:
             t.start()
+
+    def wait_done(self, timeout_s: float) -> None:
+        """Wait (bounded) until the threads have sent all their commands."""
+        deadline = time.monotonic() + timeout_s
+        for t in self._threads:
+            t.join(timeout=max(0.0, deadline - time.monotonic()))
+        assert not any(t.is_alive() for t in self._threads), (
+            f"the workload did not finish within {timeout_s}s: {self.statuses}")
 
     def stop(self) -> None:
         """Stop the threads and wait for them (bounded by the HTTP timeout)."""

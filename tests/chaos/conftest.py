@@ -15,6 +15,18 @@ from tests.chaos.checks import load_catalog, make_catalog
 from tests.e2e.conftest import SERVICES, System, make_system
 from tests.support.connectors import PrivateRedis
 
+# Measurements the scenarios make (e.g. the cluster's failover times), printed in the summary.
+REPORT: list[str] = []
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Print what the chaos scenarios measured, after the results."""
+    if REPORT:
+        terminalreporter.section("chaos measurements")
+        for line in REPORT:
+            terminalreporter.write_line(line)
+
+
 # Quick snapshots and retries: a resumed aggregator re-emits little, a sink is back within a second.
 CHAOS_ENV = {
     "AGG_SNAPSHOT_INTERVAL_S": "1",
@@ -57,9 +69,11 @@ def start_system(system: System) -> None:
 
 
 @contextmanager
-def running_system(endpoints, run_dir: Path) -> Iterator[tuple[System, dict[str, Product]]]:
-    """A started Cartstream on `endpoints` with the chaos settings and its catalog loaded."""
-    system = make_system(endpoints, mkdir(run_dir))
+def running_system(endpoints, run_dir: Path, extra: dict[str, str] | None = None
+                   ) -> Iterator[tuple[System, dict[str, Product]]]:
+    """A started Cartstream on `endpoints` with the chaos settings and its catalog loaded
+    (`extra`: more environment, e.g. the cluster's replication factor)."""
+    system = make_system(endpoints, mkdir(run_dir), extra)
     system.env.update(CHAOS_ENV)
     try:
         start_system(system)

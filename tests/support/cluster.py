@@ -1,0 +1,144 @@
+"""A private 3-broker Kafka cluster for tests, started by `infra/stack.sh kafka` itself.
+
+The same code as `make up BROKERS=3` (infra/cluster.sh) runs it, on free ports and under the
+test's own RUN_DIR, so a test may kill -9 brokers without touching anyone's stack:
+
+    cluster = LocalCluster(tmp_path / "kafka")
+    cluster.start()                  # all three up and registered
+    cluster.kill(2)                  # SIGKILL node 2's process group
+    cluster.start()                  # starts the nodes that are not running, same data
+    cluster.stop()                   # infra/stack.sh down
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from confluent_kafka.admin import AdminClient
+
+ROOT = Path(__file__).resolve().parents[2]
+STACK = ROOT / "infra" / "stack.sh"
+SIZE = 3
+
+
+def _bindable(port: int) -> bool:
+    """True when a server could listen on the port now (SO_REUSEADDR, as Kafka binds: the
+    connections a killed broker leaves in TIME_WAIT do not hold its port)."""
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _alive(pid: int) -> bool:
+    """True while the process exists and is not a zombie (stack.sh's children are reaped by
+    whoever adopted them, which may take a while)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def free_port_block(n: int, low: int = 20000, high: int = 30000) -> int:
+    """An even port p such that p .. p+n-1 are all free (below the ephemeral range)."""
+    rng = random.Random()
+    for _ in range(200):
+        base = rng.randrange(low, high - n, 2)
+        if all(_bindable(base + i) for i in range(n)):
+            return base
+    raise RuntimeError(f"no block of {n} free ports in {low}..{high}")
+
+
+class LocalCluster:
+    """Three KRaft nodes (broker + controller each) under `root`, run by infra/stack.sh."""
+
+    def __init__(self, root: Path, heap: str = "-Xms128m -Xmx512m") -> None:
+        self.root = Path(root)
+        self.port = free_port_block(2 * SIZE)
+        env = {k: v for k, v in os.environ.items()
+               if k not in ("KAFKA_BOOTSTRAP", "KAFKA_REPLICATION_FACTOR",
+                            "KAFKA_MIN_INSYNC_REPLICAS")}
+        self.env = {
+            **env,
+            "RUN_DIR": str(self.root),
+            "KAFKA_PORT": str(self.port),
+            "KAFKA_CONTROLLER_PORT": str(self.port + 1),
+            "KAFKA_BROKERS": str(SIZE),
+            "KAFKA_HEAP": heap,
+            "START_TIMEOUT": "180",
+            # stack.sh runs `cartstream` beside this interpreter; this checkout's code first.
+            "PYTHON": sys.executable,
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")])),
+        }
+
+    def node_port(self, node: int) -> int:
+        """Node `node`'s (1..3) client port, as infra/cluster.sh derives it."""
+        return self.port + 2 * (node - 1)
+
+    @property
+    def bootstrap(self) -> str:
+        """Every node, as `make up BROKERS=3` gives the services."""
+        return ",".join(f"localhost:{self.node_port(i)}" for i in range(1, SIZE + 1))
+
+    def _stack(self, *args: str, timeout_s: float = 300) -> None:
+        out = subprocess.run(["bash", str(STACK), *args], env=self.env, cwd=ROOT,
+                             capture_output=True, text=True, timeout=timeout_s)
+        if out.returncode != 0:
+            raise RuntimeError(f"infra/stack.sh {' '.join(args)} failed ({out.returncode}):\n"
+                               f"{out.stdout[-2000:]}\n{out.stderr[-3000:]}\n{self.tail()}")
+
+    def start(self) -> None:
+        """Start the nodes that are not running and wait until all three are registered."""
+        self._stack("kafka")
+
+    def stop(self) -> None:
+        """Stop every node (SIGTERM, then SIGKILL after 30 s)."""
+        self._stack("down")
+
+    def pid(self, node: int) -> int:
+        """Node `node`'s process (group) id, from its pid file."""
+        return int((self.root / "pids" / f"kafka-{node}.pid").read_text())
+
+    def kill(self, node: int, timeout_s: float = 30) -> None:
+        """kill -9 node `node` and wait until it is gone and its port is free."""
+        pid = self.pid(node)
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if not _alive(pid) and _bindable(self.node_port(node)):
+                return
+            time.sleep(0.05)
+        raise TimeoutError(f"kafka-{node} (pid {pid}) did not die within {timeout_s}s")
+
+    def admin(self) -> AdminClient:
+        """An admin client over every node."""
+        return AdminClient({"bootstrap.servers": self.bootstrap, "log_level": 0})
+
+    def partitions(self, admin: AdminClient, topic: str) -> dict[int, tuple[int, list[int]]]:
+        """partition -> (leader node, in-sync nodes) of `topic`, as the metadata says now."""
+        meta = admin.list_topics(topic, timeout=5).topics[topic]
+        return {p: (m.leader, list(m.isrs)) for p, m in meta.partitions.items()}
+
+    def tail(self, lines: int = 20) -> str:
+        """The end of every node's log, for failure messages."""
+        out = []
+        for i in range(1, SIZE + 1):
+            log = self.root / "logs" / f"kafka-{i}.log"
+            if log.exists():
+                text = log.read_text(errors="replace").splitlines()[-lines:]
+                out.append(f"--- kafka-{i}\n" + "\n".join(text))
+        return "\n".join(out)
