@@ -59,42 +59,64 @@ kafka_cluster_env() { # a cluster: clients bootstrap from every node, topics get
 }
 
 kafka_cluster_id() { # one KRaft cluster id for all nodes, made once
-  local f="$RUN_DIR/kafka-cluster.id"
-  [[ -s "$f" ]] || "$KAFKA_HOME/bin/kafka-storage" random-uuid > "$f"
+  local f="$RUN_DIR/kafka-cluster.id" id="-"
+  if [[ ! -s "$f" ]]; then
+    # What `kafka-storage random-uuid` prints (16 random bytes, URL-safe base64, no padding;
+    # never starting with '-'), without starting a JVM for it.
+    while [[ "$id" == -* ]]; do
+      id="$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=')"
+    done
+    echo "$id" > "$f"
+  fi
   cat "$f"
 }
 
-start_kafka_node() { # index (1..3): render its properties, format once, start it
-  local i="$1" name="kafka-$i" port ctl voters="" j
-  is_running "$name" && return 0
-  port="$(node_port "$i")" ctl="$(node_controller_port "$i")"
-  need_free_port "$name" "$port"
-  need_free_port "$name controller" "$ctl"
+render_kafka_node() { # index (1..3) -> writes $RUN_DIR/kafka-i/server.properties
+  local i="$1" voters="" j dir="$RUN_DIR/kafka-$1"
   for ((j = 1; j <= CLUSTER_SIZE; j++)); do
     voters+="${voters:+,}$j@127.0.0.1:$(node_controller_port "$j")"
   done
-  local dir="$RUN_DIR/$name" props="$RUN_DIR/$name/server.properties"
   mkdir -p "$dir/data" "$LOGS"
-  sed -e "s#@NODE_ID@#$i#g" -e "s#@QUORUM_VOTERS@#$voters#g" -e "s#@KAFKA_PORT@#$port#g" \
-      -e "s#@KAFKA_CONTROLLER_PORT@#$ctl#g" -e "s#@KAFKA_LOG_DIR@#$dir/data#g" \
-      "$KAFKA_HOME/cluster.properties.in" > "$props"
-  if [[ ! -f "$dir/data/meta.properties" ]]; then
-    say "formatting $name's storage (KRaft) under $dir/data"
-    "$KAFKA_HOME/bin/kafka-storage" format -t "$(kafka_cluster_id)" -c "$props" \
-      >>"$LOGS/$name.log" 2>&1
-  fi
-  KAFKA_HEAP_OPTS="$KAFKA_HEAP" KAFKA_LOG4J_CONFIG="$KAFKA_HOME/log4j2-server.properties" \
-    spawn "$name" "$KAFKA_HOME/bin/kafka-run-class" kafka.Kafka "$props"
+  sed -e "s#@NODE_ID@#$i#g" -e "s#@QUORUM_VOTERS@#$voters#g" \
+      -e "s#@KAFKA_PORT@#$(node_port "$i")#g" \
+      -e "s#@KAFKA_CONTROLLER_PORT@#$(node_controller_port "$i")#g" \
+      -e "s#@KAFKA_LOG_DIR@#$dir/data#g" "$KAFKA_HOME/cluster.properties.in" > "$dir/server.properties"
+}
+
+format_kafka_nodes() { # the nodes whose storage is new, formatted at once with one cluster id
+  local i pids=() id
+  id="$(kafka_cluster_id)"
+  for ((i = 1; i <= CLUSTER_SIZE; i++)); do
+    [[ -f "$RUN_DIR/kafka-$i/data/meta.properties" ]] && continue
+    say "formatting kafka-$i's storage (KRaft cluster $id) under $RUN_DIR/kafka-$i/data"
+    "$KAFKA_HOME/bin/kafka-storage" format -t "$id" -c "$RUN_DIR/kafka-$i/server.properties" \
+      >>"$LOGS/kafka-$i.log" 2>&1 &
+    pids+=("$!")
+  done
+  for i in "${pids[@]}"; do wait "$i" || die "formatting Kafka storage failed; see $LOGS/kafka-*.log"; done
 }
 
 start_brokers() { # KAFKA_BROKERS (choose_brokers) brokers: start_kafka, or the cluster's nodes
   [[ "$KAFKA_BROKERS" == 1 ]] && { start_kafka; return; }
-  local i ports=()
+  local i name ports=()
   for ((i = 1; i <= CLUSTER_SIZE; i++)); do ports+=("$(node_port "$i")" "$(node_controller_port "$i")"); done
   if [[ $(printf '%s\n' "${ports[@]}" | sort -u | wc -l) -ne ${#ports[@]} ]]; then
     die "cluster ports collide (${ports[*]}): node i uses KAFKA_PORT+2(i-1) and KAFKA_CONTROLLER_PORT+2(i-1); set KAFKA_CONTROLLER_PORT=KAFKA_PORT+1"
   fi
-  for ((i = 1; i <= CLUSTER_SIZE; i++)); do start_kafka_node "$i"; done
+  for ((i = 1; i <= CLUSTER_SIZE; i++)); do
+    name="kafka-$i"
+    is_running "$name" && continue
+    need_free_port "$name" "$(node_port "$i")"
+    need_free_port "$name controller" "$(node_controller_port "$i")"
+    render_kafka_node "$i"
+  done
+  format_kafka_nodes
+  for ((i = 1; i <= CLUSTER_SIZE; i++)); do
+    name="kafka-$i"
+    is_running "$name" && continue
+    KAFKA_HEAP_OPTS="$KAFKA_HEAP" KAFKA_LOG4J_CONFIG="$KAFKA_HOME/log4j2-server.properties" \
+      spawn "$name" "$KAFKA_HOME/bin/kafka-run-class" kafka.Kafka "$RUN_DIR/$name/server.properties"
+  done
 }
 
 kafka_status_entries() { # name|endpoint lines for `status`
