@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from confluent_kafka import KafkaError, KafkaException, Producer
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 from cart_write.config import Config
 
@@ -104,6 +104,43 @@ def confluent_settings(config: Config) -> dict[str, Any]:
     }
 
 
+# How far back from a partition's end `locate` looks for a record. The records it looks for were
+# acknowledged moments ago (at most 5 batches in flight per connection), so this is ample.
+LOCATE_BACK = 10_000
+
+Locator = Callable[[str, int, bytes, bytes, float], "int | None"]
+
+
+def kafka_locator(config: Config) -> Locator:
+    """Finds a record among the last LOCATE_BACK of its partition: its offset, or None."""
+
+    def locate(topic: str, partition: int, key: bytes, value: bytes, timeout_s: float
+               ) -> int | None:
+        deadline = time.monotonic() + timeout_s
+        consumer = Consumer({"bootstrap.servers": config.kafka_bootstrap,
+                             "group.id": "cart-write-locate", "enable.auto.commit": False,
+                             "enable.partition.eof": True,
+                             "logger": logging.getLogger("kafka.librdkafka")})
+        try:
+            tp = TopicPartition(topic, partition)
+            low, high = consumer.get_watermark_offsets(tp, timeout=timeout_s)
+            consumer.assign([TopicPartition(topic, partition, max(low, high - LOCATE_BACK))])
+            while time.monotonic() < deadline:
+                for msg in consumer.consume(1000, timeout=0.2):
+                    error = msg.error()
+                    if error is not None:
+                        if error.code() == KafkaError._PARTITION_EOF:
+                            return None
+                        continue
+                    if msg.value() == value and msg.key() == key:
+                        return int(msg.offset())
+            return None
+        finally:
+            consumer.close()
+
+    return locate
+
+
 class _Delivery:
     """One record's outcome, set by librdkafka's delivery callback on the poll thread."""
 
@@ -136,9 +173,11 @@ class ConfluentPublisher:
     POLL_S = 0.05
 
     def __init__(self, config: Config,
-                 producer_factory: Callable[[dict[str, Any]], Any] = Producer) -> None:
+                 producer_factory: Callable[[dict[str, Any]], Any] = Producer,
+                 locate: Locator | None = None) -> None:
         self._config = config
         self._producer_factory = producer_factory
+        self._locate = locate or kafka_locator(config)
         self._lock = threading.Lock()
         self._producer: Any = None
         self._pid = 0
@@ -205,7 +244,22 @@ class ConfluentPublisher:
             raise PublishUnavailable(f"Kafka did not acknowledge: {delivery.error}")
         self._unreachable = False
         self._readiness.acked()
-        return Ack(partition=delivery.partition, offset=delivery.offset)
+        offset = delivery.offset
+        if offset is None or offset < 0:
+            offset = self._where(topic, delivery.partition, key, value)
+        return Ack(partition=delivery.partition, offset=offset)
+
+    def _where(self, topic: str, partition: int, key: bytes, value: bytes) -> int:
+        # A retry the new leader already had (DUPLICATE_SEQUENCE_NUMBER after a leader change
+        # in a cluster) is acknowledged without an offset: the record is stored, once, but the
+        # 202 must say where. Not found within the bound: 503, as for any unconfirmed write.
+        offset = self._locate(topic, partition, key, value, self._config.ack_timeout_s)
+        if offset is None:
+            raise PublishUnavailable("Kafka acknowledged the record without its offset and it "
+                                     "could not be found")
+        log.info("Kafka acknowledged a retried record without its offset; found at %s[%d]@%d",
+                 topic, partition, offset)
+        return offset
 
     def ready(self) -> bool:
         """True when a broker answered recently: a successful ack or a fresh metadata request."""

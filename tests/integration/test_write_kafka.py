@@ -245,3 +245,19 @@ def test_cartstream_serve_write_serves_the_seed_commands_under_granian(
         finally:
             log.close()
     assert rc == 0, (tmp_path / "write.log").read_text()
+
+
+def test_the_locator_finds_an_acknowledged_record_by_its_bytes(
+        kafka_bootstrap: str, scratch_topic: str, unique: str) -> None:
+    """What a 202 answers when librdkafka acknowledged a retry without its offset."""
+    from confluent_kafka import Producer
+
+    from cart_write.publisher import kafka_locator
+
+    producer = Producer({"bootstrap.servers": kafka_bootstrap, "acks": "all"})
+    for i in range(5):
+        producer.produce(scratch_topic, f"{unique}-{i}".encode(), b"k")
+    assert producer.flush(30) == 0
+    locate = kafka_locator(Config(kafka_bootstrap=kafka_bootstrap))
+    assert locate(scratch_topic, 0, b"k", f"{unique}-3".encode(), 20) == 3
+    assert locate(scratch_topic, 0, b"k", f"{unique}-absent".encode(), 20) is None

@@ -377,3 +377,44 @@ def test_close_flushes_the_producer_once_and_stops_polling() -> None:
     built[0].flush = lambda timeout: flushed.append(timeout) or 0  # type: ignore[method-assign]
     pub.close()
     assert flushed == [Config().ack_timeout_s]
+
+
+class NoOffsetLibrdkafka(FakeLibrdkafka):
+    """Acknowledges every record without an offset, as librdkafka does a retry the new leader
+    already had (DUPLICATE_SEQUENCE_NUMBER)."""
+
+    def poll(self, timeout: float) -> int:
+        with self.lock:
+            due, self.pending = self.pending, []
+        for callback, _, _ in due:
+            callback(None, FakeMsg(3, None))  # type: ignore[arg-type]
+        if not due:
+            time.sleep(0.001)
+        return len(due)
+
+
+def test_an_ack_without_offset_answers_with_the_offset_found_in_the_partition() -> None:
+    asked: list[tuple[str, int, bytes, bytes]] = []
+
+    def locate(topic: str, partition: int, key: bytes, value: bytes, timeout_s: float
+               ) -> int | None:
+        asked.append((topic, partition, key, value))
+        assert timeout_s > 0
+        return 41
+
+    pub = ConfluentPublisher(Config(), producer_factory=NoOffsetLibrdkafka, locate=locate)
+    try:
+        assert pub.publish("t", b"k", b"v") == Ack(3, 41)
+        assert asked == [("t", 3, b"k", b"v")]
+    finally:
+        pub.close()
+
+
+def test_an_ack_without_offset_that_cannot_be_found_is_unavailable() -> None:
+    pub = ConfluentPublisher(Config(), producer_factory=NoOffsetLibrdkafka,
+                             locate=lambda *_: None)
+    try:
+        with pytest.raises(PublishUnavailable, match="without its offset"):
+            pub.publish("t", b"k", b"v")
+    finally:
+        pub.close()
