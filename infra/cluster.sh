@@ -40,10 +40,19 @@ choose_brokers() { # -> exports KAFKA_BROKERS: the asked count, else the running
   if kafka_running && [[ "$(recorded_brokers)" != "$asked" ]]; then
     die "Kafka runs with $(recorded_brokers) broker(s); run 'make down' before 'make up BROKERS=$asked'"
   fi
+  [[ "$asked" == 1 ]] || check_cluster_ports
   mkdir -p "$RUN_DIR"
   echo "$asked" > "$BROKERS_FILE"
   export KAFKA_BROKERS="$asked"
   kafka_cluster_env
+}
+
+check_cluster_ports() { # the six ports the nodes derive must differ
+  local i ports=()
+  for ((i = 1; i <= CLUSTER_SIZE; i++)); do ports+=("$(node_port "$i")" "$(node_controller_port "$i")"); done
+  if [[ $(printf '%s\n' "${ports[@]}" | sort -u | wc -l) -ne ${#ports[@]} ]]; then
+    die "cluster ports collide (${ports[*]}): node i uses KAFKA_PORT+2(i-1) and KAFKA_CONTROLLER_PORT+2(i-1); set KAFKA_CONTROLLER_PORT=KAFKA_PORT+1"
+  fi
 }
 
 kafka_cluster_env() { # a cluster: clients bootstrap from every node, topics get 3 replicas
@@ -98,11 +107,7 @@ format_kafka_nodes() { # the nodes whose storage is new, formatted at once with 
 
 start_brokers() { # KAFKA_BROKERS (choose_brokers) brokers: start_kafka, or the cluster's nodes
   [[ "$KAFKA_BROKERS" == 1 ]] && { start_kafka; return; }
-  local i name ports=()
-  for ((i = 1; i <= CLUSTER_SIZE; i++)); do ports+=("$(node_port "$i")" "$(node_controller_port "$i")"); done
-  if [[ $(printf '%s\n' "${ports[@]}" | sort -u | wc -l) -ne ${#ports[@]} ]]; then
-    die "cluster ports collide (${ports[*]}): node i uses KAFKA_PORT+2(i-1) and KAFKA_CONTROLLER_PORT+2(i-1); set KAFKA_CONTROLLER_PORT=KAFKA_PORT+1"
-  fi
+  local i name
   for ((i = 1; i <= CLUSTER_SIZE; i++)); do
     name="kafka-$i"
     is_running "$name" && continue
@@ -126,8 +131,8 @@ kafka_status_entries() { # name|endpoint lines for `status`
 }
 
 cmd_kafka() { # only Kafka: the brokers, then wait until all of them answer (tests use this)
-  deps_kafka
   choose_brokers
+  deps_kafka
   start_brokers
   wait_for "Kafka" "$START_TIMEOUT" "$(kafka_log)" "$CARTSTREAM" topics --check-only --wait 2
   say "Kafka ready: $KAFKA_BROKERS broker(s) at $KAFKA_BOOTSTRAP"

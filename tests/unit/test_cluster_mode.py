@@ -1,0 +1,66 @@
+"""infra/cluster.sh's bookkeeping, through infra/stack.sh, with no broker started: the recorded
+count, what `status` lists, and the refusals that come before anything is installed or run."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def stack(run_dir: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items()
+             if k not in ("KAFKA_BOOTSTRAP", "KAFKA_BROKERS", "KAFKA_REPLICATION_FACTOR")}
+    return subprocess.run(["bash", str(ROOT / "infra" / "stack.sh"), *args], cwd=ROOT,
+                          env={**clean, "RUN_DIR": str(run_dir), "KAFKA_PORT": "19092",
+                               "KAFKA_CONTROLLER_PORT": "19093", **env},
+                          capture_output=True, text=True, timeout=60)
+
+
+def pretend_running(run_dir: Path, *names: str) -> None:
+    """pid files naming a live process (this one), as `spawn` writes them."""
+    (run_dir / "pids").mkdir(parents=True, exist_ok=True)
+    for name in names:
+        (run_dir / "pids" / f"{name}.pid").write_text(str(os.getpid()))
+
+
+def test_status_lists_the_three_brokers_with_their_pids_and_the_bootstrap(tmp_path: Path) -> None:
+    (tmp_path / "brokers").write_text("3\n")
+    pretend_running(tmp_path, "kafka-1", "kafka-2", "kafka-3")
+    out = stack(tmp_path, "status")
+    assert out.returncode == 0, out.stderr
+    rows = {line.split()[0]: line.split() for line in out.stdout.splitlines() if line}
+    for i, port in ((1, 19092), (2, 19094), (3, 19096)):
+        assert rows[f"kafka-{i}"][1:] == ["up", str(os.getpid()), f"localhost:{port}"]
+    assert "kafka" not in rows
+    assert ("Kafka: 3 broker(s), bootstrap localhost:19092,localhost:19094,localhost:19096"
+            in out.stdout)
+
+
+def test_one_broker_is_listed_as_kafka(tmp_path: Path) -> None:
+    pretend_running(tmp_path, "kafka")
+    out = stack(tmp_path, "status")
+    assert out.returncode == 0, out.stderr
+    assert [line.split()[:2] for line in out.stdout.splitlines()
+            if line.startswith("kafka")] == [["kafka", "up"]]
+
+
+def test_a_different_count_while_kafka_runs_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "brokers").write_text("3\n")
+    pretend_running(tmp_path, "kafka-2")
+    out = stack(tmp_path, "kafka", KAFKA_BROKERS="1")
+    assert out.returncode != 0
+    assert "Kafka runs with 3 broker(s); run 'make down' before 'make up BROKERS=1'" in out.stderr
+    assert (tmp_path / "brokers").read_text().strip() == "3"
+
+
+def test_only_1_or_3_brokers(tmp_path: Path) -> None:
+    out = stack(tmp_path, "kafka", KAFKA_BROKERS="2")
+    assert out.returncode != 0 and "BROKERS must be 1 or 3, got '2'" in out.stderr
+
+
+def test_colliding_node_ports_are_refused(tmp_path: Path) -> None:
+    out = stack(tmp_path, "kafka", KAFKA_BROKERS="3", KAFKA_CONTROLLER_PORT="19094")
+    assert out.returncode != 0 and "cluster ports collide" in out.stderr
