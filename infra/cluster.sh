@@ -41,10 +41,22 @@ choose_brokers() { # -> exports KAFKA_BROKERS: the asked count, else the running
     die "Kafka runs with $(recorded_brokers) broker(s); run 'make down' before 'make up BROKERS=$asked'"
   fi
   [[ "$asked" == 1 ]] || check_cluster_ports
+  [[ "$(recorded_brokers)" == "$asked" ]] || switch_kafka_data "$asked"
   mkdir -p "$RUN_DIR"
   echo "$asked" > "$BROKERS_FILE"
   export KAFKA_BROKERS="$asked"
   kafka_cluster_env
+}
+
+switch_kafka_data() { # count: the other Kafka's log is not the one the aggregator resumes from
+  local recovery="${AGG_RECOVERY_DIR:-$RUN_DIR/aggregator/recovery}" aside
+  [[ -d "$recovery" ]] || return 0
+  # Its input offsets belong to the other log: resumed here it would skip events.
+  aside="$recovery.brokers-$(recorded_brokers).$(date +%s)"
+  mv "$recovery" "$aside"
+  say "Kafka: $(recorded_brokers) -> $1 broker(s), another log. The aggregator's recovery (made" \
+      "from the old one) is moved to $aside, so the fold starts again from this log; Redis and" \
+      "PostgreSQL keep carts of both logs ('make clean' first for a clean start)."
 }
 
 check_cluster_ports() { # the six ports the nodes derive must differ
@@ -53,6 +65,11 @@ check_cluster_ports() { # the six ports the nodes derive must differ
   if [[ $(printf '%s\n' "${ports[@]}" | sort -u | wc -l) -ne ${#ports[@]} ]]; then
     die "cluster ports collide (${ports[*]}): node i uses KAFKA_PORT+2(i-1) and KAFKA_CONTROLLER_PORT+2(i-1); set KAFKA_CONTROLLER_PORT=KAFKA_PORT+1"
   fi
+}
+
+sample_catalog_stamp() { # the sample catalog is loaded once per Kafka: one broker's, the cluster's
+  if [[ "$(recorded_brokers)" == 1 ]]; then echo "$RUN_DIR/.sample-catalog-loaded"
+  else echo "$RUN_DIR/kafka-1/.sample-catalog-loaded"; fi
 }
 
 kafka_cluster_env() { # a cluster: clients bootstrap from every node, topics get 3 replicas

@@ -295,7 +295,7 @@ start_services() {
 }
 
 load_sample_catalog() {
-  local stamp="$RUN_DIR/.sample-catalog-loaded"
+  local stamp; stamp="$(sample_catalog_stamp)"
   [[ -f "$stamp" ]] && return
   [[ -f "$ROOT/connectors/catalog.py" ]] || return 0
   say "loading the sample catalog (connectors/data/sample-catalog.jsonl)"

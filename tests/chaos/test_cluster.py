@@ -102,12 +102,12 @@ def kill_leader_under_writes(c: Clustered, wl: Workload, victim: int) -> dict[st
             leader not in (victim, -1)
             for p, (leader, _) in c.kafka.partitions(admin, topic).items() if p in led),
         60, c.system)
-    wl.wait_for(202, 60, since=elected_at, timeout_s=90, system=c.system)
+    wl.wait_for(202, 40, since=elected_at, timeout_s=90, system=c.system)
     c.kafka.start()
     wait_until("every replica back in sync", lambda: all(
         len(isr) == SIZE for _, isr in c.kafka.partitions(admin, topic).values()),
         120, c.system, step_s=0.5)
-    wl.wait_for(202, 30, since=time.monotonic(), timeout_s=90, system=c.system)
+    wl.wait_for(202, 20, since=time.monotonic(), timeout_s=90, system=c.system)
     return {"victim": victim, "led": led, "killed_at": killed_at, "elected_at": elected_at}
 
 
@@ -153,7 +153,7 @@ def run_kills(c: Clustered, unique: str, rounds: int) -> None:
     wl.start(threads=3, max_commands=10**7)  # until stopped
     kills = []
     try:
-        wl.wait_for(202, 100, since=0, timeout_s=90, system=system)
+        wl.wait_for(202, 60, since=0, timeout_s=90, system=system)
         for _ in range(rounds):
             leaders = Counter(leader for leader, _ in
                               c.kafka.partitions(c.kafka.admin(), topic).values())
@@ -196,7 +196,7 @@ def test_one_broker_down_for_a_whole_run(clustered: Clustered, unique: str) -> N
             60, system)
         # No election runs during the workload: any 503 is a failure.
         wl = workload(c, unique, "down", frozenset({202}))
-        wl.start(threads=3, max_commands=600)
+        wl.start(threads=3, max_commands=400)
         wl.wait_done(timeout_s=300)
         wl.assert_clean()
         check_system(system, c.catalog, wl.acks)

@@ -64,3 +64,48 @@ def test_only_1_or_3_brokers(tmp_path: Path) -> None:
 def test_colliding_node_ports_are_refused(tmp_path: Path) -> None:
     out = stack(tmp_path, "kafka", KAFKA_BROKERS="3", KAFKA_CONTROLLER_PORT="19094")
     assert out.returncode != 0 and "cluster ports collide" in out.stderr
+
+
+def choose(run_dir: Path, asked: str = "") -> subprocess.CompletedProcess[str]:
+    """infra/cluster.sh's choose_brokers alone (stack.sh's helpers stubbed), then the env."""
+    script = f"""
+        set -euo pipefail
+        RUN_DIR={run_dir}; PIDS=$RUN_DIR/pids; LOGS=$RUN_DIR/logs; KAFKA_PORT=19092
+        KAFKA_CONTROLLER_PORT=19093; KAFKA_BOOTSTRAP=localhost:19092
+        say() {{ echo "$*"; }}; die() {{ echo "$*" >&2; exit 1; }}
+        is_running() {{ [[ -f "$PIDS/$1.pid" ]] && kill -0 "$(cat "$PIDS/$1.pid")" 2>/dev/null; }}
+        source {ROOT / "infra" / "cluster.sh"}
+        KAFKA_BROKERS={asked} choose_brokers
+        echo "brokers=$KAFKA_BROKERS bootstrap=$KAFKA_BOOTSTRAP rf=${{KAFKA_REPLICATION_FACTOR:-}}"
+    """
+    return subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=30)
+
+
+def test_down_then_up_without_brokers_is_one_broker_again(tmp_path: Path) -> None:
+    (tmp_path / "brokers").write_text("3\n")  # a cluster ran, nothing runs now
+    out = choose(tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines()[-1] == "brokers=1 bootstrap=localhost:19092 rf="
+    assert (tmp_path / "brokers").read_text().strip() == "1"
+
+
+def test_up_without_brokers_keeps_a_running_cluster(tmp_path: Path) -> None:
+    (tmp_path / "brokers").write_text("3\n")
+    pretend_running(tmp_path, "kafka-1")
+    out = choose(tmp_path)
+    assert out.stdout.splitlines()[-1] == (
+        "brokers=3 bootstrap=localhost:19092,localhost:19094,localhost:19096 rf=3")
+
+
+def test_switching_logs_moves_the_aggregator_recovery_aside(tmp_path: Path) -> None:
+    recovery = tmp_path / "aggregator" / "recovery"
+    recovery.mkdir(parents=True)
+    (recovery / "part-0.sqlite3").write_text("offsets of the one-broker log")
+    out = choose(tmp_path, "3")
+    assert out.returncode == 0, out.stderr
+    assert not recovery.exists()
+    (aside,) = (tmp_path / "aggregator").glob("recovery.brokers-1.*")
+    assert (aside / "part-0.sqlite3").exists()
+    # The same count again: nothing moves.
+    recovery.mkdir()
+    assert choose(tmp_path, "3").returncode == 0 and recovery.exists()
