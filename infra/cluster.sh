@@ -50,6 +50,8 @@ choose_brokers() { # -> exports KAFKA_BROKERS: the asked count, else the running
 
 switch_kafka_data() { # count: the other Kafka's log is not the one the aggregator resumes from
   local recovery="${AGG_RECOVERY_DIR:-$RUN_DIR/aggregator/recovery}" aside
+  ! is_running aggregator ||
+    die "the services run on the other Kafka; run 'make down' before 'make up BROKERS=$1'"
   [[ -d "$recovery" ]] || return 0
   # Its input offsets belong to the other log: resumed here it would skip events.
   aside="$recovery.brokers-$(recorded_brokers).$(date +%s)"

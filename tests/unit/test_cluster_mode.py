@@ -109,3 +109,11 @@ def test_switching_logs_moves_the_aggregator_recovery_aside(tmp_path: Path) -> N
     # The same count again: nothing moves.
     recovery.mkdir()
     assert choose(tmp_path, "3").returncode == 0 and recovery.exists()
+
+
+def test_switching_under_a_running_aggregator_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "aggregator" / "recovery").mkdir(parents=True)
+    pretend_running(tmp_path, "aggregator")
+    out = choose(tmp_path, "3")
+    assert out.returncode != 0 and "run 'make down' before 'make up BROKERS=3'" in out.stderr
+    assert (tmp_path / "aggregator" / "recovery").exists()
