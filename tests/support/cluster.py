@@ -18,6 +18,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -142,3 +143,40 @@ class LocalCluster:
                 text = log.read_text(errors="replace").splitlines()[-lines:]
                 out.append(f"--- kafka-{i}\n" + "\n".join(text))
         return "\n".join(out)
+
+
+class LeaderWatch:
+    """Polls a topic's leaders and in-sync replicas in a thread; keeps every change it saw as
+    (last time seen as before, first time seen changed, what changed)."""
+
+    def __init__(self, cluster: LocalCluster, topic: str, every_s: float = 0.2) -> None:
+        self.cluster, self.topic, self.every_s = cluster, topic, every_s
+        self.changes: list[tuple[float, float, str]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="leader-watch", daemon=True)
+
+    def _run(self) -> None:
+        admin = self.cluster.admin()
+        before: dict[int, tuple[int, list[int]]] | None = None
+        seen_at = time.monotonic()
+        while not self._stop.is_set():
+            try:
+                now_state = self.cluster.partitions(admin, self.topic)
+            except Exception:  # noqa: BLE001 - metadata from a cluster in flux: ask again
+                now_state = None
+            now = time.monotonic()
+            if now_state is not None:
+                if before is not None and now_state != before:
+                    diff = {p: (before.get(p), s) for p, s in now_state.items()
+                            if before.get(p) != s}
+                    self.changes.append((seen_at, now, repr(diff)))
+                before, seen_at = now_state, now
+            self._stop.wait(self.every_s)
+
+    def __enter__(self) -> LeaderWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
