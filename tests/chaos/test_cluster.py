@@ -21,6 +21,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import pytest
+import requests
 
 from cart_contract import Product
 from cart_write.config import Config as WriteConfig
@@ -62,6 +63,30 @@ def clustered(endpoints, tmp_path_factory: pytest.TempPathFactory) -> Iterator[C
             yield Clustered(system, catalog, kafka)
     finally:
         kafka.stop()
+
+
+def settle(c: Clustered, unique: str, timeout_s: float = 120) -> tuple[float, int]:
+    """Writes, each on a new connection so that every write-API worker gets some (and builds
+    its producer), until 20 in a row are acknowledged; returns (seconds taken, 503s seen).
+
+    A producer built just after a broker was lost first needs the cluster's metadata and a
+    producer id, which can outlast its delivery timeout while the controller moves."""
+    start, in_a_row, refused = time.monotonic(), 0, 0
+    i = 0
+    while in_a_row < 20:
+        assert time.monotonic() - start < timeout_s, f"writes not acknowledged ({refused} 503s)"
+        c.system.assert_alive()
+        i += 1
+        resp = requests.post(f"{c.system.write_url}/api/v1/add", timeout=http_bound(c.system),
+                             headers={"Connection": "close"},
+                             json={"customerId": f"settle-{unique}-{i % 12}",
+                                   "itemId": next(iter(c.catalog)), "qty": 1})
+        assert resp.status_code in (202, 503), (resp.status_code, resp.text)
+        if resp.status_code == 202:
+            in_a_row += 1
+        else:
+            in_a_row, refused = 0, refused + 1
+    return time.monotonic() - start, refused
 
 
 def http_bound(system: System) -> float:
@@ -171,6 +196,7 @@ def run_kills(c: Clustered, unique: str, rounds: int) -> None:
     topic = system.env["TOPIC_CART_EVENTS"]
     settings = TopicSettings.from_env(system.env)
     assert (settings.replication_factor, settings.min_insync_replicas) == (3, 2)
+    settle(c, unique)  # every write-API worker has its producer before the kills
     wl = workload(c, unique, "leader", frozenset({202, 503}))
     kills = []
     with LeaderWatch(c.kafka, topic) as watch:
@@ -220,6 +246,9 @@ def test_one_broker_down_for_a_whole_run(clustered: Clustered, unique: str) -> N
             leader not in (victim, -1) and victim not in isr
             for t in topics for leader, isr in c.kafka.partitions(admin, t).values()),
             60, system)
+        # The clients' side of the election: producers learn the new leaders (and, where the
+        # controller moved, get their producer ids) before the run begins.
+        settle_s, settle_503 = settle(c, unique)
         # No election is caused during the workload: a 503 fails the test unless the cluster
         # itself moved a leader or replica around it (a broker fenced on a loaded machine).
         wl = workload(c, unique, "down", frozenset({202, 503}))
@@ -231,7 +260,8 @@ def test_one_broker_down_for_a_whole_run(clustered: Clustered, unique: str) -> N
         check_system(system, c.catalog, wl.acks)
         REPORT.append(f"cluster with kafka-{victim} down for a whole run: {wl.statuses[202]} of "
                       f"{sum(wl.statuses.values())} commands acknowledged; {len(others)} 503s "
-                      f"around {len(watch.changes)} leader/ISR changes")
+                      f"around {len(watch.changes)} leader/ISR changes (before the run, clients "
+                      f"settled in {settle_s:.1f} s with {settle_503} 503s)")
     finally:
         c.kafka.start()
 
