@@ -297,6 +297,19 @@ def plan(f: Figures, t: Target) -> Plan:
     put(q, "read_processes", "worker processes (1 core each)", math.ceil(read_cores),
         f"ceil({n(read_cores)})")
 
+    # ---- all of it
+    v = p.values
+    total = p.section("Total")
+    put(total, "total_cores", "cores planned (API, aggregator, sinks, read API, Redis, "
+        "PostgreSQL, brokers)",
+        v["api_processes"] + v["aggregator_processes"] + v["redis_sink_processes"]
+        + v["postgres_sink_processes"] + v["read_processes"] + v["redis_shards"]
+        + math.ceil(v["postgres_cores"]) + math.ceil(v["broker_cores"]),
+        f"{n(v['api_processes'])} + {n(v['aggregator_processes'])} + "
+        f"{n(v['redis_sink_processes'])} + {n(v['postgres_sink_processes'])} + "
+        f"{n(v['read_processes'])} + {n(v['redis_shards'])} + "
+        f"{math.ceil(v['postgres_cores'])} + {math.ceil(v['broker_cores'])}")
+
     # ---- where the design stops scaling
     one_key = f["fold_events_per_cpu_s"]
     p.limits += [
@@ -317,8 +330,10 @@ def plan(f: Figures, t: Target) -> Plan:
         "carts. Past one primary: Redis Cluster, which needs the redis sink's batch script "
         "(one EVAL over up to 500 keys) split per hash slot, and idle customers' keys "
         "expired (the read API falls back to PostgreSQL and re-warms).",
-        f"Redis CPU: {n(redis_cores)} cores of commands at the target; one primary runs on one "
-        "core, so reads need read replicas (the read API reading replicas) or more primaries.",
+        f"Redis CPU: {n(redis_cores)} cores of commands at the target; one primary runs its "
+        "commands on one core, so reads need read replicas (the read API reading replicas), "
+        "io-threads (the socket work of unpipelined reads moves off the main thread) or more "
+        "primaries.",
         f"The compacted topic: cart-details-event keeps one record per customer ever "
         f"(~{n(t.carts * details_log * rf / GB)} GB with replicas for {n(t.carts)} customers, "
         "twice that before the cleaner); rebuilding a store reads all of it. Past that: "

@@ -79,6 +79,8 @@ def test_the_plan_for_50k_commands_500k_reads_10m_carts() -> None:
     assert math.isclose(v["postgres_gb"], 30.0)
     # 500,000 x 0.15 ms / 0.6 = 125 read API processes.
     assert v["read_processes"] == 125
+    # 25 + 4 + 5 + 10 + 125 + 6 + 15 + 50
+    assert v["total_cores"] == 240
 
 
 def test_customers_and_idempotency_records_grow_redis() -> None:
