@@ -39,6 +39,8 @@ FALLBACK: dict[str, tuple[float, str]] = {
     "pg_store_cpu_ms": (0.1, "assumed: run bench/connectors.py"),
     "read_cpu_ms": (0.17, "docs/architecture.md: a cached read, 0.15-0.17 ms"),
     "redis_cpu_ms_per_read": (0.01, "assumed: one unpipelined HMGET ~10 us of Redis"),
+    "reserve_checkouts_per_s": (44_000, "docs/architecture.md: the reservation stage, "
+                                        "three-line checkouts/s on one core"),
     "redis_bytes_per_cart": (1183, "bench/storage.py, 3 lines (used_memory growth per key)"),
     "pg_bytes_per_cart": (3138, "bench/storage.py, 3 lines (tables + indexes per cart)"),
     "details_bytes": (789, "bench/storage.py, 3 lines (cart-details JSON)"),
@@ -99,6 +101,7 @@ def figures(latest: dict[str, Any], lines: int = 3) -> Figures:
                         "read_api: cached cart, server CPU per request"),
         "redis_cpu_ms_per_read": (cart.get("redis_cpu_ms_per_request"),
                                   "read_api: cached cart, Redis CPU per request"),
+        "reserve_checkouts_per_s": (None, ""),  # no benchmark writes it yet
         "redis_bytes_per_cart": (max(redis_mem) if redis_mem else None,
                                  f"storage: {lines}-line cart, Redis bytes per key"),
         "pg_bytes_per_cart": (_get(size, "postgres", "total_bytes_per_cart"),
@@ -319,11 +322,17 @@ def plan(f: Figures, t: Target) -> Plan:
         "(a bot, a shared cart) needs rate limiting at the API (RATE_LIMIT_COMMANDS), not more "
         "partitions.",
         f"One partition's throughput: {n(parts)} partitions cap the aggregator at "
-        f"{n(parts * one_key * u)} events/s ({n(parts)} x {n(one_key)} x {u}). The partition "
-        "count cannot be raised in place: murmur2(customerId) mod N moves customers to other "
-        "partitions and breaks their order. Past it: a new cart-events topic with more "
-        "partitions, writers switched over at a cut, aggregators rebuilt with "
-        "`cartstream replay --from-events`.",
+        f"{n(parts * one_key * u)} events/s ({n(parts)} x {n(one_key)} x {u}). Growing "
+        "cart-events moves customers to other partitions (murmur2(customerId) mod N): it needs "
+        "writes paused and the aggregator caught up (docs/operations.md, \"Adding "
+        "partitions\"), and a later replay from the start reads a customer's older and newer "
+        "events from two partitions in no fixed order. Hence the growth factor: past it, a new "
+        "cart-events topic with more partitions, the old one copied into it in order, and the "
+        "read models rebuilt (`cartstream replay --from-events`).",
+        f"Stock reservation: cart-reservations has one partition decided on one core, "
+        f"~{n(f['reserve_checkouts_per_s'])} checkouts/s; the target asks "
+        f"{n(c * t.checkout_share)}/s ({n(c)} x {t.checkout_share}). Past it: reservations "
+        "partitioned by product with a confirm/release round (docs/architecture.md).",
         f"Redis memory: {n(redis_gb)} GB, i.e. {math.ceil(redis_gb / t.redis_shard_gb)} "
         f"primary(ies) of {n(t.redis_shard_gb)} GB by memory alone; Redis holds one key per "
         "customer ever seen (the last order stays), so it grows with customers, not open "

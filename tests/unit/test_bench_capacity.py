@@ -40,7 +40,9 @@ def test_figures_come_from_latest_json_and_say_so() -> None:
     assert f["fold_events_per_cpu_s"] == 25000  # the sustained figure before the overall one
     assert f["redis_bytes_per_cart"] == 1200  # the larger of MEMORY USAGE and used_memory
     assert f["event_log_bytes"] == 220.0
-    assert all(src.startswith("measured") for src in f.sources.values())
+    assert all(src.startswith("measured") for name, src in f.sources.items()
+               if name != "reserve_checkouts_per_s")  # no benchmark writes that one yet
+    assert "architecture.md" in f.sources["reserve_checkouts_per_s"]
 
 
 def test_a_missing_figure_falls_back_with_its_source_named() -> None:
