@@ -142,10 +142,9 @@ def postgres_bytes(server_url: str, docs: list[bytes], tag: str) -> dict[str, An
 
 
 def log_dir() -> Path | None:
-    """The local broker's log.dirs (the stack's server.properties), if readable."""
+    """The local broker's log.dirs (the stack's server.properties under RUN_DIR, default .run/
+    of this checkout), if readable."""
     props = Path(os.environ.get("RUN_DIR", ROOT / ".run")) / "kafka" / "server.properties"
-    if not props.exists():
-        props = Path("/work/main/.run/kafka/server.properties")
     if not props.exists():
         return None
     for line in props.read_text().splitlines():
