@@ -214,6 +214,19 @@ def run_python(port: int, paths: list[str], args: argparse.Namespace,
             "errors": {"status": errors[0]}, "client": f"python x{args.connections}"}
 
 
+def redis_pid(url: str) -> int | None:
+    """The Redis server's process when it runs on this machine (its CPU per read is measured
+    too: bench/capacity.py sizes Redis with it); None otherwise."""
+    client = redis.Redis.from_url(url)
+    try:
+        pid = int(client.info("server")["process_id"])
+    except redis.RedisError:
+        return None
+    finally:
+        client.close()
+    return pid if os.path.exists(f"/proc/{pid}") else None
+
+
 def measure(proc: subprocess.Popen[bytes], port: int, prefix: str, token: str,
             runs: Any, use_wrk: bool, args: argparse.Namespace,
             results: dict[str, Any]) -> None:
@@ -230,19 +243,23 @@ def measure(proc: subprocess.Popen[bytes], port: int, prefix: str, token: str,
         warm_s = 2 if headers is None else max(2, args.carts * 10 // 6000)
         warm = argparse.Namespace(**{**vars(args), "duration": warm_s})
         warmed = getattr(args, "warmed", False)
+        store = redis_pid(args.redis_url)
         if use_wrk:
             if not warmed:
                 run_wrk(base, script, warm)
-            cpu0 = tree_cpu_s(proc.pid)
+            cpu0, store0 = tree_cpu_s(proc.pid), store and tree_cpu_s(store)
             results[name] = run_wrk(base, script, args)
         else:
             if not warmed:
                 run_python(port, paths, warm, headers)
-            cpu0 = tree_cpu_s(proc.pid)
+            cpu0, store0 = tree_cpu_s(proc.pid), store and tree_cpu_s(store)
             results[name] = run_python(port, paths, args, headers)
         # The server's own CPU per request: comparable across runs on a busy machine.
         results[name]["server_cpu_ms_per_request"] = round(
             (tree_cpu_s(proc.pid) - cpu0) * 1000 / max(1, results[name]["requests"]), 4)
+        # Redis's CPU per read (a shared Redis also counts its other clients: an upper bound).
+        results[name]["redis_cpu_ms_per_request"] = None if not store else round(
+            (tree_cpu_s(store) - store0) * 1000 / max(1, results[name]["requests"]), 4)
         print(f"{name}: {results[name]}", flush=True)
 
 
@@ -253,6 +270,9 @@ def combine(runs: list[dict[str, Any]]) -> dict[str, Any]:
     cpu_ms = sum(r["server_cpu_ms_per_request"] * r["requests"] for r in runs)
     out = {**runs[-1], "requests": requests_, "requests_per_s": round(requests_ / duration, 1),
            "server_cpu_ms_per_request": round(cpu_ms / requests_, 4), "rounds": len(runs),
+           "redis_cpu_ms_per_request": min((r["redis_cpu_ms_per_request"] for r in runs
+                                            if r.get("redis_cpu_ms_per_request") is not None),
+                                           default=None),
            "round_requests_per_s": [r["requests_per_s"] for r in runs]}
     for key in ("p50_ms", "p90_ms", "p99_ms", "max_ms"):
         out[key] = max(r[key] for r in runs)

@@ -55,6 +55,9 @@ def rows(r: dict[str, Any]) -> list[Row]:
     cart, rz = _get(read, "results", "cached_cart") or {}, _get(read, "results",
                                                                 "healthz_ceiling") or {}
     fresh = r.get("freshness", {})
+    split = write.get("kafka_cost", {})
+    con_r, con_p = con.get("redis", {}), con.get("postgres", {})
+    size = _get(r, "storage", "by_lines", "3") or {}
     replayed = _get(r, "replay", "events")
 
     def rss() -> Any:
@@ -71,6 +74,9 @@ def rows(r: dict[str, Any]) -> list[Row]:
          _sum(add.get("server_cpu_ms"), add.get("broker_cpu_ms")), "-",
          f"add path without Kafka {nokafka.get('accepted_rps')}/s at "
          f"{nokafka.get('server_cpu_ms')} ms; /healthz {healthz.get('server_cpu_ms')} ms"),
+        ("write API Kafka part / HTTP part (CPU per acked add)", split.get("kafka_over_http"),
+         "<= 0.5", f"HTTP {split.get('http_ms')} ms, waiting {split.get('waiting_ms')} ms, "
+         f"Kafka client {split.get('kafka_client_ms')} ms"),
         ("aggregator events/s, 1 process", _get(one, "events_per_s_median"), ">= 40000",
          f"confluent-kafka consume {kc.get('consume_per_s')}/s"),
         ("aggregator events/s, 2 processes", _get(two, "events_per_s_median"),
@@ -84,6 +90,12 @@ def rows(r: dict[str, Any]) -> list[Row]:
          f"redis-benchmark SET {_get(ceil, 'redis', 'set_per_s')}/s"),
         ("PostgreSQL sink records/s", _get(con, "postgres", "records_per_s"), ">= 10000",
          f"raw upsert loop {_get(ceil, 'postgres', 'upsert_per_s')}/s"),
+        ("Redis sink / Redis CPU ms per record", _pair(con_r), "-", ""),
+        ("PostgreSQL sink / PostgreSQL CPU ms per record", _pair(con_p), "-", ""),
+        ("Redis bytes per 3-line cart", _get(size, "redis", "used_memory_growth_per_key"), "-",
+         f"MEMORY USAGE {_get(size, 'redis', 'memory_usage_bytes_median')}"),
+        ("PostgreSQL bytes per 3-line cart (tables and indexes)",
+         _get(size, "postgres", "total_bytes_per_cart"), "-", ""),
         ("read API reads/s (cached carts)", cart.get("requests_per_s"), ">= 6000",
          f"GET /healthz {rz.get('requests_per_s')}/s"),
         ("read API p99 ms", cart.get("p99_ms"), "<= 20", f"/healthz p99 {rz.get('p99_ms')}"),
@@ -94,6 +106,13 @@ def rows(r: dict[str, Any]) -> list[Row]:
          _get(r, "replay", "seconds"), "< 90" if (replayed or 0) >= 1_000_000 else "-",
          f"aggregator alone done at {_get(r, 'replay', 'aggregator_done_s')} s"),
     ]
+
+
+def _pair(sink: dict[str, Any]) -> str | None:
+    """'sink / store' CPU ms per record, None when the sink was not measured."""
+    if sink.get("sink_cpu_ms_per_record") is None:
+        return None
+    return f"{sink['sink_cpu_ms_per_record']} / {sink.get('store_cpu_ms_per_record')}"
 
 
 def _sum(*values: float | None) -> float | None:

@@ -3,7 +3,10 @@
 Starts the production server (`cartstream serve write`: granian, same config path) on a free port
 against the shared Kafka (writing to a fresh topic unless --topic), drives it with wrk (Lua
 script: POST /api/v1/add, customerId varies), then drives GET /healthz on the same server as
-the ceiling of Flask + granian on this machine.
+the ceiling of Flask + granian on this machine. The same add path is then served with a no-op
+publisher (bench/write_nokafka.py), once acking at once and once holding each request as long
+as an ack took: the API's CPU per acked add is split into HTTP, waiting and the Kafka client
+(`kafka_cost` in the JSON), with the context switches per request of each.
 Prints a table and writes bench/results/write_api.json.
 
     .venv/bin/python -m bench.write_api                   # 64 connections, 15 s per scenario
@@ -109,6 +112,8 @@ class Result:
     # CPU per request of the server's processes and of the local Kafka broker (None: not found).
     server_cpu_ms: float | None = None
     broker_cpu_ms: float | None = None
+    # Context switches of the server's threads per request: its wake-ups and preemptions.
+    server_ctx_switches: float | None = None
 
 
 def free_port() -> int:
@@ -310,14 +315,31 @@ def table(results: list[Result]) -> str:
     """A fixed-width table of the runs."""
     head = (f"{'scenario':<11} {'conns':>5} {'req/s':>9} {'accepted/s':>10} {'p50 ms':>8} "
             f"{'p90 ms':>8} {'p99 ms':>8} {'max ms':>8} {'non-2xx':>8} {'sock err':>8} "
-            f"{'srv CPU ms':>10} {'broker ms':>9}")
+            f"{'srv CPU ms':>10} {'broker ms':>9} {'ctx sw':>6}")
     rows = [head, "-" * len(head)]
     for r in results:
         rows.append(f"{r.scenario:<11} {r.connections:>5} {r.rps:>9.0f} {r.accepted_rps:>10.0f} "
                     f"{r.p50_ms:>8.2f} {r.p90_ms:>8.2f} {r.p99_ms:>8.2f} {r.max_ms:>8.1f} "
                     f"{r.non_2xx:>8} {r.socket_errors:>8} {_ms(r.server_cpu_ms):>10} "
-                    f"{_ms(r.broker_cpu_ms):>9}")
+                    f"{_ms(r.broker_cpu_ms):>9} "
+                    f"{'-' if r.server_ctx_switches is None else r.server_ctx_switches:>6}")
     return "\n".join(rows)
+
+
+def kafka_cost(add: Result, nokafka: Result, waiting: Result, wait_ms: float) -> dict[str, Any]:
+    """The server's CPU per acked add split into HTTP (the same handler, no Kafka), waiting (the
+    same, each request parked on its thread for `wait_ms`) and the Kafka client (the rest)."""
+    if None in (add.server_cpu_ms, nokafka.server_cpu_ms, waiting.server_cpu_ms):
+        return {}
+    http, wait, total = nokafka.server_cpu_ms, waiting.server_cpu_ms, add.server_cpu_ms
+    assert http is not None and wait is not None and total is not None
+    return {"http_ms": http, "waiting_ms": round(wait - http, 4),
+            "kafka_client_ms": round(total - wait, 4), "kafka_part_ms": round(total - http, 4),
+            "kafka_over_http": round((total - http) / http, 2) if http else None,
+            "target_kafka_over_http": 0.5, "ack_wait_ms": round(wait_ms, 1),
+            "ctx_switches": {"add": add.server_ctx_switches,
+                             "add_nokafka": nokafka.server_ctx_switches,
+                             "add_wait": waiting.server_ctx_switches}}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -366,7 +388,7 @@ def main(argv: list[str] | None = None) -> int:
         admin = AdminClient({"bootstrap.servers": args.kafka})
         args.topic = f"{run_id}-events"
         admin.create_topics([NewTopic(args.topic, 6, 1)])[args.topic].result(timeout=30)
-    from bench.cpu import tree_cpu_s
+    from bench.cpu import tree_cpu_s, tree_ctx_switches
 
     broker = broker_pid()
     with tempfile.TemporaryDirectory(prefix="write-bench-") as tmp:
@@ -380,9 +402,11 @@ def main(argv: list[str] | None = None) -> int:
                      mode: str, lua: Path = script) -> Result:
             """One measured run, with the CPU the server and the broker spent per request."""
             cpu0, broker0 = tree_cpu_s(proc.pid), broker and tree_cpu_s(broker)
+            ctx0 = tree_ctx_switches(proc.pid)
             result = reduce(scenario, drive(url, mode, args.duration, lua), args.connections)
             n = max(1, result.requests)
             result.server_cpu_ms = round((tree_cpu_s(proc.pid) - cpu0) * 1000 / n, 4)
+            result.server_ctx_switches = round((tree_ctx_switches(proc.pid) - ctx0) / n, 2)
             if broker:
                 result.broker_cpu_ms = round((tree_cpu_s(broker) - broker0) * 1000 / n, 4)
             return result
@@ -437,11 +461,20 @@ def main(argv: list[str] | None = None) -> int:
         nokafka_base = f"http://127.0.0.1:{free_port()}"
         with serving(nokafka_base, "bench.write_nokafka") as proc:
             nokafka = measured("add_nokafka", proc, nokafka_base, "add")
+        # The same again, each request parked on its thread as long as an ack took (the median
+        # time Kafka added): what waiting costs with no Kafka client code at all.
+        wait_ms = max(1.0, add.p50_ms - nokafka.p50_ms)
+        wait_base = f"http://127.0.0.1:{free_port()}"
+        with serving(wait_base, "bench.write_nokafka",
+                     {"NOKAFKA_ACK_WAIT_MS": f"{wait_ms:.1f}"}) as proc:
+            waiting = measured("add_wait", proc, wait_base, "add")
 
-    results = [add, keyed, *([secure] if secure else []), nokafka, ceiling]
+    results = [add, keyed, *([secure] if secure else []), nokafka, waiting, ceiling]
     print(table(results))
     print(f"records appended to {args.topic} during the add run: {appended} "
           f"(acknowledged: {add.accepted}; other writers may add more)")
+    split = kafka_cost(add, nokafka, waiting, wait_ms)
+    print(f"CPU per acked add: {split}")
     print(f"load average (1 min) before/after: {load_before:.2f} / {os.getloadavg()[0]:.2f} "
           f"on {os.cpu_count()} CPUs")
     report = {
@@ -460,6 +493,7 @@ def main(argv: list[str] | None = None) -> int:
                  "duration_s": args.duration, "customers": args.customers},
         "results": [asdict(r) for r in results],
         "records_appended_during_add_run": appended,
+        "kafka_cost": split,
         "secure_profile_cost": None if secure is None else {
             "throughput_cost": round(1 - secure.accepted_rps / add.accepted_rps, 3),
             "cpu_per_request_ratio": round(secure.server_cpu_ms / add.server_cpu_ms, 3)

@@ -14,7 +14,9 @@ RESULTS = {
         {"scenario": "add", "accepted_rps": 5200.0, "p99_ms": 41.0, "server_cpu_ms": 0.6,
          "broker_cpu_ms": 0.1},
         {"scenario": "add_nokafka", "accepted_rps": 3000.0, "server_cpu_ms": 0.35},
-        {"scenario": "healthz", "rps": 9000.0, "p99_ms": 12.0}]},
+        {"scenario": "healthz", "rps": 9000.0, "p99_ms": 12.0}],
+        "kafka_cost": {"http_ms": 0.2, "waiting_ms": 0.1, "kafka_client_ms": 0.05,
+                       "kafka_over_http": 0.75}},
     "aggregator": {"summary": {"1_process": {"events_per_s_median": 12000,
                                              "events_per_cpu_s_median": 9000},
                                "2_processes": {"events_per_s_median": 20000}},
@@ -36,6 +38,9 @@ def test_each_number_sits_next_to_its_target_and_ceiling() -> None:
     assert by_metric["aggregator peak RSS MiB, 1 process"][0] == 120
     assert "20000/s" in by_metric["PostgreSQL sink records/s"][2]
     assert by_metric["read API reads/s (cached carts)"][0] is None
+    split = by_metric["write API Kafka part / HTTP part (CPU per acked add)"]
+    assert split[:2] == (0.75, "<= 0.5") and "Kafka client 0.05 ms" in split[2]
+    assert by_metric["Redis sink / Redis CPU ms per record"][0] is None  # not run
 
 
 def test_the_table_says_which_targets_are_met() -> None:
@@ -45,3 +50,4 @@ def test_the_table_says_which_targets_are_met() -> None:
     assert "| yes |" in lines["aggregator state bytes per open cart"]
     assert "| no |" in lines["replay of 1000000 events through aggregator and sinks, s"]
     assert "not run" in lines["read API p99 ms"]
+    assert "| no |" in lines["write API Kafka part / HTTP part (CPU per acked add)"]
