@@ -299,3 +299,51 @@ def test_probe_server_answers_metrics_healthz_and_readyz() -> None:
         assert get("/elsewhere")[0] == 404
     finally:
         server.stop()
+
+
+# ---------------------------------------------------------------- the loop's callbacks
+
+
+class _Consumer:
+    def commit(self, offsets: Any, asynchronous: bool) -> None:
+        pass
+
+
+class _Dead:
+    def send(self, poisons: Any) -> None:
+        self.sent = poisons
+
+
+def test_the_loop_reports_assignments_and_each_batch_time_and_dead_letter_reasons() -> None:
+    from confluent_kafka import TopicPartition
+
+    from cart_contract import ContractError
+    from connectors.consumer import BatchLoop, Stopper
+    from connectors.records import Poison
+    from tests.support.connectors import FakeMessage
+
+    class Sink:
+        def prepare(self, batch: Any) -> Any:
+            return batch
+
+        def write(self, batch: Any) -> list[Poison]:
+            threading.Event().wait(0.05)
+            return [Poison(batch[0], ContractError("TOMBSTONE", "no value")),
+                    Poison(batch[1], ValueError("bad"))]
+
+    seen: list[frozenset[int]] = []
+    done: list[BatchDone] = []
+    lp = BatchLoop(_Consumer(), "t", Sink(), _Dead(), Stopper(),  # type: ignore[arg-type]
+                   max_backoff_s=0.05, revoke_wait_s=0.3, on_batch=done.append,
+                   on_assignment=seen.append)
+    tps = [TopicPartition("t", 0), TopicPartition("t", 1)]
+    lp.on_assign(None, tps)  # type: ignore[arg-type]
+    batch = [FakeMessage(b"x", b"k", o, 0) for o in range(3)]
+    lp.submit(batch, batch)  # type: ignore[arg-type]
+    assert lp.finish() is True
+    assert done[0].records == 3 and done[0].poison == 2
+    assert done[0].reasons == ("TOMBSTONE", "ValueError")
+    assert 0.05 <= done[0].seconds < 5
+    lp.on_revoke(None, tps[:1])  # type: ignore[arg-type]
+    lp.on_lost(None, tps[1:])  # type: ignore[arg-type]
+    assert seen == [frozenset({0, 1}), frozenset({1}), frozenset()]
