@@ -102,8 +102,8 @@ deps_apt() {
   command -v redis-server >/dev/null || pkgs+=(redis-server)
   [[ -n "$PG_BIN" && -x "$PG_BIN/postgres" ]] || pkgs+=(postgresql)
   command -v wrk >/dev/null || pkgs+=(wrk)  # the HTTP benchmarks' load generator
-  # promtool checks infra/prometheus/ (tests/integration/test_prometheus_config.py); only the
-  # tool is used, the package's own Prometheus server is never started here.
+  # Its promtool checks infra/prometheus/ (tests/integration/test_prometheus_config.py); the
+  # stack uses nothing else of the package.
   command -v promtool >/dev/null || pkgs+=(prometheus)
   if ((${#pkgs[@]})); then
     [[ $(id -u) -eq 0 ]] || die "missing ${pkgs[*]}: install them (apt-get install ${pkgs[*]}) or run as root"
