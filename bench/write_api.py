@@ -342,6 +342,47 @@ def kafka_cost(add: Result, nokafka: Result, waiting: Result, wait_ms: float) ->
                              "add_wait": waiting.server_ctx_switches}}
 
 
+def metrics_ab(args: argparse.Namespace, serving: Any, measured: Any) -> int:
+    """Adds with the HTTP metrics on and off, alternating (on/off, then off/on, ...) so drift
+    on a shared machine hits both alike; each variant's median CPU per add and the ratio."""
+    runs: dict[str, list[Result]] = {"on": [], "off": []}
+    for i in range(args.metrics_ab):
+        for variant in (("on", "off") if i % 2 == 0 else ("off", "on")):
+            url = f"http://127.0.0.1:{free_port()}"
+            env = {"WRITE_HTTP_METRICS": "1" if variant == "on" else "0"}
+            with serving(url, "cartstream serve write", env) as proc:
+                result = measured(f"add_metrics_{variant}", proc, url, "add")
+            runs[variant].append(result)
+            print(f"round {i + 1} metrics {variant}: {result.accepted_rps:.0f} adds/s, "
+                  f"{result.server_cpu_ms} ms CPU per add", flush=True)
+
+    def median(values: list[float]) -> float:
+        ordered = sorted(values)
+        mid = len(ordered) // 2
+        return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+
+    summary = {v: {"cpu_ms_per_add": median([r.server_cpu_ms or 0.0 for r in rs]),
+                   "adds_per_s": median([r.accepted_rps for r in rs])}
+               for v, rs in runs.items()}
+    ratio = summary["on"]["cpu_ms_per_add"] / summary["off"]["cpu_ms_per_add"]
+    print(table([r for rs in runs.values() for r in rs]))
+    print(f"median CPU per add: metrics on {summary['on']['cpu_ms_per_add']:.4f} ms, off "
+          f"{summary['off']['cpu_ms_per_add']:.4f} ms: ratio {ratio:.3f}; adds/s on/off "
+          f"{summary['on']['adds_per_s'] / summary['off']['adds_per_s']:.3f}")
+    out = args.output.with_name("write_api_metrics.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({
+        "benchmark": "write_api --metrics-ab",
+        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "rounds": args.metrics_ab, "duration_s": args.duration,
+        "connections": args.connections, "cpus": os.cpu_count(),
+        "summary": summary, "cpu_per_add_ratio_on_off": round(ratio, 4),
+        "runs": {v: [asdict(r) for r in rs] for v, rs in runs.items()},
+    }, indent=2) + "\n")
+    print(f"wrote {out}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark and write the JSON report."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -362,6 +403,10 @@ def main(argv: list[str] | None = None) -> int:
                    "deleted afterwards, so the running pipeline does not consume the bench's "
                    "writes on the same cores; that cost ~40%% of the rate here)")
     p.add_argument("--output", type=Path, default=RESULTS)
+    p.add_argument("--metrics-ab", type=int, default=0, metavar="ROUNDS",
+                   help="only measure adds with WRITE_HTTP_METRICS on and off, alternately, "
+                   "ROUNDS times each; report the CPU-per-add ratio (bench/results/"
+                   "write_api_metrics.json)")
     args = p.parse_args(argv)
     use_wrk = shutil.which("wrk") is not None
     if not use_wrk:
@@ -439,6 +484,8 @@ def main(argv: list[str] | None = None) -> int:
                 stop_server(proc)
 
         try:
+            if args.metrics_ab:
+                return metrics_ab(args, serving, measured)
             with serving(base, "cartstream serve write") as proc:
                 before = topic_end_offsets(args.kafka, args.topic)
                 add = measured("add", proc, base, "add")

@@ -25,6 +25,7 @@ from typing import Any, Protocol
 
 from confluent_kafka import KafkaError, KafkaException, Producer
 
+from cart_write import metrics
 from cart_write.config import Config
 
 log = logging.getLogger("cart_write.publisher")
@@ -213,6 +214,7 @@ class ConfluentPublisher:
         now = time.monotonic()
         with self._lock:
             if now < self._probe_at:
+                metrics.PRODUCE_ERROR[metrics.UNREACHABLE].inc()
                 raise PublishUnavailable("Kafka is unreachable (all brokers down)")
             self._probe_at = now + self.PROBE_EVERY_S
 
@@ -224,12 +226,16 @@ class ConfluentPublisher:
         try:
             producer.produce(topic, value, key, on_delivery=delivery)
         except BufferError as exc:
+            metrics.PRODUCE_ERROR[metrics.QUEUE_FULL].inc()
             raise PublishUnavailable("too many records waiting for Kafka") from exc
         except KafkaException as exc:
+            metrics.PRODUCE_ERROR[metrics.REFUSED].inc()
             raise PublishUnavailable(f"Kafka refused the record: {exc}") from exc
         if not delivery.done.acquire(True, self._config.ack_timeout_s):
+            metrics.PRODUCE_ERROR[metrics.ACK_TIMEOUT].inc()
             raise PublishUnavailable("Kafka did not acknowledge in time")
         if delivery.error is not None:
+            metrics.PRODUCE_ERROR[metrics.NOT_ACKNOWLEDGED].inc()
             raise PublishUnavailable(f"Kafka did not acknowledge: {delivery.error}")
         self._unreachable = False
         self._readiness.acked()
