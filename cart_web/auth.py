@@ -102,7 +102,7 @@ class TokenCache:
         principal = self._entries.get(token)
         if principal is None:
             return None
-        if self.expired(principal):
+        if principal.expires_at + self._leeway_s <= self._clock():  # self.expired, inlined
             self._entries.pop(token, None)
             raise unauthorized("invalid token: Signature has expired")
         try:

@@ -20,6 +20,7 @@ from cart_web.auth import (
 from cart_web.errors import ApiError
 from cart_web.ratelimit import ConcurrencyCap, FixedWindow
 from cart_web.security import (
+    HOSTS_SEEN_MAX,
     Limits,
     declare_bearer,
     guard,
@@ -365,6 +366,20 @@ def test_the_guard_refuses_foreign_hosts_and_origins() -> None:
     resp = c.get("/api/v1/123", headers={"Origin": "https://evil.example", **_auth(token())})
     assert "Access-Control-Allow-Origin" not in resp.headers
     assert len(seen) == 2
+
+
+def test_the_guard_remembers_allowed_hosts_only_and_boundedly() -> None:
+    seen: list[dict[str, Any]] = []
+    c = _guarded(seen)
+    ok = _auth(token())
+    for host in ("localhost:7000", "evil.example", "localhost:7000", "evil.example"):
+        resp = c.get("/api/v1/123", headers={"Host": host, **ok})
+        assert resp.status_code == (200 if host.startswith("localhost") else 400), host
+    # Many allowed spellings (ports) fill the memory; beyond it each is still checked.
+    for port in range(HOSTS_SEEN_MAX + 10):
+        assert c.get("/healthz", headers={"Host": f"127.0.0.1:{port}"}).status_code == 200
+    assert c.get("/healthz", headers={"Host": "evil.example:1"}).status_code == 400
+    assert len(seen) == 2 + HOSTS_SEEN_MAX + 10
 
 
 def test_the_guard_limits_commands_and_waits_per_principal() -> None:
