@@ -50,18 +50,20 @@ SECURE_READS = {"read_api": {"results": {
 
 def test_the_secure_profiles_ratios_are_checked_against_the_token_budget() -> None:
     by_metric = {m: (v, t, c) for m, v, t, c in rows(SECURE_READS)}
-    ratio, target, ceiling = by_metric["read API secure/dev reads/s"]
+    ratio, target, ceiling = by_metric["read API secure/dev reads/s (median of paired rounds)"]
     assert (ratio, target) == (0.833, ">= 0.85")
     assert "5000.0/s" in ceiling and "0.17 ms/read vs dev 0.15" in ceiling
     lines = {line.split(" | ")[0].lstrip("| "): line for line in table(
         SECURE_READS).splitlines()}
-    assert "| no |" in lines["read API secure/dev reads/s"]
+    assert "| no |" in lines["read API secure/dev reads/s (median of paired rounds)"]
+    # The median of the paired rounds decides, not one noisy overall ratio.
     met = {"read_api": {"results": {**SECURE_READS["read_api"]["results"],
-                                    "secure_vs_dev": {"reads_per_s_ratio": 0.9}}}}
+                                    "secure_vs_dev": {"reads_per_s_ratio": 0.6,
+                                                      "median_round_reads_per_s_ratio": 0.9}}}}
     assert "| yes |" in {line.split(" | ")[0].lstrip("| "): line for line in table(
-        met).splitlines()}["read API secure/dev reads/s"]
+        met).splitlines()}["read API secure/dev reads/s (median of paired rounds)"]
     write = {m: v for m, v, _t, _c in rows(RESULTS)}
-    assert write["write API secure/dev acked adds/s"] == 0.769
+    assert write["write API secure/dev acked adds/s (median of paired rounds)"] == 0.769
     assert write["write API secure/dev CPU per acked add (server + broker)"] == 1.286
 
 
