@@ -119,12 +119,13 @@ def test_verified_tokens_are_cached_until_they_expire() -> None:
 
 def test_a_cached_token_past_its_exp_is_refused_and_dropped() -> None:
     calls: list[str] = []
-    clock = [NOW]
+    now = float(int(time.time()))  # PyJWT checks the first verify on the real clock
+    clock = [now]
     v = counting_verifier(clock, calls)
-    t = token(ttl=60)
+    t = token(ttl=60, now=now)
     v.verify(t)
     assert t in v.cache
-    clock[0] = NOW + 60  # exp itself: PyJWT refuses a token at its exp too
+    clock[0] = now + 60  # exp itself: PyJWT refuses a token at its exp too
     assert status_of(lambda: v.verify(t)) == 401
     assert t not in v.cache
     # Not cached any more, and still refused (by the verifier's clock, not only the cache's).
@@ -134,13 +135,14 @@ def test_a_cached_token_past_its_exp_is_refused_and_dropped() -> None:
 
 def test_the_leeway_applies_to_cached_tokens_as_to_fresh_ones() -> None:
     calls: list[str] = []
-    clock = [NOW]
+    now = float(int(time.time()))
+    clock = [now]
     v = counting_verifier(clock, calls, leeway_s=10)
-    t = token(ttl=60)
+    t = token(ttl=60, now=now)
     v.verify(t)
-    clock[0] = NOW + 65
+    clock[0] = now + 65
     assert v.verify(t).subject == "123"
-    clock[0] = NOW + 70
+    clock[0] = now + 70
     assert status_of(lambda: v.verify(t)) == 401
 
 
