@@ -125,8 +125,8 @@ def guard(app: WsgiApp, *, verifier: TokenVerifier, allowed_hosts: frozenset[str
     (429); then the app, its answer carrying nosniff, no-store and the CORS headers.
 
     Every request passes here, so the usual one (an allowed Host, no Origin, a cached token,
-    a plain read) costs a few dictionary lookups: the guard adds ~15% to the instructions of a
-    cached-cart read otherwise (callgrind, bench/read_api.py).
+    a plain read) costs only a few lookups: still ~12% more instructions than a dev
+    cached-cart read (callgrind; docs/security.md, "Cost").
     """
     limits = limits or Limits()
     commands, waits, wait_cap, is_wait = (limits.commands, limits.waits, limits.wait_cap,
