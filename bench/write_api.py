@@ -3,14 +3,19 @@
 Starts the production server (`cartstream serve write`: granian, same config path) on a free port
 against the shared Kafka (writing to a fresh topic unless --topic), drives it with wrk (Lua
 script: POST /api/v1/add, customerId varies), then drives GET /healthz on the same server as
-the ceiling of Flask + granian on this machine. The same add path is then served with a no-op
-publisher (bench/write_nokafka.py), once acking at once and once holding each request as long
-as an ack took: the API's CPU per acked add is split into HTTP, waiting and the Kafka client
-(`kafka_cost` in the JSON), with the context switches per request of each.
+the ceiling of Flask + granian on this machine. The adds run in the dev and the secure profile
+(each add with its customer's bearer token, verified and counted against the rate limit in
+Redis), both servers up at once and measured in alternating rounds (dev, secure, dev, secure),
+so the secure/dev ratios of acked adds/s and CPU per add are from the same minutes. The same add
+path is then served with a no-op publisher (bench/write_nokafka.py), once acking at once and once
+holding each request as long as an ack took: the API's CPU per acked add is split into HTTP,
+waiting and the Kafka client (`kafka_cost` in the JSON), with the context switches per request
+of each.
 Prints a table and writes bench/results/write_api.json.
 
     .venv/bin/python -m bench.write_api                   # 64 connections, 15 s per scenario
     .venv/bin/python -m bench.write_api --connections 128 --duration 30 --workers 2 --threads 32
+    .venv/bin/python -m bench.write_api --profiles dev --rounds 1   # dev only, as before
 
 Uses `wrk` (Debian package `wrk`), else a slower Python client. The load generator shares the
 machine's cores with the server and Kafka, so numbers are lower than on separate machines.
@@ -27,6 +32,7 @@ import re
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -35,13 +41,14 @@ import time
 import urllib.request
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results" / "write_api.json"
+PROFILES = ("dev", "secure")
 if str(ROOT) not in sys.path:  # `python bench/write_api.py` puts bench/ first, not the repo
     sys.path.insert(0, str(ROOT))
 
@@ -230,6 +237,53 @@ def reduce(scenario: str, raw: dict[str, Any], connections: int) -> Result:
     )
 
 
+def combine(scenario: str, runs: list[Result]) -> Result:
+    """Rounds of one scenario as one: rates and CPU over all of them, the worst latencies."""
+    seconds = sum(r.duration_s for r in runs)
+    n = sum(r.requests for r in runs) or 1
+
+    def per_request(field: str) -> float | None:
+        values = [getattr(r, field) for r in runs]
+        if any(v is None for v in values):
+            return None
+        return round(sum(v * r.requests for v, r in zip(values, runs, strict=True)) / n, 4)
+
+    return Result(
+        scenario=scenario, connections=runs[0].connections, duration_s=round(seconds, 2),
+        requests=sum(r.requests for r in runs), accepted=sum(r.accepted for r in runs),
+        non_2xx=sum(r.non_2xx for r in runs), socket_errors=sum(r.socket_errors for r in runs),
+        rps=round(sum(r.requests for r in runs) / seconds, 1),
+        accepted_rps=round(sum(r.accepted for r in runs) / seconds, 1),
+        p50_ms=max(r.p50_ms for r in runs), p90_ms=max(r.p90_ms for r in runs),
+        p99_ms=max(r.p99_ms for r in runs), max_ms=max(r.max_ms for r in runs),
+        server_cpu_ms=per_request("server_cpu_ms"), broker_cpu_ms=per_request("broker_cpu_ms"),
+    )
+
+
+def versus(secure: Result, dev: Result, secure_rounds: list[Result],
+           dev_rounds: list[Result]) -> dict[str, Any]:
+    """Secure over dev: acked adds/s, p99 and CPU per acked add (server + broker)."""
+    def cpu(r: Result) -> float | None:
+        if r.server_cpu_ms is None:
+            return None
+        return r.server_cpu_ms + (r.broker_cpu_ms or 0.0)
+
+    sec_cpu, dev_cpu = cpu(secure), cpu(dev)
+    paired = [round(s.accepted_rps / d.accepted_rps, 3)
+              for s, d in zip(secure_rounds, dev_rounds, strict=False) if d.accepted_rps]
+    return {
+        "acked_adds_per_s_ratio": round(secure.accepted_rps / dev.accepted_rps, 3)
+        if dev.accepted_rps else None,
+        # Each round's pair ran back to back: their median resists a neighbour's burst.
+        "round_acked_adds_per_s_ratios": paired,
+        "median_round_acked_adds_per_s_ratio": round(statistics.median(paired), 3)
+        if paired else None,
+        "p99_ratio": round(secure.p99_ms / dev.p99_ms, 3) if dev.p99_ms else None,
+        "cpu_per_add_ratio": round(sec_cpu / dev_cpu, 3) if sec_cpu and dev_cpu else None,
+        "server_cpu_ms_per_add": {"dev": dev.server_cpu_ms, "secure": secure.server_cpu_ms},
+    }
+
+
 def topic_end_offsets(bootstrap: str, topic: str) -> int:
     """Sum of the topic's end offsets: how many records it holds in total."""
     from kafka import KafkaConsumer, TopicPartition
@@ -402,16 +456,25 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--topic", help="topic to write to (default: a fresh 6-partition topic, "
                    "deleted afterwards, so the running pipeline does not consume the bench's "
                    "writes on the same cores; that cost ~40%% of the rate here)")
+    p.add_argument("--profiles", default="dev,secure",
+                   help="profiles whose adds are measured, alternately, in each round")
+    p.add_argument("--rounds", type=int, default=3, help="alternating rounds of adds")
     p.add_argument("--output", type=Path, default=RESULTS)
     p.add_argument("--metrics-ab", type=int, default=0, metavar="ROUNDS",
                    help="only measure adds with WRITE_HTTP_METRICS on and off, alternately, "
                    "ROUNDS times each; report the CPU-per-add ratio (bench/results/"
                    "write_api_metrics.json)")
     args = p.parse_args(argv)
+    profiles = [x.strip() for x in args.profiles.split(",") if x.strip()]
+    if not profiles or any(x not in PROFILES for x in profiles):
+        p.error(f"--profiles: a comma-separated subset of {','.join(PROFILES)}")
     use_wrk = shutil.which("wrk") is not None
     if not use_wrk:
         print("wrk not found (apt-get install -y wrk); using the slower Python client",
               file=sys.stderr)
+        if "secure" in profiles:  # the Python client sends no tokens
+            print("the secure profile needs wrk: measuring dev only", file=sys.stderr)
+            profiles = [x for x in profiles if x != "secure"] or ["dev"]
 
     from cart_write.config import Config
 
@@ -464,12 +527,11 @@ def main(argv: list[str] | None = None) -> int:
             lua_args = [mode, run_id, str(args.customers), args.item]
             return run_wrk(url, lua, lua_args, args.connections, args.wrk_threads, seconds)
 
-        log_path = Path(tmp) / "server.log"
-
         @contextmanager
         def serving(url: str, module: str, env_extra: dict[str, str] | None = None,
                     lua: Path = script) -> Iterator[subprocess.Popen[bytes]]:
             """A ready, warmed-up server of `module` at `url`; its log is shown if it fails."""
+            log_path = Path(tmp) / f"server-{url.rsplit(':', 1)[1]}.log"
             proc = start_server(args, int(url.rsplit(":", 1)[1]), log_path, module=module,
                                 env_extra=env_extra)
             try:
@@ -483,45 +545,64 @@ def main(argv: list[str] | None = None) -> int:
             finally:
                 stop_server(proc)
 
+        rounds: dict[str, list[Result]] = {"dev": [], "secure": []}
+        keyed = ceiling = None
+        appended = 0
         try:
             if args.metrics_ab:
                 return metrics_ab(args, serving, measured)
-            with serving(base, "cartstream serve write") as proc:
-                before = topic_end_offsets(args.kafka, args.topic)
-                add = measured("add", proc, base, "add")
-                appended = topic_end_offsets(args.kafka, args.topic) - before
-                # The same adds, each with its own Idempotency-Key: what the records cost.
-                keyed = measured("add_idempotency_key", proc, base, "addkey")
-                ceiling = measured("healthz", proc, base, "get")
-            # The same adds in the secure profile: each with its customer's bearer token,
-            # verified (cached per process) and counted against the rate limit in Redis.
-            secure = None
-            if use_wrk:
-                secure_base = f"http://127.0.0.1:{free_port()}"
-                with serving(secure_base, "cartstream serve write", secure_env,
-                             secure_script) as proc:
-                    secure = measured("add_secure", proc, secure_base, "add", secure_script)
+            with ExitStack() as stack:
+                # Both profiles' servers at once (an idle one costs little), measured in
+                # alternating rounds so a neighbour's load on this machine hits both alike. In
+                # secure each add carries its customer's bearer token, verified (cached per
+                # process) and counted against the rate limit in Redis.
+                servers: dict[str, tuple[subprocess.Popen[bytes], str, Path]] = {}
+                for profile in profiles:
+                    url = base if profile == "dev" else f"http://127.0.0.1:{free_port()}"
+                    env, lua = (None, script) if profile == "dev" else (secure_env, secure_script)
+                    servers[profile] = (stack.enter_context(
+                        serving(url, "cartstream serve write", env, lua)), url, lua)
+                for i in range(args.rounds):
+                    for profile, (proc, url, lua) in servers.items():
+                        before = topic_end_offsets(args.kafka, args.topic)
+                        name = "add" if profile == "dev" else "add_secure"
+                        rounds[profile].append(measured(name, proc, url, "add", lua))
+                        if i == 0 and profile == "dev":
+                            appended = topic_end_offsets(args.kafka, args.topic) - before
+                if "dev" in servers:
+                    proc, url, _lua = servers["dev"]
+                    # The same adds, each with its own Idempotency-Key: what the records cost.
+                    keyed = measured("add_idempotency_key", proc, url, "addkey")
+                    ceiling = measured("healthz", proc, url, "get")
         finally:
             if scratch:
                 admin.delete_topics([args.topic])
+        add = combine("add", rounds["dev"]) if rounds["dev"] else None
+        secure = combine("add_secure", rounds["secure"]) if rounds["secure"] else None
         # The same add path with a publisher that acks at once: what Kafka costs on top.
         nokafka_base = f"http://127.0.0.1:{free_port()}"
         with serving(nokafka_base, "bench.write_nokafka") as proc:
             nokafka = measured("add_nokafka", proc, nokafka_base, "add")
         # The same again, each request parked on its thread as long as an ack took (the median
-        # time Kafka added): what waiting costs with no Kafka client code at all.
-        wait_ms = max(1.0, add.p50_ms - nokafka.p50_ms)
+        # time Kafka added): what waiting costs with no Kafka client code at all. Without a dev
+        # add run there is no ack time to imitate: 20 ms, the usual one here.
+        wait_ms = max(1.0, add.p50_ms - nokafka.p50_ms) if add is not None else 20.0
         wait_base = f"http://127.0.0.1:{free_port()}"
         with serving(wait_base, "bench.write_nokafka",
                      {"NOKAFKA_ACK_WAIT_MS": f"{wait_ms:.1f}"}) as proc:
             waiting = measured("add_wait", proc, wait_base, "add")
 
-    results = [add, keyed, *([secure] if secure else []), nokafka, waiting, ceiling]
+    results = [r for r in (add, keyed, secure, nokafka, waiting, ceiling) if r is not None]
+    secure_vs_dev = (versus(secure, add, rounds["secure"], rounds["dev"])
+                     if add is not None and secure is not None else None)
     print(table(results))
-    print(f"records appended to {args.topic} during the add run: {appended} "
-          f"(acknowledged: {add.accepted}; other writers may add more)")
-    split = kafka_cost(add, nokafka, waiting, wait_ms)
-    print(f"CPU per acked add: {split}")
+    split = kafka_cost(add, nokafka, waiting, wait_ms) if add is not None else {}
+    if add is not None:
+        print(f"records appended to {args.topic} during the first dev add run: {appended} "
+              f"(acknowledged: {rounds['dev'][0].accepted}; other writers may add more)")
+        print(f"CPU per acked add: {split}")
+    if secure_vs_dev is not None:
+        print(f"secure/dev: {secure_vs_dev}")
     print(f"load average (1 min) before/after: {load_before:.2f} / {os.getloadavg()[0]:.2f} "
           f"on {os.cpu_count()} CPUs")
     report = {
@@ -538,13 +619,12 @@ def main(argv: list[str] | None = None) -> int:
         "load": {"tool": "wrk" if use_wrk else "python threads",
                  "connections": args.connections, "wrk_threads": args.wrk_threads,
                  "duration_s": args.duration, "customers": args.customers},
+        "profiles": profiles, "rounds": args.rounds,
         "results": [asdict(r) for r in results],
+        "round_results": {p: [asdict(r) for r in rs] for p, rs in rounds.items() if rs},
         "records_appended_during_add_run": appended,
         "kafka_cost": split,
-        "secure_profile_cost": None if secure is None else {
-            "throughput_cost": round(1 - secure.accepted_rps / add.accepted_rps, 3),
-            "cpu_per_request_ratio": round(secure.server_cpu_ms / add.server_cpu_ms, 3)
-            if secure.server_cpu_ms and add.server_cpu_ms else None},
+        "secure_vs_dev": secure_vs_dev,
     }
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(report, indent=2) + "\n")
