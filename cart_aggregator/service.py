@@ -144,7 +144,7 @@ def run_process(cfg: Config) -> int:
                                   timedelta(seconds=cfg.backup_interval_s))
     if cfg.metrics_port:
         metrics.serve(cfg.metrics_host, cfg.metrics_port + index)
-        metrics.LagMonitor(metrics.kafka_watermarks(cfg.kafka_bootstrap),
+        metrics.LagMonitor(metrics.kafka_watermarks(cfg.kafka_client()),
                            cfg.lag_interval_s).start()
     signal.signal(signal.SIGTERM, _stop)
     if os.environ.get("AGG_PARENT_PID"):

@@ -256,7 +256,8 @@ stderr as FILE:LINE: REASON: message and skipped, good rows are produced (acks=a
 productId, in file order, so a later row for the same product wins). Files over 1 MB show their
 progress: a bar when stderr is a terminal, else a log line every few seconds and a summary.
 
-Environment: KAFKA_BOOTSTRAP, TOPIC_PRODUCTS.
+Environment: KAFKA_BOOTSTRAP, KAFKA_SECURITY_PROTOCOL, KAFKA_SASL_USERNAME, KAFKA_SASL_PASSWORD,
+KAFKA_SASL_PASSWORD_FILE, TOPIC_PRODUCTS.
 
 \b
 Exit status:
@@ -356,7 +357,8 @@ Waits for the broker, then creates the missing topics (cart-events, product-deta
 cart-details-event, cartstream-dead-letter) with explicit configs, grows topics that have fewer
 partitions than asked and sets the configs of existing ones. Prints what it changed.
 
-Environment: KAFKA_BOOTSTRAP (for --bootstrap), TOPIC_CART_EVENTS, TOPIC_PRODUCTS,
+Environment: KAFKA_BOOTSTRAP (for --bootstrap), KAFKA_SECURITY_PROTOCOL, KAFKA_SASL_USERNAME,
+KAFKA_SASL_PASSWORD, KAFKA_SASL_PASSWORD_FILE, TOPIC_CART_EVENTS, TOPIC_PRODUCTS,
 TOPIC_CART_DETAILS, TOPIC_DEAD_LETTER, CART_EVENTS_PARTITIONS, PRODUCTS_PARTITIONS,
 CART_DETAILS_PARTITIONS.
 
@@ -371,14 +373,16 @@ def topics(
 ) -> None:
     from confluent_kafka import KafkaException
 
-    from infra.topics import ensure_topics, topic_specs, wait_for_broker
+    from infra.topics import TopicSettings, ensure_topics, topic_specs, wait_for_broker
 
     try:
         specs = topic_specs()  # settings first: a bad one fails before any waiting
+        # The admin principal's credentials when secure (KAFKA_SECURITY_PROTOCOL, …).
+        kafka = {**TopicSettings.from_env().kafka_client(), "bootstrap.servers": bootstrap}
     except ValueError as exc:
         fail(format_settings_error(exc))
     with _failures("topics", TimeoutError, KafkaException, ValueError):
-        admin = wait_for_broker(bootstrap, wait)
+        admin = wait_for_broker(kafka, wait)
         if check_only:
             return
         for line in ensure_topics(admin, specs):

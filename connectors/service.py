@@ -98,8 +98,8 @@ def main(name: str, config: Config | None = None, stopper: Stopper | None = None
         return
     if isinstance(sink, CatalogWriter):
         CatalogRestorer(sink, stopper).start()
-    run(bootstrap=cfg.kafka_bootstrap, topic=cfg.topic_of(name), group=cfg.group(name),
-        store=sink, dead_letters=DeadLetters(cfg.kafka_bootstrap, cfg.topic_dead_letter,
+    run(bootstrap=cfg.kafka_client(), topic=cfg.topic_of(name), group=cfg.group(name),
+        store=sink, dead_letters=DeadLetters(cfg.kafka_client(), cfg.topic_dead_letter,
                                              f"sink-{name}"),
         stopper=stopper, batch_max=cfg.batch_max, batch_wait_s=cfg.batch_wait_s,
         max_backoff_s=cfg.retry_max_s, on_batch=ProgressLog(name))

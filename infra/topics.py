@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Annotated
+from typing import Annotated, Any
 
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import (
@@ -21,21 +21,20 @@ from pydantic import Field
 
 from cart_contract.retry import retrying
 from cart_contract.settings import (
-    KafkaBootstrap,
-    Settings,
+    KafkaClientSettings,
     TopicCartDetails,
     TopicCartEvents,
     TopicCartReservations,
     TopicDeadLetter,
     TopicProductReservations,
     TopicProducts,
+    client_config,
 )
 
 
-class TopicSettings(Settings):
+class TopicSettings(KafkaClientSettings):
     """What `cartstream topics` reads from the environment: the topics and their sizes."""
 
-    kafka_bootstrap: KafkaBootstrap
     topic_cart_events: TopicCartEvents
     topic_products: TopicProducts
     topic_cart_details: TopicCartDetails
@@ -105,9 +104,14 @@ def topic_specs(env: Mapping[str, str] | None = None) -> list[TopicSpec]:
     ]
 
 
-def wait_for_broker(bootstrap: str, timeout_s: float) -> AdminClient:
-    """Return an admin client once the broker answers a metadata request, else raise."""
-    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0})
+def wait_for_broker(kafka: str | Mapping[str, Any], timeout_s: float) -> AdminClient:
+    """Return an admin client once the broker answers a metadata request, else raise.
+
+    `kafka`: bootstrap servers, or a client config (`KafkaClientSettings.kafka_client`).
+    """
+    conf = client_config(kafka)
+    bootstrap = conf["bootstrap.servers"]
+    admin = AdminClient({**conf, "log_level": 0})
     # A broker that is still starting is expected here: its failures are logged at INFO only.
     answer = retrying(f"Kafka at {bootstrap}: metadata", on=KafkaException, deadline_s=timeout_s,
                       first_s=0.5, max_s=0.5, level=logging.INFO)
