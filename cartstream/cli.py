@@ -419,7 +419,8 @@ def migrate(ctx: typer.Context) -> None:
 
 Each is a random value in its own file under `$RUN_DIR/secrets/` (directory 0700, files
 0600): the APIs' token key, one Redis password per service (infra/redis_acl.py), one
-PostgreSQL password per role (infra/pg_roles.py). Existing files are kept, so running it
+PostgreSQL password per role (infra/pg_roles.py), one Kafka password per principal
+(infra/kafka_acl.py). Existing files are kept, so running it
 again changes nothing. Prints the paths, never the values. `make up PROFILE=secure` runs it;
 compose.yaml mounts the token key as a Docker secret.
 
@@ -429,14 +430,15 @@ Exit status: 0 done; 2 a file cannot be written.""")
 def secrets(ctx: typer.Context) -> None:
     from cart_contract.secrets import JWT_SECRET_NAME, ensure_secret_file, secrets_dir
     from cart_web.settings import AuthSettings
-    from infra import pg_roles, redis_acl
+    from infra import kafka_acl, pg_roles, redis_acl
 
     cfg = _config(ctx, AuthSettings)
     with _failures("secrets failed", OSError, ValueError):
         for name in (JWT_SECRET_NAME,
                      *(redis_acl.secret_name(u) for u in (redis_acl.DEFAULT_USER,
                                                           *redis_acl.USERS)),
-                     *(pg_roles.secret_name(k) for k in pg_roles.KINDS)):
+                     *(pg_roles.secret_name(k) for k in pg_roles.KINDS),
+                     *(kafka_acl.secret_name(p) for p in kafka_acl.PRINCIPALS)):
             path = secrets_dir(cfg.run_dir) / name
             ensure_secret_file(path)
             typer.echo(str(path))
