@@ -72,8 +72,9 @@ GRANTS: dict[str, tuple[tuple[str, str, str], ...]] = {
     CATALOG: ((WRITE, "topic", "topic_products"),),
 }
 PRINCIPALS = (ADMIN, *GRANTS)
-# Which principal each process runs as.
-SERVICE_PRINCIPALS = {**{p: p for p in GRANTS}, "topics": ADMIN, "replay": ADMIN, ADMIN: ADMIN}
+# Which principal each process runs as (None: the process uses no Kafka).
+SERVICE_PRINCIPALS: dict[str, str | None] = {
+    **{p: p for p in GRANTS}, "topics": ADMIN, "replay": ADMIN, ADMIN: ADMIN, "read-api": None}
 
 
 def secret_name(principal: str) -> str:
@@ -200,6 +201,8 @@ def client_config_path(run_dir: Path, principal: str) -> Path:
 def service_env(run_dir: Path, service: str) -> dict[str, str]:
     """The KAFKA_* settings a process runs with: its principal, its password file."""
     principal = SERVICE_PRINCIPALS[service]
+    if principal is None:
+        return {}
     return {"KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT", "KAFKA_SASL_MECHANISM": MECHANISM,
             "KAFKA_SASL_USERNAME": principal,
             "KAFKA_SASL_PASSWORD_FILE": str(secrets_dir(run_dir) / secret_name(principal))}

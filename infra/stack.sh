@@ -317,7 +317,7 @@ start_services() {
       write-api|read-api|sink-redis|sink-catalog) creds=(REDIS_URL="$(redis_url_for "$name")") ;;
     esac
     case "$name" in  # the processes that use PostgreSQL, each as its role when secure
-      read-api|sink-postgres|sink-catalog) creds+=(DATABASE_URL="$(database_url_for "$name")") ;;
+      read-api|sink-postgres|sink-catalog|sink-reservations) creds+=(DATABASE_URL="$(database_url_for "$name")") ;;
     esac
     local kafka=(); mapfile -t kafka < <(kafka_env_for "$name")  # its principal when secure
     # shellcheck disable=SC2086
