@@ -225,7 +225,8 @@ def _connect(bootstrap: str, password: str, wait_s: float) -> Any:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Command line for infra/stack.sh (reads RUN_DIR, KAFKA_ADMIN_PORT, KAFKA_BOOTSTRAP)."""
+    """Command line for infra/stack.sh and compose.yaml (reads RUN_DIR, KAFKA_ADMIN_PORT or
+    KAFKA_ADMIN_BOOTSTRAP, KAFKA_BOOTSTRAP)."""
     parser = argparse.ArgumentParser(prog="python -m infra.kafka_acl", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="cmd", required=True)
@@ -239,7 +240,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     logging.basicConfig(level=logging.WARNING)
     secrets = passwords(run_dir)
-    admin_bootstrap = f"127.0.0.1:{os.environ.get('KAFKA_ADMIN_PORT', '9095')}"
+    # compose.yaml names the broker's admin listener; the local stack its loopback port.
+    admin_bootstrap = os.environ.get(
+        "KAFKA_ADMIN_BOOTSTRAP", f"127.0.0.1:{os.environ.get('KAFKA_ADMIN_PORT', '9095')}")
     admin = _connect(admin_bootstrap, secrets[ADMIN], args.wait)
     for line in configure(admin, secrets):
         sys.stdout.write(line + "\n")
