@@ -206,7 +206,9 @@ def secure_kafka(endpoints, tmp_path_factory) -> Iterator[SecureKafka]:
         return
     from tests.integration.kafka_private import PrivateKafka
 
-    with PrivateKafka(tmp_path_factory.mktemp("kafka-sasl"), secure=True) as broker:
+    broker = PrivateKafka(tmp_path_factory.mktemp("kafka-sasl"), secure=True)
+    broker.start(timeout_s=300)  # a loaded machine takes minutes to start a JVM
+    with broker:
         yield SecureKafka(broker.bootstrap, broker.admin_config())
 
 

@@ -32,7 +32,9 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(scope="module")
 def broker(tmp_path_factory) -> Iterator[SecureKafka]:
-    with PrivateKafka(tmp_path_factory.mktemp("kafka-acl"), secure=True) as kafka:
+    kafka = PrivateKafka(tmp_path_factory.mktemp("kafka-acl"), secure=True)
+    kafka.start(timeout_s=300)  # a loaded machine takes minutes to start a JVM
+    with kafka:
         yield SecureKafka(kafka.bootstrap, kafka.admin_config())
 
 
