@@ -10,7 +10,8 @@ COPY cart_write/ cart_write/
 COPY cart_aggregator/ cart_aggregator/
 COPY connectors/ connectors/
 COPY cart_read/ cart_read/
-COPY infra/__init__.py infra/topics.py infra/
+COPY infra/__init__.py infra/topics.py infra/kafka_acl.py infra/redis_acl.py infra/pg_roles.py \
+     infra/compose_exec.py infra/
 COPY cartstream/ cartstream/
 COPY pyproject.toml ./
 # The `cartstream` console script, running the code under /app (dependencies are installed above).

@@ -10,11 +10,10 @@ from pydantic import Field, field_validator
 from pydantic_settings import NoDecode
 
 from cart_contract.settings import (
-    KafkaBootstrap,
+    KafkaClientSettings,
     LogLevel,
     RecoveryDir,
     RunDir,
-    Settings,
     TopicCartDetails,
     TopicCartEvents,
     TopicCartReservations,
@@ -29,10 +28,9 @@ def parse_addresses(value: str) -> tuple[str, ...]:
     return tuple(a for a in re.split(r"[;,\s]+", value.strip()) if a)
 
 
-class Config(Settings):
+class Config(KafkaClientSettings):
     """Everything the aggregator reads from its environment."""
 
-    kafka_bootstrap: KafkaBootstrap
     topic_cart_events: TopicCartEvents
     topic_products: TopicProducts
     topic_cart_details: TopicCartDetails

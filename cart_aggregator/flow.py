@@ -423,7 +423,10 @@ def build_flow(
     `reservation_sink` writes the request topic `reservation_source` reads: tests that replace
     one replace both with a loop (tests/support/loopback.py).
     """
-    brokers = [config.kafka_bootstrap]
+    kafka = config.kafka_client()
+    brokers = [kafka["bootstrap.servers"]]
+    # The principal's SASL settings, when secure (bytewax's brokers + add_config split).
+    security = {k: v for k, v in kafka.items() if k != "bootstrap.servers"}
     wait = timedelta(seconds=config.product_wait_s)
     flow = Dataflow(FLOW_ID)
 
@@ -431,14 +434,14 @@ def build_flow(
     # Consumer errors travel as items (logged and skipped in parse): librdkafka retries itself.
     events_in = op.input("cart-events", flow, cart_source or OffsetSafeKafkaSource(
         brokers, [config.topic_cart_events], batch_size=config.source_batch_size,
-        raise_on_errors=False, idle_wait=idle))
+        raise_on_errors=False, idle_wait=idle, add_config=security))
     products_in = op.input("product-details", flow, product_source or OffsetSafeKafkaSource(
         brokers, [config.topic_products], batch_size=config.source_batch_size,
-        raise_on_errors=False, idle_wait=idle))
+        raise_on_errors=False, idle_wait=idle, add_config=security))
     reservations_in = op.input("cart-reservations", flow, reservation_source or
                                OffsetSafeKafkaSource(
         brokers, [config.topic_cart_reservations], batch_size=config.source_batch_size,
-        raise_on_errors=False, idle_wait=idle))
+        raise_on_errors=False, idle_wait=idle, add_config=security))
     parsed_events = op.flat_map_batch("parse-events", events_in, parse_cart_events)
     parsed_products = op.flat_map_batch("parse-products", products_in, parse_products)
     events = op.flat_map_batch("events-ok", parsed_events, _records)
@@ -465,23 +468,23 @@ def build_flow(
     op.output("reservation-requests", op.merge(
         "request-log", op.flat_map_batch("products-forward", products, _forward_products),
         op.flat_map_batch("fold-requests", folded_all, _fold_requests)),
-        reservation_sink or DeliveredKafkaSink(config.kafka_bootstrap,
+        reservation_sink or DeliveredKafkaSink(kafka,
                                                config.topic_cart_reservations,
                                                config.delivery_timeout_s))
     op.output("reserved-counts", op.flat_map_batch("encode-counts", ledger, _ledger_counts),
-              reserved_sink or DeliveredKafkaSink(config.kafka_bootstrap,
+              reserved_sink or DeliveredKafkaSink(kafka,
                                                   config.topic_product_reservations,
                                                   config.delivery_timeout_s))
 
     # (customerId, record) pairs, as bytewax pairs the fold's output with its key.
     op.output("cart-details", folded,
-              cart_sink or DeliveredKafkaSink(config.kafka_bootstrap, config.topic_cart_details,
+              cart_sink or DeliveredKafkaSink(kafka, config.topic_cart_details,
                                               config.delivery_timeout_s))
     letters = op.merge("bad-records", op.flat_map_batch("events-bad", parsed_events, _letters),
                        op.flat_map_batch("products-bad", parsed_products, _letters),
                        op.flat_map_batch("reservations-bad", parsed_reservations, _letters))
     op.output("dead-letters", op.flat_map_batch("encode-dead-letters", letters, _encode_letters),
-              dead_letter_sink or DeliveredKafkaSink(config.kafka_bootstrap,
+              dead_letter_sink or DeliveredKafkaSink(kafka,
                                                      config.topic_dead_letter,
                                                      config.delivery_timeout_s))
     return flow

@@ -12,12 +12,15 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
 
 from prometheus_client import REGISTRY, Counter, Gauge
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from cart_contract.settings import client_config
+from cart_contract.topics import AGGREGATOR_LAG_GROUP as LAG_GROUP
 from cart_web.metrics import LagReadiness, ProbeServer
 
 log = logging.getLogger(__name__)
@@ -133,11 +136,11 @@ class LagMonitor(threading.Thread):
                 return
 
 
-def kafka_watermarks(bootstrap: str) -> Callable[[str, int], int]:
+def kafka_watermarks(kafka: str | Mapping[str, Any]) -> Callable[[str, int], int]:
     """A function giving a partition's high watermark, through one metadata-only consumer."""
     from confluent_kafka import Consumer, TopicPartition
 
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "cartstream-aggregator-lag",
+    consumer = Consumer({**client_config(kafka), "group.id": LAG_GROUP,
                          "enable.auto.commit": False})
 
     def high(topic: str, partition: int) -> int:

@@ -145,7 +145,7 @@ def run_process(cfg: Config) -> int:
     if cfg.metrics_port:
         metrics.serve(cfg.metrics_host, cfg.metrics_port + index, max_lag=cfg.ready_max_lag,
                       lag_interval_s=cfg.lag_interval_s)
-        metrics.LagMonitor(metrics.kafka_watermarks(cfg.kafka_bootstrap),
+        metrics.LagMonitor(metrics.kafka_watermarks(cfg.kafka_client()),
                            cfg.lag_interval_s).start()
     signal.signal(signal.SIGTERM, _stop)
     if os.environ.get("AGG_PARENT_PID"):

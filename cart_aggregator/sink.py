@@ -11,12 +11,13 @@ returned).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
 from cart_aggregator import metrics
+from cart_contract.settings import client_config
 
 log = logging.getLogger(__name__)
 
@@ -37,10 +38,13 @@ class ProducerLike(Protocol):
     def flush(self, timeout: float) -> int: ...
 
 
-def producer_config(bootstrap: str, delivery_timeout_s: float) -> dict[str, Any]:
-    """librdkafka settings: no loss, no duplicates from retries, order kept per partition."""
+def producer_config(kafka: str | Mapping[str, Any], delivery_timeout_s: float) -> dict[str, Any]:
+    """librdkafka settings: no loss, no duplicates from retries, order kept per partition.
+
+    `kafka`: bootstrap servers, or a client config (`KafkaClientSettings.kafka_client`).
+    """
     return {
-        "bootstrap.servers": bootstrap,
+        **client_config(kafka),
         "acks": "all",
         "enable.idempotence": True,
         "linger.ms": 5,
@@ -109,7 +113,7 @@ class DeliveredKafkaSink(DynamicSink[Record]):
 
     def __init__(
         self,
-        bootstrap: str,
+        bootstrap: str | Mapping[str, Any],
         topic: str,
         delivery_timeout_s: float = 60.0,
         producer_factory: Callable[[dict[str, Any]], ProducerLike] = kafka_producer,

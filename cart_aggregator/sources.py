@@ -38,6 +38,7 @@ from confluent_kafka import KafkaError as ConfluentKafkaError
 from confluent_kafka.admin import AdminClient
 
 from cart_aggregator import metrics
+from cart_contract.topics import AGGREGATOR_SOURCE_GROUP as SOURCE_GROUP
 
 IDLE_WAIT = timedelta(milliseconds=10)
 
@@ -159,7 +160,7 @@ class OffsetSafeKafkaSource(FixedPartitionedSource[Any, int | None]):
         """bytewax KafkaSource's consumer settings (without its statistics callback)."""
         return {
             # No consumer group: offsets live in the recovery snapshots.
-            "group.id": "BYTEWAX_IGNORED",
+            "group.id": SOURCE_GROUP,
             "enable.auto.commit": "false",
             "bootstrap.servers": ",".join(self.brokers),
             "enable.partition.eof": str(not self.tail),

@@ -16,12 +16,20 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self
 
-from pydantic import AliasChoices, BeforeValidator, Field, ValidationError
+from pydantic import (
+    AliasChoices,
+    BeforeValidator,
+    Field,
+    SecretStr,
+    ValidationError,
+    model_validator,
+)
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDict
 
 from cart_contract import topics
 from cart_contract.layout import UPDATES_CHANNEL
+from cart_contract.secrets import read_secret_file
 
 ROOT = Path(__file__).resolve().parent.parent
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -153,6 +161,71 @@ RecoveryDir = Annotated[Path | None, Field(
     description="the aggregator's Bytewax recovery partitions (`replay --from-events` deletes "
                 "them)", json_schema_extra={"shown_default": "`$RUN_DIR/aggregator/recovery`"},
 )]
+
+KafkaSecurityProtocol = Annotated[Literal["PLAINTEXT", "SASL_PLAINTEXT"], Field(
+    "PLAINTEXT", validation_alias="KAFKA_SECURITY_PROTOCOL",
+    description="how Kafka clients connect: PLAINTEXT (dev) or SASL_PLAINTEXT (secure: "
+                "SCRAM-SHA-512 as KAFKA_SASL_USERNAME)",
+)]
+KafkaSaslMechanism = Annotated[Literal["SCRAM-SHA-512", "PLAIN"], Field(
+    "SCRAM-SHA-512", validation_alias="KAFKA_SASL_MECHANISM",
+    description="SASL mechanism (PLAIN only on the broker's loopback admin listener)",
+)]
+KafkaSaslUsername = Annotated[str, Field(
+    "", validation_alias="KAFKA_SASL_USERNAME",
+    description="the Kafka principal a process runs as (infra/kafka_acl.py)",
+)]
+KafkaSaslPassword = Annotated[SecretStr | None, Field(
+    None, validation_alias="KAFKA_SASL_PASSWORD",
+    description="that principal's password (else KAFKA_SASL_PASSWORD_FILE)",
+)]
+KafkaSaslPasswordFile = Annotated[Path | None, Field(
+    None, validation_alias="KAFKA_SASL_PASSWORD_FILE",
+    description="a file holding that principal's password (Docker secrets, `$RUN_DIR/secrets`)",
+)]
+
+
+def client_config(kafka: str | Mapping[str, Any]) -> dict[str, Any]:
+    """librdkafka settings from bootstrap servers alone (PLAINTEXT) or a `kafka_client()`."""
+    if isinstance(kafka, str):
+        return {"bootstrap.servers": kafka}
+    return dict(kafka)
+
+
+class KafkaClientSettings(Settings):
+    """The Kafka connection every client builds its configuration from (`kafka_client`)."""
+
+    kafka_bootstrap: KafkaBootstrap
+    kafka_security_protocol: KafkaSecurityProtocol
+    kafka_sasl_mechanism: KafkaSaslMechanism
+    kafka_sasl_username: KafkaSaslUsername
+    kafka_sasl_password: KafkaSaslPassword
+    kafka_sasl_password_file: KafkaSaslPasswordFile
+
+    @model_validator(mode="after")
+    def _sasl_complete(self) -> Self:
+        if self.kafka_security_protocol == "SASL_PLAINTEXT" and not (
+                self.kafka_sasl_username and (self.kafka_sasl_password is not None
+                                              or self.kafka_sasl_password_file is not None)):
+            raise ValueError("KAFKA_SECURITY_PROTOCOL=SASL_PLAINTEXT needs KAFKA_SASL_USERNAME "
+                             "and KAFKA_SASL_PASSWORD or KAFKA_SASL_PASSWORD_FILE")
+        return self
+
+    def kafka_client(self) -> dict[str, Any]:
+        """librdkafka settings: bootstrap servers and, when SASL, the principal's credentials.
+
+        The password file is read here, at each client's creation, never logged.
+        """
+        conf: dict[str, Any] = {"bootstrap.servers": self.kafka_bootstrap}
+        if self.kafka_security_protocol == "SASL_PLAINTEXT":
+            password = (self.kafka_sasl_password.get_secret_value()
+                        if self.kafka_sasl_password is not None
+                        else read_secret_file(self.kafka_sasl_password_file))  # type: ignore[arg-type]
+            conf.update({"security.protocol": "SASL_PLAINTEXT",
+                         "sasl.mechanism": self.kafka_sasl_mechanism,
+                         "sasl.username": self.kafka_sasl_username,
+                         "sasl.password": password})
+        return conf
 
 
 # ------------------------------------------------------------------ errors and documentation

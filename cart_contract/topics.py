@@ -9,3 +9,9 @@ DEAD_LETTER = "cartstream-dead-letter"
 CART_RESERVATIONS = "cart-reservations"
 # Reserved units per product (compacted, key productId), published by the reservation stage.
 PRODUCT_RESERVATIONS = "product-reservations"
+
+# The aggregator's consumer groups. Its sources assign partitions and keep offsets in the
+# recovery snapshots, so the group only names its consumers (librdkafka still looks up its
+# coordinator); the lag monitor reads watermarks. Both need an ACL in the secure profile.
+AGGREGATOR_SOURCE_GROUP = "BYTEWAX_IGNORED"
+AGGREGATOR_LAG_GROUP = "cartstream-aggregator-lag"

@@ -7,7 +7,7 @@ from typing import Annotated
 from pydantic import Field, model_validator
 
 from cart_contract.settings import (
-    KafkaBootstrap,
+    KafkaClientSettings,
     LogLevel,
     RedisKeyPrefix,
     RedisUrl,
@@ -16,7 +16,7 @@ from cart_contract.settings import (
 from cart_web.settings import WriteSecurity
 
 
-class Config(WriteSecurity):
+class Config(WriteSecurity, KafkaClientSettings):
     """Everything the write API needs to know about its surroundings."""
 
     host: Annotated[str, Field(validation_alias="WRITE_HOST",
@@ -30,7 +30,6 @@ class Config(WriteSecurity):
                                   description="granian worker processes")] = 2
     threads: Annotated[int, Field(ge=1, validation_alias="WRITE_THREADS",
                                   description="blocking threads per worker")] = 16
-    kafka_bootstrap: KafkaBootstrap
     topic_cart_events: TopicCartEvents
     redis_url: RedisUrl
     catalog_check: Annotated[bool, Field(

@@ -94,7 +94,7 @@ class _Readiness:
 def confluent_settings(config: Config) -> dict[str, Any]:
     """librdkafka producer settings: durable, idempotent, and bounded in time."""
     return {
-        "bootstrap.servers": config.kafka_bootstrap,
+        **config.kafka_client(),  # bootstrap servers and, when secure, SASL credentials
         "client.id": "cart-write",
         "acks": "all",
         "enable.idempotence": True,

@@ -256,7 +256,8 @@ stderr as FILE:LINE: REASON: message and skipped, good rows are produced (acks=a
 productId, in file order, so a later row for the same product wins). Files over 1 MB show their
 progress: a bar when stderr is a terminal, else a log line every few seconds and a summary.
 
-Environment: KAFKA_BOOTSTRAP, TOPIC_PRODUCTS.
+Environment: KAFKA_BOOTSTRAP, KAFKA_SECURITY_PROTOCOL, KAFKA_SASL_USERNAME, KAFKA_SASL_PASSWORD,
+KAFKA_SASL_PASSWORD_FILE, TOPIC_PRODUCTS.
 
 \b
 Exit status:
@@ -357,7 +358,8 @@ Waits for the broker (for KAFKA_REPLICATION_FACTOR brokers), then creates the mi
 explicit configs and that replication factor, grows topics that have fewer partitions than
 asked and sets the configs of existing ones. Prints what it changed.
 
-Environment: KAFKA_BOOTSTRAP (for --bootstrap), TOPIC_CART_EVENTS, TOPIC_PRODUCTS,
+Environment: KAFKA_BOOTSTRAP (for --bootstrap), KAFKA_SECURITY_PROTOCOL, KAFKA_SASL_USERNAME,
+KAFKA_SASL_PASSWORD, KAFKA_SASL_PASSWORD_FILE, TOPIC_CART_EVENTS, TOPIC_PRODUCTS,
 TOPIC_CART_DETAILS, TOPIC_DEAD_LETTER, CART_EVENTS_PARTITIONS, PRODUCTS_PARTITIONS,
 CART_DETAILS_PARTITIONS, KAFKA_REPLICATION_FACTOR, KAFKA_MIN_INSYNC_REPLICAS.
 
@@ -372,14 +374,16 @@ def topics(
 ) -> None:
     from confluent_kafka import KafkaException
 
-    from infra.topics import ensure_topics, topic_specs, wait_for_broker
+    from infra.topics import TopicSettings, ensure_topics, topic_specs, wait_for_broker
 
     try:
         specs = topic_specs()  # settings first: a bad one fails before any waiting
+        # The admin principal's credentials when secure (KAFKA_SECURITY_PROTOCOL, …).
+        kafka = {**TopicSettings.from_env().kafka_client(), "bootstrap.servers": bootstrap}
     except ValueError as exc:
         fail(format_settings_error(exc))
     with _failures("topics", TimeoutError, KafkaException, ValueError):
-        admin = wait_for_broker(bootstrap, wait, brokers=specs[0].replication_factor)
+        admin = wait_for_broker(kafka, wait, brokers=specs[0].replication_factor)
         if check_only:
             return
         for line in ensure_topics(admin, specs):
@@ -455,7 +459,8 @@ def migrate(ctx: typer.Context) -> None:
 
 Each is a random value in its own file under `$RUN_DIR/secrets/` (directory 0700, files
 0600): the APIs' token key, one Redis password per service (infra/redis_acl.py), one
-PostgreSQL password per role (infra/pg_roles.py). Existing files are kept, so running it
+PostgreSQL password per role (infra/pg_roles.py), one Kafka password per principal
+(infra/kafka_acl.py). Existing files are kept, so running it
 again changes nothing. Prints the paths, never the values. `make up PROFILE=secure` runs it;
 compose.yaml mounts the token key as a Docker secret.
 
@@ -465,14 +470,15 @@ Exit status: 0 done; 2 a file cannot be written.""")
 def secrets(ctx: typer.Context) -> None:
     from cart_contract.secrets import JWT_SECRET_NAME, ensure_secret_file, secrets_dir
     from cart_web.settings import AuthSettings
-    from infra import pg_roles, redis_acl
+    from infra import kafka_acl, pg_roles, redis_acl
 
     cfg = _config(ctx, AuthSettings)
     with _failures("secrets failed", OSError, ValueError):
         for name in (JWT_SECRET_NAME,
                      *(redis_acl.secret_name(u) for u in (redis_acl.DEFAULT_USER,
                                                           *redis_acl.USERS)),
-                     *(pg_roles.secret_name(k) for k in pg_roles.KINDS)):
+                     *(pg_roles.secret_name(k) for k in pg_roles.KINDS),
+                     *(kafka_acl.secret_name(p) for p in kafka_acl.PRINCIPALS)):
             path = secrets_dir(cfg.run_dir) / name
             ensure_secret_file(path)
             typer.echo(str(path))

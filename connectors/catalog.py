@@ -122,7 +122,7 @@ class _Delivery:
 def load_stream(lines: Iterable[str], config: Config, dry_run: bool = False) -> LoadResult:
     """Validate every row and produce the good ones (unless dry_run)."""
     producer = None if dry_run else Producer({
-        "bootstrap.servers": config.kafka_bootstrap, "acks": "all", "enable.idempotence": True,
+        **config.kafka_client(), "acks": "all", "enable.idempotence": True,
         "linger.ms": 20, "compression.type": "lz4", "message.timeout.ms": 30000,
     })
     delivery = _Delivery()

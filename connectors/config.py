@@ -10,12 +10,11 @@ from pydantic import Field
 from cart_contract.settings import (
     ROOT,
     DatabaseUrl,
-    KafkaBootstrap,
+    KafkaClientSettings,
     RecoveryDir,
     RedisKeyPrefix,
     RedisUrl,
     RunDir,
-    Settings,
     TopicCartDetails,
     TopicDeadLetter,
     TopicProductReservations,
@@ -26,14 +25,13 @@ from cart_contract.settings import (
 SINKS = ("redis", "postgres", "catalog", "reservations")
 
 
-class Config(Settings):
+class Config(KafkaClientSettings):
     """Everything the sinks, the catalog loader, replay and migrate read from the environment.
 
     `key_prefix` is put in front of every Redis key (`cart:…`, `product:…`, `catalog:ready`);
     it is empty in production and lets tests share one Redis without seeing each other.
     """
 
-    kafka_bootstrap: KafkaBootstrap
     redis_url: RedisUrl
     database_url: DatabaseUrl
     topic_cart_details: TopicCartDetails

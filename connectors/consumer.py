@@ -18,7 +18,7 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -28,6 +28,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 from cart_contract import dead_letter_from_error, encode_dead_letter
 from cart_contract.dead_letter import dead_letter_reason
 from cart_contract.retry import Stopped, retrying
+from cart_contract.settings import client_config
 from connectors.records import Poison
 
 log = logging.getLogger(__name__)
@@ -64,9 +65,9 @@ class _CallableWriter:
 class DeadLetters:
     """Writes poison records to the dead-letter topic and waits until the broker has them."""
 
-    def __init__(self, bootstrap: str, topic: str, stage: str) -> None:
+    def __init__(self, bootstrap: str | Mapping[str, Any], topic: str, stage: str) -> None:
         self.topic, self.stage = topic, stage
-        self._producer = Producer({"bootstrap.servers": bootstrap, "acks": "all",
+        self._producer = Producer({**client_config(bootstrap), "acks": "all",
                                    "enable.idempotence": True, "linger.ms": 5,
                                    "message.timeout.ms": 30000})
 
@@ -289,7 +290,7 @@ class BatchLoop:
 
 def run(
     *,
-    bootstrap: str,
+    bootstrap: str | Mapping[str, Any],
     topic: str,
     group: str,
     store: RecordWriter | StoreBatch,
@@ -313,7 +314,7 @@ def run(
     writer: RecordWriter = (store if hasattr(store, "prepare")  # type: ignore[assignment]
                             else _CallableWriter(store))  # type: ignore[arg-type]
     consumer = Consumer({
-        "bootstrap.servers": bootstrap,
+        **client_config(bootstrap),
         "group.id": group,
         "enable.auto.commit": False,
         "auto.offset.reset": "earliest",

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram
 
+from cart_contract.settings import client_config
 from cart_web.metrics import LagReadiness, ProbeServer
 from connectors.consumer import BatchDone
 
@@ -95,12 +97,13 @@ class LagMonitor(threading.Thread):
                 return
 
 
-def kafka_offsets(bootstrap: str, topic: str, group: str, timeout_s: float = 5.0) -> Offsets:
+def kafka_offsets(kafka: str | Mapping[str, Any], topic: str, group: str,
+                  timeout_s: float = 5.0) -> Offsets:
     """Committed offsets and watermarks of `topic` for `group`, through a consumer that never
     joins the group (it only asks the coordinator and the partition leaders)."""
     from confluent_kafka import Consumer, TopicPartition
 
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group,
+    consumer = Consumer({**client_config(kafka), "group.id": group,
                          "enable.auto.commit": False})
 
     def offsets(partitions: Iterable[int]) -> dict[int, tuple[int, int, int]]:

@@ -83,7 +83,7 @@ def check_group_idle(admin: AdminClient, group: str, sink: str) -> None:
 
 def watermarks(cfg: Config, topic: str) -> dict[int, tuple[int, int]]:
     """Partition -> (low, high) offsets of `topic`."""
-    probe = Consumer({"bootstrap.servers": cfg.kafka_bootstrap, "group.id": "cartstream-probe"})
+    probe = Consumer({**cfg.kafka_client(), "group.id": "cartstream-probe"})
     try:
         meta = probe.list_topics(topic, timeout=10).topics[topic]
         if meta.error is not None:
@@ -96,7 +96,7 @@ def watermarks(cfg: Config, topic: str) -> dict[int, tuple[int, int]]:
 
 def reset_group(cfg: Config, sink: str) -> dict[int, tuple[int, int]]:
     """Move the sink's group to the start of its topic; return partition -> (low, high)."""
-    admin = AdminClient({"bootstrap.servers": cfg.kafka_bootstrap})
+    admin = AdminClient(cfg.kafka_client())
     group, topic = cfg.group(sink), cfg.topic_of(sink)
     check_group_idle(admin, group, sink)
     marks = watermarks(cfg, topic)
@@ -132,9 +132,9 @@ def replay_sink(cfg: Config, sink: str, show_progress: bool = True,
         bar.set(covered, note=f"{total - covered:,} left")
 
     try:
-        run(bootstrap=cfg.kafka_bootstrap, topic=cfg.topic_of(sink), group=cfg.group(sink),
+        run(bootstrap=cfg.kafka_client(), topic=cfg.topic_of(sink), group=cfg.group(sink),
             store=store,
-            dead_letters=DeadLetters(cfg.kafka_bootstrap, cfg.topic_dead_letter,
+            dead_letters=DeadLetters(cfg.kafka_client(), cfg.topic_dead_letter,
                                      f"replay-{sink}"),
             stopper=stopper or Stopper(), batch_max=cfg.batch_max,
             batch_wait_s=cfg.batch_wait_s, max_backoff_s=cfg.retry_max_s, on_batch=progress,
@@ -207,7 +207,7 @@ def replay(cfg: Config, sinks: Sequence[str], from_events: bool = False,
     if unknown:
         raise ValueError(f"unknown sinks: {', '.join(unknown)} (choose from {', '.join(SINKS)})")
     stopper = stopper or Stopper()
-    admin = AdminClient({"bootstrap.servers": cfg.kafka_bootstrap})
+    admin = AdminClient(cfg.kafka_client())
     for sink in sinks:  # every check before any change
         check_group_idle(admin, cfg.group(sink), sink)
     if from_events:

@@ -37,6 +37,9 @@ choose_brokers() { # -> exports KAFKA_BROKERS: the asked count, else the running
   fi
   [[ "$asked" == 1 || "$asked" == "$CLUSTER_SIZE" ]] ||
     die "BROKERS must be 1 or $CLUSTER_SIZE, got '$asked'"
+  # The secure profile's SASL listeners are rendered for one broker only (server-secure.properties.in).
+  [[ "$asked" == 1 || "${CARTSTREAM_PROFILE:-dev}" != secure ]] ||
+    die "BROKERS=$asked runs in the dev profile only; the secure profile runs one broker"
   if kafka_running && [[ "$(recorded_brokers)" != "$asked" ]]; then
     die "Kafka runs with $(recorded_brokers) broker(s); run 'make down' before 'make up BROKERS=$asked'"
   fi

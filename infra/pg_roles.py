@@ -1,8 +1,9 @@
 """PostgreSQL roles of the secure profile: scram-sha-256 passwords, least privilege.
 
 - `cartstream_owner` owns the database, its schema and tables, and runs the migrations;
-- `cartstream_sink` (sink-postgres, sink-catalog) reads and writes the rows of the tables it
-  fills: SELECT, INSERT, UPDATE, and DELETE on `cart_lines` (a cart's lines are replaced);
+- `cartstream_sink` (sink-postgres, sink-catalog, sink-reservations) reads and writes the rows
+  of the tables it fills: SELECT, INSERT, UPDATE, and DELETE on `cart_lines` (a cart's lines
+  are replaced);
 - `cartstream_read` (read API) may only SELECT;
 - the bootstrap superuser gets a password and is used by nobody but this module.
 Passwords live in `$RUN_DIR/secrets/pg-*` (0600). pg_hba.conf has no trust line in the secure
@@ -30,6 +31,7 @@ from cart_contract.layout import (
     CARTS_TABLE,
     CUSTOMERS_TABLE,
     MIGRATIONS_TABLE,
+    PRODUCT_RESERVATIONS_TABLE,
     PRODUCTS_TABLE,
 )
 from cart_contract.secrets import ensure_secret_file, read_secret_file, secrets_dir
@@ -38,7 +40,8 @@ ROLES = {"owner": "cartstream_owner", "sink": "cartstream_sink", "read": "cartst
 SUPERUSER = "superuser"  # the secret of the bootstrap superuser's password
 KINDS = (SUPERUSER, *ROLES)
 # Which role each process connects as.
-SERVICE_ROLES = {"sink-postgres": "sink", "sink-catalog": "sink", "read-api": "read",
+SERVICE_ROLES = {"sink-postgres": "sink", "sink-catalog": "sink", "sink-reservations": "sink",
+                 "read-api": "read",
                  "migrate": "owner", "replay": "owner"}
 
 HBA = {
@@ -123,7 +126,8 @@ def grant_tables(conn: psycopg.Connection) -> None:
     """After the migrations: each role's rights on the tables (none beyond these)."""
     sink, read = sql.Identifier(ROLES["sink"]), sql.Identifier(ROLES["read"])
     data = [sql.Identifier(t)
-            for t in (CUSTOMERS_TABLE, CARTS_TABLE, CART_LINES_TABLE, PRODUCTS_TABLE)]
+            for t in (CUSTOMERS_TABLE, CARTS_TABLE, CART_LINES_TABLE, PRODUCTS_TABLE,
+                      PRODUCT_RESERVATIONS_TABLE)]
     for table in data:
         conn.execute(sql.SQL("GRANT SELECT, INSERT, UPDATE ON {} TO {}").format(table, sink))
         conn.execute(sql.SQL("GRANT SELECT ON {} TO {}").format(table, read))

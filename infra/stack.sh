@@ -128,8 +128,10 @@ start_kafka() {
   need_free_port kafka "$KAFKA_PORT"
   local dir="$RUN_DIR/kafka" props="$RUN_DIR/kafka/server.properties"
   mkdir -p "$dir/data" "$LOGS"
-  sed -e "s#@KAFKA_PORT@#$KAFKA_PORT#g" -e "s#@KAFKA_CONTROLLER_PORT@#$KAFKA_CONTROLLER_PORT#g" \
-      -e "s#@KAFKA_LOG_DIR@#$dir/data#g" "$KAFKA_HOME/server.properties.in" > "$props"
+  render_kafka_properties "$dir/data" > "$props.tmp"
+  chmod 600 "$props.tmp"; mv "$props.tmp" "$props"
+  # The tools' client configs (infra/kafka/bin) exist while the broker runs secure only.
+  [[ "${CARTSTREAM_PROFILE:-dev}" == secure ]] || rm -f "$dir"/client-*.properties
   if [[ ! -f "$dir/data/meta.properties" ]]; then
     say "formatting Kafka storage (KRaft) under $dir/data"
     local cluster_id; cluster_id="$("$KAFKA_HOME/bin/kafka-storage" random-uuid)"
@@ -137,6 +139,34 @@ start_kafka() {
   fi
   KAFKA_HEAP_OPTS="$KAFKA_HEAP" KAFKA_LOG4J_CONFIG="$KAFKA_HOME/log4j2-server.properties" \
     spawn kafka "$KAFKA_HOME/bin/kafka-run-class" kafka.Kafka "$props"
+}
+
+render_kafka_properties() { # data-dir -> server.properties; secure: + SASL listeners, ACLs
+  local files=("$KAFKA_HOME/server.properties.in") admin_password=""
+  if [[ "${CARTSTREAM_PROFILE:-dev}" == secure ]]; then
+    need_free_port kafka-admin "$KAFKA_ADMIN_PORT"
+    files+=("$KAFKA_HOME/server-secure.properties.in")
+    admin_password="$(cat "$RUN_DIR/secrets/kafka-admin")"
+  fi
+  cat "${files[@]}" | sed -e "s#@KAFKA_PORT@#$KAFKA_PORT#g" \
+    -e "s#@KAFKA_CONTROLLER_PORT@#$KAFKA_CONTROLLER_PORT#g" -e "s#@KAFKA_ADMIN_PORT@#$KAFKA_ADMIN_PORT#g" \
+    -e "s#@KAFKA_LOG_DIR@#$1#g" -e "s#@KAFKA_ADMIN_USER@#admin#g" \
+    -e "s#@KAFKA_ADMIN_PASSWORD@#$admin_password#g"
+}
+
+kafka_env_for() { # process -> its KAFKA_* settings (its principal when secure), one per line
+  [[ "${CARTSTREAM_PROFILE:-dev}" == secure ]] || return 0
+  RUN_DIR="$RUN_DIR" "$PY" -m infra.kafka_acl env "$1"
+}
+
+secure_kafka() { # secure: wait for the broker, then credentials and ACLs (infra/kafka_acl.py)
+  local out
+  if ! out="$(RUN_DIR="$RUN_DIR" "$PY" -m infra.kafka_acl configure --wait "$START_TIMEOUT" 2>&1)"; then
+    printf '%s\n' "$out" >&2
+    tail -n 30 "$LOGS/kafka.log" >&2 || true
+    die "Kafka: could not configure its principals and ACLs"
+  fi
+  printf '%s\n' "$out" | sed 's/^/[stack] kafka: /'
 }
 
 start_redis() {
@@ -235,8 +265,14 @@ cmd_infra() {
   wait_for "PostgreSQL" 60 "$LOGS/postgres.log" pg_ready
   ensure_database
   secure_postgres
-  wait_for "Kafka" "$START_TIMEOUT" "$(kafka_log)" "$CARTSTREAM" topics --check-only --wait 2
-  "$CARTSTREAM" topics --wait 30 | sed 's/^/[stack] /'
+  local -a kafka_admin=()
+  if [[ "${CARTSTREAM_PROFILE:-dev}" == secure ]]; then
+    secure_kafka
+    mapfile -t kafka_admin < <(kafka_env_for topics)
+  fi
+  wait_for "Kafka" "$START_TIMEOUT" "$(kafka_log)" \
+    env "${kafka_admin[@]}" "$CARTSTREAM" topics --check-only --wait 2
+  env "${kafka_admin[@]}" "$CARTSTREAM" topics --wait 30 | sed 's/^/[stack] /'
   say "infrastructure ready in $((SECONDS - t0))s"
 }
 
@@ -290,10 +326,12 @@ start_services() {
       write-api|read-api|sink-redis|sink-catalog) creds=(REDIS_URL="$(redis_url_for "$name")") ;;
     esac
     case "$name" in  # the processes that use PostgreSQL, each as its role when secure
-      read-api|sink-postgres|sink-catalog) creds+=(DATABASE_URL="$(database_url_for "$name")") ;;
+      read-api|sink-postgres|sink-catalog|sink-reservations) creds+=(DATABASE_URL="$(database_url_for "$name")") ;;
     esac
+    local kafka=(); mapfile -t kafka < <(kafka_env_for "$name")  # its principal when secure
     # shellcheck disable=SC2086
-    spawn "$name" env RUN_DIR="$RUN_DIR" CARTSTREAM_PROFILE="$CARTSTREAM_PROFILE" "${creds[@]}" $cmd
+    spawn "$name" env RUN_DIR="$RUN_DIR" CARTSTREAM_PROFILE="$CARTSTREAM_PROFILE" "${creds[@]}" \
+      "${kafka[@]}" $cmd
   done
 }
 
@@ -302,7 +340,9 @@ load_sample_catalog() {
   [[ -f "$stamp" ]] && return
   [[ -f "$ROOT/connectors/catalog.py" ]] || return 0
   say "loading the sample catalog (connectors/data/sample-catalog.jsonl)"
-  "$CARTSTREAM" catalog load "$ROOT/connectors/data/sample-catalog.jsonl" && touch "$stamp"
+  local kafka=(); mapfile -t kafka < <(kafka_env_for catalog)
+  env "${kafka[@]}" "$CARTSTREAM" catalog load "$ROOT/connectors/data/sample-catalog.jsonl" \
+    && touch "$stamp"
 }
 
 cmd_up() {

@@ -21,21 +21,20 @@ from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from cart_contract.retry import retrying
 from cart_contract.settings import (
-    KafkaBootstrap,
-    Settings,
+    KafkaClientSettings,
     TopicCartDetails,
     TopicCartEvents,
     TopicCartReservations,
     TopicDeadLetter,
     TopicProductReservations,
     TopicProducts,
+    client_config,
 )
 
 
-class TopicSettings(Settings):
+class TopicSettings(KafkaClientSettings):
     """What `cartstream topics` reads from the environment: the topics and their sizes."""
 
-    kafka_bootstrap: KafkaBootstrap
     topic_cart_events: TopicCartEvents
     topic_products: TopicProducts
     topic_cart_details: TopicCartDetails
@@ -141,12 +140,16 @@ class TooFewBrokers(KafkaException):
     """The cluster answers but fewer brokers than asked for have joined it yet."""
 
 
-def wait_for_broker(bootstrap: str, timeout_s: float, brokers: int = 1) -> AdminClient:
+def wait_for_broker(kafka: str | Mapping[str, Any], timeout_s: float,
+                    brokers: int = 1) -> AdminClient:
     """Return an admin client once `brokers` brokers are in the cluster's metadata, else raise.
 
-    A topic with replication factor N can only be created once N brokers have registered, and
-    a cluster's brokers join one by one after its first one answers."""
-    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0})
+    `kafka`: bootstrap servers, or a client config (`KafkaClientSettings.kafka_client`). A topic
+    with replication factor N can only be created once N brokers have registered, and a
+    cluster's brokers join one by one after its first one answers."""
+    conf = client_config(kafka)
+    bootstrap = conf["bootstrap.servers"]
+    admin = AdminClient({**conf, "log_level": 0})
 
     def enough() -> None:
         have = len(admin.list_topics(timeout=2).brokers)

@@ -11,7 +11,7 @@ import threading
 import time
 import uuid
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -34,6 +34,7 @@ from cart_contract import (
     encode_product,
 )
 from cart_contract.layout import cart_key
+from cart_contract.settings import client_config
 from tests.e2e.conftest import System
 from tests.support.fold_model import ReservationModel, fold, to_cart_details
 from tests.support.reservations import model_of_topic
@@ -79,12 +80,13 @@ class Record:
     value: bytes | None
 
 
-def produce(bootstrap: str, topic: str, records: Iterable[tuple[bytes | None, bytes | None]],
+def produce(bootstrap: str | Mapping[str, Any], topic: str,
+            records: Iterable[tuple[bytes | None, bytes | None]],
             partitioner: str = "consistent_random") -> list[tuple[int, int]]:
     """Produce (key, value) records with acks=all; return each one's (partition, offset).
 
     `murmur2_random` puts a key where the write API (and Java clients) put it."""
-    producer = Producer({"bootstrap.servers": bootstrap, "acks": "all", "linger.ms": 5,
+    producer = Producer({**client_config(bootstrap), "acks": "all", "linger.ms": 5,
                          "enable.idempotence": True, "partitioner": partitioner})
     records = list(records)
     where: list[tuple[int, int] | None] = [None] * len(records)
@@ -106,9 +108,13 @@ def produce(bootstrap: str, topic: str, records: Iterable[tuple[bytes | None, by
     return [w for w in where if w is not None]
 
 
-def read_topic(bootstrap: str, topic: str, timeout_s: float = 60) -> list[Record]:
-    """Every record of the topic up to its current end, in (partition, offset) order."""
-    consumer = Consumer({"bootstrap.servers": bootstrap, "enable.auto.commit": False,
+def read_topic(bootstrap: str | Mapping[str, Any], topic: str, timeout_s: float = 60
+               ) -> list[Record]:
+    """Every record of the topic up to its current end, in (partition, offset) order.
+
+    `bootstrap`: bootstrap servers, or a client config (a secure system's `System.kafka()`).
+    """
+    consumer = Consumer({**client_config(bootstrap), "enable.auto.commit": False,
                          "group.id": f"chaos-oracle-{uuid.uuid4().hex}"})
     try:
         parts = consumer.list_topics(topic, timeout=10).topics[topic].partitions
@@ -152,7 +158,7 @@ def cart_events(records: Iterable[Record]) -> list[tuple[CartEvent, EventPositio
 def dead_letters(system: System) -> list[DeadLetter]:
     """Every entry of the system's dead-letter topic."""
     return [decode_dead_letter(r.value or b"")
-            for r in read_topic(system.env["KAFKA_BOOTSTRAP"], system.env["TOPIC_DEAD_LETTER"])]
+            for r in read_topic(system.kafka(), system.env["TOPIC_DEAD_LETTER"])]
 
 
 # ------------------------------------------------------------------------------------ oracle

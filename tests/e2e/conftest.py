@@ -26,9 +26,11 @@ import pytest
 import requests
 from confluent_kafka.admin import AdminClient
 
+from cart_contract.settings import KafkaClientSettings
 from cart_web.auth import issue_token
 from cart_web.settings import AuthSettings
 from infra.topics import ensure_topics, topic_specs
+from tests.support.kafka_secure import Principals, SecureKafka, principals
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVICES = {
@@ -61,6 +63,14 @@ class System:
     env: dict[str, str]
     run_dir: Path
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    # On a SASL broker: the system's own principals, one per service (tests/support).
+    principals: Principals | None = None
+
+    def kafka(self, **extra: Any) -> dict[str, Any]:
+        """librdkafka settings for the tests' own clients (the admin principal when SASL)."""
+        if self.principals is None:
+            return {"bootstrap.servers": self.env["KAFKA_BOOTSTRAP"], **extra}
+        return {**self.principals.kafka.admin, **extra}
 
     @property
     def write_url(self) -> str:
@@ -75,8 +85,11 @@ class System:
     def start(self, name: str) -> None:
         """Start one service (again) with the system's environment."""
         log = open(self.run_dir / f"{name}.log", "ab")  # noqa: SIM115 - lives with the process
+        env = self.env
+        if self.principals is not None:  # each service as its own principal
+            env = {**env, **self.principals.service_env(name)}
         self.procs[name] = subprocess.Popen(
-            [sys.executable, *SERVICES[name]], cwd=ROOT, env=self.env, stdout=log,
+            [sys.executable, *SERVICES[name]], cwd=ROOT, env=env, stdout=log,
             stderr=subprocess.STDOUT, start_new_session=True,
         )
 
@@ -136,16 +149,21 @@ class System:
                 raise AssertionError(f"{name} exited with {proc.returncode}:\n{tail}")
 
 
-def make_system(endpoints, run_dir: Path, extra: dict[str, str] | None = None) -> System:
-    """Environment for a private Cartstream on the shared servers (`extra` added last)."""
+def make_system(endpoints, run_dir: Path, extra: dict[str, str] | None = None,
+                kafka: SecureKafka | None = None) -> System:
+    """Environment for a private Cartstream on the shared servers (`extra` added last).
+
+    With `kafka` (a SASL broker), the system runs there, each service as its own principal
+    with the ACLs of infra/kafka_acl.py for the system's topics and groups.
+    """
     tag = uuid.uuid4().hex[:8]
     db = f"e2e_{tag}"
     with psycopg.connect(endpoints.database_url, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{db}"')
     redis_url = urlunparse(urlparse(endpoints.redis_url)._replace(path="/1"))
     env = {
-        **os.environ,
-        "KAFKA_BOOTSTRAP": endpoints.kafka_bootstrap,
+        **{k: v for k, v in os.environ.items() if not k.startswith("KAFKA_SASL_")},
+        "KAFKA_BOOTSTRAP": kafka.bootstrap if kafka else endpoints.kafka_bootstrap,
         "REDIS_URL": redis_url,
         "DATABASE_URL": _with_db(endpoints.database_url, db),
         "TOPIC_CART_EVENTS": f"e2e-{tag}-cart-events",
@@ -165,9 +183,35 @@ def make_system(endpoints, run_dir: Path, extra: dict[str, str] | None = None) -
         "PYTHONUNBUFFERED": "1",
         **(extra or {}),
     }
-    admin = AdminClient({"bootstrap.servers": endpoints.kafka_bootstrap})
-    ensure_topics(admin, topic_specs(env))
-    return System(env=env, run_dir=run_dir)
+    if kafka is None:
+        ensure_topics(AdminClient({"bootstrap.servers": endpoints.kafka_bootstrap}),
+                      topic_specs(env))
+        return System(env=env, run_dir=run_dir)
+    env.pop("KAFKA_SECURITY_PROTOCOL", None)  # per service (System.start)
+    ensure_topics(AdminClient(kafka.admin), topic_specs(env))
+    return System(env=env, run_dir=run_dir,
+                  principals=principals(kafka, f"e2e-{tag}-", run_dir, env))
+
+
+def _sasl_from_environment() -> bool:
+    return os.environ.get("KAFKA_SECURITY_PROTOCOL") == "SASL_PLAINTEXT"
+
+
+@pytest.fixture(scope="session")
+def secure_kafka(endpoints, tmp_path_factory) -> Iterator[SecureKafka]:
+    """A broker in the secure profile: the endpoints' own when the environment says it runs
+    SASL (its admin principal in KAFKA_SASL_*), else a private one for this session."""
+    if _sasl_from_environment():
+        admin = KafkaClientSettings.from_env().kafka_client()
+        yield SecureKafka(endpoints.kafka_bootstrap,
+                          {**admin, "bootstrap.servers": endpoints.kafka_bootstrap})
+        return
+    from tests.integration.kafka_private import PrivateKafka
+
+    broker = PrivateKafka(tmp_path_factory.mktemp("kafka-sasl"), secure=True)
+    broker.start(timeout_s=300)  # a loaded machine takes minutes to start a JVM
+    with broker:
+        yield SecureKafka(broker.bootstrap, broker.admin_config())
 
 
 # The secure profile as the secure e2e tests run it: low limits, so bursts reach them.
@@ -188,11 +232,16 @@ SUITE_SECURE_ENV = {"CARTSTREAM_PROFILE": "secure", "RATE_LIMIT_COMMANDS": "1000
 
 
 @pytest.fixture(scope="module")
-def system(endpoints, tmp_path_factory) -> Iterator[System]:
-    """A fresh, running Cartstream for one test module (in CARTSTREAM_E2E_PROFILE)."""
+def system(endpoints, tmp_path_factory, request) -> Iterator[System]:
+    """A fresh, running Cartstream for one test module (in CARTSTREAM_E2E_PROFILE).
+
+    Secure systems run on a SASL broker (`secure_kafka`), each service as its principal.
+    """
     secure = E2E_PROFILE == "secure"
+    kafka = (request.getfixturevalue("secure_kafka")
+             if secure or _sasl_from_environment() else None)
     sys_ = make_system(endpoints, tmp_path_factory.mktemp("cartstream"),
-                       SUITE_SECURE_ENV if secure else None)
+                       SUITE_SECURE_ENV if secure else None, kafka)
     with contextlib.ExitStack() as stack:
         if secure:
             stack.enter_context(tokens_attached(sys_))
@@ -243,10 +292,11 @@ def tokens_attached(sys_: System) -> Iterator[None]:
 
 
 @pytest.fixture(scope="module")
-def secure_system(endpoints, tmp_path_factory) -> Iterator[System]:
-    """A fresh, running Cartstream in the secure profile (its secrets under its run_dir)."""
+def secure_system(endpoints, tmp_path_factory, secure_kafka) -> Iterator[System]:
+    """A fresh, running Cartstream in the secure profile (its secrets under its run_dir), on a
+    SASL broker, each service as its own principal."""
     yield from _running(make_system(endpoints, tmp_path_factory.mktemp("cartstream-secure"),
-                                    SECURE_ENV))
+                                    SECURE_ENV, secure_kafka))
 
 
 def _running(sys_: System) -> Iterator[System]:

@@ -14,8 +14,7 @@ pytestmark = pytest.mark.e2e
 
 
 def _log_size(system) -> int:
-    consumer = Consumer({"bootstrap.servers": system.env["KAFKA_BOOTSTRAP"],
-                         "group.id": f"e2e-edge-{uuid.uuid4().hex[:6]}"})
+    consumer = Consumer(system.kafka(**{"group.id": f"e2e-edge-{uuid.uuid4().hex[:6]}"}))
     try:
         topic = system.env["TOPIC_CART_EVENTS"]
         parts = consumer.list_topics(topic, timeout=10).topics[topic].partitions

@@ -14,6 +14,7 @@ import jwt
 import pytest
 import redis
 import requests
+from confluent_kafka import KafkaError
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from cart_contract.layout import waiting_key
@@ -298,3 +299,60 @@ def test_tokens_of_an_identity_provider_are_checked_against_its_jwks(secure_syst
     finally:
         jwks_system.stop_all()
         idp.shutdown()
+
+
+# ------------------------------------------------------------------ Kafka: SASL/SCRAM and ACLs
+
+
+def _produce(conf: dict, topic: str) -> tuple[list, list]:
+    """Produce one record; (delivery errors, client errors) within the timeout."""
+    from confluent_kafka import Producer
+
+    errors: list = []
+    delivered: list = []
+    producer = Producer({**conf, "message.timeout.ms": 15000, "log_level": 0,
+                         "error_cb": errors.append})
+    producer.produce(topic, b"v", key=b"k", on_delivery=lambda err, _msg: delivered.append(err))
+    producer.flush(25)
+    return delivered, errors
+
+
+def test_anonymous_and_wrong_password_kafka_clients_are_refused(secure_system) -> None:
+    s = secure_system
+    kafka = s.principals.kafka
+    topic = s.env["TOPIC_PRODUCTS"]
+    # Without SASL the client listener does not even answer metadata.
+    delivered, _ = _produce({"bootstrap.servers": kafka.bootstrap}, topic)
+    assert delivered and delivered[0] is not None
+    # A principal that exists, with a wrong password: an authentication error, nothing written.
+    wrong = kafka.client(s.principals.user("catalog"), "not-the-password")
+    delivered, errors = _produce(wrong, topic)
+    assert delivered and delivered[0] is not None
+    assert any(e.code() == KafkaError._AUTHENTICATION for e in errors), errors
+
+
+def test_the_catalog_principal_may_only_write_the_catalog(secure_system) -> None:
+    s = secure_system
+    p = s.principals
+    catalog = p.kafka.client(p.user("catalog"), p.password("catalog"),
+                             **{"enable.idempotence": True})
+    delivered, _ = _produce(catalog, s.env["TOPIC_CART_EVENTS"])
+    assert [e.code() for e in delivered] == [KafkaError.TOPIC_AUTHORIZATION_FAILED]
+    delivered, _ = _produce(catalog, s.env["TOPIC_PRODUCTS"])
+    assert delivered == [None]
+    # The write API's principal, for its part, cannot read the event store back.
+    from confluent_kafka import Consumer
+
+    consumer = Consumer(p.kafka.client(p.user("write-api"), p.password("write-api"),
+                                       **{"group.id": "cartstream-redis", "log_level": 0}))
+    try:
+        consumer.subscribe([s.env["TOPIC_CART_EVENTS"]])
+        msg = None
+        deadline = time.monotonic() + 20
+        while msg is None and time.monotonic() < deadline:
+            msg = consumer.poll(1)
+        assert msg is not None and msg.error() is not None
+        assert msg.error().code() in (KafkaError.GROUP_AUTHORIZATION_FAILED,
+                                      KafkaError.TOPIC_AUTHORIZATION_FAILED)
+    finally:
+        consumer.close()

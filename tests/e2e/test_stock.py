@@ -78,7 +78,7 @@ def test_an_order_is_priced_at_checkout_and_a_removed_product_cannot_be_ordered(
     # has read both (the reservation stage reads them, forwarded, before any later request).
     console_produce(system, system.env["TOPIC_PRODUCTS"], [product_line(pid, "Lamp", "12.50",
                                                                         100)])
-    producer = Producer({"bootstrap.servers": system.env["KAFKA_BOOTSTRAP"]})
+    producer = Producer(system.kafka())
     producer.produce(system.env["TOPIC_PRODUCTS"], key=gone.encode(), value=None)
     assert producer.flush(30) == 0
     probe = f"probe-{uuid.uuid4().hex[:6]}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 import subprocess
 import time
@@ -34,12 +35,20 @@ SEED_PRODUCTS = [
 
 
 def console_produce(system, topic: str, lines: list[str]) -> None:
-    """The seed's console-producer command, fed the given key:json lines."""
+    """The seed's console-producer command, fed the given key:json lines.
+
+    On a SASL broker the wrapper supplies the system's catalog principal (KAFKA_CLIENT_CONFIG),
+    as it supplies the stack's from `$RUN_DIR/kafka` after `make up PROFILE=secure`.
+    """
+    env = None
+    if system.principals is not None:
+        env = {**os.environ, "KAFKA_CLIENT_CONFIG": str(system.principals.tool_config("catalog"))}
     subprocess.run(
         [str(KAFKA_BIN / "kafka-console-producer"), "--topic", topic, "--bootstrap-server",
          system.env["KAFKA_BOOTSTRAP"], "--property", "parse.key=true",
          "--property", "key.separator=:"],
         input="\n".join(lines) + "\n", text=True, check=True, timeout=120, capture_output=True,
+        env=env,
     )
 
 
@@ -102,8 +111,8 @@ def test_seed_flow(system) -> None:
 
 def read_log(system, topic: str) -> list[tuple[CartEvent, EventPosition]]:
     """Every cart event in the topic, in per-partition offset order."""
-    consumer = Consumer({"bootstrap.servers": system.env["KAFKA_BOOTSTRAP"],
-                         "group.id": f"oracle-{uuid.uuid4().hex}", "enable.auto.commit": False})
+    consumer = Consumer(system.kafka(**{"group.id": f"oracle-{uuid.uuid4().hex}",
+                                        "enable.auto.commit": False}))
     meta = consumer.list_topics(topic, timeout=10).topics[topic]
     out: list[tuple[CartEvent, EventPosition]] = []
     for p in meta.partitions:
@@ -167,7 +176,7 @@ def test_random_workload_matches_the_fold_of_the_log(system) -> None:
     log = read_log(system, system.env["TOPIC_CART_EVENTS"])
     # Checkouts compete for stock: each one's answer is the reservation model's decision over
     # the request topic as the aggregator wrote it.
-    reservations = model_of_topic(system.env["KAFKA_BOOTSTRAP"],
+    reservations = model_of_topic(system.kafka(),
                                   system.env["TOPIC_CART_RESERVATIONS"])
     # The module's other tests share these topics; compare this workload's customers only.
     states = fold(log, lambda ev: catalog.get(ev.item_id or ""),
@@ -206,8 +215,7 @@ def test_random_workload_matches_the_fold_of_the_log(system) -> None:
 
 
 def _end_offset(system, partition: int) -> int:
-    consumer = Consumer({"bootstrap.servers": system.env["KAFKA_BOOTSTRAP"],
-                         "group.id": f"e2e-probe-{uuid.uuid4().hex[:6]}"})
+    consumer = Consumer(system.kafka(**{"group.id": f"e2e-probe-{uuid.uuid4().hex[:6]}"}))
     try:
         return consumer.get_watermark_offsets(
             TopicPartition(system.env["TOPIC_CART_EVENTS"], partition), timeout=10)[1]

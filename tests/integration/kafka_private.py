@@ -16,6 +16,7 @@ import signal
 import socket
 import subprocess
 import time
+import uuid
 from pathlib import Path
 from types import TracebackType
 
@@ -38,12 +39,16 @@ def _port_open(port: int) -> bool:
         return False
 
 
-def render_properties(template: str, port: int, controller_port: int, log_dir: Path) -> str:
+def render_properties(template: str, port: int, controller_port: int, log_dir: Path,
+                      admin_port: int = 0, admin_password: str = "") -> str:
     """server.properties from infra/kafka/server.properties.in, as stack.sh's sed does."""
     return (
         template.replace("@KAFKA_PORT@", str(port))
         .replace("@KAFKA_CONTROLLER_PORT@", str(controller_port))
+        .replace("@KAFKA_ADMIN_PORT@", str(admin_port))
         .replace("@KAFKA_LOG_DIR@", str(log_dir))
+        .replace("@KAFKA_ADMIN_USER@", "admin")
+        .replace("@KAFKA_ADMIN_PASSWORD@", admin_password)
     )
 
 
@@ -51,12 +56,20 @@ class PrivateKafka:
     """One KRaft broker+controller process on loopback, owned by a test."""
 
     def __init__(self, root: Path, port: int | None = None,
-                 controller_port: int | None = None, heap: str = "-Xmx512m") -> None:
+                 controller_port: int | None = None, heap: str = "-Xmx512m",
+                 secure: bool = False) -> None:
         self.root = Path(root)
         self.port = port or free_port()
         self.controller_port = controller_port or free_port()
         while self.controller_port == self.port:
             self.controller_port = free_port()
+        # secure: the secure profile's listeners and authorizer (server-secure.properties.in);
+        # the admin principal (SASL/PLAIN) on admin_port, nobody else until ACLs say so.
+        self.secure = secure
+        self.admin_port = free_port() if secure else 0
+        while secure and self.admin_port in (self.port, self.controller_port):
+            self.admin_port = free_port()
+        self.admin_password = uuid.uuid4().hex if secure else ""
         self.heap = heap
         self.data_dir = self.root / "data"
         self.props = self.root / "server.properties"
@@ -67,6 +80,12 @@ class PrivateKafka:
     def bootstrap(self) -> str:
         """Bootstrap servers for clients."""
         return f"localhost:{self.port}"
+
+    def admin_config(self) -> dict[str, str]:
+        """secure: librdkafka settings of the admin principal on the loopback admin listener."""
+        from infra.kafka_acl import admin_config
+
+        return admin_config(f"127.0.0.1:{self.admin_port}", self.admin_password)
 
     def _env(self) -> dict[str, str]:
         return {
@@ -79,9 +98,13 @@ class PrivateKafka:
         """Write server.properties and format the storage once (KRaft needs a cluster id)."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
         template = (KAFKA_HOME / "server.properties.in").read_text()
+        if self.secure:
+            template += (KAFKA_HOME / "server-secure.properties.in").read_text()
         self.props.write_text(
-            render_properties(template, self.port, self.controller_port, self.data_dir)
+            render_properties(template, self.port, self.controller_port, self.data_dir,
+                              self.admin_port, self.admin_password)
         )
+        self.props.chmod(0o600)  # secure: it holds the admin password
         if (self.data_dir / "meta.properties").exists():
             return
         storage = str(KAFKA_HOME / "bin" / "kafka-storage")

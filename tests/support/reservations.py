@@ -3,17 +3,23 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
+from typing import Any
 
 from confluent_kafka import Consumer, TopicPartition
 
 from cart_aggregator.reserve import decode_record
+from cart_contract.settings import client_config
 from tests.support.fold_model import ReservationModel
 
 
-def model_of_topic(bootstrap: str, topic: str) -> ReservationModel:
-    """The reservation model after every record of `topic` so far, in offset order."""
+def model_of_topic(kafka: str | Mapping[str, Any], topic: str) -> ReservationModel:
+    """The reservation model after every record of `topic` so far, in offset order.
+
+    `kafka`: bootstrap servers, or a client config (a secure system's `System.kafka()`).
+    """
     model = ReservationModel()
-    consumer = Consumer({"bootstrap.servers": bootstrap, "enable.auto.commit": False,
+    consumer = Consumer({**client_config(kafka), "enable.auto.commit": False,
                          "group.id": f"oracle-{uuid.uuid4().hex}"})
     try:
         low, high = consumer.get_watermark_offsets(TopicPartition(topic, 0), timeout=10)
