@@ -72,9 +72,15 @@ def main() -> None:
     inputs = preload(bootstrap, tag, workload(args.events, args.customers, args.products),
                      catalog(args.products))
     print(f"preloaded {args.events:,} events in {time.monotonic() - t0:.0f}s", flush=True)
+    # Every topic the flow writes or reads is the bench's own: the reservation stage's request
+    # log and reserved counts too (the defaults are the live system's topics).
     topics = {"TOPIC_CART_DETAILS": f"bench-{tag}-details",
-              "TOPIC_DEAD_LETTER": f"bench-{tag}-dead"}
-    create_topics(bootstrap, {topics["TOPIC_CART_DETAILS"]: 6, topics["TOPIC_DEAD_LETTER"]: 1})
+              "TOPIC_DEAD_LETTER": f"bench-{tag}-dead",
+              "TOPIC_CART_RESERVATIONS": f"bench-{tag}-reservations",
+              "TOPIC_PRODUCT_RESERVATIONS": f"bench-{tag}-reserved"}
+    create_topics(bootstrap, {topics["TOPIC_CART_DETAILS"]: 6, topics["TOPIC_DEAD_LETTER"]: 1,
+                              topics["TOPIC_CART_RESERVATIONS"]: 1,
+                              topics["TOPIC_PRODUCT_RESERVATIONS"]: 3})
     db = f"bench_replay_{tag}"
     with psycopg.connect(base.database_url, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{db}"')

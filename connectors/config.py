@@ -17,6 +17,8 @@ from cart_contract.settings import (
     RunDir,
     Settings,
     TopicCartDetails,
+    TopicCartEvents,
+    TopicCartReservations,
     TopicDeadLetter,
     TopicProductReservations,
     TopicProducts,
@@ -24,6 +26,8 @@ from cart_contract.settings import (
 )
 
 SINKS = ("redis", "postgres", "catalog", "reservations")
+# The sinks of the aggregator's output (`cart-details-event`): what a replay from events rebuilds.
+CART_SINKS = ("redis", "postgres")
 
 
 class Config(Settings):
@@ -37,6 +41,9 @@ class Config(Settings):
     redis_url: RedisUrl
     database_url: DatabaseUrl
     topic_cart_details: TopicCartDetails
+    # Replay from events runs the aggregator on the same topics.
+    topic_cart_events: TopicCartEvents
+    topic_cart_reservations: TopicCartReservations
     topic_products: TopicProducts
     topic_product_reservations: TopicProductReservations
     topic_dead_letter: TopicDeadLetter

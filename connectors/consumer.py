@@ -282,13 +282,15 @@ def run(
     max_backoff_s: float = 5.0,
     revoke_wait_s: float = 10.0,
     on_batch: Callable[[BatchDone], None] | None = None,
-    until: dict[int, int] | None = None,
+    until: dict[int, int] | Callable[[], dict[int, int] | None] | None = None,
     consumer_config: dict[str, Any] | None = None,
 ) -> None:
     """Consume `topic` as `group`: store each batch, dead-letter its poison, then commit.
 
     Returns when `stopper` is set, or with `until` (partition -> end offset) once every
-    partition's records before its end offset are stored.
+    partition's records before its end offset are stored. `until` may be a function, asked
+    after every batch, that returns None while the end is not known yet (replay from events:
+    the end is where the aggregator's output stands once it has folded the log).
     """
     writer: RecordWriter = (store if hasattr(store, "prepare")  # type: ignore[assignment]
                             else _CallableWriter(store))  # type: ignore[arg-type]
@@ -325,11 +327,12 @@ def run(
             had_inflight = loop.inflight is not None
             if not loop.finish():
                 return  # stopped mid-retry: nothing committed, the batch comes again
-            if until is not None and had_inflight and loop.caught_up(until, idle=False):
+            end = until() if callable(until) else until
+            if end is not None and had_inflight and loop.caught_up(end, idle=False):
                 return  # anything consumed past the end is left to the sinks, uncommitted
             if batch:
                 loop.submit(batch, prepared)
-            elif until is not None and loop.caught_up(until, idle=True):
+            elif end is not None and loop.caught_up(end, idle=True):
                 return
         loop.finish()
     finally:

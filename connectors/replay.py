@@ -1,6 +1,6 @@
 """Rebuild the read models from the log.
 
-    cartstream replay [--sinks redis,postgres,catalog] [--from-events] [--quiet]
+    cartstream replay [--sinks redis,postgres,catalog] [--from details|events] [--quiet]
 
 Stop the sinks first (`make replay` does): Kafka refuses to move the offsets of a consumer group
 that has members, and this command checks every chosen group before it touches any. For each
@@ -11,12 +11,22 @@ Nothing is truncated: the version guards make records already stored a no-op and
 whatever is missing or older. When it returns, the group's offsets are at the end again and the
 sinks carry on from there.
 
---from-events also rebuilds the aggregator's state from `cart-events`: it deletes the
-aggregator's recovery directory ($RUN_DIR/aggregator/recovery, or $AGG_RECOVERY_DIR). Stop the
-aggregator first (make down SVC=aggregator); this command refuses while one is running on that
-directory. When the aggregator starts again it re-reads the whole event log and re-emits every
-cart version, which the sinks store where missing (e.g. order history compacted out of
-`cart-details-event`) and skip where present.
+--from events re-folds the whole of `cart-events` from scratch and rebuilds the cart read
+models (the redis and postgres sinks) from that: stop the aggregator too (`make replay
+FROM=events` does); this command refuses while one is running on its recovery directory
+($RUN_DIR/aggregator/recovery, or $AGG_RECOVERY_DIR). It deletes that directory, notes the end
+offsets of `cart-events` and `cart-details-event`, moves the cart sinks' groups to the end of
+`cart-details-event` (what the new fold writes supersedes what is there), starts the aggregator
+(`cartstream aggregate`, fresh state, its log in $RUN_DIR/logs/aggregator-replay.log) and runs
+the cart sinks here. "Everything up to the log's end at start" is held when
+  1. every offset of `cart-events` below its end at start is named by a record the new fold
+     wrote (each event read gets one, naming it as the customer's last event) or by the
+     aggregator's dead letter for it (offsets, not counts: a restarted aggregator repeats
+     records), and then
+  2. each cart sink has stored and committed `cart-details-event` up to its end offsets at the
+     moment 1. held.
+Then the aggregator is stopped (it resumes from its snapshot when started again) and the
+command returns. Other chosen sinks (catalog) are replayed from their topics as above.
 
 Exit status: 0 done, 2 refused (a group has members, the aggregator runs) or failed.
 """
@@ -25,18 +35,25 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
+import threading
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from connectors.config import SINKS, Config
+from cart_contract import ContractError
+from cart_contract.dead_letter import decode_dead_letter
+from connectors.config import CART_SINKS, SINKS, Config
 from connectors.consumer import BatchDone, DeadLetters, Stopper, run
 from connectors.progress import Progress
+from connectors.records import CartItem
 from connectors.service import build_sink
+from connectors.sinks import StoreWriter
 
 
 @dataclass(frozen=True)
@@ -195,10 +212,14 @@ def reset_aggregator(cfg: Config) -> bool:
     return True
 
 
+SOURCES = ("details", "events")
+
+
 def replay(cfg: Config, sinks: Sequence[str], from_events: bool = False,
            show_progress: bool = True, stopper: Stopper | None = None,
            say: Callable[[str], None] = print) -> list[ReplayResult]:
-    """Check every chosen group is idle, then (optionally) reset the aggregator, then replay.
+    """Check every chosen group is idle, then replay from `cart-details-event` or, with
+    `from_events`, re-fold `cart-events` with a fresh aggregator (see the module doc).
 
     Raises Refused (or KafkaException) before changing anything when a sink or the aggregator
     runs. Stops early, between batches, once `stopper` is set; `say` reports the steps.
@@ -210,16 +231,252 @@ def replay(cfg: Config, sinks: Sequence[str], from_events: bool = False,
     admin = AdminClient({"bootstrap.servers": cfg.kafka_bootstrap})
     for sink in sinks:  # every check before any change
         check_group_idle(admin, cfg.group(sink), sink)
+    refold = [s for s in sinks if s in CART_SINKS] if from_events else []
     if from_events:
         if reset_aggregator(cfg):
-            say(f"removed {cfg.recovery_dir}: the aggregator re-reads cart-events from "
-                f"the start when it next starts")
+            say(f"removed {cfg.recovery_dir}: the aggregator re-reads cart-events from the start")
         else:
             say(f"no aggregator state in {cfg.recovery_dir}: it starts from the log")
     results = []
     for sink in sinks:
+        if sink in refold:
+            continue
         results.append(replay_sink(cfg, sink, show_progress=show_progress, stopper=stopper))
         if stopper.stopped:
             say("interrupted: the sinks carry on from where the replay stopped")
-            break
+            return results
+    if refold:
+        results += replay_events(cfg, refold, show_progress=show_progress, stopper=stopper,
+                                 say=say)
+        if stopper.stopped:
+            say("interrupted: the aggregator and the sinks carry on from where the replay "
+                "stopped when they start again")
+    return results
+
+
+# ------------------------------------------------------------------ replay from cart-events
+
+
+class Coverage:
+    """Which offsets of `cart-events` below its end at start have their answer yet.
+
+    The fold answers every event it reads with one record whose `customer_event` names it, and
+    the aggregator dead-letters an event it cannot parse; offsets are ticked off, not counted,
+    so records repeated by a restarted aggregator change nothing.
+    """
+
+    def __init__(self, marks: dict[int, tuple[int, int]]) -> None:
+        self.low = {p: low for p, (low, high) in marks.items() if high > low}
+        self.seen = {p: bytearray(marks[p][1] - low) for p, low in self.low.items()}
+        self.total = self.left = sum(len(b) for b in self.seen.values())
+        self._lock = threading.Lock()
+
+    def note(self, positions: Iterable[tuple[int, int]]) -> None:
+        """Tick off (partition, offset) pairs; those outside the range are ignored."""
+        with self._lock:
+            low, seen = self.low, self.seen
+            for p, o in positions:
+                marks = seen.get(p)
+                if marks is None:
+                    continue
+                i = o - low[p]
+                if 0 <= i < len(marks) and not marks[i]:
+                    marks[i] = 1
+                    self.left -= 1
+
+    def note_items(self, items: Sequence[CartItem]) -> None:
+        """Tick off the events that cart records answer (a sink writer's `observe`)."""
+        self.note((e.partition, e.offset) for e in (it.cart.customer_event for it in items))
+
+    @property
+    def covered(self) -> int:
+        """Events answered so far."""
+        return self.total - self.left
+
+    @property
+    def done(self) -> bool:
+        """Whether every event has its answer."""
+        return self.left <= 0
+
+
+def aggregator_env(cfg: Config) -> dict[str, str]:
+    """The variables that make `cartstream aggregate` work on this configuration's topics."""
+    return {"KAFKA_BOOTSTRAP": cfg.kafka_bootstrap, "TOPIC_CART_EVENTS": cfg.topic_cart_events,
+            "TOPIC_PRODUCTS": cfg.topic_products, "TOPIC_CART_DETAILS": cfg.topic_cart_details,
+            "TOPIC_DEAD_LETTER": cfg.topic_dead_letter,
+            "TOPIC_CART_RESERVATIONS": cfg.topic_cart_reservations,
+            "TOPIC_PRODUCT_RESERVATIONS": cfg.topic_product_reservations,
+            "RUN_DIR": str(cfg.run_dir), "AGG_RECOVERY_DIR": str(cfg.recovery_dir)}
+
+
+def start_aggregator(cfg: Config, log_path: Path) -> subprocess.Popen[bytes]:
+    """`cartstream aggregate` of this code tree, as `make up` runs it, logging to log_path."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("ab") as log:
+        return subprocess.Popen([sys.executable, "-m", "cartstream", "aggregate"],
+                                cwd=Path(__file__).resolve().parents[1],
+                                env={**os.environ, **aggregator_env(cfg)},
+                                stdout=log, stderr=subprocess.STDOUT)
+
+
+def stop_process(proc: subprocess.Popen[bytes], timeout_s: float = 60) -> None:
+    """SIGTERM (the aggregator stops at a snapshot), then SIGKILL after `timeout_s`."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def move_group(cfg: Config, sink: str, offsets: dict[int, int]) -> None:
+    """Set the sink's group offsets on its topic (the group is idle: checked before)."""
+    admin = AdminClient({"bootstrap.servers": cfg.kafka_bootstrap})
+    group = cfg.group(sink)
+    request = ConsumerGroupTopicPartitions(
+        group, [TopicPartition(cfg.topic_of(sink), p, o) for p, o in offsets.items()])
+    try:
+        admin.alter_consumer_group_offsets([request])[group].result(timeout=30)
+    except KafkaException as exc:
+        raise GroupActive(f"Kafka refused to move group {group}: {exc}; is the {sink} sink "
+                          f"running?") from exc
+
+
+class DeadLetterWatch:
+    """Reads the dead-letter topic from its end at start; ticks off the events the
+    aggregator could not parse (they get a dead letter instead of a record)."""
+
+    def __init__(self, cfg: Config, coverage: Coverage) -> None:
+        self.source, self.coverage = cfg.topic_cart_events, coverage
+        marks = watermarks(cfg, cfg.topic_dead_letter)
+        self.consumer = Consumer({"bootstrap.servers": cfg.kafka_bootstrap,
+                                  "group.id": "cartstream-replay-dead-letters",
+                                  "enable.auto.commit": False})
+        self.consumer.assign([TopicPartition(cfg.topic_dead_letter, p, high)
+                              for p, (_, high) in marks.items()])
+
+    def poll(self) -> None:
+        """Read what arrived (never blocks long)."""
+        for m in self.consumer.consume(10_000, 0.01):
+            if m.error() is not None or not m.value():
+                continue
+            try:
+                letter = decode_dead_letter(m.value())
+            except ContractError:
+                continue
+            if letter.source_topic == self.source and letter.stage == "aggregator":
+                self.coverage.note([(letter.partition, letter.offset)])
+
+    def close(self) -> None:
+        """Close the consumer."""
+        self.consumer.close()
+
+
+@dataclass
+class _SinkRun:
+    """One cart sink consuming the new fold's records in a thread of this process."""
+
+    name: str
+    writer: StoreWriter
+    start: dict[int, int]
+    records: int = 0
+    poison: int = 0
+    stored_until: dict[int, int] = field(default_factory=dict)
+    error: BaseException | None = None
+    thread: threading.Thread | None = None
+
+    def on_batch(self, done: BatchDone) -> None:
+        self.records += done.records
+        self.poison += done.poison
+        self.stored_until = done.stored_until
+
+    def lag(self, ends: dict[int, int]) -> int:
+        """Records of the topic not stored yet."""
+        return sum(max(0, end - max(self.stored_until.get(p, 0), self.start.get(p, 0)))
+                   for p, end in ends.items())
+
+
+def replay_events(cfg: Config, sinks: Sequence[str], show_progress: bool = True,
+                  stopper: Stopper | None = None,
+                  say: Callable[[str], None] = print) -> list[ReplayResult]:
+    """Re-fold `cart-events` with a fresh aggregator and store its records with `sinks`
+    (cart sinks, idle, aggregator state deleted: `replay` checks), up to the log's end at
+    start (the module doc says when that is)."""
+    stopper = stopper or Stopper()
+    started = time.monotonic()
+    coverage = Coverage(watermarks(cfg, cfg.topic_cart_events))
+    details_start = {p: high for p, (_, high) in watermarks(cfg, cfg.topic_cart_details).items()}
+    runs = [_SinkRun(s, build_sink(s, cfg), details_start) for s in sinks]
+    for r in runs:
+        move_group(cfg, r.name, details_start)
+    # One sink's decoded records are enough to follow the fold.
+    runs[0].writer.observe = coverage.note_items
+    target: dict[str, dict[int, int] | None] = {"until": None}
+
+    def until() -> dict[int, int] | None:
+        return target["until"]
+
+    def consume(r: _SinkRun) -> None:
+        try:
+            run(bootstrap=cfg.kafka_bootstrap, topic=cfg.topic_cart_details,
+                group=cfg.group(r.name), store=r.writer,
+                dead_letters=DeadLetters(cfg.kafka_bootstrap, cfg.topic_dead_letter,
+                                         f"replay-{r.name}"),
+                stopper=stopper, batch_max=cfg.batch_max, batch_wait_s=cfg.batch_wait_s,
+                max_backoff_s=cfg.retry_max_s, on_batch=r.on_batch, until=until)
+        except BaseException as exc:  # noqa: BLE001 - reported by the main thread
+            r.error = exc
+            stopper.stop()
+
+    log_path = cfg.run_dir / "logs" / "aggregator-replay.log"
+    bar = Progress("replay from events", coverage.total, "events", enabled=show_progress)
+    watch = DeadLetterWatch(cfg, coverage)
+    aggregator = start_aggregator(cfg, log_path)
+    say(f"aggregator started (pid {aggregator.pid}, log {log_path}): re-folding "
+        f"{coverage.total:,} events")
+    folded_s: float | None = None
+    try:
+        for r in runs:
+            r.thread = threading.Thread(target=consume, args=(r,), name=f"replay-{r.name}",
+                                        daemon=True)
+            r.thread.start()
+        last_ends: dict[int, int] = dict(details_start)
+        while any(r.thread and r.thread.is_alive() for r in runs):
+            if aggregator.poll() is not None and folded_s is None:
+                stopper.stop()
+                raise Refused(f"the aggregator exited ({aggregator.returncode}) before it had "
+                              f"folded the log; see {log_path}")
+            watch.poll()
+            if coverage.done and folded_s is None:
+                folded_s = time.monotonic() - started
+                # Every event has its record: they all lie below today's end of the output.
+                ends = {p: high for p, (_, high) in watermarks(cfg, cfg.topic_cart_details).items()}
+                target["until"] = {p: e for p, e in ends.items() if e > details_start.get(p, 0)}
+            try:
+                last_ends = {p: high for p, (_, high) in
+                             watermarks(cfg, cfg.topic_cart_details).items()}
+            except (KafkaException, Refused):
+                pass  # a progress figure only
+            lags = ", ".join(f"{r.name} lag {r.lag(last_ends):,}" for r in runs)
+            bar.set(coverage.covered, note=f"aggregator lag {coverage.left:,} events, {lags} "
+                                           f"records")
+            stopper.event.wait(0.5)
+        for r in runs:
+            if r.error is not None:
+                raise r.error
+    finally:
+        if any(r.thread and r.thread.is_alive() for r in runs):
+            stopper.stop()
+        for r in runs:
+            if r.thread is not None:
+                r.thread.join()
+        bar.close()
+        stop_process(aggregator)
+        watch.close()
+    seconds = time.monotonic() - started
+    results = [ReplayResult("aggregator", coverage.covered, coverage.covered, 0,
+                            folded_s or seconds)]
+    results += [ReplayResult(r.name, r.records, r.writer.written, r.poison, seconds)
+                for r in runs]
     return results
