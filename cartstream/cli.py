@@ -352,7 +352,8 @@ def replay(
     cfg = _config(ctx, Config)
     stopper = Stopper().install()
     try:
-        with _failures("replay refused", replaying.Refused, KafkaException):
+        with _failures("replay refused", replaying.Refused, KafkaException), \
+                _failures("replay failed", replaying.Failed):
             results = replaying.replay(cfg, chosen, from_events or source == "events",
                                        show_progress=not quiet, stopper=stopper,
                                        say=typer.echo)

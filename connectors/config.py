@@ -63,6 +63,10 @@ class Config(Settings):
     batch_wait_ms: Annotated[int, Field(
         ge=1, validation_alias="SINK_BATCH_WAIT_MS",
         description="how long a sink batch waits to fill")] = 20
+    # A replay reads a backlog: bigger batches coalesce more versions of a cart into one write.
+    replay_batch_max: Annotated[int, Field(ge=1, validation_alias="REPLAY_BATCH_MAX",
+                                           description="records per batch of `cartstream "
+                                                       "replay`")] = 50_000
     retry_max_s: Annotated[float, Field(
         gt=0, validation_alias="SINK_RETRY_MAX_S",
         description="longest backoff between retries of a store or broker that is down")] = 5.0

@@ -40,8 +40,10 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from concurrent.futures import ThreadPoolExecutor, wait
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient
@@ -51,9 +53,9 @@ from cart_contract.dead_letter import decode_dead_letter
 from connectors.config import CART_SINKS, SINKS, Config
 from connectors.consumer import BatchDone, DeadLetters, Stopper, run
 from connectors.progress import Progress
-from connectors.records import CartItem
+from connectors.records import CartItem, Poison, parse_carts
 from connectors.service import build_sink
-from connectors.sinks import StoreWriter
+from connectors.sinks import Prepared, StoreWriter
 
 
 @dataclass(frozen=True)
@@ -81,6 +83,10 @@ class ReplayResult:
 
 class Refused(RuntimeError):
     """The replay cannot start safely."""
+
+
+class Failed(RuntimeError):
+    """The replay could not finish (the aggregator it started died)."""
 
 
 class GroupActive(Refused):
@@ -153,13 +159,56 @@ def replay_sink(cfg: Config, sink: str, show_progress: bool = True,
             store=store,
             dead_letters=DeadLetters(cfg.kafka_bootstrap, cfg.topic_dead_letter,
                                      f"replay-{sink}"),
-            stopper=stopper or Stopper(), batch_max=cfg.batch_max,
+            stopper=stopper or Stopper(), batch_max=cfg.replay_batch_max,
             batch_wait_s=cfg.batch_wait_s, max_backoff_s=cfg.retry_max_s, on_batch=progress,
             until=until)
     finally:
         bar.close()
     return ReplayResult(sink, counts["records"], store.written, counts["poison"],
                         time.monotonic() - start)
+
+
+def replay_cart_sinks(cfg: Config, sinks: Sequence[str], show_progress: bool = True,
+                      stopper: Stopper | None = None) -> list[ReplayResult]:
+    """Reset the cart sinks' groups (idle: `replay` checks) to the start of
+    `cart-details-event` and re-apply it up to today's end, each record decoded once for all
+    of them (CartSinks); return what each did."""
+    topic = cfg.topic_cart_details
+    marks = watermarks(cfg, topic)
+    for sink in sinks:
+        move_group(cfg, sink, {p: low for p, (low, _) in marks.items()})
+    until = {p: high for p, (low, high) in marks.items() if high > low}
+    total = sum(high - low for low, high in marks.values())
+    start = time.monotonic()
+    if not until:
+        return [ReplayResult(s, 0, 0, 0, 0.0) for s in sinks]
+    writer = CartSinks({s: build_sink(s, cfg) for s in sinks})
+    name = "+".join(sinks)
+    bar = Progress(f"replay {name}", total, "records", enabled=show_progress)
+    counts = {"records": 0, "poison": 0}
+
+    def progress(done: BatchDone) -> None:
+        counts["records"] += done.records
+        counts["poison"] += done.poison
+        # Offsets, not records, measure progress: compaction leaves gaps in a topic.
+        covered = sum(min(done.stored_until.get(p, low), high) - low
+                      for p, (low, high) in marks.items())
+        bar.set(covered, note=f"{total - covered:,} left")
+
+    try:
+        run(bootstrap=cfg.kafka_bootstrap, topic=topic, group=cfg.group(sinks[0]), store=writer,
+            dead_letters=DeadLetters(cfg.kafka_bootstrap, cfg.topic_dead_letter,
+                                     f"replay-{name}"),
+            stopper=stopper or Stopper(), batch_max=cfg.replay_batch_max,
+            batch_wait_s=cfg.batch_wait_s, max_backoff_s=cfg.retry_max_s, on_batch=progress,
+            until=until)
+    finally:
+        bar.close()
+        writer.close()
+    copy_group_offsets(cfg, sinks[0], sinks[1:])
+    seconds = time.monotonic() - start
+    return [ReplayResult(s, counts["records"], w.written, counts["poison"] if i == 0 else 0,
+                         seconds) for i, (s, w) in enumerate(writer.writers.items())]
 
 
 def aggregator_processes(cfg: Config) -> list[int]:
@@ -238,13 +287,21 @@ def replay(cfg: Config, sinks: Sequence[str], from_events: bool = False,
         else:
             say(f"no aggregator state in {cfg.recovery_dir}: it starts from the log")
     results = []
+    # The cart sinks read one topic: one pass decodes each record once for both.
+    together = [] if from_events else [s for s in sinks if s in CART_SINKS]
+    if together:
+        results += replay_cart_sinks(cfg, together, show_progress=show_progress,
+                                     stopper=stopper)
     for sink in sinks:
-        if sink in refold:
-            continue
-        results.append(replay_sink(cfg, sink, show_progress=show_progress, stopper=stopper))
         if stopper.stopped:
             say("interrupted: the sinks carry on from where the replay stopped")
             return results
+        if sink in refold or sink in together:
+            continue
+        results.append(replay_sink(cfg, sink, show_progress=show_progress, stopper=stopper))
+    if stopper.stopped:
+        say("interrupted: the sinks carry on from where the replay stopped")
+        return results
     if refold:
         results += replay_events(cfg, refold, show_progress=show_progress, stopper=stopper,
                                  say=say)
@@ -373,28 +430,48 @@ class DeadLetterWatch:
         self.consumer.close()
 
 
-@dataclass
-class _SinkRun:
-    """One cart sink consuming the new fold's records in a thread of this process."""
+class CartSinks:
+    """The cart sinks of a replay from events as one writer on one consumer: each record is
+    decoded once, then coalesced and written by each sink's own writer, concurrently (both
+    mostly wait on their store). A retry writes both again: the version guards make it safe."""
 
-    name: str
-    writer: StoreWriter
-    start: dict[int, int]
-    records: int = 0
-    poison: int = 0
-    stored_until: dict[int, int] = field(default_factory=dict)
-    error: BaseException | None = None
-    thread: threading.Thread | None = None
+    def __init__(self, writers: dict[str, StoreWriter]) -> None:
+        self.writers = writers
+        self.observe: Callable[[list[CartItem]], None] | None = None
+        self._pool = ThreadPoolExecutor(len(writers), thread_name_prefix="replay-write")
 
-    def on_batch(self, done: BatchDone) -> None:
-        self.records += done.records
-        self.poison += done.poison
-        self.stored_until = done.stored_until
+    def prepare(self, batch: Sequence[Any]) -> list[tuple[StoreWriter, Prepared]]:
+        """Decode once; each writer keeps what it stores (its poison reported once)."""
+        items, poison = parse_carts(batch)
+        if self.observe is not None:
+            self.observe(items)
+        return [(w, w.coalesce(items, poison if i == 0 else []))  # type: ignore[attr-defined]
+                for i, w in enumerate(self.writers.values())]
 
-    def lag(self, ends: dict[int, int]) -> int:
-        """Records of the topic not stored yet."""
-        return sum(max(0, end - max(self.stored_until.get(p, 0), self.start.get(p, 0)))
-                   for p, end in ends.items())
+    def write(self, prepared: list[tuple[StoreWriter, Prepared]]) -> list[Poison]:
+        """Every writer's write; raises (after all ended) if one did."""
+        futures = [self._pool.submit(w.write, p) for w, p in prepared]
+        wait(futures)
+        return [poison for f in futures for poison in f.result()]
+
+    def close(self) -> None:
+        """Stop the write threads."""
+        self._pool.shutdown(wait=True)
+
+
+def copy_group_offsets(cfg: Config, source: str, targets: Sequence[str]) -> None:
+    """Give the groups of `targets` the committed offsets of `source`'s group (all idle)."""
+    topic = cfg.topic_of(source)
+    probe = Consumer({"bootstrap.servers": cfg.kafka_bootstrap, "group.id": cfg.group(source),
+                      "enable.auto.commit": False})
+    try:
+        parts = probe.list_topics(topic, timeout=10).topics[topic].partitions
+        done = {tp.partition: tp.offset for tp in probe.committed(
+            [TopicPartition(topic, p) for p in parts], timeout=10) if tp.offset >= 0}
+    finally:
+        probe.close()
+    for sink in targets:
+        move_group(cfg, sink, done)
 
 
 def replay_events(cfg: Config, sinks: Sequence[str], show_progress: bool = True,
@@ -407,26 +484,33 @@ def replay_events(cfg: Config, sinks: Sequence[str], show_progress: bool = True,
     started = time.monotonic()
     coverage = Coverage(watermarks(cfg, cfg.topic_cart_events))
     details_start = {p: high for p, (_, high) in watermarks(cfg, cfg.topic_cart_details).items()}
-    runs = [_SinkRun(s, build_sink(s, cfg), details_start) for s in sinks]
-    for r in runs:
-        move_group(cfg, r.name, details_start)
-    # One sink's decoded records are enough to follow the fold.
-    runs[0].writer.observe = coverage.note_items
+    for sink in sinks:
+        move_group(cfg, sink, details_start)
+    writer = CartSinks({s: build_sink(s, cfg) for s in sinks})
+    writer.observe = coverage.note_items
+    # One consumer for all: its group is the first sink's; the others get its offsets at the end.
+    lead = sinks[0]
     target: dict[str, dict[int, int] | None] = {"until": None}
+    counts = {"records": 0, "poison": 0}
+    stored: dict[int, int] = dict(details_start)
+    failure: list[BaseException] = []
 
-    def until() -> dict[int, int] | None:
-        return target["until"]
+    def on_batch(done: BatchDone) -> None:
+        counts["records"] += done.records
+        counts["poison"] += done.poison
+        stored.update(done.stored_until)
 
-    def consume(r: _SinkRun) -> None:
+    def consume() -> None:
         try:
             run(bootstrap=cfg.kafka_bootstrap, topic=cfg.topic_cart_details,
-                group=cfg.group(r.name), store=r.writer,
+                group=cfg.group(lead), store=writer,
                 dead_letters=DeadLetters(cfg.kafka_bootstrap, cfg.topic_dead_letter,
-                                         f"replay-{r.name}"),
-                stopper=stopper, batch_max=cfg.batch_max, batch_wait_s=cfg.batch_wait_s,
-                max_backoff_s=cfg.retry_max_s, on_batch=r.on_batch, until=until)
+                                         "replay-" + "+".join(sinks)),
+                stopper=stopper, batch_max=cfg.replay_batch_max, batch_wait_s=cfg.batch_wait_s,
+                max_backoff_s=cfg.retry_max_s, on_batch=on_batch,
+                until=lambda: target["until"])
         except BaseException as exc:  # noqa: BLE001 - reported by the main thread
-            r.error = exc
+            failure.append(exc)
             stopper.stop()
 
     log_path = cfg.run_dir / "logs" / "aggregator-replay.log"
@@ -436,47 +520,39 @@ def replay_events(cfg: Config, sinks: Sequence[str], show_progress: bool = True,
     say(f"aggregator started (pid {aggregator.pid}, log {log_path}): re-folding "
         f"{coverage.total:,} events")
     folded_s: float | None = None
+    thread = threading.Thread(target=consume, name="replay-sinks", daemon=True)
     try:
-        for r in runs:
-            r.thread = threading.Thread(target=consume, args=(r,), name=f"replay-{r.name}",
-                                        daemon=True)
-            r.thread.start()
-        last_ends: dict[int, int] = dict(details_start)
-        while any(r.thread and r.thread.is_alive() for r in runs):
+        thread.start()
+        while thread.is_alive():
             if aggregator.poll() is not None and folded_s is None:
-                stopper.stop()
-                raise Refused(f"the aggregator exited ({aggregator.returncode}) before it had "
-                              f"folded the log; see {log_path}")
+                raise Failed(f"the aggregator exited ({aggregator.returncode}) before it had "
+                             f"folded the log; see {log_path}")
             watch.poll()
+            ends = {p: high for p, (_, high) in watermarks(cfg, cfg.topic_cart_details).items()}
             if coverage.done and folded_s is None:
                 folded_s = time.monotonic() - started
                 # Every event has its record: they all lie below today's end of the output.
-                ends = {p: high for p, (_, high) in watermarks(cfg, cfg.topic_cart_details).items()}
                 target["until"] = {p: e for p, e in ends.items() if e > details_start.get(p, 0)}
-            try:
-                last_ends = {p: high for p, (_, high) in
-                             watermarks(cfg, cfg.topic_cart_details).items()}
-            except (KafkaException, Refused):
-                pass  # a progress figure only
-            lags = ", ".join(f"{r.name} lag {r.lag(last_ends):,}" for r in runs)
-            bar.set(coverage.covered, note=f"aggregator lag {coverage.left:,} events, {lags} "
-                                           f"records")
+            lag = sum(max(0, e - stored.get(p, 0)) for p, e in ends.items())
+            bar.set(coverage.covered, note=f"lag: aggregator {coverage.left:,} events, "
+                                           f"{'+'.join(sinks)} {lag:,} records")
             stopper.event.wait(0.5)
-        for r in runs:
-            if r.error is not None:
-                raise r.error
+        if failure:
+            raise failure[0]
     finally:
-        if any(r.thread and r.thread.is_alive() for r in runs):
+        if thread.is_alive():
             stopper.stop()
-        for r in runs:
-            if r.thread is not None:
-                r.thread.join()
+        thread.join()
+        writer.close()
         bar.close()
         stop_process(aggregator)
         watch.close()
+    # Also when interrupted: the lead's group holds only what both sinks stored.
+    copy_group_offsets(cfg, lead, sinks[1:])
     seconds = time.monotonic() - started
     results = [ReplayResult("aggregator", coverage.covered, coverage.covered, 0,
                             folded_s or seconds)]
-    results += [ReplayResult(r.name, r.records, r.writer.written, r.poison, seconds)
-                for r in runs]
+    results += [ReplayResult(name, counts["records"], w.written,
+                             counts["poison"] if i == 0 else 0, seconds)
+                for i, (name, w) in enumerate(writer.writers.items())]
     return results

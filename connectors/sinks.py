@@ -86,7 +86,10 @@ class RedisCartWriter(StoreWriter):
 
     def prepare(self, batch: Sequence[Any]) -> Prepared:
         """Decode, and keep each customer's highest version."""
-        items, poison = parse_carts(batch)
+        return self.coalesce(*parse_carts(batch))
+
+    def coalesce(self, items: list[CartItem], poison: list[Poison]) -> Prepared:
+        """Keep each customer's highest version of decoded records."""
         if self.observe is not None:
             self.observe(items)
         return Prepared(newest(items, lambda i: i.cart.customer_id,
@@ -152,7 +155,10 @@ class PostgresCartWriter(StoreWriter):
     def prepare(self, batch: Sequence[Any]) -> Prepared:
         """Decode, and keep each cart's latest record (the highest customer version: an
         order's records all have its version, and the customer's newest is among these)."""
-        items, poison = parse_carts(batch)
+        return self.coalesce(*parse_carts(batch))
+
+    def coalesce(self, items: list[CartItem], poison: list[Poison]) -> Prepared:
+        """Keep each cart's latest of decoded records (see prepare)."""
         if self.observe is not None:
             self.observe(items)
         return Prepared(newest(items, lambda i: i.cart.cart_id,
