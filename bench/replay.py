@@ -21,8 +21,10 @@ Each replay is timed from the command's start to its return. Every run gets its 
 key prefix, consumer groups and (events) recovery directory and cart-details topic; the
 reservation topics are the live run's (a replay from events re-reads its request log). `cpu_s`
 is the CPU of the measured processes (the aggregator's included; not the servers').
-The stores of each replay are checked against the live run's (same customers, same versions,
-same cart rows). Cleans up topics, databases and keys. Writes bench/results/replay.json.
+The stores of each run are checked against the first run's (same customers and versions in
+Redis and PostgreSQL, same cart rows and versions, same number of lines).
+`--replay-batch-max 5000,50000` runs each replay once per value, alternately (an A/B in one
+session). Cleans up topics, databases and keys. Writes bench/results/replay.json.
 """
 
 from __future__ import annotations
@@ -200,11 +202,17 @@ def main() -> None:
     parser.add_argument("--agg-processes", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=1, help="measure every mode this often")
     parser.add_argument("--modes", default=",".join(MODES),
-                        help="which of live,details,events (live always runs once: the "
-                             "details replay reads what it wrote)")
+                        help="which of live,details,events (details needs live: it replays "
+                             "what the live run wrote)")
+    parser.add_argument("--replay-batch-max", default="",
+                        help="REPLAY_BATCH_MAX values to compare, e.g. 5000,50000: each replay "
+                             "runs once per value, alternately (default: the setting's)")
     parser.add_argument("--timeout", type=float, default=900, help="give up after this (s)")
     args = parser.parse_args()
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    batch_maxes = [b.strip() for b in args.replay_batch_max.split(",") if b.strip()] or [""]
+    if "details" in modes and "live" not in modes:
+        parser.error("the details replay reads what the live run wrote: add live to --modes")
     base = SinkConfig.from_env()
     bootstrap = base.kafka_bootstrap
     tag = uuid.uuid4().hex[:8]
@@ -227,18 +235,20 @@ def main() -> None:
     reference: dict[str, Any] | None = None
     try:
         for rnd in range(args.rounds):
-            for mode in MODES:
-                if mode not in modes and not (mode == "live" and reference is None):
-                    continue
+            plan = [(m, b) for m in MODES if m in modes
+                    for b in (batch_maxes if m != "live" else [""])]
+            for mode, batch_max in plan:
                 # The details replay reads what the first live run wrote.
                 details = (live_details if mode == "details" or reference is None
-                           else f"bench-{tag}-details-{mode}-{rnd}")
+                           else f"bench-{tag}-details-{mode}-{rnd}-{batch_max or 'd'}")
                 if details not in topics:
                     create_topics(bootstrap, {details: 6})
                     topics.append(details)
+                extra = {"REPLAY_BATCH_MAX": batch_max} if batch_max else {}
                 run = Run(base, tag, mode, {**shared, "TOPIC_CART_DETAILS": details,
-                                            "AGG_CLUSTER_PORT": str(free_port())}, run_dir)
-                print(f"round {rnd + 1}: {mode}", flush=True)
+                                            "AGG_CLUSTER_PORT": str(free_port()), **extra},
+                          run_dir)
+                print(f"round {rnd + 1}: {mode} {extra}", flush=True)
                 try:
                     if mode == "live":
                         result = run_live(run, args.events, bootstrap, args.timeout)
@@ -250,18 +260,19 @@ def main() -> None:
                 if reference is None:
                     reference = stores
                 same = stores == reference
-                result.update(mode=mode, round=rnd + 1, same_stores_as_live=same,
+                result.update(mode=mode, round=rnd + 1, same_stores_as_first=same,
+                              replay_batch_max=int(batch_max) if batch_max else None,
                               events_per_s=round(args.events / result["seconds"]),
                               customers_stored=len(stores["customers"]),
                               cart_rows=len(stores["carts"]),
                               load_average=[round(x, 2) for x in os.getloadavg()])
                 print(f"  {mode}: {result['seconds']}s ({result['events_per_s']:,} events/s), "
-                      f"cpu {result['cpu_s']}s, same stores as live: {same}", flush=True)
+                      f"cpu {result['cpu_s']}s, same stores as the first run: {same}", flush=True)
                 runs.append(result)
     finally:
         AdminClient({"bootstrap.servers": bootstrap}).delete_topics([*inputs.values(), *topics])
     best = {m: min((r for r in runs if r["mode"] == m), key=lambda r: r["seconds"])
-            for m in ("live", *modes) if any(r["mode"] == m for r in runs)}
+            for m in MODES if any(r["mode"] == m for r in runs)}
     result = {"events": args.events, "customers": args.customers,
               "aggregator_processes": args.agg_processes, "target_s": TARGET_S,
               "best_s": {m: r["seconds"] for m, r in best.items()},

@@ -34,6 +34,7 @@ Exit status: 0 done, 2 refused (a group has members, the aggregator runs) or fai
 from __future__ import annotations
 
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -57,6 +58,8 @@ from connectors.records import CartItem, Poison, parse_carts
 from connectors.service import build_sink
 from connectors.sinks import Prepared, StoreWriter
 
+AGGREGATOR = "aggregator"  # the name of the aggregator's line in a replay's summary
+
 
 @dataclass(frozen=True)
 class ReplayResult:
@@ -67,6 +70,7 @@ class ReplayResult:
     written: int
     dead_lettered: int
     seconds: float
+    cpu_s: float | None = None  # CPU of the process(es) doing it, when measured
 
     @property
     def rate(self) -> float:
@@ -75,10 +79,14 @@ class ReplayResult:
 
     def summary(self) -> str:
         """One line for the final report."""
+        cpu = "" if self.cpu_s is None else f", {self.cpu_s:.1f}s CPU"
+        if self.sink == AGGREGATOR:
+            return (f"{self.sink:10} {self.records:>10,} events folded in {self.seconds:7.1f}s "
+                    f"({self.rate:>9,.0f}/s), {self.dead_lettered:,} dead-lettered{cpu}")
         skipped = self.records - self.written - self.dead_lettered
-        return (f"{self.sink:9} {self.records:>10,} records in {self.seconds:7.1f}s "
+        return (f"{self.sink:10} {self.records:>10,} records in {self.seconds:7.1f}s "
                 f"({self.rate:>9,.0f}/s): {self.written:,} written, {skipped:,} already "
-                f"current or superseded, {self.dead_lettered:,} dead-lettered")
+                f"current or superseded, {self.dead_lettered:,} dead-lettered{cpu}")
 
 
 class Refused(RuntimeError):
@@ -179,7 +187,7 @@ def replay_cart_sinks(cfg: Config, sinks: Sequence[str], show_progress: bool = T
         move_group(cfg, sink, {p: low for p, (low, _) in marks.items()})
     until = {p: high for p, (low, high) in marks.items() if high > low}
     total = sum(high - low for low, high in marks.values())
-    start = time.monotonic()
+    start, cpu_start = time.monotonic(), time.process_time()
     if not until:
         return [ReplayResult(s, 0, 0, 0, 0.0) for s in sinks]
     writer = CartSinks({s: build_sink(s, cfg) for s in sinks})
@@ -207,8 +215,10 @@ def replay_cart_sinks(cfg: Config, sinks: Sequence[str], show_progress: bool = T
         writer.close()
     copy_group_offsets(cfg, sinks[0], sinks[1:])
     seconds = time.monotonic() - start
+    cpu = round(time.process_time() - cpu_start, 1)  # one process for all of them
     return [ReplayResult(s, counts["records"], w.written, counts["poison"] if i == 0 else 0,
-                         seconds) for i, (s, w) in enumerate(writer.writers.items())]
+                         seconds, cpu if i == 0 else None)
+            for i, (s, w) in enumerate(writer.writers.items())]
 
 
 def aggregator_processes(cfg: Config) -> list[int]:
@@ -406,6 +416,7 @@ class DeadLetterWatch:
 
     def __init__(self, cfg: Config, coverage: Coverage) -> None:
         self.source, self.coverage = cfg.topic_cart_events, coverage
+        self.letters = 0
         marks = watermarks(cfg, cfg.topic_dead_letter)
         self.consumer = Consumer({"bootstrap.servers": cfg.kafka_bootstrap,
                                   "group.id": "cartstream-replay-dead-letters",
@@ -423,6 +434,7 @@ class DeadLetterWatch:
             except ContractError:
                 continue
             if letter.source_topic == self.source and letter.stage == "aggregator":
+                self.letters += 1
                 self.coverage.note([(letter.partition, letter.offset)])
 
     def close(self) -> None:
@@ -482,6 +494,7 @@ def replay_events(cfg: Config, sinks: Sequence[str], show_progress: bool = True,
     start (the module doc says when that is)."""
     stopper = stopper or Stopper()
     started = time.monotonic()
+    cpu_here, cpu_children = time.process_time(), _children_cpu()
     coverage = Coverage(watermarks(cfg, cfg.topic_cart_events))
     details_start = {p: high for p, (_, high) in watermarks(cfg, cfg.topic_cart_details).items()}
     for sink in sinks:
@@ -533,9 +546,13 @@ def replay_events(cfg: Config, sinks: Sequence[str], show_progress: bool = True,
                 folded_s = time.monotonic() - started
                 # Every event has its record: they all lie below today's end of the output.
                 target["until"] = {p: e for p, e in ends.items() if e > details_start.get(p, 0)}
+            # Lag per stage: events the aggregator has not written a record for yet (a count:
+            # one record per event read), records the sinks have not stored. The count done is
+            # the events whose record the sinks have read (what the end waits for).
+            written = sum(e - details_start.get(p, 0) for p, e in ends.items())
             lag = sum(max(0, e - stored.get(p, 0)) for p, e in ends.items())
-            bar.set(coverage.covered, note=f"lag: aggregator {coverage.left:,} events, "
-                                           f"{'+'.join(sinks)} {lag:,} records")
+            bar.set(coverage.covered, note=f"lag: aggregator {max(0, coverage.total - written):,} "
+                                           f"events, {'+'.join(sinks)} {lag:,} records")
             stopper.event.wait(0.5)
         if failure:
             raise failure[0]
@@ -550,9 +567,17 @@ def replay_events(cfg: Config, sinks: Sequence[str], show_progress: bool = True,
     # Also when interrupted: the lead's group holds only what both sinks stored.
     copy_group_offsets(cfg, lead, sinks[1:])
     seconds = time.monotonic() - started
-    results = [ReplayResult("aggregator", coverage.covered, coverage.covered, 0,
-                            folded_s or seconds)]
+    # The aggregator's CPU (a child, waited for) and this process's, which the sinks share.
+    results = [ReplayResult(AGGREGATOR, coverage.covered, coverage.covered, watch.letters,
+                            folded_s or seconds, round(_children_cpu() - cpu_children, 1))]
+    sinks_cpu = round(time.process_time() - cpu_here, 1)
     results += [ReplayResult(name, counts["records"], w.written,
-                             counts["poison"] if i == 0 else 0, seconds)
+                             counts["poison"] if i == 0 else 0, seconds,
+                             sinks_cpu if i == 0 else None)
                 for i, (name, w) in enumerate(writer.writers.items())]
     return results
+
+
+def _children_cpu() -> float:
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
