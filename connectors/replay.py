@@ -329,7 +329,8 @@ class Coverage:
 
     The fold answers every event it reads with one record whose `customer_event` names it, and
     the aggregator dead-letters an event it cannot parse; offsets are ticked off, not counted,
-    so records repeated by a restarted aggregator change nothing.
+    so records repeated by a restarted aggregator change nothing. Every offset below the end is
+    a record: `cart-events` is never compacted and nobody writes it in transactions.
     """
 
     def __init__(self, marks: dict[int, tuple[int, int]]) -> None:
@@ -408,6 +409,27 @@ def move_group(cfg: Config, sink: str, offsets: dict[int, int]) -> None:
     except KafkaException as exc:
         raise GroupActive(f"Kafka refused to move group {group}: {exc}; is the {sink} sink "
                           f"running?") from exc
+
+
+class EndOffsets:
+    """The end offsets of one topic, asked again and again through one consumer."""
+
+    def __init__(self, cfg: Config, topic: str) -> None:
+        self.topic = topic
+        self.consumer = Consumer({"bootstrap.servers": cfg.kafka_bootstrap,
+                                  "group.id": "cartstream-probe"})
+        self.partitions = list(self.consumer.list_topics(topic, timeout=10).topics[topic]
+                               .partitions)
+
+    def now(self) -> dict[int, int]:
+        """Partition -> high watermark, as the broker has it now."""
+        return {p: self.consumer.get_watermark_offsets(TopicPartition(self.topic, p),
+                                                       timeout=10)[1]
+                for p in self.partitions}
+
+    def close(self) -> None:
+        """Close the consumer."""
+        self.consumer.close()
 
 
 class DeadLetterWatch:
@@ -529,6 +551,7 @@ def replay_events(cfg: Config, sinks: Sequence[str], show_progress: bool = True,
     log_path = cfg.run_dir / "logs" / "aggregator-replay.log"
     bar = Progress("replay from events", coverage.total, "events", enabled=show_progress)
     watch = DeadLetterWatch(cfg, coverage)
+    output = EndOffsets(cfg, cfg.topic_cart_details)
     aggregator = start_aggregator(cfg, log_path)
     say(f"aggregator started (pid {aggregator.pid}, log {log_path}): re-folding "
         f"{coverage.total:,} events")
@@ -541,7 +564,7 @@ def replay_events(cfg: Config, sinks: Sequence[str], show_progress: bool = True,
                 raise Failed(f"the aggregator exited ({aggregator.returncode}) before it had "
                              f"folded the log; see {log_path}")
             watch.poll()
-            ends = {p: high for p, (_, high) in watermarks(cfg, cfg.topic_cart_details).items()}
+            ends = output.now()
             if coverage.done and folded_s is None:
                 folded_s = time.monotonic() - started
                 # Every event has its record: they all lie below today's end of the output.
@@ -564,6 +587,7 @@ def replay_events(cfg: Config, sinks: Sequence[str], show_progress: bool = True,
         bar.close()
         stop_process(aggregator)
         watch.close()
+        output.close()
     # Also when interrupted: the lead's group holds only what both sinks stored.
     copy_group_offsets(cfg, lead, sinks[1:])
     seconds = time.monotonic() - started
