@@ -270,7 +270,10 @@ def main() -> None:
                       f"cpu {result['cpu_s']}s, same stores as the first run: {same}", flush=True)
                 runs.append(result)
     finally:
-        AdminClient({"bootstrap.servers": bootstrap}).delete_topics([*inputs.values(), *topics])
+        # Wait for the deletions: a request still queued when the process exits is never sent.
+        for future in AdminClient({"bootstrap.servers": bootstrap}).delete_topics(
+                [*inputs.values(), *topics]).values():
+            future.result(timeout=60)
     best = {m: min((r for r in runs if r["mode"] == m), key=lambda r: r["seconds"])
             for m in MODES if any(r["mode"] == m for r in runs)}
     result = {"events": args.events, "customers": args.customers,
