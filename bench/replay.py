@@ -32,7 +32,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import resource
+import socket
 import subprocess
 import sys
 import tempfile
@@ -51,7 +53,6 @@ sys.path.insert(0, str(ROOT))
 from bench.aggregator import (  # noqa: E402
     catalog,
     create_topics,
-    free_port,
     preload,
     workload,
 )
@@ -69,6 +70,24 @@ def start(args: list[str], env: dict[str, str], log_path: Path) -> subprocess.Po
     log = log_path.open("wb")
     return subprocess.Popen([sys.executable, "-m", "cartstream", *args], cwd=ROOT, env=env,
                             stdout=log, stderr=subprocess.STDOUT)
+
+
+def cluster_ports(n: int) -> int:
+    """The first of `n` consecutive free ports, below the ephemeral range (the port after an
+    ephemeral one is often some client connection's by the time the process binds it)."""
+    for base in random.Random().sample(range(20_000, 30_000, n), 100):
+        socks: list[socket.socket] = []
+        try:
+            for port in range(base, base + n):
+                socks.append(socket.socket())
+                socks[-1].bind(("127.0.0.1", port))
+            return base
+        except OSError:
+            continue
+        finally:
+            for sock in socks:
+                sock.close()
+    raise RuntimeError(f"no {n} consecutive free ports")
 
 
 def children_cpu() -> float:
@@ -246,7 +265,8 @@ def main() -> None:
                     topics.append(details)
                 extra = {"REPLAY_BATCH_MAX": batch_max} if batch_max else {}
                 run = Run(base, tag, mode, {**shared, "TOPIC_CART_DETAILS": details,
-                                            "AGG_CLUSTER_PORT": str(free_port()), **extra},
+                                            "AGG_CLUSTER_PORT": str(cluster_ports(
+                                                args.agg_processes)), **extra},
                           run_dir)
                 print(f"round {rnd + 1}: {mode} {extra}", flush=True)
                 try:
@@ -270,9 +290,10 @@ def main() -> None:
                       f"cpu {result['cpu_s']}s, same stores as the first run: {same}", flush=True)
                 runs.append(result)
     finally:
-        # Wait for the deletions: a request still queued when the process exits is never sent.
-        for future in AdminClient({"bootstrap.servers": bootstrap}).delete_topics(
-                [*inputs.values(), *topics]).values():
+        # Wait for the deletions: a request still queued when the process exits is never sent
+        # (and the client must outlive its futures).
+        admin = AdminClient({"bootstrap.servers": bootstrap})
+        for future in admin.delete_topics([*inputs.values(), *topics]).values():
             future.result(timeout=60)
     best = {m: min((r for r in runs if r["mode"] == m), key=lambda r: r["seconds"])
             for m in MODES if any(r["mode"] == m for r in runs)}

@@ -59,6 +59,7 @@ from connectors.service import build_sink
 from connectors.sinks import Prepared, StoreWriter
 
 AGGREGATOR = "aggregator"  # the name of the aggregator's line in a replay's summary
+STALL_S = 60.0  # a replay from events says so when no event got its record for this long
 
 
 @dataclass(frozen=True)
@@ -556,6 +557,7 @@ def replay_events(cfg: Config, sinks: Sequence[str], show_progress: bool = True,
     say(f"aggregator started (pid {aggregator.pid}, log {log_path}): re-folding "
         f"{coverage.total:,} events")
     folded_s: float | None = None
+    moved = (coverage.covered, time.monotonic())  # the last change, to tell a stall
     thread = threading.Thread(target=consume, name="replay-sinks", daemon=True)
     try:
         thread.start()
@@ -576,6 +578,13 @@ def replay_events(cfg: Config, sinks: Sequence[str], show_progress: bool = True,
             lag = sum(max(0, e - stored.get(p, 0)) for p, e in ends.items())
             bar.set(coverage.covered, note=f"lag: aggregator {max(0, coverage.total - written):,} "
                                            f"events, {'+'.join(sinks)} {lag:,} records")
+            if coverage.covered != moved[0]:
+                moved = (coverage.covered, time.monotonic())
+            elif folded_s is None and lag == 0 and time.monotonic() - moved[1] > STALL_S:
+                moved = (coverage.covered, time.monotonic())
+                say(f"{coverage.left:,} events still have no record after {STALL_S:.0f}s: the "
+                    f"aggregator holds them (waiting for a product or a reservation?); see "
+                    f"{log_path}")
             stopper.event.wait(0.5)
         if failure:
             raise failure[0]
