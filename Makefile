@@ -58,9 +58,13 @@ lint: ## ruff
 
 SINKS := sink-redis sink-postgres sink-catalog
 
-replay: deps ## rebuild the read models from the log (stops the sinks, replays, starts them again)
-	@$(STACK) down $(SINKS)
-	$(CARTSTREAM) replay $(ARGS)
+# make replay: the sinks re-apply cart-details-event; make replay FROM=events: a fresh aggregator
+# re-folds cart-events and the cart sinks store what it writes (docs/operations.md).
+FROM ?= details
+
+replay: deps ## rebuild the read models from the log (make replay FROM=events re-folds cart-events)
+	@$(STACK) down $(SINKS) $(if $(filter events,$(FROM)),aggregator)
+	$(CARTSTREAM) replay --from $(FROM) $(ARGS)
 	@$(STACK) up
 
 token: ## print a 1 h bearer token: make -s token CUSTOMER=<id>, or make -s token ADMIN=1

@@ -158,7 +158,7 @@ RunDir = Annotated[Path, Field(
 )]
 RecoveryDir = Annotated[Path | None, Field(
     None, validation_alias="AGG_RECOVERY_DIR",
-    description="the aggregator's Bytewax recovery partitions (`replay --from-events` deletes "
+    description="the aggregator's Bytewax recovery partitions (`replay --from events` deletes "
                 "them)", json_schema_extra={"shown_default": "`$RUN_DIR/aggregator/recovery`"},
 )]
 

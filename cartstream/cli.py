@@ -304,26 +304,35 @@ seconds. Nothing is truncated: the version guards make records already stored a 
 in whatever is missing or older. When it returns, the groups' offsets are at the end again and
 the sinks carry on from there. SIGINT/SIGTERM stop it between batches.
 
---from-events also rebuilds the aggregator's state from `cart-events`: it deletes the
-aggregator's recovery directory ($RUN_DIR/aggregator/recovery, or $AGG_RECOVERY_DIR). Stop the
-aggregator first (make down SVC=aggregator); this command refuses while one is running on that
-directory. When the aggregator starts again it re-reads the whole event log and re-emits every
-cart version, which the sinks store where missing and skip where present.
+--from events re-folds the whole of `cart-events` from scratch and rebuilds the cart read
+models from that (what to run after fixing a rule of the fold; `make replay FROM=events`).
+Stop the aggregator too (make down SVC=aggregator); this command refuses while one is running
+on its recovery directory. It deletes that directory ($RUN_DIR/aggregator/recovery, or
+$AGG_RECOVERY_DIR), starts `cartstream aggregate` on a fresh state (its log:
+$RUN_DIR/logs/aggregator-replay.log) and runs the redis and postgres sinks here from the end of
+`cart-details-event`, showing events/s, the lag of each stage and the ETA. It returns once every
+event of `cart-events` up to its end at start has its record (or dead letter) from the new fold
+and both sinks have stored and committed `cart-details-event` up to where it stood then; the
+aggregator is then stopped and resumes from its snapshot when started again. --from-events is
+the same as --from events.
 
 Environment: as `cartstream sink` (KAFKA_BOOTSTRAP, REDIS_URL, DATABASE_URL, TOPIC_*,
-CONSUMER_GROUP_PREFIX, REDIS_KEY_PREFIX, SINK_*), RUN_DIR, AGG_RECOVERY_DIR.
+CONSUMER_GROUP_PREFIX, REDIS_KEY_PREFIX, SINK_*), RUN_DIR, AGG_RECOVERY_DIR, and with
+--from events those of `cartstream aggregate` (AGG_*).
 
 \b
 Exit status:
   0  done
-  2  refused (a group has members, the aggregator runs), failed, or bad --sinks""")
+  2  refused (a group has members, the aggregator runs), failed, or bad --sinks/--from""")
 def replay(
     ctx: typer.Context,
     sinks: Annotated[str, typer.Option(
         help="comma-separated sinks to replay, '' for none")] = "redis,postgres,catalog",
+    source: Annotated[str, typer.Option(
+        "--from", help="details: re-apply cart-details-event; events: re-fold cart-events "
+                       "with a fresh aggregator (stop it first)")] = "details",
     from_events: Annotated[bool, typer.Option(
-        "--from-events", help="also rebuild the aggregator from cart-events (stop it first)")
-    ] = False,
+        "--from-events", help="the same as --from events")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress output")] = False,
 ) -> None:
     from confluent_kafka import KafkaException
@@ -337,13 +346,18 @@ def replay(
     if unknown:
         raise typer.BadParameter(f"unknown sinks: {', '.join(unknown)} "
                                  f"(choose from {', '.join(SINKS)})", param_hint="--sinks")
+    if source not in replaying.SOURCES:
+        raise typer.BadParameter(f"{source!r} is not one of {', '.join(replaying.SOURCES)}",
+                                 param_hint="--from")
     setup_logging()
     cfg = _config(ctx, Config)
     stopper = Stopper().install()
     try:
-        with _failures("replay refused", replaying.Refused, KafkaException):
-            results = replaying.replay(cfg, chosen, from_events, show_progress=not quiet,
-                                       stopper=stopper, say=typer.echo)
+        with _failures("replay refused", replaying.Refused, KafkaException), \
+                _failures("replay failed", replaying.Failed):
+            results = replaying.replay(cfg, chosen, from_events or source == "events",
+                                       show_progress=not quiet, stopper=stopper,
+                                       say=typer.echo)
     finally:
         stopper.uninstall()
     typer.echo("replay summary:")

@@ -302,7 +302,7 @@ def run(
     revoke_wait_s: float = 10.0,
     on_batch: Callable[[BatchDone], None] | None = None,
     on_assignment: Callable[[frozenset[int]], None] | None = None,
-    until: dict[int, int] | None = None,
+    until: dict[int, int] | Callable[[], dict[int, int] | None] | None = None,
     consumer_config: dict[str, Any] | None = None,
 ) -> None:
     """Consume `topic` as `group`: store each batch, dead-letter its poison, then commit.
@@ -310,6 +310,9 @@ def run(
     `on_batch` hears of every stored batch, `on_assignment` of every change of the partitions
     this consumer owns (both on this thread). Returns when `stopper` is set, or with `until`
     (partition -> end offset) once every partition's records before its end offset are stored.
+    `until` may be a function, asked after every batch, that returns None while the end is not
+    known yet (replay from events: the end is where the aggregator's output stands once it has
+    folded the log).
     """
     writer: RecordWriter = (store if hasattr(store, "prepare")  # type: ignore[assignment]
                             else _CallableWriter(store))  # type: ignore[arg-type]
@@ -346,11 +349,12 @@ def run(
             had_inflight = loop.inflight is not None
             if not loop.finish():
                 return  # stopped mid-retry: nothing committed, the batch comes again
-            if until is not None and had_inflight and loop.caught_up(until, idle=False):
+            end = until() if callable(until) else until
+            if end is not None and had_inflight and loop.caught_up(end, idle=False):
                 return  # anything consumed past the end is left to the sinks, uncommitted
             if batch:
                 loop.submit(batch, prepared)
-            elif until is not None and loop.caught_up(until, idle=True):
+            elif end is not None and loop.caught_up(end, idle=True):
                 return
         loop.finish()
     finally:

@@ -1,6 +1,6 @@
 """Rebuild the read models from the log.
 
-    cartstream replay [--sinks redis,postgres,catalog] [--from-events] [--quiet]
+    cartstream replay [--sinks redis,postgres,catalog] [--from details|events] [--quiet]
 
 Stop the sinks first (`make replay` does): Kafka refuses to move the offsets of a consumer group
 that has members, and this command checks every chosen group before it touches any. For each
@@ -11,12 +11,22 @@ Nothing is truncated: the version guards make records already stored a no-op and
 whatever is missing or older. When it returns, the group's offsets are at the end again and the
 sinks carry on from there.
 
---from-events also rebuilds the aggregator's state from `cart-events`: it deletes the
-aggregator's recovery directory ($RUN_DIR/aggregator/recovery, or $AGG_RECOVERY_DIR). Stop the
-aggregator first (make down SVC=aggregator); this command refuses while one is running on that
-directory. When the aggregator starts again it re-reads the whole event log and re-emits every
-cart version, which the sinks store where missing (e.g. order history compacted out of
-`cart-details-event`) and skip where present.
+--from events re-folds the whole of `cart-events` from scratch and rebuilds the cart read
+models (the redis and postgres sinks) from that: stop the aggregator too (`make replay
+FROM=events` does); this command refuses while one is running on its recovery directory
+($RUN_DIR/aggregator/recovery, or $AGG_RECOVERY_DIR). It deletes that directory, notes the end
+offsets of `cart-events` and `cart-details-event`, moves the cart sinks' groups to the end of
+`cart-details-event` (what the new fold writes supersedes what is there), starts the aggregator
+(`cartstream aggregate`, fresh state, its log in $RUN_DIR/logs/aggregator-replay.log) and runs
+the cart sinks here. "Everything up to the log's end at start" is held when
+  1. every offset of `cart-events` below its end at start is named by a record the new fold
+     wrote (each event read gets one, naming it as the customer's last event) or by the
+     aggregator's dead letter for it (offsets, not counts: a restarted aggregator repeats
+     records), and then
+  2. each cart sink has stored and committed `cart-details-event` up to its end offsets at the
+     moment 1. held.
+Then the aggregator is stopped (it resumes from its snapshot when started again) and the
+command returns. Other chosen sinks (catalog) are replayed from their topics as above.
 
 Exit status: 0 done, 2 refused (a group has members, the aggregator runs) or failed.
 """
@@ -24,19 +34,32 @@ Exit status: 0 done, 2 refused (a group has members, the aggregator runs) or fai
 from __future__ import annotations
 
 import os
+import resource
 import shutil
+import subprocess
+import sys
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from connectors.config import SINKS, Config
+from cart_contract import ContractError
+from cart_contract.dead_letter import decode_dead_letter
+from connectors.config import CART_SINKS, SINKS, Config
 from connectors.consumer import BatchDone, DeadLetters, Stopper, run
 from connectors.progress import Progress
+from connectors.records import CartItem, Poison, parse_carts
 from connectors.service import build_sink
+from connectors.sinks import Prepared, StoreWriter
+
+AGGREGATOR = "aggregator"  # the name of the aggregator's line in a replay's summary
+STALL_S = 60.0  # a replay from events says so when no event got its record for this long
 
 
 @dataclass(frozen=True)
@@ -48,6 +71,7 @@ class ReplayResult:
     written: int
     dead_lettered: int
     seconds: float
+    cpu_s: float | None = None  # CPU of the process(es) doing it, when measured
 
     @property
     def rate(self) -> float:
@@ -56,14 +80,22 @@ class ReplayResult:
 
     def summary(self) -> str:
         """One line for the final report."""
+        cpu = "" if self.cpu_s is None else f", {self.cpu_s:.1f}s CPU"
+        if self.sink == AGGREGATOR:
+            return (f"{self.sink:10} {self.records:>10,} events folded in {self.seconds:7.1f}s "
+                    f"({self.rate:>9,.0f}/s), {self.dead_lettered:,} dead-lettered{cpu}")
         skipped = self.records - self.written - self.dead_lettered
-        return (f"{self.sink:9} {self.records:>10,} records in {self.seconds:7.1f}s "
+        return (f"{self.sink:10} {self.records:>10,} records in {self.seconds:7.1f}s "
                 f"({self.rate:>9,.0f}/s): {self.written:,} written, {skipped:,} already "
-                f"current or superseded, {self.dead_lettered:,} dead-lettered")
+                f"current or superseded, {self.dead_lettered:,} dead-lettered{cpu}")
 
 
 class Refused(RuntimeError):
     """The replay cannot start safely."""
+
+
+class Failed(RuntimeError):
+    """The replay could not finish (the aggregator it started died)."""
 
 
 class GroupActive(Refused):
@@ -136,13 +168,58 @@ def replay_sink(cfg: Config, sink: str, show_progress: bool = True,
             store=store,
             dead_letters=DeadLetters(cfg.kafka_client(), cfg.topic_dead_letter,
                                      f"replay-{sink}"),
-            stopper=stopper or Stopper(), batch_max=cfg.batch_max,
+            stopper=stopper or Stopper(), batch_max=cfg.replay_batch_max,
             batch_wait_s=cfg.batch_wait_s, max_backoff_s=cfg.retry_max_s, on_batch=progress,
             until=until)
     finally:
         bar.close()
     return ReplayResult(sink, counts["records"], store.written, counts["poison"],
                         time.monotonic() - start)
+
+
+def replay_cart_sinks(cfg: Config, sinks: Sequence[str], show_progress: bool = True,
+                      stopper: Stopper | None = None) -> list[ReplayResult]:
+    """Reset the cart sinks' groups (idle: `replay` checks) to the start of
+    `cart-details-event` and re-apply it up to today's end, each record decoded once for all
+    of them (CartSinks); return what each did."""
+    topic = cfg.topic_cart_details
+    marks = watermarks(cfg, topic)
+    for sink in sinks:
+        move_group(cfg, sink, {p: low for p, (low, _) in marks.items()})
+    until = {p: high for p, (low, high) in marks.items() if high > low}
+    total = sum(high - low for low, high in marks.values())
+    start, cpu_start = time.monotonic(), time.process_time()
+    if not until:
+        return [ReplayResult(s, 0, 0, 0, 0.0) for s in sinks]
+    writer = CartSinks({s: build_sink(s, cfg) for s in sinks})
+    name = "+".join(sinks)
+    bar = Progress(f"replay {name}", total, "records", enabled=show_progress)
+    counts = {"records": 0, "poison": 0}
+
+    def progress(done: BatchDone) -> None:
+        counts["records"] += done.records
+        counts["poison"] += done.poison
+        # Offsets, not records, measure progress: compaction leaves gaps in a topic.
+        covered = sum(min(done.stored_until.get(p, low), high) - low
+                      for p, (low, high) in marks.items())
+        bar.set(covered, note=f"{total - covered:,} left")
+
+    try:
+        run(bootstrap=cfg.kafka_client(), topic=topic, group=cfg.group(sinks[0]), store=writer,
+            dead_letters=DeadLetters(cfg.kafka_client(), cfg.topic_dead_letter,
+                                     f"replay-{name}"),
+            stopper=stopper or Stopper(), batch_max=cfg.replay_batch_max,
+            batch_wait_s=cfg.batch_wait_s, max_backoff_s=cfg.retry_max_s, on_batch=progress,
+            until=until)
+    finally:
+        bar.close()
+        writer.close()
+    copy_group_offsets(cfg, sinks[0], sinks[1:])
+    seconds = time.monotonic() - start
+    cpu = round(time.process_time() - cpu_start, 1)  # one process for all of them
+    return [ReplayResult(s, counts["records"], w.written, counts["poison"] if i == 0 else 0,
+                         seconds, cpu if i == 0 else None)
+            for i, (s, w) in enumerate(writer.writers.items())]
 
 
 def aggregator_processes(cfg: Config) -> list[int]:
@@ -195,10 +272,14 @@ def reset_aggregator(cfg: Config) -> bool:
     return True
 
 
+SOURCES = ("details", "events")
+
+
 def replay(cfg: Config, sinks: Sequence[str], from_events: bool = False,
            show_progress: bool = True, stopper: Stopper | None = None,
            say: Callable[[str], None] = print) -> list[ReplayResult]:
-    """Check every chosen group is idle, then (optionally) reset the aggregator, then replay.
+    """Check every chosen group is idle, then replay from `cart-details-event` or, with
+    `from_events`, re-fold `cart-events` with a fresh aggregator (see the module doc).
 
     Raises Refused (or KafkaException) before changing anything when a sink or the aggregator
     runs. Stops early, between batches, once `stopper` is set; `say` reports the steps.
@@ -210,16 +291,326 @@ def replay(cfg: Config, sinks: Sequence[str], from_events: bool = False,
     admin = AdminClient(cfg.kafka_client())
     for sink in sinks:  # every check before any change
         check_group_idle(admin, cfg.group(sink), sink)
+    refold = [s for s in sinks if s in CART_SINKS] if from_events else []
     if from_events:
         if reset_aggregator(cfg):
-            say(f"removed {cfg.recovery_dir}: the aggregator re-reads cart-events from "
-                f"the start when it next starts")
+            say(f"removed {cfg.recovery_dir}: the aggregator re-reads cart-events from the start")
         else:
             say(f"no aggregator state in {cfg.recovery_dir}: it starts from the log")
     results = []
+    # The cart sinks read one topic: one pass decodes each record once for both.
+    together = [] if from_events else [s for s in sinks if s in CART_SINKS]
+    if together:
+        results += replay_cart_sinks(cfg, together, show_progress=show_progress,
+                                     stopper=stopper)
     for sink in sinks:
-        results.append(replay_sink(cfg, sink, show_progress=show_progress, stopper=stopper))
         if stopper.stopped:
             say("interrupted: the sinks carry on from where the replay stopped")
-            break
+            return results
+        if sink in refold or sink in together:
+            continue
+        results.append(replay_sink(cfg, sink, show_progress=show_progress, stopper=stopper))
+    if stopper.stopped:
+        say("interrupted: the sinks carry on from where the replay stopped")
+        return results
+    if refold:
+        results += replay_events(cfg, refold, show_progress=show_progress, stopper=stopper,
+                                 say=say)
+        if stopper.stopped:
+            say("interrupted: the aggregator and the sinks carry on from where the replay "
+                "stopped when they start again")
     return results
+
+
+# ------------------------------------------------------------------ replay from cart-events
+
+
+class Coverage:
+    """Which offsets of `cart-events` below its end at start have their answer yet.
+
+    The fold answers every event it reads with one record whose `customer_event` names it, and
+    the aggregator dead-letters an event it cannot parse; offsets are ticked off, not counted,
+    so records repeated by a restarted aggregator change nothing. Every offset below the end is
+    a record: `cart-events` is never compacted and nobody writes it in transactions.
+    """
+
+    def __init__(self, marks: dict[int, tuple[int, int]]) -> None:
+        self.low = {p: low for p, (low, high) in marks.items() if high > low}
+        self.seen = {p: bytearray(marks[p][1] - low) for p, low in self.low.items()}
+        self.total = self.left = sum(len(b) for b in self.seen.values())
+        self._lock = threading.Lock()
+
+    def note(self, positions: Iterable[tuple[int, int]]) -> None:
+        """Tick off (partition, offset) pairs; those outside the range are ignored."""
+        with self._lock:
+            low, seen = self.low, self.seen
+            for p, o in positions:
+                marks = seen.get(p)
+                if marks is None:
+                    continue
+                i = o - low[p]
+                if 0 <= i < len(marks) and not marks[i]:
+                    marks[i] = 1
+                    self.left -= 1
+
+    def note_items(self, items: Sequence[CartItem]) -> None:
+        """Tick off the events that cart records answer (a sink writer's `observe`)."""
+        self.note((e.partition, e.offset) for e in (it.cart.customer_event for it in items))
+
+    @property
+    def covered(self) -> int:
+        """Events answered so far."""
+        return self.total - self.left
+
+    @property
+    def done(self) -> bool:
+        """Whether every event has its answer."""
+        return self.left <= 0
+
+
+def aggregator_env(cfg: Config) -> dict[str, str]:
+    """The variables that make `cartstream aggregate` work on this configuration's topics."""
+    return {"KAFKA_BOOTSTRAP": cfg.kafka_bootstrap, "TOPIC_CART_EVENTS": cfg.topic_cart_events,
+            "TOPIC_PRODUCTS": cfg.topic_products, "TOPIC_CART_DETAILS": cfg.topic_cart_details,
+            "TOPIC_DEAD_LETTER": cfg.topic_dead_letter,
+            "TOPIC_CART_RESERVATIONS": cfg.topic_cart_reservations,
+            "TOPIC_PRODUCT_RESERVATIONS": cfg.topic_product_reservations,
+            "RUN_DIR": str(cfg.run_dir), "AGG_RECOVERY_DIR": str(cfg.recovery_dir)}
+
+
+def start_aggregator(cfg: Config, log_path: Path) -> subprocess.Popen[bytes]:
+    """`cartstream aggregate` of this code tree, as `make up` runs it, logging to log_path."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("ab") as log:
+        return subprocess.Popen([sys.executable, "-m", "cartstream", "aggregate"],
+                                cwd=Path(__file__).resolve().parents[1],
+                                env={**os.environ, **aggregator_env(cfg)},
+                                stdout=log, stderr=subprocess.STDOUT)
+
+
+def stop_process(proc: subprocess.Popen[bytes], timeout_s: float = 60) -> None:
+    """SIGTERM (the aggregator stops at a snapshot), then SIGKILL after `timeout_s`."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def move_group(cfg: Config, sink: str, offsets: dict[int, int]) -> None:
+    """Set the sink's group offsets on its topic (the group is idle: checked before)."""
+    admin = AdminClient(cfg.kafka_client())
+    group = cfg.group(sink)
+    request = ConsumerGroupTopicPartitions(
+        group, [TopicPartition(cfg.topic_of(sink), p, o) for p, o in offsets.items()])
+    try:
+        admin.alter_consumer_group_offsets([request])[group].result(timeout=30)
+    except KafkaException as exc:
+        raise GroupActive(f"Kafka refused to move group {group}: {exc}; is the {sink} sink "
+                          f"running?") from exc
+
+
+class EndOffsets:
+    """The end offsets of one topic, asked again and again through one consumer."""
+
+    def __init__(self, cfg: Config, topic: str) -> None:
+        self.topic = topic
+        self.consumer = Consumer({**cfg.kafka_client(),
+                                  "group.id": "cartstream-probe"})
+        self.partitions = list(self.consumer.list_topics(topic, timeout=10).topics[topic]
+                               .partitions)
+
+    def now(self) -> dict[int, int]:
+        """Partition -> high watermark, as the broker has it now."""
+        return {p: self.consumer.get_watermark_offsets(TopicPartition(self.topic, p),
+                                                       timeout=10)[1]
+                for p in self.partitions}
+
+    def close(self) -> None:
+        """Close the consumer."""
+        self.consumer.close()
+
+
+class DeadLetterWatch:
+    """Reads the dead-letter topic from its end at start; ticks off the events the
+    aggregator could not parse (they get a dead letter instead of a record)."""
+
+    def __init__(self, cfg: Config, coverage: Coverage) -> None:
+        self.source, self.coverage = cfg.topic_cart_events, coverage
+        self.letters = 0
+        marks = watermarks(cfg, cfg.topic_dead_letter)
+        self.consumer = Consumer({**cfg.kafka_client(),
+                                  "group.id": "cartstream-replay-dead-letters",
+                                  "enable.auto.commit": False})
+        self.consumer.assign([TopicPartition(cfg.topic_dead_letter, p, high)
+                              for p, (_, high) in marks.items()])
+
+    def poll(self) -> None:
+        """Read what arrived (never blocks long)."""
+        for m in self.consumer.consume(10_000, 0.01):
+            if m.error() is not None or not m.value():
+                continue
+            try:
+                letter = decode_dead_letter(m.value())
+            except ContractError:
+                continue
+            if letter.source_topic == self.source and letter.stage == "aggregator":
+                self.letters += 1
+                self.coverage.note([(letter.partition, letter.offset)])
+
+    def close(self) -> None:
+        """Close the consumer."""
+        self.consumer.close()
+
+
+class CartSinks:
+    """The cart sinks of a replay from events as one writer on one consumer: each record is
+    decoded once, then coalesced and written by each sink's own writer, concurrently (both
+    mostly wait on their store). A retry writes both again: the version guards make it safe."""
+
+    def __init__(self, writers: dict[str, StoreWriter]) -> None:
+        self.writers = writers
+        self.observe: Callable[[list[CartItem]], None] | None = None
+        self._pool = ThreadPoolExecutor(len(writers), thread_name_prefix="replay-write")
+
+    def prepare(self, batch: Sequence[Any]) -> list[tuple[StoreWriter, Prepared]]:
+        """Decode once; each writer keeps what it stores (its poison reported once)."""
+        items, poison = parse_carts(batch)
+        if self.observe is not None:
+            self.observe(items)
+        return [(w, w.coalesce(items, poison if i == 0 else []))  # type: ignore[attr-defined]
+                for i, w in enumerate(self.writers.values())]
+
+    def write(self, prepared: list[tuple[StoreWriter, Prepared]]) -> list[Poison]:
+        """Every writer's write; raises (after all ended) if one did."""
+        futures = [self._pool.submit(w.write, p) for w, p in prepared]
+        wait(futures)
+        return [poison for f in futures for poison in f.result()]
+
+    def close(self) -> None:
+        """Stop the write threads."""
+        self._pool.shutdown(wait=True)
+
+
+def copy_group_offsets(cfg: Config, source: str, targets: Sequence[str]) -> None:
+    """Give the groups of `targets` the committed offsets of `source`'s group (all idle)."""
+    topic = cfg.topic_of(source)
+    probe = Consumer({**cfg.kafka_client(), "group.id": cfg.group(source),
+                      "enable.auto.commit": False})
+    try:
+        parts = probe.list_topics(topic, timeout=10).topics[topic].partitions
+        done = {tp.partition: tp.offset for tp in probe.committed(
+            [TopicPartition(topic, p) for p in parts], timeout=10) if tp.offset >= 0}
+    finally:
+        probe.close()
+    for sink in targets:
+        move_group(cfg, sink, done)
+
+
+def replay_events(cfg: Config, sinks: Sequence[str], show_progress: bool = True,
+                  stopper: Stopper | None = None,
+                  say: Callable[[str], None] = print) -> list[ReplayResult]:
+    """Re-fold `cart-events` with a fresh aggregator and store its records with `sinks`
+    (cart sinks, idle, aggregator state deleted: `replay` checks), up to the log's end at
+    start (the module doc says when that is)."""
+    stopper = stopper or Stopper()
+    started = time.monotonic()
+    cpu_here, cpu_children = time.process_time(), _children_cpu()
+    coverage = Coverage(watermarks(cfg, cfg.topic_cart_events))
+    details_start = {p: high for p, (_, high) in watermarks(cfg, cfg.topic_cart_details).items()}
+    for sink in sinks:
+        move_group(cfg, sink, details_start)
+    writer = CartSinks({s: build_sink(s, cfg) for s in sinks})
+    writer.observe = coverage.note_items
+    # One consumer for all: its group is the first sink's; the others get its offsets at the end.
+    lead = sinks[0]
+    target: dict[str, dict[int, int] | None] = {"until": None}
+    counts = {"records": 0, "poison": 0}
+    stored: dict[int, int] = dict(details_start)
+    failure: list[BaseException] = []
+
+    def on_batch(done: BatchDone) -> None:
+        counts["records"] += done.records
+        counts["poison"] += done.poison
+        stored.update(done.stored_until)
+
+    def consume() -> None:
+        try:
+            run(bootstrap=cfg.kafka_client(), topic=cfg.topic_cart_details,
+                group=cfg.group(lead), store=writer,
+                dead_letters=DeadLetters(cfg.kafka_client(), cfg.topic_dead_letter,
+                                         "replay-" + "+".join(sinks)),
+                stopper=stopper, batch_max=cfg.replay_batch_max, batch_wait_s=cfg.batch_wait_s,
+                max_backoff_s=cfg.retry_max_s, on_batch=on_batch,
+                until=lambda: target["until"])
+        except BaseException as exc:  # noqa: BLE001 - reported by the main thread
+            failure.append(exc)
+            stopper.stop()
+
+    log_path = cfg.run_dir / "logs" / "aggregator-replay.log"
+    bar = Progress("replay from events", coverage.total, "events", enabled=show_progress)
+    watch = DeadLetterWatch(cfg, coverage)
+    output = EndOffsets(cfg, cfg.topic_cart_details)
+    aggregator = start_aggregator(cfg, log_path)
+    say(f"aggregator started (pid {aggregator.pid}, log {log_path}): re-folding "
+        f"{coverage.total:,} events")
+    folded_s: float | None = None
+    moved = (coverage.covered, time.monotonic())  # the last change, to tell a stall
+    thread = threading.Thread(target=consume, name="replay-sinks", daemon=True)
+    try:
+        thread.start()
+        while thread.is_alive():
+            if aggregator.poll() is not None and folded_s is None:
+                raise Failed(f"the aggregator exited ({aggregator.returncode}) before it had "
+                             f"folded the log; see {log_path}")
+            watch.poll()
+            ends = output.now()
+            if coverage.done and folded_s is None:
+                folded_s = time.monotonic() - started
+                # Every event has its record: they all lie below today's end of the output.
+                target["until"] = {p: e for p, e in ends.items() if e > details_start.get(p, 0)}
+            # Lag per stage: events the aggregator has not written a record for yet (a count:
+            # one record per event read), records the sinks have not stored. The count done is
+            # the events whose record the sinks have read (what the end waits for).
+            written = sum(e - details_start.get(p, 0) for p, e in ends.items())
+            lag = sum(max(0, e - stored.get(p, 0)) for p, e in ends.items())
+            bar.set(coverage.covered, note=f"lag: aggregator {max(0, coverage.total - written):,} "
+                                           f"events, {'+'.join(sinks)} {lag:,} records")
+            if coverage.covered != moved[0]:
+                moved = (coverage.covered, time.monotonic())
+            elif folded_s is None and lag == 0 and time.monotonic() - moved[1] > STALL_S:
+                moved = (coverage.covered, time.monotonic())
+                say(f"{coverage.left:,} events still have no record after {STALL_S:.0f}s: the "
+                    f"aggregator holds them (waiting for a product or a reservation?); see "
+                    f"{log_path}")
+            stopper.event.wait(0.5)
+        if failure:
+            raise failure[0]
+    finally:
+        if thread.is_alive():
+            stopper.stop()
+        thread.join()
+        writer.close()
+        bar.close()
+        stop_process(aggregator)
+        watch.close()
+        output.close()
+    # Also when interrupted: the lead's group holds only what both sinks stored.
+    copy_group_offsets(cfg, lead, sinks[1:])
+    seconds = time.monotonic() - started
+    # The aggregator's CPU (a child, waited for) and this process's, which the sinks share.
+    results = [ReplayResult(AGGREGATOR, coverage.covered, coverage.covered, watch.letters,
+                            folded_s or seconds, round(_children_cpu() - cpu_children, 1))]
+    sinks_cpu = round(time.process_time() - cpu_here, 1)
+    results += [ReplayResult(name, counts["records"], w.written,
+                             counts["poison"] if i == 0 else 0, seconds,
+                             sinks_cpu if i == 0 else None)
+                for i, (name, w) in enumerate(writer.writers.items())]
+    return results
+
+
+def _children_cpu() -> float:
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime

@@ -60,6 +60,9 @@ class StoreWriter:
     """What the three writers share: the call form and the count of what they wrote."""
 
     written = 0  # rows or keys the version guard let through, over the writer's life
+    # Sees every valid cart record of a batch before it is coalesced (replay from events
+    # follows the aggregator's progress with it); None: nobody watches.
+    observe: Callable[[list[CartItem]], None] | None = None
 
     def prepare(self, batch: Sequence[Any]) -> Prepared:
         """Decode a batch."""
@@ -83,7 +86,12 @@ class RedisCartWriter(StoreWriter):
 
     def prepare(self, batch: Sequence[Any]) -> Prepared:
         """Decode, and keep each customer's highest version."""
-        items, poison = parse_carts(batch)
+        return self.coalesce(*parse_carts(batch))
+
+    def coalesce(self, items: list[CartItem], poison: list[Poison]) -> Prepared:
+        """Keep each customer's highest version of decoded records."""
+        if self.observe is not None:
+            self.observe(items)
         return Prepared(newest(items, lambda i: i.cart.customer_id,
                                lambda i: i.cart.customer_version), poison)
 
@@ -147,7 +155,12 @@ class PostgresCartWriter(StoreWriter):
     def prepare(self, batch: Sequence[Any]) -> Prepared:
         """Decode, and keep each cart's latest record (the highest customer version: an
         order's records all have its version, and the customer's newest is among these)."""
-        items, poison = parse_carts(batch)
+        return self.coalesce(*parse_carts(batch))
+
+    def coalesce(self, items: list[CartItem], poison: list[Poison]) -> Prepared:
+        """Keep each cart's latest of decoded records (see prepare)."""
+        if self.observe is not None:
+            self.observe(items)
         return Prepared(newest(items, lambda i: i.cart.cart_id,
                                lambda i: i.cart.customer_version), poison)
 

@@ -240,3 +240,53 @@ def test_the_largest_cart_total_is_stored_exactly(conn, db, unique) -> None:
         (big.cart_id,)).fetchone()
     assert total == lines_total == CART_TOTAL_MAX
     sink.db.close()
+
+
+# Every character COPY's text format or JSON escapes, and some that need neither.
+COPY_NAME = ("\t\n\r\\ \"'\x01\x7fé€𝄞,;|" * 20)[:200]
+
+
+def test_the_copy_path_stores_every_value_the_contract_allows(conn, db, unique) -> None:
+    """The largest records (up to LINES_MAX lines, NAME_MAX names of characters COPY and JSON
+    escape, 64-character ids, the largest prices, quantities, partition and offset, then the
+    order at CART_TOTAL_MAX), in one batch through the sink's COPY path, land exactly."""
+    from cart_aggregator.fold import RESERVED, LineCache, apply, encode_state
+    from cart_aggregator.join import product_tuple
+    from cart_contract import decode_cart_details
+    from cart_contract.limits import CART_TOTAL_MAX, LINE_QTY_MAX, LINES_MAX, PRICE_MAX
+
+    customer = (unique + "c" * 64)[:64]
+    cache, state, records = LineCache(), None, []
+    for i in range(LINES_MAX):
+        item = (f"{i:03d}" + "i" * 64)[:64]
+        p = product_tuple(Product(item, COPY_NAME, PRICE_MAX, 2**31 - 1))
+        w = (f"00000000-0000-4000-8000-{i:012d}", "ITEM_ADDED", customer, item, LINE_QTY_MAX,
+             "2026-11-22T10:00:00.000000Z", 2**31 - 1, 2**62 + i, None)
+        state, _ = apply(state, w, p, cache)
+        records.append(encode_state(state))
+    w = ("00000000-0000-4000-8000-000000009999", "CHECKOUT", customer, None, None,
+         "2026-11-22T10:00:01.000000Z", 2**31 - 1, 2**62 + 9999, None)
+    answer = (RESERVED, tuple((li.item_id, li.item_name, li.qty, li.unit_price)
+                              for li in state.lines))
+    state, _ = apply(state, w, answer, cache)  # reserved: the order
+    records.append(encode_state(state))
+    last = decode_cart_details(records[-1])
+    assert last.status == "CHECKED_OUT" and last.total_price == CART_TOTAL_MAX
+    sink = PostgresCartWriter(db)
+    assert sink([FakeMessage(r, customer.encode(), i) for i, r in enumerate(records)]) == []
+    (doc, total, version) = conn.execute(
+        "SELECT doc, total_price, version FROM carts WHERE cart_id = %s",
+        (last.cart_id,)).fetchone()
+    expected = orjson.loads(records[-1])
+    customer_doc = conn.execute("SELECT doc FROM customers WHERE customer_id = %s",
+                                (customer,)).fetchone()[0]
+    assert customer_doc == expected
+    del expected["customer"]
+    assert doc == expected and total == CART_TOTAL_MAX and version == last.version
+    stored = conn.execute("SELECT item_id, position, item_name, qty, unit_price, total_price "
+                          "FROM cart_lines WHERE cart_id = %s ORDER BY position",
+                          (last.cart_id,)).fetchall()
+    assert stored == [(li.item_id, pos, li.item_name, li.qty, li.unit_price, li.total_price)
+                      for pos, li in enumerate(last.line_items)]
+    assert len(stored) == LINES_MAX and {r[2] for r in stored} == {COPY_NAME}
+    sink.db.close()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import random
 import subprocess
 import sys
 import threading
@@ -12,7 +14,15 @@ import psycopg
 import pytest
 import redis
 
-from cart_contract import Product, encode_cart_details, encode_product
+from cart_contract import (
+    CartEvent,
+    EventType,
+    Product,
+    encode_cart_details,
+    encode_cart_event,
+    encode_product,
+    new_cart_event,
+)
 from cart_contract.layout import cart_key
 from connectors import replay
 from connectors.config import Config
@@ -23,6 +33,7 @@ from tests.support.cli import cartstream
 from tests.support.connectors import (
     cart,
     committed,
+    create_topics,
     drain,
     end_offsets,
     fresh_database,
@@ -80,7 +91,7 @@ def wipe(cfg: Config) -> None:
     for k in client.scan_iter(match=f"{cfg.key_prefix}*", count=1000):
         client.delete(k)
     with psycopg.connect(cfg.database_url) as conn:
-        conn.execute("TRUNCATE carts, cart_lines, products")
+        conn.execute("TRUNCATE carts, cart_lines, customers, products")
 
 
 def test_replay_into_empty_stores_equals_the_live_run(cfg, unique) -> None:
@@ -176,3 +187,113 @@ def test_the_pid_file_of_the_stack_counts_as_running(cfg) -> None:
         sleeper.kill()
         sleeper.wait()
     assert replay.aggregator_processes(cfg) == []
+
+
+# ------------------------------------------------------------------ --from events
+
+
+def events_config(cfg: Config, unique: str) -> Config:
+    """`cfg` with its own cart-events and reservation topics (created), for a real aggregator."""
+    names = {"topic_cart_events": f"c-{unique}-events",
+             "topic_cart_reservations": f"c-{unique}-reservations",
+             "topic_product_reservations": f"c-{unique}-reserved"}
+    create_topics(cfg.kafka_bootstrap, [names["topic_cart_events"]], 3)
+    create_topics(cfg.kafka_bootstrap, [names["topic_cart_reservations"]], 1)
+    create_topics(cfg.kafka_bootstrap, [names["topic_product_reservations"]], 2)
+    return cfg.replace(**names)
+
+
+def event_history(cfg: Config, unique: str) -> dict[str, int]:
+    """A catalog and carts' events (adds, removes, checkouts, a new cart after a checkout, an
+    unknown product, a bad record); returns each customer's number of events."""
+    products = [Product(str(i), f"P{i}", Decimal(f"{i}.25"), 1000) for i in range(1, 6)]
+    produce(cfg.kafka_bootstrap, cfg.topic_products,
+            [(p.product_id.encode(), encode_product(p)) for p in products])
+    rng = random.Random(5)
+    events: list[CartEvent] = []
+    for i in range(12):
+        c = f"e{unique}-{i}"
+        events.append(new_cart_event(EventType.ITEM_ADDED, c, "1", 2))
+        for _ in range(rng.randint(1, 6)):
+            kind = rng.choice([EventType.ITEM_ADDED, EventType.ITEM_ADDED, EventType.ITEM_REMOVED])
+            events.append(new_cart_event(kind, c, str(rng.randint(1, 5)),
+                                         rng.randint(1, 3) if kind is EventType.ITEM_ADDED
+                                         else None))
+        if i % 3 == 0:  # an order, then a new cart
+            events.append(new_cart_event(EventType.CHECKOUT, c))
+            events.append(new_cart_event(EventType.ITEM_ADDED, c, "2", 1))
+    events.append(new_cart_event(EventType.ITEM_ADDED, f"e{unique}-0", "999", 1))  # unknown
+    produce(cfg.kafka_bootstrap, cfg.topic_cart_events,
+            [(e.customer_id.encode(), encode_cart_event(e)) for e in events]
+            + [(f"e{unique}-1".encode(), b"not an event")])
+    counts: dict[str, int] = {}
+    for e in events:
+        counts[e.customer_id] = counts.get(e.customer_id, 0) + 1
+    return counts
+
+
+def cart_versions(cfg: Config) -> dict[str, int]:
+    """customerId -> version, from Redis and from PostgreSQL `customers` (they must agree)."""
+    client = redis.Redis.from_url(cfg.redis_url)
+    in_redis = {}
+    for key in client.scan_iter(match=f"{cfg.key_prefix}cart:*", count=1000):
+        in_redis[key.decode().rsplit(":", 1)[1]] = int(client.hget(key, "v"))
+    with psycopg.connect(cfg.database_url) as conn:
+        in_pg = dict(conn.execute("SELECT customer_id, version FROM customers").fetchall())
+    assert in_redis == in_pg
+    return in_pg
+
+
+AGG_ENV = {"AGG_METRICS_PORT": "0", "AGG_PRODUCT_WAIT_S": "2", "AGG_PROCESSES": "1"}
+
+
+def test_from_events_refolds_the_log_and_brings_back_a_lost_cart(cfg, unique, caplog) -> None:
+    caplog.set_level(logging.INFO, "cartstream.progress")
+    cfg = events_config(cfg, unique)
+    counts = event_history(cfg, unique)
+    result = cartstream("replay", "--from", "events", "--sinks", "redis,postgres", config=cfg,
+                        env=AGG_ENV)
+    assert result.exit_code == 0, result.output
+    # Every customer's record of its last event is stored, in both stores.
+    assert cart_versions(cfg) == counts
+    first = snapshot(cfg)
+    assert len(first["carts"]) == 12 + 4  # 4 orders and their customers' new carts
+    out = result.stdout
+    assert "replay summary:" in out and "aggregator" in out
+    assert "replay from events: done" in caplog.text  # the progress summary line
+    details_end = end_offsets(cfg.kafka_bootstrap, cfg.topic_cart_details)
+    for name in ("redis", "postgres"):  # the sinks carry on from the end of the new records
+        assert committed(cfg.kafka_bootstrap, cfg.group(name), cfg.topic_cart_details) == {
+            p: e for p, e in details_end.items() if e}
+
+    # The records are gone from cart-details-event (a new, empty topic) and from both stores.
+    lost = cfg.replace(topic_cart_details=f"c-{unique}-details2")
+    create_topics(cfg.kafka_bootstrap, [lost.topic_cart_details], 3)
+    wipe(lost)
+    assert cart_versions(lost) == {}
+    result = cartstream("replay", "--from-events", "--sinks", "redis,postgres", config=lost,
+                        env=AGG_ENV)
+    assert result.exit_code == 0, result.output
+    assert snapshot(lost)["carts"] == first["carts"] and cart_versions(lost) == counts
+    assert snapshot(lost)["lines"] == first["lines"]
+
+
+def test_from_events_refuses_a_running_aggregator_and_stops_the_one_it_started(
+        cfg, unique) -> None:
+    cfg = events_config(cfg, unique)
+    event_history(cfg, unique)
+    cfg.recovery_dir.mkdir(parents=True)
+    fake = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)",
+                             "cartstream", "aggregate", "-r", str(cfg.recovery_dir)])
+    try:
+        wait_until(lambda: replay.aggregator_processes(cfg) == [fake.pid], 10,
+                   "the fake aggregator to show")
+        result = cartstream("replay", "--quiet", "--from", "events", config=cfg, env=AGG_ENV)
+        assert result.exit_code == 2 and "the aggregator is running" in result.stderr
+    finally:
+        fake.kill()
+        fake.wait()
+    result = cartstream("replay", "--quiet", "--from", "events", config=cfg, env=AGG_ENV)
+    assert result.exit_code == 0, result.output
+    assert replay.aggregator_processes(cfg) == []  # the replay's own aggregator is stopped
+    assert cfg.recovery_dir.exists()  # with its state: it resumes from there

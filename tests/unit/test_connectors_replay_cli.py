@@ -22,3 +22,16 @@ def test_the_summary_line() -> None:
     assert "1,000 records" in line and "(      500/s)" in line
     assert "600 written, 395 already current or superseded, 5 dead-lettered" in line
     assert replay.ReplayResult("redis", 0, 0, 0, 0.0).rate == 0.0
+
+
+def test_the_aggregator_line_counts_events_and_cpu_is_shown_when_measured() -> None:
+    line = replay.ReplayResult(replay.AGGREGATOR, 2000, 2000, 3, 4.0, 7.25).summary()
+    assert "2,000 events folded in" in line and "(      500/s), 3 dead-lettered, 7.2s CPU" in line
+    assert "CPU" not in replay.ReplayResult("redis", 1, 1, 0, 1.0).summary()
+
+
+def test_from_takes_details_or_events() -> None:
+    result = cartstream("replay", "--from", "elsewhere")
+    assert result.exit_code == 2 and "'elsewhere' is not one of details, events" in result.stderr
+    help_text = cartstream("replay", "--help").stdout
+    assert "--from" in help_text and "re-folds the whole of" in help_text
