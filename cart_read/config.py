@@ -63,9 +63,12 @@ class Config(ReadSecurity):
         ge=10, validation_alias="READ_DEGRADED_POLL_MS",
         description="while pub/sub is down, waiters re-check the store this often")] \
         = 500
+    # Wall-clock time on the worker's event loop, which includes the loop's own backlog: with
+    # thousands of waiters woken at once 500 ms timed out calls Redis answered at once, and the
+    # breaker then sent every read to PostgreSQL.
     redis_timeout_ms: Annotated[int, Field(
         ge=1, validation_alias="READ_REDIS_TIMEOUT_MS",
-        description="one Redis call's timeout")] = 500
+        description="one Redis call's timeout")] = 2_000
     redis_retry_ms: Annotated[int, Field(
         ge=0, validation_alias="READ_REDIS_RETRY_MS",
         description="after a Redis failure, reads go to PostgreSQL for this long")] \

@@ -102,7 +102,7 @@ def test_handle_message_parses_the_sink_notification() -> None:
         assert waiter.event.is_set()
 
 
-def test_already_reached_answers_without_registering() -> None:
+def test_already_reached_is_answered_even_at_the_cap() -> None:
     w = CartWaiters(0)  # any registration would raise
     out = run(wait_for_offset(const(Cart(10)), w, "a", 10, 5.0))
     assert out.reached and out.cart.last_offset == 10
@@ -133,22 +133,22 @@ def test_notification_wakes_the_waiter() -> None:
     assert out.reached and out.cart.version == 2
 
 
-def test_update_between_first_read_and_registration_is_not_lost() -> None:
-    """The writer lands and notifies before the waiter registers: the re-read must see it."""
+def test_every_read_happens_registered_so_no_update_is_lost() -> None:
+    """A write landing right after a read notifies the registered waiter: it reads again."""
     w = CartWaiters(10)
     calls = []
 
     async def load() -> Cart:
         calls.append(len(w))
         if len(calls) == 1:
-            # Store updated (and notified to nobody) right after this first, stale read.
-            assert w.notify("a", 5) == 0
+            # Store updated (and notified) right after this first, stale read.
+            assert w.notify("a", 5) == 1
             return Cart(4)
         return Cart(5)
 
     out = run(wait_for_offset(load, w, "a", 5, 60.0))
     assert out.reached
-    assert calls == [0, 1]  # second read happened with the waiter registered
+    assert calls == [1, 1]  # both reads with the waiter registered
 
 
 def test_timeout_returns_the_last_cart_read() -> None:
