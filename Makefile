@@ -69,6 +69,6 @@ catalog: deps ## load a catalog file: make catalog FILE=my-catalog.jsonl [ARGS=-
 
 bench: deps ## run every benchmark on the local stack (starts it); results in bench/results/
 	@$(STACK) up
-	@set -e; for b in bench/ceilings.py bench/write_api.py bench/aggregator.py bench/connectors.py bench/read_api.py bench/freshness.py bench/replay.py; do \
+	@set -e; for b in bench/ceilings.py bench/write_api.py bench/aggregator.py bench/connectors.py bench/read_api.py bench/storage.py bench/freshness.py bench/replay.py; do \
 	  if [ -f $$b ]; then echo "== $$b"; $(PY) $$b; fi; done
 	$(PY) bench/report.py

@@ -262,7 +262,8 @@ def snapshot_bytes(events: list[CartEvent], products: dict[str, Product]) -> dic
     logics: dict[str, FoldLogic] = {}
     for i, ev in enumerate(events):
         logic = logics.get(ev.customer_id) or logics.setdefault(ev.customer_id, FoldLogic(None))
-        w = (ev.event_id, ev.type.value, ev.customer_id, ev.item_id, ev.qty, ev.occurred_at, 0, i)
+        w = (ev.event_id, ev.type.value, ev.customer_id, ev.item_id, ev.qty, ev.occurred_at, 0, i,
+             None)  # no If-Match: WIRE_FIELDS
         answer = [(i, catalog.get(ev.item_id or ""))] if ev.type is EventType.ITEM_ADDED else []
         out, _ = logic.on_batch([w, *answer])
         for req in [x for x in out if type(x) is not bytes]:  # a checkout: reserved at once

@@ -38,6 +38,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.cpu import tree_cpu_s  # noqa: E402
 from cart_contract import CartDetails, EventPosition, LineItem, encode_cart_details  # noqa: E402
 from connectors.config import Config  # noqa: E402
 from connectors.consumer import DeadLetters, Stopper, run  # noqa: E402
@@ -105,8 +106,32 @@ def _instance(cfg: Config, name: str, ready: Any, stop: Any, out: Any) -> None:
     out.put(("written", sink.written, {}))
 
 
+def store_pid(cfg: Config, name: str) -> int | None:
+    """The local store server's process (Redis; PostgreSQL's postmaster, whose children are the
+    backends), whose CPU a run adds to the sinks'; None when it runs elsewhere."""
+    try:
+        if name == "redis":
+            client = redis.Redis.from_url(cfg.redis_url)
+            try:
+                pid = int(client.info("server")["process_id"])
+            finally:
+                client.close()
+        else:
+            with psycopg.connect(cfg.database_url, autocommit=True) as conn:
+                backend = conn.execute("SELECT pg_backend_pid()").fetchone()[0]
+            stat = Path(f"/proc/{backend}/stat").read_text()
+            pid = int(stat.rsplit(")", 1)[1].split()[1])  # the backend's parent: the postmaster
+    except (OSError, redis.RedisError, psycopg.Error):
+        return None
+    return pid if Path(f"/proc/{pid}").exists() else None
+
+
 def drain(cfg: Config, name: str, instances: int) -> dict[str, Any]:
-    """Run `instances` sink processes (one consumer group) until the whole topic is stored."""
+    """Run `instances` sink processes (one consumer group) until the whole topic is stored.
+
+    Also the CPU the sink processes and the store server (when local) spent per record, from
+    the processes' start to the last record stored: what bench/capacity.py plans with.
+    """
     ends = {p: e for p, e in end_offsets(cfg.kafka_bootstrap, cfg.topic_of(name)).items() if e}
     ctx = mp.get_context("spawn")
     ready, stop, out = ctx.Barrier(instances + 1), ctx.Event(), ctx.Queue()
@@ -115,6 +140,9 @@ def drain(cfg: Config, name: str, instances: int) -> dict[str, Any]:
     for proc in procs:
         proc.start()
     ready.wait(timeout=120)  # every process has imported everything
+    store = store_pid(cfg, name)
+    cpu0 = sum(tree_cpu_s(p.pid) for p in procs)
+    store0 = tree_cpu_s(store) if store else 0.0
     start = time.monotonic()
     first = float("inf")
     stored: dict[int, int] = {}
@@ -128,6 +156,8 @@ def drain(cfg: Config, name: str, instances: int) -> dict[str, Any]:
         for p, o in data.items():
             stored[p] = max(o, stored.get(p, 0))
     end = time.monotonic()
+    cpu = sum(tree_cpu_s(p.pid) for p in procs) - cpu0
+    store_cpu = tree_cpu_s(store) - store0 if store else None
     seconds = end - first
     stop.set()
     written, reports = 0, 0
@@ -140,7 +170,10 @@ def drain(cfg: Config, name: str, instances: int) -> dict[str, Any]:
     records = sum(ends.values())
     return {"instances": instances, "records": records, "seconds": round(seconds, 2),
             "wall_s": round(end - start, 2), "records_per_s": round(records / seconds),
-            "records_read": read, "written": written}
+            "records_read": read, "written": written,
+            "sink_cpu_ms_per_record": round(cpu * 1000 / records, 4),
+            "store_cpu_ms_per_record": None if store_cpu is None
+            else round(store_cpu * 1000 / records, 4)}
 
 
 def _fresh_store(cfg: Config, server_url: str, db: str, run: int) -> Config:
@@ -186,6 +219,12 @@ def main() -> None:
             best = max(runs, key=lambda r: r["records_per_s"])
             results[name] = {"records_per_s": best["records_per_s"],
                              "instances": best["instances"], "target": TARGETS[name],
+                             # CPU per record is load-independent: the least of the runs.
+                             "sink_cpu_ms_per_record": min(r["sink_cpu_ms_per_record"]
+                                                           for r in runs),
+                             "store_cpu_ms_per_record": min(
+                                 (r["store_cpu_ms_per_record"] for r in runs
+                                  if r["store_cpu_ms_per_record"] is not None), default=None),
                              "runs": runs}
     finally:
         with psycopg.connect(base.database_url, autocommit=True) as conn:

@@ -1,4 +1,5 @@
-"""CPU seconds used by a process and its descendants (Linux /proc): a load-independent cost.
+"""CPU seconds (and context switches) of a process and its descendants (Linux /proc): costs
+that move less with the machine's load than wall-clock rates do.
 
 Wall-clock rates on a shared 2-core machine move with whatever else runs; the CPU a server
 spends per request moves much less, so the benchmarks report both.
@@ -38,4 +39,35 @@ def tree_cpu_s(root: int) -> float:
         seen.add(pid)
         total += stats[pid][1]
         todo.extend(p for p, (ppid, _) in stats.items() if ppid == pid)
+    return total
+
+
+def tree_ctx_switches(root: int) -> int:
+    """Context switches (voluntary and not) of `root`, its live descendants and their threads:
+    each is a wake-up or a preemption, the cost that waiting in threads adds."""
+    children: dict[int, list[int]] = {}
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            st = _stat(int(name))
+            if st is not None:
+                children.setdefault(st[0], []).append(int(name))
+    total, todo, seen = 0, [root], set()
+    while todo:
+        pid = todo.pop()
+        if pid in seen:
+            continue
+        seen.add(pid)
+        todo.extend(children.get(pid, ()))
+        try:
+            tasks = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            continue
+        for tid in tasks:
+            try:
+                with open(f"/proc/{pid}/task/{tid}/status", "rb") as f:
+                    for line in f:
+                        if b"ctxt_switches:" in line:
+                            total += int(line.split()[1])
+            except OSError:
+                continue
     return total

@@ -1,16 +1,24 @@
-"""Read API throughput and latency on cached carts, under the production granian config.
+"""Read API throughput and latency on cached carts, under the production granian config, in the
+dev and the secure profile side by side.
 
-Seeds N carts in Redis (store layout: HASH cart:{customerId} with v and doc), starts
-`cartstream serve read` on a free port (READ_WORKERS default: 2 processes), drives it with
-wrk over random customer ids (Lua script), or with a Python client when wrk is missing, and
-measures /healthz as the ceiling. Then the same cached-cart load on a read API in the secure
-profile, each request with its customer's bearer token (the cost of token checks: at most
-MAX_SECURE_COST of the dev throughput). With `--baseline-ref REF` a third server, the read API
-of that git commit (e.g. the Flask/WSGI one before the ASGI port), is measured in the same
-alternating rounds: the no-regression check. Writes bench/results/read_api.json.
+Seeds N carts in Redis (store layout: HASH cart:{customerId} with v and doc), starts one
+`cartstream serve read` per profile on free ports (READ_WORKERS default: 2 ASGI processes),
+and drives them with wrk over random customer ids (Lua script; in the secure profile each
+request carries its customer's own bearer token), or with a Python client when wrk is missing;
+/healthz is the ceiling. The profiles are measured in alternating rounds (dev, secure, dev,
+secure, ...) so a neighbour's load on this shared machine hits both alike, and the report gives
+reads/s, p99 and the server's CPU per read for each, and secure/dev ratios against the target
+(secure reads/s >= SECURE_MIN_RATIO x dev: token checks may cost at most 15%).
+
+Before measuring, every server is warmed with passes over all customers in order, so each
+worker has verified (and cached) nearly every token: a client keeps its token for an hour, so
+the steady state is the cached one. `--baseline-root DIR` adds a third server, the secure
+profile run from another checkout (e.g. `git archive` of an older commit), measured in the same
+rounds: a before/after of a change on the same machine at the same time.
+Writes bench/results/read_api.json.
 
     .venv/bin/python bench/read_api.py [--carts 10000] [--duration 10] [--connections 16]
-                                       [--baseline-ref 696e5fc]
+        [--profiles dev,secure] [--rounds 2] [--baseline-root DIR]
 """
 
 from __future__ import annotations
@@ -21,9 +29,11 @@ import os
 import platform
 import random
 import re
+import resource
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -54,27 +64,36 @@ from cart_web.settings import AuthSettings  # noqa: E402
 
 TARGET_RPS = 6_000
 TARGET_P99_MS = 20.0
-# Token verification (cached per process) may cost at most this share of the read throughput.
-MAX_SECURE_COST = 0.15
+# Token verification (cached per process) may cost at most 15% of the read throughput.
+SECURE_MIN_RATIO = 0.85
 BENCH_JWT_SECRET = "bench-only-secret-" + uuid.uuid4().hex
+PROFILES = ("dev", "secure")
+# Result names, as bench/report.py reads them.
+DEV, SECURE, BASELINE = "cached_cart", "cached_cart_secure", "cached_cart_secure_baseline"
 
-CART_REQUEST = """
-local prefix = "%(prefix)s"
-local n = %(n)d
-math.randomseed(%(seed)d)
-request = function()
-  return wrk.format("GET", "/api/v1/" .. prefix .. math.random(0, n - 1))
-end
-"""
-# The secure profile: each customer's own token (tokens[i + 1] is customer i's).
-SECURE_CART_REQUEST = """
+# Every request is formatted once, at init, so the client spends the same (little) CPU per
+# request with and without a token: wrk shares the 2 cores with the servers here, and a
+# header table built per request would be charged to the secure profile.
+CART_REQUESTS = """
 local prefix = "%(prefix)s"
 local n = %(n)d
 local tokens = {%(tokens)s}
-math.randomseed(%(seed)d)
+local reqs = {}
+local sent = 0
+init = function(args)
+  math.randomseed(%(seed)d)
+  for i = 0, n - 1 do
+    local headers = nil
+    if #tokens > 0 then headers = {Authorization = "Bearer " .. tokens[i + 1]} end
+    reqs[i + 1] = wrk.format("GET", "/api/v1/" .. prefix .. i, headers)
+  end
+end
 request = function()
-  local i = math.random(0, n - 1)
-  return wrk.format("GET", "/api/v1/" .. prefix .. i, {Authorization = "Bearer " .. tokens[i + 1]})
+  if %(in_order)s then
+    sent = sent + 1
+    return reqs[(%(start)d + sent - 1) %% n + 1]
+  end
+  return reqs[math.random(1, n)]
 end
 """
 HEALTHZ_REQUEST = """
@@ -126,8 +145,11 @@ def unseed(r: redis.Redis, prefix: str) -> None:
 
 def start_server(port: int, env_extra: dict[str, str],
                  root: Path = ROOT) -> subprocess.Popen[bytes]:
+    """`cartstream serve read` from the checkout at `root` (this one by default)."""
     env = {**os.environ, "READ_HOST": "127.0.0.1", "READ_PORT": str(port),
-           "READ_LOG_LEVEL": "WARNING", "PYTHONPATH": str(root), **env_extra}
+           "READ_LOG_LEVEL": "WARNING", **env_extra}
+    if root != ROOT:  # the other checkout's packages before the editable install's
+        env["PYTHONPATH"] = str(root)
     proc = subprocess.Popen([sys.executable, "-m", "cartstream", "serve", "read"], cwd=root,
                             env=env, start_new_session=True)
     deadline = time.monotonic() + 30
@@ -153,15 +175,19 @@ def stop_server(proc: subprocess.Popen[bytes]) -> None:
 
 
 def run_wrk(url: str, script: str, args: argparse.Namespace) -> dict[str, Any]:
-    """One wrk run; the Lua done() hook prints the numbers."""
+    """One wrk run; the Lua done() hook prints the numbers. Also wrk's own CPU per request."""
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
         f.write(script)
     try:
         cmd = ["wrk", f"-t{args.wrk_threads}", f"-c{args.connections}", f"-d{args.duration}s",
                "--timeout", "5s", "-s", f.name, url]
-        out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        out, err = proc.communicate()
+        # wait4 already happened inside communicate(); the children's rusage has wrk in it.
     finally:
         os.unlink(f.name)
+    if proc.returncode:
+        raise SystemExit(f"wrk failed ({proc.returncode}):\n{err}")
     m = re.search(r"RESULT (.*)", out)
     if not m:
         raise SystemExit(f"unexpected wrk output:\n{out}")
@@ -177,6 +203,12 @@ def run_wrk(url: str, script: str, args: argparse.Namespace) -> dict[str, Any]:
         "errors": errors,
         "client": f"wrk -t{args.wrk_threads} -c{args.connections}",
     }
+
+
+def children_cpu_s() -> float:
+    """CPU seconds of this process's waited-for children (wrk runs)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def run_python(port: int, paths: list[str], args: argparse.Namespace,
@@ -218,36 +250,85 @@ def run_python(port: int, paths: list[str], args: argparse.Namespace,
             "errors": {"status": errors[0]}, "client": f"python x{args.connections}"}
 
 
-def measure(proc: subprocess.Popen[bytes], port: int, prefix: str, token: str,
-            runs: Any, use_wrk: bool, args: argparse.Namespace,
-            results: dict[str, Any]) -> None:
-    """Each (name, wrk script, paths, headers) run against one server, into `results`."""
-    base = f"http://127.0.0.1:{port}"
-    sample = requests.get(f"{base}/api/v1/{prefix}0", timeout=5,
-                          headers={"Authorization": f"Bearer {token}"})
-    assert sample.status_code == 200 and sample.json()["customerId"] == f"{prefix}0"
-    for name, script, paths, headers in runs:
-        # A short warm-up (connections, lazy pools, JIT-less but cache-warm) not measured.
-        # With tokens, long enough (~10 requests per customer at ~6000/s) that every worker has
-        # verified nearly every customer's token once: a client keeps its token for an hour,
-        # so the steady state is the cached one. Measured while misses remained: +40% CPU.
-        warm_s = 2 if headers is None else max(2, args.carts * 10 // 6000)
-        warm = argparse.Namespace(**{**vars(args), "duration": warm_s})
-        warmed = getattr(args, "warmed", False)
-        if use_wrk:
-            if not warmed:
-                run_wrk(base, script, warm)
-            cpu0 = tree_cpu_s(proc.pid)
-            results[name] = run_wrk(base, script, args)
-        else:
-            if not warmed:
-                run_python(port, paths, warm, headers)
-            cpu0 = tree_cpu_s(proc.pid)
-            results[name] = run_python(port, paths, args, headers)
-        # The server's own CPU per request: comparable across runs on a busy machine.
-        results[name]["server_cpu_ms_per_request"] = round(
-            (tree_cpu_s(proc.pid) - cpu0) * 1000 / max(1, results[name]["requests"]), 4)
-        print(f"{name}: {results[name]}", flush=True)
+def redis_pid(url: str) -> int | None:
+    """The Redis server's process when it runs on this machine (its CPU per read is measured
+    too: bench/capacity.py sizes Redis with it); None otherwise."""
+    client = redis.Redis.from_url(url)
+    try:
+        pid = int(client.info("server")["process_id"])
+    except redis.RedisError:
+        return None
+    finally:
+        client.close()
+    return pid if os.path.exists(f"/proc/{pid}") else None
+
+
+class Variant:
+    """One server measured in the rounds: a profile, from a checkout, with its wrk script."""
+
+    def __init__(self, name: str, profile: str, root: Path, prefix: str, carts: int,
+                 tokens: list[str]) -> None:
+        self.name, self.profile, self.root = name, profile, root
+        self.paths = [f"/api/v1/{prefix}{i}" for i in range(carts)]
+        secure = profile == "secure"
+        self.headers = ({p: {"Authorization": f"Bearer {t}"}
+                         for p, t in zip(self.paths, tokens, strict=True)} if secure else None)
+        quoted = ",".join(f'"{t}"' for t in tokens) if secure else ""
+        self._lua = {"prefix": prefix, "n": carts, "seed": 42, "tokens": quoted}
+        self.env = ({"CARTSTREAM_PROFILE": "secure", "JWT_SECRET": BENCH_JWT_SECRET}
+                    if secure else {"CARTSTREAM_PROFILE": "dev"})
+        self.sample_headers = {"Authorization": f"Bearer {tokens[0]}"} if secure else {}
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.port = 0
+        self.rounds: list[dict[str, Any]] = []
+
+    def script(self, *, in_order: bool = False, start: int = 0) -> str:
+        """wrk's script: random customers, or (warm-up) every customer in order from `start`."""
+        return CART_REQUESTS % {**self._lua, "in_order": "true" if in_order else "false",
+                                "start": start} + DONE_HOOK
+
+
+def warm(v: Variant, use_wrk: bool, args: argparse.Namespace) -> int:
+    """Requests over every customer in order until each was asked `--warm-passes` times, so
+    each worker (a connection's requests all go to one) has seen nearly every token."""
+    base = f"http://127.0.0.1:{v.port}"
+    target = args.warm_passes * args.carts
+    if not use_wrk:  # the Python client is too slow for passes over 10,000 customers
+        run_python(v.port, v.paths, argparse.Namespace(**{**vars(args), "duration": 5}),
+                   v.headers)
+        return 0
+    done, rate = 0, 2000.0
+    while done < target:
+        # In chunks, so a slow (cold-cache) start does not stretch one long run.
+        seconds = max(2, min(30, round((target - done) / rate)))
+        r = run_wrk(base, v.script(in_order=True, start=done),
+                    argparse.Namespace(**{**vars(args), "duration": seconds}))
+        done += r["requests"]
+        rate = max(r["requests_per_s"], 200.0)
+    return done
+
+
+def measure(v: Variant, name: str, script: str, paths: list[str],
+            headers: dict[str, dict[str, str]] | None, use_wrk: bool,
+            args: argparse.Namespace) -> dict[str, Any]:
+    """One measured run against v's server: the client's numbers, the server's and wrk's CPU
+    per request (comparable across runs on a busy machine, unlike wall-clock rates)."""
+    assert v.proc is not None
+    store = redis_pid(args.redis_url)
+    cpu0, client0, store0 = tree_cpu_s(v.proc.pid), children_cpu_s(), store and tree_cpu_s(store)
+    if use_wrk:
+        result = run_wrk(f"http://127.0.0.1:{v.port}", script, args)
+    else:
+        result = run_python(v.port, paths, args, headers)
+    n = max(1, result["requests"])
+    result["server_cpu_ms_per_request"] = round((tree_cpu_s(v.proc.pid) - cpu0) * 1000 / n, 4)
+    # Redis's CPU per read (a shared Redis also counts its other clients: an upper bound).
+    result["redis_cpu_ms_per_request"] = None if not store else round(
+        (tree_cpu_s(store) - store0) * 1000 / n, 4)
+    if use_wrk:
+        result["client_cpu_ms_per_request"] = round((children_cpu_s() - client0) * 1000 / n, 4)
+    print(f"{name}: {result}", flush=True)
+    return result
 
 
 def combine(runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -257,111 +338,108 @@ def combine(runs: list[dict[str, Any]]) -> dict[str, Any]:
     cpu_ms = sum(r["server_cpu_ms_per_request"] * r["requests"] for r in runs)
     out = {**runs[-1], "requests": requests_, "requests_per_s": round(requests_ / duration, 1),
            "server_cpu_ms_per_request": round(cpu_ms / requests_, 4), "rounds": len(runs),
-           "round_requests_per_s": [r["requests_per_s"] for r in runs]}
+           "redis_cpu_ms_per_request": min((r["redis_cpu_ms_per_request"] for r in runs
+                                            if r.get("redis_cpu_ms_per_request") is not None),
+                                           default=None),
+           "round_requests_per_s": [r["requests_per_s"] for r in runs],
+           "round_server_cpu_ms_per_request": [r["server_cpu_ms_per_request"] for r in runs]}
+    if all("client_cpu_ms_per_request" in r for r in runs):
+        out["client_cpu_ms_per_request"] = round(
+            sum(r["client_cpu_ms_per_request"] * r["requests"] for r in runs) / requests_, 4)
     for key in ("p50_ms", "p90_ms", "p99_ms", "max_ms"):
         out[key] = max(r[key] for r in runs)
     out["errors"] = {k: sum(r["errors"].get(k, 0) for r in runs) for k in runs[0]["errors"]}
     return out
 
 
+def versus(secure: dict[str, Any], dev: dict[str, Any]) -> dict[str, Any]:
+    """Secure over dev: reads/s, p99 and CPU per read, and the throughput target."""
+    ratio = round(secure["requests_per_s"] / dev["requests_per_s"], 3)
+    # Per-round ratios: the spread says how much the machine's noise moved the total; their
+    # median (each round's pair measured back to back) is what the target is checked on, as a
+    # neighbour's burst during one run moves the overall ratio a lot on this shared machine.
+    paired = [round(a / b, 3) for a, b in zip(secure.get("round_requests_per_s", []),
+                                              dev.get("round_requests_per_s", []), strict=False)]
+    median = round(statistics.median(paired), 3) if paired else ratio
+    return {
+        "reads_per_s_ratio": ratio,
+        "median_round_reads_per_s_ratio": median,
+        "p99_ratio": round(secure["p99_ms"] / dev["p99_ms"], 3) if dev["p99_ms"] else None,
+        "server_cpu_per_read_ratio": round(secure["server_cpu_ms_per_request"]
+                                           / dev["server_cpu_ms_per_request"], 3),
+        "round_reads_per_s_ratios": paired,
+        "target_min_ratio": SECURE_MIN_RATIO,
+        "met": median >= SECURE_MIN_RATIO,
+    }
+
+
 def main() -> None:
-    """Seed, serve (dev and secure), measure in rounds, write the JSON, clean up."""
+    """Seed, serve (each profile), warm, measure in alternating rounds, write the JSON."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--carts", type=int, default=10_000)
     p.add_argument("--duration", type=int, default=10, help="seconds per measurement")
-    p.add_argument("--rounds", type=int, default=2,
-                   help="alternating dev/secure cached-cart measurements")
+    p.add_argument("--profiles", default="dev,secure",
+                   help="profiles to measure, in this order in each round (dev, secure)")
+    p.add_argument("--rounds", type=int, default=3,
+                   help="alternating rounds: each profile measured once per round")
+    p.add_argument("--warm-passes", type=int, default=8,
+                   help="warm-up: requests per customer, in order, before measuring")
+    p.add_argument("--baseline-root", type=Path,
+                   help="also measure the secure profile served from this checkout")
     p.add_argument("--connections", type=int, default=16)
     p.add_argument("--wrk-threads", type=int, default=1)
     p.add_argument("--redis-url", default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "read_api.json")
     p.add_argument("--python-client", action="store_true", help="do not use wrk")
-    p.add_argument("--baseline-ref", help="also measure the read API of this git commit")
     args = p.parse_args()
+    profiles = [x.strip() for x in args.profiles.split(",") if x.strip()]
+    if not profiles or any(x not in PROFILES for x in profiles):
+        p.error(f"--profiles: a comma-separated subset of {','.join(PROFILES)}")
 
     use_wrk = shutil.which("wrk") is not None and not args.python_client
     load_before = os.getloadavg()
     r = redis.Redis.from_url(args.redis_url)
     prefix = f"bench-{uuid.uuid4().hex[:8]}-"
     seed(r, prefix, args.carts)
-    paths = [f"/api/v1/{prefix}{i}" for i in range(args.carts)]
     settings = AuthSettings(profile="secure", jwt_secret=BENCH_JWT_SECRET)
     tokens = [issue_token(settings, f"{prefix}{i}", ttl_s=3600) for i in range(args.carts)]
-    secure_env = {"CARTSTREAM_PROFILE": "secure", "JWT_SECRET": BENCH_JWT_SECRET}
-    plain = CART_REQUEST % {"prefix": prefix, "n": args.carts, "seed": 42} + DONE_HOOK
-    with_tokens = SECURE_CART_REQUEST % {"prefix": prefix, "n": args.carts, "seed": 42,
-                                         "tokens": ",".join(f'"{t}"' for t in tokens)} + DONE_HOOK
-    token_headers = {p: {"Authorization": f"Bearer {t}"}
-                     for p, t in zip(paths, tokens, strict=True)}
+    variants = [Variant(DEV if x == "dev" else SECURE, x, ROOT, prefix, args.carts, tokens)
+                for x in profiles]
+    if args.baseline_root is not None:
+        variants.append(Variant(BASELINE, "secure", args.baseline_root.resolve(), prefix,
+                                args.carts, tokens))
     results: dict[str, Any] = {}
-    servers: dict[str, tuple[subprocess.Popen[bytes], int]] = {}
-    baseline_dir = tempfile.TemporaryDirectory(prefix="read-baseline-")
     try:
-        if args.baseline_ref:
-            # An export of that commit's tree (not a git worktree: the repository stays as is).
-            archive = subprocess.run(["git", "archive", args.baseline_ref], cwd=ROOT,
-                                     capture_output=True, check=True).stdout
-            subprocess.run(["tar", "-x", "-C", baseline_dir.name], input=archive, check=True)
-            port = free_port()
-            servers["baseline"] = (start_server(port, {"REDIS_URL": args.redis_url},
-                                                Path(baseline_dir.name)), port)
-        # Both profiles' servers at once (an idle one costs nothing), measured in alternating
-        # rounds, so a neighbour's load on this shared machine hits both alike.
-        for profile, env_extra in (("dev", {}), ("secure", secure_env)):
-            port = free_port()
-            servers[profile] = (start_server(port, {"REDIS_URL": args.redis_url, **env_extra}),
-                                port)
-        dev_proc, dev_port = servers["dev"]
-        sec_proc, sec_port = servers["secure"]
-        measure(dev_proc, dev_port, prefix, tokens[0], [
-            ("healthz_ceiling", HEALTHZ_REQUEST + DONE_HOOK, ["/healthz"], None)],
-            use_wrk, args, results)
-        rounds: dict[str, list[dict[str, Any]]] = {"cached_cart": [], "cached_cart_secure": []}
-        if "baseline" in servers:
-            rounds["cached_cart_baseline"] = []
+        # Every server at once (an idle one costs nothing), so the rounds can alternate.
+        for v in variants:
+            v.port = free_port()
+            v.proc = start_server(v.port, {"REDIS_URL": args.redis_url, **v.env}, v.root)
+            sample = requests.get(f"http://127.0.0.1:{v.port}/api/v1/{prefix}0", timeout=5,
+                                  headers=v.sample_headers)
+            assert sample.status_code == 200 and sample.json()["customerId"] == f"{prefix}0"
+        for v in variants:
+            print(f"warm-up {v.name}: {warm(v, use_wrk, args)} requests in order", flush=True)
+        results["healthz_ceiling"] = measure(variants[0], "healthz_ceiling",
+                                             HEALTHZ_REQUEST + DONE_HOOK, ["/healthz"], None,
+                                             use_wrk, args)
         for _ in range(args.rounds):
-            measure(dev_proc, dev_port, prefix, tokens[0],
-                    [("cached_cart", plain, paths, None)], use_wrk, args, results)
-            rounds["cached_cart"].append(results["cached_cart"])
-            if "baseline" in servers:
-                base_proc, base_port = servers["baseline"]
-                measure(base_proc, base_port, prefix, tokens[0],
-                        [("cached_cart_baseline", plain, paths, None)], use_wrk, args, results)
-                rounds["cached_cart_baseline"].append(results["cached_cart_baseline"])
-            measure(sec_proc, sec_port, prefix, tokens[0],
-                    [("cached_cart_secure", with_tokens, paths, token_headers)], use_wrk, args,
-                    results)
-            rounds["cached_cart_secure"].append(results["cached_cart_secure"])
-            # Warm-ups after the first round would only repeat: caches are warm by now.
-            args = argparse.Namespace(**{**vars(args), "warmed": True})
-        for name, runs in rounds.items():
-            results[name] = combine(runs)
+            for v in variants:
+                v.rounds.append(measure(v, v.name, v.script(), v.paths, v.headers, use_wrk,
+                                        args))
+        for v in variants:
+            results[v.name] = combine(v.rounds)
     finally:
-        for proc, _port in servers.values():
-            stop_server(proc)
+        for v in variants:
+            if v.proc is not None:
+                stop_server(v.proc)
         unseed(r, prefix)
-        baseline_dir.cleanup()
-    dev, secure = results["cached_cart"], results["cached_cart_secure"]
-    cost = 1 - secure["requests_per_s"] / dev["requests_per_s"]
-    results["secure_profile_cost"] = {
-        "throughput_cost": round(cost, 3),
-        "cpu_per_request_ratio": round(secure["server_cpu_ms_per_request"]
-                                       / dev["server_cpu_ms_per_request"], 3),
-        "max_cost": MAX_SECURE_COST, "met": cost <= MAX_SECURE_COST,
-    }
-    print(f"secure_profile_cost: {results['secure_profile_cost']}", flush=True)
-    if "cached_cart_baseline" in results:
-        base = results["cached_cart_baseline"]
-        results["against_baseline"] = {
-            "ref": args.baseline_ref,
-            "requests_per_s_ratio": round(dev["requests_per_s"] / base["requests_per_s"], 3),
-            "p99_ms": {"new": dev["p99_ms"], "baseline": base["p99_ms"]},
-            "cpu_per_request_ratio": round(dev["server_cpu_ms_per_request"]
-                                           / base["server_cpu_ms_per_request"], 3),
-        }
-        print(f"against_baseline: {results['against_baseline']}", flush=True)
+    if DEV in results:
+        for name, key in ((SECURE, "secure_vs_dev"), (BASELINE, "secure_baseline_vs_dev")):
+            if name in results:
+                results[key] = versus(results[name], results[DEV])
+                print(f"{key}: {results[key]}", flush=True)
 
-    cart = results["cached_cart"]
+    cart = results.get(DEV) or results[variants[0].name]
     report = {
         "benchmark": "read API, GET /api/v1/<customerId> on carts cached in Redis",
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -373,10 +451,14 @@ def main() -> None:
         "server": {"granian_workers": int(os.environ.get("READ_WORKERS", 2)),
                    "switch_interval_us": int(os.environ.get("READ_SWITCH_INTERVAL_US", 500)),
                    "interface": "asgi", "same_machine_as_client": True},
-        "load": {"carts": args.carts, "duration_s": args.duration,
+        "load": {"carts": args.carts, "duration_s": args.duration, "rounds": args.rounds,
+                 "profiles": profiles, "warm_passes": args.warm_passes,
+                 "baseline_root": None if args.baseline_root is None
+                 else str(args.baseline_root),
                  "connections": args.connections, "client": cart["client"]},
         "results": results,
-        "targets": {"requests_per_s": TARGET_RPS, "p99_ms": TARGET_P99_MS},
+        "targets": {"requests_per_s": TARGET_RPS, "p99_ms": TARGET_P99_MS,
+                    "secure_reads_per_s_ratio": SECURE_MIN_RATIO},
         "met": cart["requests_per_s"] >= TARGET_RPS and cart["p99_ms"] <= TARGET_P99_MS
         and not any(cart["errors"].values()),
     }

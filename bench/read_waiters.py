@@ -130,7 +130,8 @@ async def scenario(args: argparse.Namespace, base: str, r: redis.Redis, prefix: 
 
     waits = [asyncio.create_task(wait(c)) for c in cids]
     deadline = time.monotonic() + 120
-    while (held := await asyncio.to_thread(metric, base, "cart_read_waiters_open")) < len(cids):
+    gauge = "cartstream_read_waiters_open"
+    while (held := await asyncio.to_thread(metric, base, gauge)) < len(cids):
         if time.monotonic() > deadline:
             raise SystemExit(f"only {held} of {len(cids)} waiters registered")
         await asyncio.sleep(0.5)

@@ -54,7 +54,13 @@ def rows(r: dict[str, Any]) -> list[Row]:
     kc, kp = ceil.get("kafka_confluent", {}), ceil.get("kafka_python", {})
     cart, rz = _get(read, "results", "cached_cart") or {}, _get(read, "results",
                                                                 "healthz_ceiling") or {}
+    secure_cart = _get(read, "results", "cached_cart_secure") or {}
+    read_vs = _get(read, "results", "secure_vs_dev") or {}
+    secure_add, write_vs = _scenario(write, "add_secure"), write.get("secure_vs_dev") or {}
     fresh = r.get("freshness", {})
+    split = write.get("kafka_cost", {})
+    con_r, con_p = con.get("redis", {}), con.get("postgres", {})
+    size = _get(r, "storage", "by_lines", "3") or {}
     replayed = _get(r, "replay", "events")
 
     def rss() -> Any:
@@ -71,6 +77,9 @@ def rows(r: dict[str, Any]) -> list[Row]:
          _sum(add.get("server_cpu_ms"), add.get("broker_cpu_ms")), "-",
          f"add path without Kafka {nokafka.get('accepted_rps')}/s at "
          f"{nokafka.get('server_cpu_ms')} ms; /healthz {healthz.get('server_cpu_ms')} ms"),
+        ("write API Kafka part / HTTP part (CPU per acked add)", split.get("kafka_over_http"),
+         "<= 0.5", f"HTTP {split.get('http_ms')} ms, waiting {split.get('waiting_ms')} ms, "
+         f"Kafka client {split.get('kafka_client_ms')} ms"),
         ("aggregator events/s, 1 process", _get(one, "events_per_s_median"), ">= 40000",
          f"confluent-kafka consume {kc.get('consume_per_s')}/s"),
         ("aggregator events/s, 2 processes", _get(two, "events_per_s_median"),
@@ -84,9 +93,33 @@ def rows(r: dict[str, Any]) -> list[Row]:
          f"redis-benchmark SET {_get(ceil, 'redis', 'set_per_s')}/s"),
         ("PostgreSQL sink records/s", _get(con, "postgres", "records_per_s"), ">= 10000",
          f"raw upsert loop {_get(ceil, 'postgres', 'upsert_per_s')}/s"),
+        ("Redis sink / Redis CPU ms per record", _pair(con_r), "-", ""),
+        ("PostgreSQL sink / PostgreSQL CPU ms per record", _pair(con_p), "-", ""),
+        ("Redis bytes per 3-line cart", _get(size, "redis", "used_memory_growth_per_key"), "-",
+         f"MEMORY USAGE {_get(size, 'redis', 'memory_usage_bytes_median')}"),
+        ("PostgreSQL bytes per 3-line cart (tables and indexes)",
+         _get(size, "postgres", "total_bytes_per_cart"), "-", ""),
         ("read API reads/s (cached carts)", cart.get("requests_per_s"), ">= 6000",
          f"GET /healthz {rz.get('requests_per_s')}/s"),
         ("read API p99 ms", cart.get("p99_ms"), "<= 20", f"/healthz p99 {rz.get('p99_ms')}"),
+        # Token checks may cost at most 15% of the read throughput (dev and secure measured in
+        # alternating rounds of the same run, bench/read_api.py).
+        ("read API secure/dev reads/s (median of paired rounds)",
+         read_vs.get("median_round_reads_per_s_ratio", read_vs.get("reads_per_s_ratio")),
+         ">= 0.85",
+         f"overall {read_vs.get('reads_per_s_ratio')}; "
+         f"secure {secure_cart.get('requests_per_s')}/s, p99 {secure_cart.get('p99_ms')} ms, "
+         f"CPU {secure_cart.get('server_cpu_ms_per_request')} ms/read vs dev "
+         f"{cart.get('server_cpu_ms_per_request')}"),
+        ("read API secure/dev CPU per read", read_vs.get("server_cpu_per_read_ratio"), "-", ""),
+        ("write API secure/dev acked adds/s (median of paired rounds)",
+         write_vs.get("median_round_acked_adds_per_s_ratio",
+                      write_vs.get("acked_adds_per_s_ratio")), "-",
+         f"overall {write_vs.get('acked_adds_per_s_ratio')}; "
+         f"secure {secure_add.get('accepted_rps')}/s, p99 {secure_add.get('p99_ms')} ms"),
+        ("write API secure/dev CPU per acked add (server + broker)",
+         write_vs.get("cpu_per_add_ratio"), "-",
+         f"secure {_sum(secure_add.get('server_cpu_ms'), secure_add.get('broker_cpu_ms'))} ms"),
         ("freshness p50 ms", _get(fresh, "freshness_ms", "p50"), "-",
          f"at {fresh.get('achieved_rate')} writes/s"),
         ("freshness p99 ms", _get(fresh, "freshness_ms", "p99"), "<= 500", ""),
@@ -94,6 +127,13 @@ def rows(r: dict[str, Any]) -> list[Row]:
          _get(r, "replay", "seconds"), "< 90" if (replayed or 0) >= 1_000_000 else "-",
          f"aggregator alone done at {_get(r, 'replay', 'aggregator_done_s')} s"),
     ]
+
+
+def _pair(sink: dict[str, Any]) -> str | None:
+    """'sink / store' CPU ms per record, None when the sink was not measured."""
+    if sink.get("sink_cpu_ms_per_record") is None:
+        return None
+    return f"{sink['sink_cpu_ms_per_record']} / {sink.get('store_cpu_ms_per_record')}"
 
 
 def _sum(*values: float | None) -> float | None:

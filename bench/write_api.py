@@ -3,11 +3,19 @@
 Starts the production server (`cartstream serve write`: granian, same config path) on a free port
 against the shared Kafka (writing to a fresh topic unless --topic), drives it with wrk (Lua
 script: POST /api/v1/add, customerId varies), then drives GET /healthz on the same server as
-the ceiling of Flask + granian on this machine.
+the ceiling of Flask + granian on this machine. The adds run in the dev and the secure profile
+(each add with its customer's bearer token, verified and counted against the rate limit in
+Redis), both servers up at once and measured in alternating rounds (dev, secure, dev, secure),
+so the secure/dev ratios of acked adds/s and CPU per add are from the same minutes. The same add
+path is then served with a no-op publisher (bench/write_nokafka.py), once acking at once and once
+holding each request as long as an ack took: the API's CPU per acked add is split into HTTP,
+waiting and the Kafka client (`kafka_cost` in the JSON), with the context switches per request
+of each.
 Prints a table and writes bench/results/write_api.json.
 
     .venv/bin/python -m bench.write_api                   # 64 connections, 15 s per scenario
     .venv/bin/python -m bench.write_api --connections 128 --duration 30 --workers 2 --threads 32
+    .venv/bin/python -m bench.write_api --profiles dev --rounds 1   # dev only, as before
 
 Uses `wrk` (Debian package `wrk`), else a slower Python client. The load generator shares the
 machine's cores with the server and Kafka, so numbers are lower than on separate machines.
@@ -24,6 +32,7 @@ import re
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -32,13 +41,14 @@ import time
 import urllib.request
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results" / "write_api.json"
+PROFILES = ("dev", "secure")
 if str(ROOT) not in sys.path:  # `python bench/write_api.py` puts bench/ first, not the repo
     sys.path.insert(0, str(ROOT))
 
@@ -109,6 +119,8 @@ class Result:
     # CPU per request of the server's processes and of the local Kafka broker (None: not found).
     server_cpu_ms: float | None = None
     broker_cpu_ms: float | None = None
+    # Context switches of the server's threads per request: its wake-ups and preemptions.
+    server_ctx_switches: float | None = None
 
 
 def free_port() -> int:
@@ -225,6 +237,53 @@ def reduce(scenario: str, raw: dict[str, Any], connections: int) -> Result:
     )
 
 
+def combine(scenario: str, runs: list[Result]) -> Result:
+    """Rounds of one scenario as one: rates and CPU over all of them, the worst latencies."""
+    seconds = sum(r.duration_s for r in runs)
+    n = sum(r.requests for r in runs) or 1
+
+    def per_request(field: str) -> float | None:
+        values = [getattr(r, field) for r in runs]
+        if any(v is None for v in values):
+            return None
+        return round(sum(v * r.requests for v, r in zip(values, runs, strict=True)) / n, 4)
+
+    return Result(
+        scenario=scenario, connections=runs[0].connections, duration_s=round(seconds, 2),
+        requests=sum(r.requests for r in runs), accepted=sum(r.accepted for r in runs),
+        non_2xx=sum(r.non_2xx for r in runs), socket_errors=sum(r.socket_errors for r in runs),
+        rps=round(sum(r.requests for r in runs) / seconds, 1),
+        accepted_rps=round(sum(r.accepted for r in runs) / seconds, 1),
+        p50_ms=max(r.p50_ms for r in runs), p90_ms=max(r.p90_ms for r in runs),
+        p99_ms=max(r.p99_ms for r in runs), max_ms=max(r.max_ms for r in runs),
+        server_cpu_ms=per_request("server_cpu_ms"), broker_cpu_ms=per_request("broker_cpu_ms"),
+    )
+
+
+def versus(secure: Result, dev: Result, secure_rounds: list[Result],
+           dev_rounds: list[Result]) -> dict[str, Any]:
+    """Secure over dev: acked adds/s, p99 and CPU per acked add (server + broker)."""
+    def cpu(r: Result) -> float | None:
+        if r.server_cpu_ms is None:
+            return None
+        return r.server_cpu_ms + (r.broker_cpu_ms or 0.0)
+
+    sec_cpu, dev_cpu = cpu(secure), cpu(dev)
+    paired = [round(s.accepted_rps / d.accepted_rps, 3)
+              for s, d in zip(secure_rounds, dev_rounds, strict=False) if d.accepted_rps]
+    return {
+        "acked_adds_per_s_ratio": round(secure.accepted_rps / dev.accepted_rps, 3)
+        if dev.accepted_rps else None,
+        # Each round's pair ran back to back: their median resists a neighbour's burst.
+        "round_acked_adds_per_s_ratios": paired,
+        "median_round_acked_adds_per_s_ratio": round(statistics.median(paired), 3)
+        if paired else None,
+        "p99_ratio": round(secure.p99_ms / dev.p99_ms, 3) if dev.p99_ms else None,
+        "cpu_per_add_ratio": round(sec_cpu / dev_cpu, 3) if sec_cpu and dev_cpu else None,
+        "server_cpu_ms_per_add": {"dev": dev.server_cpu_ms, "secure": secure.server_cpu_ms},
+    }
+
+
 def topic_end_offsets(bootstrap: str, topic: str) -> int:
     """Sum of the topic's end offsets: how many records it holds in total."""
     from kafka import KafkaConsumer, TopicPartition
@@ -310,14 +369,72 @@ def table(results: list[Result]) -> str:
     """A fixed-width table of the runs."""
     head = (f"{'scenario':<11} {'conns':>5} {'req/s':>9} {'accepted/s':>10} {'p50 ms':>8} "
             f"{'p90 ms':>8} {'p99 ms':>8} {'max ms':>8} {'non-2xx':>8} {'sock err':>8} "
-            f"{'srv CPU ms':>10} {'broker ms':>9}")
+            f"{'srv CPU ms':>10} {'broker ms':>9} {'ctx sw':>6}")
     rows = [head, "-" * len(head)]
     for r in results:
         rows.append(f"{r.scenario:<11} {r.connections:>5} {r.rps:>9.0f} {r.accepted_rps:>10.0f} "
                     f"{r.p50_ms:>8.2f} {r.p90_ms:>8.2f} {r.p99_ms:>8.2f} {r.max_ms:>8.1f} "
                     f"{r.non_2xx:>8} {r.socket_errors:>8} {_ms(r.server_cpu_ms):>10} "
-                    f"{_ms(r.broker_cpu_ms):>9}")
+                    f"{_ms(r.broker_cpu_ms):>9} "
+                    f"{'-' if r.server_ctx_switches is None else r.server_ctx_switches:>6}")
     return "\n".join(rows)
+
+
+def kafka_cost(add: Result, nokafka: Result, waiting: Result, wait_ms: float) -> dict[str, Any]:
+    """The server's CPU per acked add split into HTTP (the same handler, no Kafka), waiting (the
+    same, each request parked on its thread for `wait_ms`) and the Kafka client (the rest)."""
+    if None in (add.server_cpu_ms, nokafka.server_cpu_ms, waiting.server_cpu_ms):
+        return {}
+    http, wait, total = nokafka.server_cpu_ms, waiting.server_cpu_ms, add.server_cpu_ms
+    assert http is not None and wait is not None and total is not None
+    return {"http_ms": http, "waiting_ms": round(wait - http, 4),
+            "kafka_client_ms": round(total - wait, 4), "kafka_part_ms": round(total - http, 4),
+            "kafka_over_http": round((total - http) / http, 2) if http else None,
+            "target_kafka_over_http": 0.5, "ack_wait_ms": round(wait_ms, 1),
+            "ctx_switches": {"add": add.server_ctx_switches,
+                             "add_nokafka": nokafka.server_ctx_switches,
+                             "add_wait": waiting.server_ctx_switches}}
+
+
+def metrics_ab(args: argparse.Namespace, serving: Any, measured: Any) -> int:
+    """Adds with the HTTP metrics on and off, alternating (on/off, then off/on, ...) so drift
+    on a shared machine hits both alike; each variant's median CPU per add and the ratio."""
+    runs: dict[str, list[Result]] = {"on": [], "off": []}
+    for i in range(args.metrics_ab):
+        for variant in (("on", "off") if i % 2 == 0 else ("off", "on")):
+            url = f"http://127.0.0.1:{free_port()}"
+            env = {"WRITE_HTTP_METRICS": "1" if variant == "on" else "0"}
+            with serving(url, "cartstream serve write", env) as proc:
+                result = measured(f"add_metrics_{variant}", proc, url, "add")
+            runs[variant].append(result)
+            print(f"round {i + 1} metrics {variant}: {result.accepted_rps:.0f} adds/s, "
+                  f"{result.server_cpu_ms} ms CPU per add", flush=True)
+
+    def median(values: list[float]) -> float:
+        ordered = sorted(values)
+        mid = len(ordered) // 2
+        return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+
+    summary = {v: {"cpu_ms_per_add": median([r.server_cpu_ms or 0.0 for r in rs]),
+                   "adds_per_s": median([r.accepted_rps for r in rs])}
+               for v, rs in runs.items()}
+    ratio = summary["on"]["cpu_ms_per_add"] / summary["off"]["cpu_ms_per_add"]
+    print(table([r for rs in runs.values() for r in rs]))
+    print(f"median CPU per add: metrics on {summary['on']['cpu_ms_per_add']:.4f} ms, off "
+          f"{summary['off']['cpu_ms_per_add']:.4f} ms: ratio {ratio:.3f}; adds/s on/off "
+          f"{summary['on']['adds_per_s'] / summary['off']['adds_per_s']:.3f}")
+    out = args.output.with_name("write_api_metrics.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({
+        "benchmark": "write_api --metrics-ab",
+        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "rounds": args.metrics_ab, "duration_s": args.duration,
+        "connections": args.connections, "cpus": os.cpu_count(),
+        "summary": summary, "cpu_per_add_ratio_on_off": round(ratio, 4),
+        "runs": {v: [asdict(r) for r in rs] for v, rs in runs.items()},
+    }, indent=2) + "\n")
+    print(f"wrote {out}")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -339,12 +456,25 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--topic", help="topic to write to (default: a fresh 6-partition topic, "
                    "deleted afterwards, so the running pipeline does not consume the bench's "
                    "writes on the same cores; that cost ~40%% of the rate here)")
+    p.add_argument("--profiles", default="dev,secure",
+                   help="profiles whose adds are measured, alternately, in each round")
+    p.add_argument("--rounds", type=int, default=3, help="alternating rounds of adds")
     p.add_argument("--output", type=Path, default=RESULTS)
+    p.add_argument("--metrics-ab", type=int, default=0, metavar="ROUNDS",
+                   help="only measure adds with WRITE_HTTP_METRICS on and off, alternately, "
+                   "ROUNDS times each; report the CPU-per-add ratio (bench/results/"
+                   "write_api_metrics.json)")
     args = p.parse_args(argv)
+    profiles = [x.strip() for x in args.profiles.split(",") if x.strip()]
+    if not profiles or any(x not in PROFILES for x in profiles):
+        p.error(f"--profiles: a comma-separated subset of {','.join(PROFILES)}")
     use_wrk = shutil.which("wrk") is not None
     if not use_wrk:
         print("wrk not found (apt-get install -y wrk); using the slower Python client",
               file=sys.stderr)
+        if "secure" in profiles:  # the Python client sends no tokens
+            print("the secure profile needs wrk: measuring dev only", file=sys.stderr)
+            profiles = [x for x in profiles if x != "secure"] or ["dev"]
 
     from cart_write.config import Config
 
@@ -366,7 +496,7 @@ def main(argv: list[str] | None = None) -> int:
         admin = AdminClient({"bootstrap.servers": args.kafka})
         args.topic = f"{run_id}-events"
         admin.create_topics([NewTopic(args.topic, 6, 1)])[args.topic].result(timeout=30)
-    from bench.cpu import tree_cpu_s
+    from bench.cpu import tree_cpu_s, tree_ctx_switches
 
     broker = broker_pid()
     with tempfile.TemporaryDirectory(prefix="write-bench-") as tmp:
@@ -380,9 +510,11 @@ def main(argv: list[str] | None = None) -> int:
                      mode: str, lua: Path = script) -> Result:
             """One measured run, with the CPU the server and the broker spent per request."""
             cpu0, broker0 = tree_cpu_s(proc.pid), broker and tree_cpu_s(broker)
+            ctx0 = tree_ctx_switches(proc.pid)
             result = reduce(scenario, drive(url, mode, args.duration, lua), args.connections)
             n = max(1, result.requests)
             result.server_cpu_ms = round((tree_cpu_s(proc.pid) - cpu0) * 1000 / n, 4)
+            result.server_ctx_switches = round((tree_ctx_switches(proc.pid) - ctx0) / n, 2)
             if broker:
                 result.broker_cpu_ms = round((tree_cpu_s(broker) - broker0) * 1000 / n, 4)
             return result
@@ -395,12 +527,11 @@ def main(argv: list[str] | None = None) -> int:
             lua_args = [mode, run_id, str(args.customers), args.item]
             return run_wrk(url, lua, lua_args, args.connections, args.wrk_threads, seconds)
 
-        log_path = Path(tmp) / "server.log"
-
         @contextmanager
         def serving(url: str, module: str, env_extra: dict[str, str] | None = None,
                     lua: Path = script) -> Iterator[subprocess.Popen[bytes]]:
             """A ready, warmed-up server of `module` at `url`; its log is shown if it fails."""
+            log_path = Path(tmp) / f"server-{url.rsplit(':', 1)[1]}.log"
             proc = start_server(args, int(url.rsplit(":", 1)[1]), log_path, module=module,
                                 env_extra=env_extra)
             try:
@@ -414,34 +545,64 @@ def main(argv: list[str] | None = None) -> int:
             finally:
                 stop_server(proc)
 
+        rounds: dict[str, list[Result]] = {"dev": [], "secure": []}
+        keyed = ceiling = None
+        appended = 0
         try:
-            with serving(base, "cartstream serve write") as proc:
-                before = topic_end_offsets(args.kafka, args.topic)
-                add = measured("add", proc, base, "add")
-                appended = topic_end_offsets(args.kafka, args.topic) - before
-                # The same adds, each with its own Idempotency-Key: what the records cost.
-                keyed = measured("add_idempotency_key", proc, base, "addkey")
-                ceiling = measured("healthz", proc, base, "get")
-            # The same adds in the secure profile: each with its customer's bearer token,
-            # verified (cached per process) and counted against the rate limit in Redis.
-            secure = None
-            if use_wrk:
-                secure_base = f"http://127.0.0.1:{free_port()}"
-                with serving(secure_base, "cartstream serve write", secure_env,
-                             secure_script) as proc:
-                    secure = measured("add_secure", proc, secure_base, "add", secure_script)
+            if args.metrics_ab:
+                return metrics_ab(args, serving, measured)
+            with ExitStack() as stack:
+                # Both profiles' servers at once (an idle one costs little), measured in
+                # alternating rounds so a neighbour's load on this machine hits both alike. In
+                # secure each add carries its customer's bearer token, verified (cached per
+                # process) and counted against the rate limit in Redis.
+                servers: dict[str, tuple[subprocess.Popen[bytes], str, Path]] = {}
+                for profile in profiles:
+                    url = base if profile == "dev" else f"http://127.0.0.1:{free_port()}"
+                    env, lua = (None, script) if profile == "dev" else (secure_env, secure_script)
+                    servers[profile] = (stack.enter_context(
+                        serving(url, "cartstream serve write", env, lua)), url, lua)
+                for i in range(args.rounds):
+                    for profile, (proc, url, lua) in servers.items():
+                        before = topic_end_offsets(args.kafka, args.topic)
+                        name = "add" if profile == "dev" else "add_secure"
+                        rounds[profile].append(measured(name, proc, url, "add", lua))
+                        if i == 0 and profile == "dev":
+                            appended = topic_end_offsets(args.kafka, args.topic) - before
+                if "dev" in servers:
+                    proc, url, _lua = servers["dev"]
+                    # The same adds, each with its own Idempotency-Key: what the records cost.
+                    keyed = measured("add_idempotency_key", proc, url, "addkey")
+                    ceiling = measured("healthz", proc, url, "get")
         finally:
             if scratch:
                 admin.delete_topics([args.topic])
+        add = combine("add", rounds["dev"]) if rounds["dev"] else None
+        secure = combine("add_secure", rounds["secure"]) if rounds["secure"] else None
         # The same add path with a publisher that acks at once: what Kafka costs on top.
         nokafka_base = f"http://127.0.0.1:{free_port()}"
         with serving(nokafka_base, "bench.write_nokafka") as proc:
             nokafka = measured("add_nokafka", proc, nokafka_base, "add")
+        # The same again, each request parked on its thread as long as an ack took (the median
+        # time Kafka added): what waiting costs with no Kafka client code at all. Without a dev
+        # add run there is no ack time to imitate: 20 ms, the usual one here.
+        wait_ms = max(1.0, add.p50_ms - nokafka.p50_ms) if add is not None else 20.0
+        wait_base = f"http://127.0.0.1:{free_port()}"
+        with serving(wait_base, "bench.write_nokafka",
+                     {"NOKAFKA_ACK_WAIT_MS": f"{wait_ms:.1f}"}) as proc:
+            waiting = measured("add_wait", proc, wait_base, "add")
 
-    results = [add, keyed, *([secure] if secure else []), nokafka, ceiling]
+    results = [r for r in (add, keyed, secure, nokafka, waiting, ceiling) if r is not None]
+    secure_vs_dev = (versus(secure, add, rounds["secure"], rounds["dev"])
+                     if add is not None and secure is not None else None)
     print(table(results))
-    print(f"records appended to {args.topic} during the add run: {appended} "
-          f"(acknowledged: {add.accepted}; other writers may add more)")
+    split = kafka_cost(add, nokafka, waiting, wait_ms) if add is not None else {}
+    if add is not None:
+        print(f"records appended to {args.topic} during the first dev add run: {appended} "
+              f"(acknowledged: {rounds['dev'][0].accepted}; other writers may add more)")
+        print(f"CPU per acked add: {split}")
+    if secure_vs_dev is not None:
+        print(f"secure/dev: {secure_vs_dev}")
     print(f"load average (1 min) before/after: {load_before:.2f} / {os.getloadavg()[0]:.2f} "
           f"on {os.cpu_count()} CPUs")
     report = {
@@ -458,12 +619,12 @@ def main(argv: list[str] | None = None) -> int:
         "load": {"tool": "wrk" if use_wrk else "python threads",
                  "connections": args.connections, "wrk_threads": args.wrk_threads,
                  "duration_s": args.duration, "customers": args.customers},
+        "profiles": profiles, "rounds": args.rounds,
         "results": [asdict(r) for r in results],
+        "round_results": {p: [asdict(r) for r in rs] for p, rs in rounds.items() if rs},
         "records_appended_during_add_run": appended,
-        "secure_profile_cost": None if secure is None else {
-            "throughput_cost": round(1 - secure.accepted_rps / add.accepted_rps, 3),
-            "cpu_per_request_ratio": round(secure.server_cpu_ms / add.server_cpu_ms, 3)
-            if secure.server_cpu_ms and add.server_cpu_ms else None},
+        "kafka_cost": split,
+        "secure_vs_dev": secure_vs_dev,
     }
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(report, indent=2) + "\n")

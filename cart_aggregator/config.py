@@ -93,6 +93,10 @@ class Config(Settings):
         gt=0, validation_alias="AGG_LAG_INTERVAL_S",
         description="how often consumer lag is refreshed from the brokers' high watermarks")] \
         = 5.0
+    ready_max_lag: Annotated[int, Field(
+        ge=0, validation_alias="AGG_READY_MAX_LAG",
+        description="a process whose partitions lag more records than this is not ready "
+                    "(`/readyz` 503 on its metrics port)")] = 10_000
     # Only a backlog fills a batch; the bigger it is, the more often one customer has several
     # events in it (one keyed call for all of them).
     source_batch_size: Annotated[int, Field(

@@ -14,9 +14,11 @@ import logging
 import threading
 from collections.abc import Callable, Iterator
 
-from prometheus_client import REGISTRY, Counter, Gauge, start_http_server
+from prometheus_client import REGISTRY, Counter, Gauge
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
+
+from cart_web.metrics import LagReadiness, ProbeServer
 
 log = logging.getLogger(__name__)
 
@@ -82,11 +84,24 @@ REGISTRY.register(_TallyCollector())
 
 # Next offset to read per (topic, partition), as seen by this process's sources (once a batch).
 positions: dict[tuple[str, int], int] = {}
+# The (topic, partition)s this process's sources read; and its readiness, once serving.
+assigned: set[tuple[str, int]] = set()
+readiness: LagReadiness | None = None
 
 
 def note_positions(batch_positions: dict[tuple[str, int], int]) -> None:
     """Record how far this process has read."""
     positions.update(batch_positions)
+
+
+def note_assigned(topic: str, partition: int, next_offset: int) -> None:
+    """A source of this process reads `partition` of `topic`, from `next_offset` (< 0: from its
+    first record, position unknown until one is read)."""
+    assigned.add((topic, partition))
+    if next_offset >= 0:
+        positions.setdefault((topic, partition), next_offset)
+    if readiness is not None:
+        readiness.note_assigned(assigned)
 
 
 class LagMonitor(threading.Thread):
@@ -99,16 +114,23 @@ class LagMonitor(threading.Thread):
 
     def refresh(self) -> None:
         """One round: set the lag of every partition this process has read from."""
+        total = 0
         for (topic, partition), next_offset in list(positions.items()):
             high = self.watermarks(topic, partition)
-            LAG.labels(topic, str(partition)).set(max(0, high - next_offset))
+            lag = max(0, high - next_offset)
+            LAG.labels(topic, str(partition)).set(lag)
+            total += lag
+        if readiness is not None:
+            readiness.note_lag(total)
 
     def run(self) -> None:
-        while not self.stopped.wait(self.interval_s):
+        while True:
             try:
                 self.refresh()
             except Exception as exc:  # a metrics thread must not die
                 log.warning("consumer lag refresh failed: %s", exc)
+            if self.stopped.wait(self.interval_s):
+                return
 
 
 def kafka_watermarks(bootstrap: str) -> Callable[[str, int], int]:
@@ -124,7 +146,11 @@ def kafka_watermarks(bootstrap: str) -> Callable[[str, int], int]:
     return high
 
 
-def serve(host: str, port: int) -> None:
-    """Serve the default registry (ours and bytewax's Kafka gauges) at http://host:port/."""
-    start_http_server(port, addr=host)
-    log.info("metrics on http://%s:%d/metrics", host, port)
+def serve(host: str, port: int, *, max_lag: int, lag_interval_s: float) -> None:
+    """Serve the default registry (ours and bytewax's Kafka gauges) at http://host:port/metrics,
+    with /healthz and /readyz: ready once this process reads partitions and its lag, measured
+    within the last three rounds of the LagMonitor, is at most `max_lag` records."""
+    global readiness
+    readiness = LagReadiness(max_lag, max_age_s=3 * lag_interval_s)
+    readiness.note_assigned(assigned)
+    ProbeServer(readiness.check).start(host, port)

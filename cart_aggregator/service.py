@@ -143,7 +143,8 @@ def run_process(cfg: Config) -> int:
         recovery = RecoveryConfig(str(cfg.recovery_dir),
                                   timedelta(seconds=cfg.backup_interval_s))
     if cfg.metrics_port:
-        metrics.serve(cfg.metrics_host, cfg.metrics_port + index)
+        metrics.serve(cfg.metrics_host, cfg.metrics_port + index, max_lag=cfg.ready_max_lag,
+                      lag_interval_s=cfg.lag_interval_s)
         metrics.LagMonitor(metrics.kafka_watermarks(cfg.kafka_bootstrap),
                            cfg.lag_interval_s).start()
     signal.signal(signal.SIGTERM, _stop)

@@ -77,6 +77,7 @@ class KafkaPartition(StatefulSourcePartition[Any, int | None]):
                  idle_wait: timedelta = IDLE_WAIT) -> None:
         self.consumer, self.topic, self.part_idx = consumer, topic, part_idx
         self.offset = offset  # the next offset to read (or OFFSET_BEGINNING before the first)
+        metrics.note_assigned(topic, part_idx, offset)
         self.batch_size, self.raise_on_errors, self.idle_wait = (batch_size, raise_on_errors,
                                                                  idle_wait)
         self.eof = False

@@ -94,6 +94,11 @@ def decode_dead_letter(raw: bytes | str) -> DeadLetter:
     )
 
 
+def dead_letter_reason(err: Exception) -> str:
+    """The reason code a dead letter for `err` carries: the contract's, else the error's type."""
+    return err.reason if isinstance(err, ContractError) else type(err).__name__
+
+
 def dead_letter_from_error(
     err: ContractError | Exception,
     *,
@@ -105,7 +110,7 @@ def dead_letter_from_error(
     stage: str,
 ) -> DeadLetter:
     """Build the entry for a record that raised `err`, stamped with the current time."""
-    reason = err.reason if isinstance(err, ContractError) else type(err).__name__
+    reason = dead_letter_reason(err)
     message = err.message if isinstance(err, ContractError) else str(err)
     return DeadLetter(source_topic, partition, offset, key, value, reason, message, stage,
                       utc_now_iso())

@@ -1,5 +1,6 @@
 """`GET /metrics` (Prometheus text format, prometheus-client): requests by route and status,
-latency histograms, open read-your-write waiters and open event streams.
+latency histograms (cart_web.metrics.HttpMetrics, as the write API's), open read-your-write
+waiters, open event streams and the worker's asyncio tasks.
 
 Granian runs several worker processes; `cartstream serve read` points PROMETHEUS_MULTIPROC_DIR
 at a fresh directory before they start, so any worker answers /metrics for all of them
@@ -13,78 +14,71 @@ import asyncio
 import os
 import time
 
-from prometheus_client import (
-    CONTENT_TYPE_LATEST,
-    REGISTRY,
-    CollectorRegistry,
-    Counter,
-    Gauge,
-    Histogram,
-    generate_latest,
-)
+from prometheus_client import Gauge
 from prometheus_client import multiprocess as _mp
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from cart_read.server import MULTIPROC_ENV
+from cart_web.metrics import MULTIPROC_ENV, OTHER_ROUTE, HttpMetrics, use_multiprocess_dir
+from cart_web.metrics import exposition as _exposition
 
-REQUESTS = Counter("cart_read_requests_total", "Read API requests answered",
-                   ("route", "method", "status"))
-LATENCY = Histogram("cart_read_request_duration_seconds",
-                    "Read API time to the end of the answer (streams: their lifetime)", ("route",),
-                    buckets=(.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30))
-WAITERS = Gauge("cart_read_waiters_open", "Read-your-write (minOffset) requests waiting",
+use_multiprocess_dir()
+
+_API = "/api/v1/"
+_FIXED = ("/", "/healthz", "/readyz", "/openapi.json", "/metrics", "/api/v1/carts",
+          "/api/v1/products")
+_CUSTOMER_ROUTES = {"": "/api/v1/{customerId}", "orders": "/api/v1/{customerId}/orders",
+                    "events": "/api/v1/{customerId}/events",
+                    "events/ticket": "/api/v1/{customerId}/events/ticket"}
+ROUTES = (*_FIXED, "/static", "/api/v1/products/{productId}", *_CUSTOMER_ROUTES.values())
+
+HTTP = HttpMetrics("cartstream_read", ROUTES)  # the alerts match this prefix
+WAITERS = Gauge("cartstream_read_waiters_open", "Read-your-write (minOffset) requests waiting",
                 multiprocess_mode="livesum")
-STREAMS = Gauge("cart_read_streams_open", "Event streams open",
+STREAMS = Gauge("cartstream_read_streams_open", "Event streams open",
                 multiprocess_mode="livesum")
 # Set when /metrics is read, by the worker answering (one series per worker process): what a
 # leak of waits or streams would show first.
-TASKS = Gauge("cart_read_event_loop_tasks", "asyncio tasks alive in the worker's event loop",
+TASKS = Gauge("cartstream_read_event_loop_tasks", "asyncio tasks alive in the worker's event loop",
               multiprocess_mode="liveall")
-
-_API = "/api/v1/"
-_FIXED = frozenset({"/", "/healthz", "/readyz", "/openapi.json", "/metrics",
-                    "/api/v1/carts", "/api/v1/products"})
 
 
 def route_of(path: str) -> str:
     """The route template a path belongs to (a bounded label set, never the raw path)."""
-    if path in _FIXED:
+    if path in HTTP.routes:
         return path
     if path.startswith("/static/"):
         return "/static"
     if not path.startswith(_API):
-        return "other"
+        return OTHER_ROUTE
     parts = path[len(_API):].split("/")
     if parts[0] == "products":
-        return "/api/v1/products/{productId}" if len(parts) == 2 else "other"
-    tail = "/".join(parts[1:])
-    known = {"": "/api/v1/{customerId}", "orders": "/api/v1/{customerId}/orders",
-             "events": "/api/v1/{customerId}/events",
-             "events/ticket": "/api/v1/{customerId}/events/ticket"}
-    return known.get(tail, "other") if len(parts) > 1 else known[""]
+        return "/api/v1/products/{productId}" if len(parts) == 2 else OTHER_ROUTE
+    return _CUSTOMER_ROUTES.get("/".join(parts[1:]), OTHER_ROUTE)
 
 
 def with_metrics(app: ASGIApp) -> ASGIApp:
-    """Count and time every HTTP request (the outermost layer: guard answers count too)."""
+    """Count and time every HTTP request (the outermost layer: guard answers count too; a
+    stream's time is its lifetime)."""
+    observe, clock = HTTP.observe, time.perf_counter
 
     async def asgi(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await app(scope, receive, send)
             return
-        t0 = time.perf_counter()
-        status = [500]
+        started = clock()
+        status = 500
 
         async def watch(message: Message) -> None:
+            nonlocal status
             if message["type"] == "http.response.start":
-                status[0] = message["status"]
+                status = message["status"]
             await send(message)
 
         try:
             await app(scope, receive, watch)
         finally:
-            route = route_of(scope.get("path", ""))
-            REQUESTS.labels(route, scope.get("method", ""), str(status[0])).inc()
-            LATENCY.labels(route).observe(time.perf_counter() - t0)
+            observe(route_of(scope.get("path", "")), scope.get("method", ""), status,
+                    clock() - started)
 
     return asgi
 
@@ -92,15 +86,10 @@ def with_metrics(app: ASGIApp) -> ASGIApp:
 def exposition() -> tuple[bytes, str]:
     """The metrics text of every worker (multiprocess mode) or of this process."""
     TASKS.set(len(asyncio.all_tasks()))
-    if os.environ.get(MULTIPROC_ENV):
-        registry = CollectorRegistry()
-        _mp.MultiProcessCollector(registry)
-        return generate_latest(registry), CONTENT_TYPE_LATEST
-    return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
+    return _exposition()
 
 
 def process_exited() -> None:
     """Drop this worker's live gauges (multiprocess mode) when it stops."""
     if os.environ.get(MULTIPROC_ENV):
         _mp.mark_process_dead(os.getpid())
-

@@ -15,8 +15,10 @@ from werkzeug.wsgi import get_content_length
 from cart_contract import ContractError, EventType, encode_cart_event, new_cart_event
 from cart_web.auth import check_command
 from cart_web.errors import api_error_response, internal_error_response
+from cart_web.metrics import exposition
 from cart_web.security import protect_write, with_security_scheme
 from cart_web.server import buffered
+from cart_write import metrics
 from cart_write.catalog import Catalog, NoCatalog, RedisCatalog
 from cart_write.config import Config
 from cart_write.errors import (
@@ -117,20 +119,25 @@ def accept_keyed_command(
         previous = store.begin(key, fp)
     except IdempotencyUnavailable as exc:
         log.warning("%s", exc)
+        metrics.IDEMPOTENCY_OUTCOME[metrics.UNAVAILABLE].inc()
         raise ApiError(503, "IDEMPOTENCY_UNAVAILABLE",
                        "idempotency records cannot be reached; retry later, or send the "
                        "command without an Idempotency-Key", IDEMPOTENCY_HEADER,
                        headers=retry_after) from None
     if previous is not None:
         if previous.fingerprint != fp:
+            metrics.IDEMPOTENCY_OUTCOME[metrics.REUSED].inc()
             raise ApiError(422, "IDEMPOTENCY_KEY_REUSED",
                            "this Idempotency-Key was used for a different request",
                            IDEMPOTENCY_HEADER)
         if previous.state == PENDING:
+            metrics.IDEMPOTENCY_OUTCOME[metrics.IN_PROGRESS].inc()
             raise ApiError(409, "IDEMPOTENCY_KEY_IN_PROGRESS",
                            "a request with this Idempotency-Key is still in progress",
                            IDEMPOTENCY_HEADER, headers=retry_after)
+        metrics.IDEMPOTENCY_OUTCOME[metrics.REPLAYED].inc()
         return json_response(previous.body, previous.status, {"Idempotent-Replayed": "true"})
+    metrics.IDEMPOTENCY_OUTCOME[metrics.FIRST].inc()
     try:
         body = orjson.dumps(accept_command(command, key, publisher=publisher, catalog=catalog,
                                            config=config))
@@ -262,10 +269,18 @@ def create_app(
                               f"Kafka at {config.kafka_bootstrap} is not reachable",
                               headers={"Retry-After": str(config.retry_after_s)})
 
+    @app.get("/metrics")
+    def prometheus_metrics() -> Response:
+        body, content_type = exposition()
+        return Response(body, 200, content_type=content_type)
+
     # Commands skip Flask's per-request machinery (same function, same answers); every body
     # leaves as one buffer, so granian skips a Python iteration per response.
     app.wsgi_app = buffered(  # type: ignore[method-assign]
         with_fast_commands(app.wsgi_app, command_response))
     app.wsgi_app = protect_write(  # type: ignore[method-assign]
         app.wsgi_app, config, redis_url=config.redis_url, key_prefix=config.redis_key_prefix)
+    if config.http_metrics:
+        # Outermost: the secure profile's refusals (401, 403, 429) are counted too.
+        app.wsgi_app = metrics.HTTP.wrap_wsgi(app.wsgi_app)  # type: ignore[method-assign]
     return app

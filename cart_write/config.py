@@ -68,6 +68,9 @@ class Config(WriteSecurity):
     idempotency_ttl_s: Annotated[int, Field(
         ge=1, validation_alias="WRITE_IDEMPOTENCY_TTL_S",
         description="seconds an Idempotency-Key's record (and so its answer) is kept")] = 24 * 3600
+    http_metrics: Annotated[bool, Field(
+        validation_alias="WRITE_HTTP_METRICS",
+        description="count requests by route and status and time them (GET /metrics)")] = True
     log_level: Annotated[LogLevel, Field(validation_alias="WRITE_LOG_LEVEL",
                                          description="log level")] = "INFO"
 

@@ -102,6 +102,11 @@ def build_openapi(config: Config) -> dict[str, Any]:
         "operationId": "readyz", "summary": "Readiness: Kafka accepts writes",
         "responses": {"200": _json(status, "Ready."),
                       "503": _error("Kafka is not reachable.", retry_after=True)}}}
+    paths["/metrics"] = {"get": {
+        "operationId": "metrics", "summary": "Prometheus metrics (text format), summed over "
+                                             "the server's workers",
+        "responses": {"200": {"description": "The metrics.",
+                              "content": {"text/plain": {"schema": {"type": "string"}}}}}}}
     paths["/openapi.json"] = {"get": {
         "operationId": "openapi", "summary": "This document",
         "responses": {"200": {"description": "The OpenAPI document.",

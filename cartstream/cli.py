@@ -385,6 +385,45 @@ def topics(
             typer.echo(line)
 
 
+@app.command(help="""Print the consumer lag of every sink group and of the aggregator.
+
+For each consumer group named CONSUMER_GROUP_PREFIX-… with committed offsets (the sinks'), per
+topic: its partitions, members, state and lag (high watermarks minus committed offsets, from the
+brokers' Admin API). Then the aggregator's lag per topic, read from its metrics port (it commits
+no group offsets), or a note that it does not answer. `make status` runs it.
+
+Environment: KAFKA_BOOTSTRAP, CONSUMER_GROUP_PREFIX, AGG_METRICS_PORT.
+
+Exit status: 0 printed; 2 the brokers did not answer.""")
+def lag(
+    ctx: typer.Context,
+    timeout: Annotated[float, typer.Option(help="seconds to wait for each answer")] = 5.0,
+    aggregator: Annotated[str | None, typer.Option(
+        help="the aggregator's metrics URL [default: http://127.0.0.1:$AGG_METRICS_PORT/metrics]",
+        show_default=False)] = None,
+) -> None:
+    import os
+
+    from confluent_kafka import KafkaException
+
+    from connectors import lag as lags
+    from connectors.config import Config
+
+    cfg = _config(ctx, Config)
+    url = aggregator or \
+        f"http://127.0.0.1:{os.environ.get('AGG_METRICS_PORT') or '9102'}/metrics"
+    with _failures("lag", KafkaException):
+        rows = lags.group_lags(cfg.kafka_bootstrap, cfg.group_prefix, timeout)
+    note = None
+    try:
+        rows += lags.aggregator_lags(url, timeout)
+    except (OSError, ValueError) as exc:
+        note = f"aggregator: no metrics at {url} ({exc})"
+    typer.echo(lags.table(rows))
+    if note:
+        typer.echo(note)
+
+
 @app.command(help="""Apply the pending PostgreSQL schema migrations, then exit.
 
 Runs connectors/migrations/NNNN_name.sql files not yet in `schema_migrations`, all in one

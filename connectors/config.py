@@ -59,6 +59,29 @@ class Config(Settings):
     retry_max_s: Annotated[float, Field(
         gt=0, validation_alias="SINK_RETRY_MAX_S",
         description="longest backoff between retries of a store or broker that is down")] = 5.0
+    metrics_host: Annotated[str, Field(
+        validation_alias="SINK_METRICS_HOST",
+        description="address the sinks' metrics ports listen on")] = "127.0.0.1"
+    # One port per sink, so all of them run on one machine; the aggregator has 9102 (+ i).
+    redis_metrics_port: Annotated[int, Field(
+        ge=0, le=65535, validation_alias="SINK_REDIS_METRICS_PORT",
+        description="the Redis sink's `/metrics`, `/healthz`, `/readyz` (0 = off)")] = 9111
+    postgres_metrics_port: Annotated[int, Field(
+        ge=0, le=65535, validation_alias="SINK_POSTGRES_METRICS_PORT",
+        description="the PostgreSQL sink's metrics port (0 = off)")] = 9112
+    catalog_metrics_port: Annotated[int, Field(
+        ge=0, le=65535, validation_alias="SINK_CATALOG_METRICS_PORT",
+        description="the catalog sink's metrics port (0 = off)")] = 9113
+    reservations_metrics_port: Annotated[int, Field(
+        ge=0, le=65535, validation_alias="SINK_RESERVATIONS_METRICS_PORT",
+        description="the reservations sink's metrics port (0 = off)")] = 9114
+    lag_interval_s: Annotated[float, Field(
+        gt=0, validation_alias="SINK_LAG_INTERVAL_S",
+        description="how often a sink measures its consumer lag")] = 5.0
+    ready_max_lag: Annotated[int, Field(
+        ge=0, validation_alias="SINK_READY_MAX_LAG",
+        description="a sink whose partitions lag more records than this is not ready "
+                    "(`/readyz` 503)")] = 10_000
     run_dir: RunDir = ROOT / ".run"
     aggregator_recovery_dir: RecoveryDir
 
@@ -70,6 +93,10 @@ class Config(Settings):
     def group(self, sink: str) -> str:
         """The consumer group of one sink (`redis`, `postgres` or `catalog`)."""
         return f"{self.group_prefix}-{sink}"
+
+    def metrics_port(self, sink: str) -> int:
+        """The metrics port of one sink (0: none)."""
+        return int(getattr(self, f"{sink}_metrics_port"))
 
     def topic_of(self, sink: str) -> str:
         """The topic one sink reads."""

@@ -26,6 +26,7 @@ from typing import Any, Protocol
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from cart_contract import dead_letter_from_error, encode_dead_letter
+from cart_contract.dead_letter import dead_letter_reason
 from cart_contract.retry import Stopped, retrying
 from connectors.records import Poison
 
@@ -142,11 +143,14 @@ def commit_offsets(batch: Sequence[Message]) -> dict[int, int]:
 
 @dataclass(frozen=True)
 class BatchDone:
-    """What one stored batch did, for progress reports."""
+    """What one stored batch did, for progress reports and metrics."""
 
     records: int
     poison: int
     stored_until: dict[int, int]  # partition -> next offset, over every batch stored so far
+    # The store write and dead letters, retries included (a measurement: not compared).
+    seconds: float = field(default=0.0, compare=False)
+    reasons: tuple[str, ...] = ()  # each dead letter's reason code
 
 
 @dataclass
@@ -156,6 +160,7 @@ class _Job:
     records: int
     generation: int
     committed: bool = False
+    timing: list[float] = field(default_factory=list)  # the worker appends the write's seconds
 
 
 @dataclass
@@ -170,6 +175,7 @@ class BatchLoop:
     max_backoff_s: float
     revoke_wait_s: float
     on_batch: Callable[[BatchDone], None] | None
+    on_assignment: Callable[[frozenset[int]], None] | None = None
     executor: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(1))
     assigned: set[int] = field(default_factory=set)
     generation: int = 0
@@ -181,6 +187,7 @@ class BatchLoop:
     def on_assign(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
         """Partitions are ours now."""
         self.assigned |= {tp.partition for tp in partitions}
+        self._assignment_changed()
         log.info("%s: assigned partitions %s", self.topic,
                  sorted(tp.partition for tp in partitions))
 
@@ -201,19 +208,26 @@ class BatchLoop:
             log.exception("%s: commit on revoke failed", self.topic)
         self.generation += 1  # offsets of the revoked assignment are never committed later
         self.assigned -= {tp.partition for tp in partitions}
+        self._assignment_changed()
         log.info("%s: revoked partitions %s", self.topic, sorted(tp.partition for tp in partitions))
 
     def on_lost(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
         """Partitions were taken without a revoke: nothing of theirs can be committed."""
         self.generation += 1
         self.assigned -= {tp.partition for tp in partitions}
+        self._assignment_changed()
         log.warning("%s: lost partitions %s (their uncommitted records will be read again)",
                     self.topic, sorted(tp.partition for tp in partitions))
 
+    def _assignment_changed(self) -> None:
+        if self.on_assignment is not None:
+            self.on_assignment(frozenset(self.assigned))
+
     # ---- the batch pipeline
 
-    def _store(self, prepared: Any) -> list[Poison] | None:
+    def _store(self, prepared: Any, timing: list[float]) -> list[Poison] | None:
         """Worker thread: write, then dead-letter; None when stopped before both were done."""
+        started = time.perf_counter()
         poisons = with_retry(lambda: self.writer.write(prepared), f"{self.topic}: store write",
                              self.stopper, self.max_backoff_s)
         if poisons is None:
@@ -222,12 +236,14 @@ class BatchLoop:
                                   f"{self.topic}: dead-letter write", self.stopper,
                                   self.max_backoff_s) is None:
             return None
+        timing.append(time.perf_counter() - started)
         return poisons
 
     def submit(self, batch: list[Message], prepared: Any) -> None:
         """Start writing a prepared batch on the worker thread."""
-        self.inflight = _Job(self.executor.submit(self._store, prepared), commit_offsets(batch),
-                             len(batch), self.generation)
+        timing: list[float] = []
+        self.inflight = _Job(self.executor.submit(self._store, prepared, timing),
+                             commit_offsets(batch), len(batch), self.generation, timing=timing)
 
     def finish(self) -> bool:
         """Wait for the in-flight batch and commit it; False when it was not stored (stop)."""
@@ -242,7 +258,9 @@ class BatchLoop:
         if not job.committed and job.generation == self.generation:
             self._commit(job)
         if self.on_batch:
-            self.on_batch(BatchDone(job.records, len(poisons), dict(self.stored_until)))
+            self.on_batch(BatchDone(job.records, len(poisons), dict(self.stored_until),
+                                    job.timing[0] if job.timing else 0.0,
+                                    tuple(dead_letter_reason(p.error) for p in poisons)))
         return True
 
     def _commit(self, job: _Job) -> None:
@@ -282,13 +300,15 @@ def run(
     max_backoff_s: float = 5.0,
     revoke_wait_s: float = 10.0,
     on_batch: Callable[[BatchDone], None] | None = None,
+    on_assignment: Callable[[frozenset[int]], None] | None = None,
     until: dict[int, int] | None = None,
     consumer_config: dict[str, Any] | None = None,
 ) -> None:
     """Consume `topic` as `group`: store each batch, dead-letter its poison, then commit.
 
-    Returns when `stopper` is set, or with `until` (partition -> end offset) once every
-    partition's records before its end offset are stored.
+    `on_batch` hears of every stored batch, `on_assignment` of every change of the partitions
+    this consumer owns (both on this thread). Returns when `stopper` is set, or with `until`
+    (partition -> end offset) once every partition's records before its end offset are stored.
     """
     writer: RecordWriter = (store if hasattr(store, "prepare")  # type: ignore[assignment]
                             else _CallableWriter(store))  # type: ignore[arg-type]
@@ -303,7 +323,7 @@ def run(
         **(consumer_config or {}),
     })
     loop = BatchLoop(consumer, topic, writer, dead_letters, stopper, max_backoff_s,
-                     revoke_wait_s, on_batch)
+                     revoke_wait_s, on_batch, on_assignment)
     consumer.subscribe([topic], on_assign=loop.on_assign, on_revoke=loop.on_revoke,
                        on_lost=loop.on_lost)
     log.info("consuming %s as group %s", topic, group)

@@ -98,9 +98,25 @@ def main(name: str, config: Config | None = None, stopper: Stopper | None = None
         return
     if isinstance(sink, CatalogWriter):
         CatalogRestorer(sink, stopper).start()
+    progress = ProgressLog(name)
+    observed = None
+    if cfg.metrics_port(name):
+        from connectors import metrics
+
+        observed = metrics.start(
+            name, cfg.metrics_host, cfg.metrics_port(name),
+            metrics.kafka_offsets(cfg.kafka_bootstrap, cfg.topic_of(name), cfg.group(name)),
+            max_lag=cfg.ready_max_lag, interval_s=cfg.lag_interval_s, stopped=stopper.event)
+
+    def on_batch(done: BatchDone) -> None:
+        progress(done)
+        if observed is not None:
+            observed.on_batch(done)
+
     run(bootstrap=cfg.kafka_bootstrap, topic=cfg.topic_of(name), group=cfg.group(name),
         store=sink, dead_letters=DeadLetters(cfg.kafka_bootstrap, cfg.topic_dead_letter,
                                              f"sink-{name}"),
         stopper=stopper, batch_max=cfg.batch_max, batch_wait_s=cfg.batch_wait_s,
-        max_backoff_s=cfg.retry_max_s, on_batch=ProgressLog(name))
+        max_backoff_s=cfg.retry_max_s, on_batch=on_batch,
+        on_assignment=observed.on_assignment if observed is not None else None)
     log.info("%s sink stopped", name)

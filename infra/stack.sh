@@ -8,7 +8,7 @@
 #   infra/stack.sh up          infra + the services + the sample catalog, in profile
 #                              $CARTSTREAM_PROFILE (dev, the default, or secure)
 #   infra/stack.sh down [svc]  stop everything this script started (by pid), or the named services
-#   infra/stack.sh status      what runs, and where
+#   infra/stack.sh status      what runs, and where, and the consumer lag per group
 #   infra/stack.sh logs [svc]  tail the logs
 #   infra/stack.sh clean       down, then remove $RUN_DIR
 set -euo pipefail
@@ -102,6 +102,9 @@ deps_apt() {
   command -v redis-server >/dev/null || pkgs+=(redis-server)
   [[ -n "$PG_BIN" && -x "$PG_BIN/postgres" ]] || pkgs+=(postgresql)
   command -v wrk >/dev/null || pkgs+=(wrk)  # the HTTP benchmarks' load generator
+  # Its promtool checks infra/prometheus/ (tests/integration/test_prometheus_config.py); the
+  # stack uses nothing else of the package.
+  command -v promtool >/dev/null || pkgs+=(prometheus)
   if ((${#pkgs[@]})); then
     [[ $(id -u) -eq 0 ]] || die "missing ${pkgs[*]}: install them (apt-get install ${pkgs[*]}) or run as root"
     say "installing ${pkgs[*]} from Debian packages"
@@ -340,8 +343,12 @@ cmd_status() {
   local entry name port
   printf '%-14s %-8s %-8s %s\n' SERVICE STATE PID ENDPOINT
   for entry in "kafka|$KAFKA_BOOTSTRAP" "redis|$REDIS_URL" "postgres|$DATABASE_URL" \
-      "write-api|http://127.0.0.1:$WRITE_PORT" "aggregator|http://127.0.0.1:${AGG_METRICS_PORT:-9102}/metrics" "sink-redis|-" \
-      "sink-postgres|-" "sink-catalog|-" "sink-reservations|-" "read-api|http://127.0.0.1:$READ_PORT"; do
+      "write-api|http://127.0.0.1:$WRITE_PORT" "aggregator|http://127.0.0.1:${AGG_METRICS_PORT:-9102}/metrics" \
+      "sink-redis|http://127.0.0.1:${SINK_REDIS_METRICS_PORT:-9111}/metrics" \
+      "sink-postgres|http://127.0.0.1:${SINK_POSTGRES_METRICS_PORT:-9112}/metrics" \
+      "sink-catalog|http://127.0.0.1:${SINK_CATALOG_METRICS_PORT:-9113}/metrics" \
+      "sink-reservations|http://127.0.0.1:${SINK_RESERVATIONS_METRICS_PORT:-9114}/metrics" \
+      "read-api|http://127.0.0.1:$READ_PORT"; do
     IFS='|' read -r name port <<<"$entry"
     if is_running "$name"; then
       printf '%-14s %-8s %-8s %s\n' "$name" up "$(cat "$PIDS/$name.pid")" "$port"
@@ -350,6 +357,10 @@ cmd_status() {
     fi
   done
   [[ -n "$(running_services)" ]] && echo "profile: $(recorded_profile)"
+  if is_running kafka && [[ -x "$CARTSTREAM" ]]; then
+    echo
+    "$CARTSTREAM" lag --timeout 3 || echo "(consumer lag unavailable)"
+  fi
   echo "logs: $LOGS   Kafka tools: export PATH=\"$KAFKA_HOME/bin:\$PATH\""
 }
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import random
 import time
 import uuid
-from collections import defaultdict
+from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from typing import Any
@@ -294,6 +294,18 @@ def test_poison_records_go_to_the_dead_letter_topic(chaos: Chaos, unique: str) -
     # Nothing else was refused: no good record, and no cart the aggregator published.
     refused = {(d.source_topic, d.partition, d.offset) for d in letters}
     assert refused == set(poison), refused - set(poison)
+    # The catalog sink counted its dead letters by reason (at least once each: a re-read batch
+    # dead-letters again), for the CartstreamDeadLetters alert.
+    from prometheus_client.parser import text_string_to_metric_families
+
+    want = Counter(reason for _, reason, stages in poison.values() if "sink-catalog" in stages)
+    assert want
+    page = requests.get(f"http://127.0.0.1:{env['SINK_CATALOG_METRICS_PORT']}/metrics",
+                        timeout=5).text
+    got = Counter({s.labels["reason"]: int(s.value)
+                   for f in text_string_to_metric_families(page) for s in f.samples
+                   if s.name == "cartstream_sink_dead_letters_total"})
+    assert set(got) == set(want) and all(got[r] >= n for r, n in want.items()), (got, want)
 
 
 def retry(wl: Workload, kind: str, body: dict[str, Any], headers: dict[str, str]) -> int:

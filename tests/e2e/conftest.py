@@ -159,6 +159,8 @@ def make_system(endpoints, run_dir: Path, extra: dict[str, str] | None = None) -
         "WRITE_PORT": str(free_port()),
         "READ_PORT": str(free_port()),
         "AGG_METRICS_PORT": str(free_port()),
+        **{f"SINK_{sink.upper()}_METRICS_PORT": str(free_port())
+           for sink in ("redis", "postgres", "catalog", "reservations")},
         "RUN_DIR": str(run_dir),
         "PYTHONUNBUFFERED": "1",
         **(extra or {}),

@@ -237,3 +237,47 @@ def test_retried_request_with_one_idempotency_key_has_no_double_effect(system) -
     cart = read_after(s, system, customer, first.json())
     assert [(li["itemId"], li["qty"]) for li in cart["lineItems"]] == [("1", 2)]
     assert cart["version"] == 1
+
+
+def _metric(text: str, name: str, **labels: str) -> float:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return sum(s.value for f in text_string_to_metric_families(text) for s in f.samples
+               if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()))
+
+
+def test_every_consumer_gets_ready_and_the_write_metrics_sum_all_workers(system) -> None:
+    console_produce(system, system.env["TOPIC_PRODUCTS"], SEED_PRODUCTS)
+    wait_for_products(system, ["1"])
+    s = requests.Session()
+    scrape = f"{system.write_url}/metrics"
+    before = s.get(scrape, timeout=10).text
+    customer = f"metrics-{uuid.uuid4().hex[:6]}"
+    key = {"Idempotency-Key": f"m-{uuid.uuid4().hex[:8]}"}
+    acks = [post(s, system, "add", {"customerId": customer, "itemId": "1", "qty": 1})
+            for _ in range(7)]
+    post(s, system, "add", {"customerId": customer, "itemId": "1", "qty": 1}, headers=key)
+    post(s, system, "add", {"customerId": customer, "itemId": "1", "qty": 1}, headers=key)
+    read_after(s, system, customer, acks[-1])
+    # Whichever granian worker answers a scrape, it reports the sum over all of them.
+    name = "cartstream_write_http_requests_total"
+    for _ in range(6):
+        after = s.get(scrape, timeout=10).text
+        assert (_metric(after, name, route="/api/v1/add", status="202")
+                - _metric(before, name, route="/api/v1/add", status="202")) == 9
+        assert (_metric(after, "cartstream_write_idempotency_total", outcome="replayed")
+                - _metric(before, "cartstream_write_idempotency_total", outcome="replayed")) == 1
+    # The aggregator and every sink: partitions assigned and lag measured under the threshold.
+    ports = {"aggregator": system.env["AGG_METRICS_PORT"],
+             **{sink: system.env[f"SINK_{sink.upper()}_METRICS_PORT"]
+                for sink in ("redis", "postgres", "catalog", "reservations")}}
+    deadline = time.monotonic() + 60
+    for who, port in ports.items():
+        while True:
+            resp = s.get(f"http://127.0.0.1:{port}/readyz", timeout=5)
+            if resp.status_code == 200:
+                break
+            assert time.monotonic() < deadline, f"{who} not ready: {resp.text}"
+            time.sleep(0.5)
+    text = s.get(f"http://127.0.0.1:{ports['redis']}/metrics", timeout=5).text
+    assert _metric(text, "cartstream_sink_records_total", sink="redis") >= 9

@@ -408,6 +408,11 @@ def test_two_processes_dead_letters_metrics_and_a_clean_stop(kafka_bootstrap: st
                 if line.startswith("cartstream_aggregator_consumer_lag{")
                 and topics["TOPIC_CART_EVENTS"] in line]
         assert len(lags) == 4 and all(line.endswith(" 0.0") for line in lags)
+        # Caught up: each process reads partitions and measured its lag, so it is ready.
+        for i in (0, 1):
+            ready = requests.get(f"http://127.0.0.1:{port + i}/readyz", timeout=5)
+            assert ready.status_code == 200, ready.text
+            assert ready.json()["partitions"] > 0 and ready.json()["lag"] == 0
     finally:
         status = agg.stop()
     assert status == 0, agg.log.read_text()[-3000:]

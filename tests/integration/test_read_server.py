@@ -203,14 +203,14 @@ def test_dropped_streams_leave_no_task_waiter_or_subscription(redis_url: str,
                 return writer
 
             writers = await asyncio.gather(*(one(i) for i in range(n)))
-            opened = _metric(base, "cart_read_streams_open")
+            opened = _metric(base, "cartstream_read_streams_open")
             for w in writers:
                 w.close()
             return int(opened)
 
         def settled() -> None:
             deadline = time.monotonic() + 15
-            while _metric(base, "cart_read_streams_open") != 0:
+            while _metric(base, "cartstream_read_streams_open") != 0:
                 assert time.monotonic() < deadline
                 time.sleep(0.2)
 
@@ -220,14 +220,14 @@ def test_dropped_streams_leave_no_task_waiter_or_subscription(redis_url: str,
         settled()
         time.sleep(1)
         subscriptions = r.pubsub_numsub(UPDATES_CHANNEL)[0][1]
-        tasks = _metric(base, "cart_read_event_loop_tasks")
+        tasks = _metric(base, "cartstream_read_event_loop_tasks")
         assert asyncio.run(open_and_drop(1000)) == 1000
         deadline = time.monotonic() + 15
-        while _metric(base, "cart_read_streams_open") != 0 or \
-                _metric(base, "cart_read_event_loop_tasks") > tasks:
+        while _metric(base, "cartstream_read_streams_open") != 0 or \
+                _metric(base, "cartstream_read_event_loop_tasks") > tasks:
             assert time.monotonic() < deadline, (
-                _metric(base, "cart_read_streams_open"),
-                _metric(base, "cart_read_event_loop_tasks"), tasks)
+                _metric(base, "cartstream_read_streams_open"),
+                _metric(base, "cartstream_read_event_loop_tasks"), tasks)
             time.sleep(0.2)
         # One subscription per process, whatever the streams did.
         assert r.pubsub_numsub(UPDATES_CHANNEL)[0][1] == subscriptions

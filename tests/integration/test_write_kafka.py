@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ from flask.testing import FlaskClient
 from kafka import KafkaConsumer, TopicPartition
 from kafka.partitioner.default import murmur2
 
-from cart_contract import EventType, decode_cart_event
+from cart_contract import EventType, decode_cart_event, encode_cart_event, new_cart_event
 from cart_contract.layout import catalog_ready_key, product_key
 from cart_write.app import create_app
 from cart_write.catalog import NoCatalog, RedisCatalog
@@ -127,6 +128,90 @@ def test_an_unreachable_broker_is_503_and_not_ready(unique: str) -> None:
     assert int(resp.headers["Retry-After"]) >= 1
     assert client.get("/readyz").status_code == 503
     assert client.get("/healthz").status_code == 200
+
+
+def test_many_concurrent_publishes_each_get_their_own_record(
+    config: Config, kafka_bootstrap: str, unique: str
+) -> None:
+    """Requests waiting at once on one producer: each ack names the record that request sent."""
+    publisher = ConfluentPublisher(config)
+    sent = {i: new_cart_event(EventType.CART_CLEARED, f"it-conc-{unique}-{i}")
+            for i in range(64)}
+    acks: dict[int, Any] = {}
+    errors: list[BaseException] = []
+
+    def request(i: int) -> None:
+        try:
+            acks[i] = publisher.publish(TOPIC, sent[i].customer_id.encode(),
+                                        encode_cart_event(sent[i]))
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=request, args=(i,)) for i in range(len(sent))]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=config.ack_timeout_s + 5)
+        assert not errors and not any(t.is_alive() for t in threads)
+    finally:
+        publisher.close()
+    positions = {(a.partition, a.offset) for a in acks.values()}
+    assert len(positions) == len(sent)  # no two requests were handed the same record
+    stored = read_many(kafka_bootstrap, TOPIC, positions)
+    for i, ack in acks.items():
+        event = decode_cart_event(stored[(ack.partition, ack.offset)])
+        assert event.event_id == sent[i].event_id
+
+
+def read_many(bootstrap: str, topic: str, positions: set[tuple[int, int]]) -> dict[Any, bytes]:
+    """The values stored at each (partition, offset); waits a bounded time for them."""
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    try:
+        starts: dict[int, int] = {}
+        for partition, offset in positions:
+            starts[partition] = min(offset, starts.get(partition, offset))
+        tps = {p: TopicPartition(topic, p) for p in starts}
+        consumer.assign(list(tps.values()))
+        for p, offset in starts.items():
+            consumer.seek(tps[p], offset)
+        found: dict[Any, bytes] = {}
+        deadline = time.monotonic() + 30
+        while len(found) < len(positions) and time.monotonic() < deadline:
+            for tp, records in consumer.poll(timeout_ms=1000).items():
+                for record in records:
+                    if (tp.partition, record.offset) in positions:
+                        found[(tp.partition, record.offset)] = record.value
+        assert len(found) == len(positions), f"missing {positions - set(found)}"
+        return found
+    finally:
+        consumer.close()
+
+
+def test_concurrent_requests_during_an_outage_fail_with_503_within_bounds(unique: str) -> None:
+    config = Config(kafka_bootstrap=f"localhost:{free_port()}", request_timeout_ms=1000,
+                    delivery_timeout_ms=2000, max_block_ms=1000)
+    publisher = ConfluentPublisher(config)
+    client = create_app(config, publisher=publisher, catalog=NoCatalog()).test_client()
+    answers: list[tuple[int, str]] = []
+
+    def request(i: int) -> None:
+        resp = post(client, "/api/v1/clear", {"customerId": f"it-down-{unique}-{i}"})
+        answers.append((resp.status_code, resp.get_json()["error"]["code"]))
+
+    started = time.monotonic()
+    threads = [threading.Thread(target=request, args=(i,)) for i in range(16)]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=config.ack_timeout_s + 5)
+        # Every request answered (no hang), each with 503, within one ack wait.
+        assert not any(t.is_alive() for t in threads)
+        assert answers == [(503, "KAFKA_UNAVAILABLE")] * 16
+        assert time.monotonic() - started < config.ack_timeout_s + 5
+    finally:
+        publisher.close()
 
 
 # ---------------------------------------------------------------- the catalog view in Redis

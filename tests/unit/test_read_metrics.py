@@ -56,8 +56,8 @@ def test_metrics_count_requests_by_route_and_status() -> None:
         return sample(after, name, **labels) - sample(before, name, **labels)
 
     route = "/api/v1/{customerId}"
-    assert grew("cart_read_requests_total", route=route, method="GET", status="200") == 2
-    assert grew("cart_read_requests_total", route=route, method="GET", status="404") == 1
-    assert grew("cart_read_request_duration_seconds_count", route=route) == 3
-    assert "cart_read_waiters_open" in after and "cart_read_streams_open" in after
+    assert grew("cartstream_read_http_requests_total", route=route, method="GET", status="200") == 2
+    assert grew("cartstream_read_http_requests_total", route=route, method="GET", status="404") == 1
+    assert grew("cartstream_read_http_request_duration_seconds_count", route=route) == 3
+    assert "cartstream_read_waiters_open" in after and "cartstream_read_streams_open" in after
     client.close()

@@ -20,6 +20,7 @@ from cart_web.auth import (
 from cart_web.errors import ApiError
 from cart_web.ratelimit import ConcurrencyCap, FixedWindow
 from cart_web.security import (
+    HOSTS_SEEN_MAX,
     Limits,
     declare_bearer,
     guard,
@@ -96,18 +97,111 @@ def test_a_missing_or_foreign_authorization_header_is_401(header: str | None) ->
     assert status_of(lambda: bearer_token(header)) == 401
 
 
+def counting_verifier(clock: list[float], calls: list[str], *, cache_size: int = 100,
+                      issuer: str = "cartstream", audience: str = "cartstream",
+                      leeway_s: int = 0) -> TokenVerifier:
+    """A verifier whose clock the test moves and which records every real verification."""
+    return TokenVerifier(lambda t: calls.append(t) or SECRET, ("HS256",), issuer=issuer,
+                         audience=audience, admin_scope="x", leeway_s=leeway_s,
+                         clock=lambda: clock[0], cache_size=cache_size)
+
+
 def test_verified_tokens_are_cached_until_they_expire() -> None:
-    calls = []
+    calls: list[str] = []
     clock = [NOW]
-    v = TokenVerifier(lambda t: calls.append(t) or SECRET, ("HS256",), issuer="cartstream",
-                      audience="cartstream", admin_scope="x", clock=lambda: clock[0])
+    v = counting_verifier(clock, calls)
     t = token(ttl=3600)
-    v.verify(t)
-    v.verify(t)
+    assert v.verify(t) is v.verify(t)
     assert len(calls) == 1
-    clock[0] = NOW + 3601  # the cached principal has expired: the token is checked again
+    clock[0] = NOW + 3599
+    assert v.verify(t).subject == "123" and len(calls) == 1
+
+
+def test_a_cached_token_past_its_exp_is_refused_and_dropped() -> None:
+    calls: list[str] = []
+    now = float(int(time.time()))  # PyJWT checks the first verify on the real clock
+    clock = [now]
+    v = counting_verifier(clock, calls)
+    t = token(ttl=60, now=now)
     v.verify(t)
-    assert len(calls) == 2
+    assert t in v.cache
+    clock[0] = now + 60  # exp itself: PyJWT refuses a token at its exp too
+    assert status_of(lambda: v.verify(t)) == 401
+    assert t not in v.cache
+    # Not cached any more, and still refused (by the verifier's clock, not only the cache's).
+    assert status_of(lambda: v.verify(t)) == 401
+    assert t not in v.cache
+
+
+def test_the_leeway_applies_to_cached_tokens_as_to_fresh_ones() -> None:
+    calls: list[str] = []
+    now = float(int(time.time()))
+    clock = [now]
+    v = counting_verifier(clock, calls, leeway_s=10)
+    t = token(ttl=60, now=now)
+    v.verify(t)
+    clock[0] = now + 65
+    assert v.verify(t).subject == "123"
+    clock[0] = now + 70
+    assert status_of(lambda: v.verify(t)) == 401
+
+
+@pytest.mark.parametrize("name", sorted(BAD_TOKENS))
+def test_a_refused_token_is_never_cached(name: str) -> None:
+    calls: list[str] = []
+    v = counting_verifier([NOW], calls)
+    for _ in range(2):  # refused each time: checked again, never answered from the cache
+        assert status_of(lambda: v.verify(BAD_TOKENS[name])) == 401
+    assert len(v.cache) == 0
+
+
+def test_a_forgery_of_a_cached_token_is_refused() -> None:
+    v = counting_verifier([NOW], [])
+    good = token("123")
+    v.verify(good)
+    # Same header and claims as the cached token, another key's signature.
+    header_and_claims = good.rsplit(".", 1)[0]
+    forged = jwt.encode(jwt.decode(good, options={"verify_signature": False}),
+                        "another-secret-another-secret-xx", algorithm="HS256")
+    assert forged.rsplit(".", 1)[0] == header_and_claims
+    assert status_of(lambda: v.verify(forged)) == 401
+    assert status_of(lambda: v.verify(header_and_claims + ".")) == 401
+    assert len(v.cache) == 1
+
+
+def test_the_cache_is_bounded_and_drops_the_least_recently_used() -> None:
+    calls: list[str] = []
+    v = counting_verifier([NOW], calls, cache_size=3)
+    a, b, c, d = (token(f"c-{i}") for i in range(4))
+    for t in (a, b, c):
+        v.verify(t)
+    v.verify(a)  # a is now the most recently used: b goes first
+    v.verify(d)
+    assert len(v.cache) == 3
+    assert a in v.cache and b not in v.cache and c in v.cache and d in v.cache
+    calls.clear()
+    v.verify(b)  # checked again (and c evicted)
+    assert calls == [b] and c not in v.cache and len(v.cache) == 3
+
+
+def test_each_verifier_caches_under_its_own_issuer_and_audience_rules() -> None:
+    clock = [NOW]
+    mine = counting_verifier(clock, [])
+    other_issuer = counting_verifier(clock, [], issuer="someone-else")
+    other_audience = counting_verifier(clock, [], audience="another-api")
+    t = token()
+    assert mine.verify(t).subject == "123"
+    assert status_of(lambda: other_issuer.verify(t)) == 401
+    assert status_of(lambda: other_audience.verify(t)) == 401
+    assert len(other_issuer.cache) == len(other_audience.cache) == 0
+
+
+@pytest.mark.parametrize("name", sorted(BAD_TOKENS))
+def test_the_local_verifier_refuses_bad_tokens_without_the_early_alg_check(name: str) -> None:
+    v = verifier_from_settings(SETTINGS)
+    assert status_of(lambda: v.verify(BAD_TOKENS[name])) == 401
+    assert len(v.cache) == 0
+    assert v.verify(token()).subject == "123"
 
 
 def test_a_jwks_verifier_refuses_hs256_tokens() -> None:
@@ -274,6 +368,20 @@ def test_the_guard_refuses_foreign_hosts_and_origins() -> None:
     resp = c.get("/api/v1/123", headers={"Origin": "https://evil.example", **_auth(token())})
     assert "Access-Control-Allow-Origin" not in resp.headers
     assert len(seen) == 2
+
+
+def test_the_guard_remembers_allowed_hosts_only_and_boundedly() -> None:
+    seen: list[dict[str, Any]] = []
+    c = _guarded(seen)
+    ok = _auth(token())
+    for host in ("localhost:7000", "evil.example", "localhost:7000", "evil.example"):
+        resp = c.get("/api/v1/123", headers={"Host": host, **ok})
+        assert resp.status_code == (200 if host.startswith("localhost") else 400), host
+    # Many allowed spellings (ports) fill the memory; beyond it each is still checked.
+    for port in range(HOSTS_SEEN_MAX + 10):
+        assert c.get("/healthz", headers={"Host": f"127.0.0.1:{port}"}).status_code == 200
+    assert c.get("/healthz", headers={"Host": "evil.example:1"}).status_code == 400
+    assert len(seen) == 2 + HOSTS_SEEN_MAX + 10
 
 
 def test_the_guard_limits_commands_and_waits_per_principal() -> None:

@@ -377,3 +377,53 @@ def test_close_flushes_the_producer_once_and_stops_polling() -> None:
     built[0].flush = lambda timeout: flushed.append(timeout) or 0  # type: ignore[method-assign]
     pub.close()
     assert flushed == [Config().ack_timeout_s]
+
+
+def test_many_concurrent_requests_each_get_their_own_ack() -> None:
+    pub, built = confluent()
+    acks: dict[int, Ack] = {}
+    errors: list[BaseException] = []
+
+    def request(i: int) -> None:
+        try:
+            acks[i] = pub.publish("t", b"k", str(i).encode())
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=request, args=(i,)) for i in range(64)]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=10)
+        assert not errors and not any(t.is_alive() for t in threads)
+        # The fake numbers records in the order produced: request i's ack is its own record's.
+        sent = {value: n for n, (_, _, value) in enumerate(built[0].sent, start=1)}
+        assert {i: a.offset for i, a in acks.items()} == {i: sent[str(i).encode()]
+                                                          for i in range(64)}
+    finally:
+        pub.close()
+
+
+def test_deliveries_settled_by_the_closing_flush_wake_their_requests() -> None:
+    built: list[FakeLibrdkafka] = []
+
+    def flush_only(settings: dict[str, Any]) -> FakeLibrdkafka:
+        fake = FakeLibrdkafka(settings)
+        real_poll = fake.poll
+        fake.poll = lambda timeout: time.sleep(0.001) or 0  # type: ignore[method-assign]
+        # Settles the record once the poll thread (polling every ms) has seen `closed`.
+        fake.flush = lambda timeout: time.sleep(0.1) or real_poll(0)  # type: ignore[method-assign]
+        built.append(fake)
+        return fake
+
+    pub = ConfluentPublisher(Config(), producer_factory=flush_only)
+    got: list[Ack] = []
+    waiter = threading.Thread(target=lambda: got.append(pub.publish("t", b"k", b"v")))
+    waiter.start()
+    deadline = time.monotonic() + 5
+    while not (built and built[0].sent) and time.monotonic() < deadline:
+        time.sleep(0.001)
+    pub.close()  # its flush runs the callback on this thread; the request must still wake
+    waiter.join(timeout=5)
+    assert not waiter.is_alive() and got == [Ack(3, 1)]
