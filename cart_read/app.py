@@ -11,7 +11,7 @@ import orjson
 import redis as redis_lib
 from flask import Flask, Response, request
 
-from cart_read import queries
+from cart_read import page, queries
 from cart_read.config import Config
 from cart_read.errors import ApiError, StoreUnavailable
 from cart_read.fast import cart_response, etag, with_fast_cart_reads
@@ -80,6 +80,7 @@ def create_app(
     app.extensions["cart_read"] = ctx
     openapi_doc = orjson.dumps(with_security_scheme(config, build_openapi(config)))
     _register_errors(app)
+    page.register(app, config)  # GET / and /static/*: the cart page
 
     @app.get("/healthz")
     def healthz() -> Response:
