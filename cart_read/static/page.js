@@ -70,6 +70,10 @@
     p.classList.toggle("down", down);
   }
 
+  function items(n) {
+    return n + (n === 1 ? " item" : " items");
+  }
+
   function itemDomId(prefix, itemId) {
     return prefix + "-" + itemId.replace(/[^A-Za-z0-9_-]/g, (c) => "_" + c.charCodeAt(0));
   }
@@ -275,14 +279,14 @@
   async function onCart(doc, session) {
     if (session !== state.session) return;
     if (state.cart && customerVersion(doc) <= customerVersion(state.cart)) return;
+    const initial = state.cart === null; // what the page opened on is not news
     state.cart = doc;
     keepingFocus(() => renderCart(doc));
     await onRejections(doc, session);
     if (doc.status === "CHECKED_OUT" && doc.cartId !== state.lastOrder) {
-      const first = state.lastOrder === null;
       state.lastOrder = doc.cartId;
-      if (!first) {
-        news("Order " + doc.cartId + " placed: " + doc.totalQty + " items, total " +
+      if (!initial) {
+        news("Order " + doc.cartId + " placed: " + items(doc.totalQty) + ", total " +
           doc.totalPrice + ".");
         loadOrders(true, doc.cartId);
         loadCatalog(); // stock was reserved
@@ -440,7 +444,7 @@
         setConnection("Live (polling): your cart updates by itself.", false);
         await new Promise((resolve) => setTimeout(resolve, 300));
       } catch (e) {
-        setConnection("Live updates lost (" + e.message + "): retrying…", true);
+        setConnection("Live updates lost (" + e.message + "): reconnecting…", true);
         await new Promise((resolve) => setTimeout(resolve, 1000));
       }
     }
@@ -488,7 +492,7 @@
       el("li", {}, l.qty + " × " + l.itemName + " at " + l.unitPrice + " = " + l.totalPrice));
     return el("li", { "data-cart-id": order.cartId },
       el("span", { class: "name" }, "Order " + order.cartId),
-      " · " + order.totalQty + " items · total ",
+      " · " + items(order.totalQty) + " · total ",
       el("strong", {}, order.totalPrice),
       el("ul", {}, ...lines));
   }
