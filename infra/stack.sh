@@ -102,6 +102,9 @@ deps_apt() {
   command -v redis-server >/dev/null || pkgs+=(redis-server)
   [[ -n "$PG_BIN" && -x "$PG_BIN/postgres" ]] || pkgs+=(postgresql)
   command -v wrk >/dev/null || pkgs+=(wrk)  # the HTTP benchmarks' load generator
+  # The cart page's browser tests (tests/browser) drive it with Playwright: Playwright's own
+  # browser download is not reachable here.
+  command -v chromium >/dev/null || pkgs+=(chromium)
   if ((${#pkgs[@]})); then
     [[ $(id -u) -eq 0 ]] || die "missing ${pkgs[*]}: install them (apt-get install ${pkgs[*]}) or run as root"
     say "installing ${pkgs[*]} from Debian packages"
