@@ -374,8 +374,8 @@
       throw new Error("the read API cannot be reached");
     }
     const doc = await res.json().catch(() => null);
-    if (!res.ok || !doc || !doc.ticket) throw new Error(errorText(doc, res.status));
-    return url + "?ticket=" + encodeURIComponent(doc.ticket);
+    if (!res.ok || !doc || !doc.url) throw new Error(errorText(doc, res.status));
+    return doc.url; // the stream's path with the ticket (a ticket, never the token, in the URL)
   }
 
   async function startLive() {
