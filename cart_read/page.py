@@ -24,6 +24,7 @@ from typing import Any
 from cart_contract.ids import ID_RE
 from cart_contract.limits import QTY_MAX
 from cart_read.config import Config
+from cart_web.openapi import error as error_response
 
 HERE = Path(__file__).resolve().parent
 STATIC_DIR = HERE / "static"
@@ -125,6 +126,30 @@ def static_response(name: str) -> Answer:
     return 200, [("Content-Type", found.content_type),
                  ("Cache-Control", "public, max-age=86400"),
                  ("X-Content-Type-Options", "nosniff")], found.body
+
+
+def openapi_paths() -> dict[str, Any]:
+    """The page's two routes for the read API's OpenAPI document."""
+    return {
+        "/": {"get": {
+            "summary": "The cart page: a small web page over this API and the write API.",
+            "operationId": "cartPage",
+            "responses": {"200": {"description": "The page.",
+                                  "content": {"text/html": {"schema": {"type": "string"}}}}},
+        }},
+        f"{STATIC_PREFIX}{{name}}": {"get": {
+            "summary": "The cart page's script and style.",
+            "operationId": "cartPageStatic",
+            "parameters": [{"name": "name", "in": "path", "required": True,
+                            "schema": {"type": "string", "enum": sorted(STATIC_TYPES)}}],
+            "responses": {
+                "200": {"description": "The file.", "content": {
+                    t.split(";")[0]: {"schema": {"type": "string"}}
+                    for t in STATIC_TYPES.values()}},
+                "404": error_response("No such file."),
+            },
+        }},
+    }
 
 
 def register(app: Any, config: Config | None = None) -> None:
