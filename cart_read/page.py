@@ -186,7 +186,7 @@ def _register_flask_like(app: Any, config: Config) -> None:
         return answer(static_response(name))
 
     app.add_url_rule("/", endpoint="cart_page", view_func=index, methods=["GET"])
-    app.add_url_rule(f"{STATIC_PREFIX}<path:name>", endpoint="cart_page_static",
+    app.add_url_rule(f"{STATIC_PREFIX}<name>", endpoint="cart_page_static",
                      view_func=static, methods=["GET"])
 
 
@@ -204,4 +204,4 @@ def _register_starlette(app: Any, config: Config) -> None:
         return answer(static_response(request.path_params["name"]))
 
     app.add_route("/", index, methods=["GET"])
-    app.add_route(f"{STATIC_PREFIX}{{name:path}}", static, methods=["GET"])
+    app.add_route(f"{STATIC_PREFIX}{{name}}", static, methods=["GET"])

@@ -27,7 +27,7 @@ from cart_web.auth import (
 from cart_web.errors import ApiError, api_error_response
 from cart_web.ratelimit import ConcurrencyCap, FixedWindow, redis_factory
 from cart_web.server import WsgiApp
-from cart_web.settings import AuthSettings, ReadSecurity, WriteSecurity
+from cart_web.settings import AuthSettings, WriteSecurity
 
 log = logging.getLogger("cart_web.security")
 
@@ -126,11 +126,15 @@ def read_path_rule(path: str, principal: Principal) -> None:
     check_owner(principal, first, admin_allowed=True)
 
 
-def is_long_poll(environ: dict[str, Any]) -> bool:
+def is_long_poll_query(method: str | None, query_string: str) -> bool:
     """A read-your-write wait: a GET with `minOffset`."""
-    qs = environ.get("QUERY_STRING") or ""
-    return (environ.get("REQUEST_METHOD") == "GET" and "minOffset" in qs
-            and "minOffset" in parse_qs(qs))
+    return (method == "GET" and "minOffset" in query_string
+            and "minOffset" in parse_qs(query_string))
+
+
+def is_long_poll(environ: dict[str, Any]) -> bool:
+    """A read-your-write wait (WSGI environ): a GET with `minOffset`."""
+    return is_long_poll_query(environ.get("REQUEST_METHOD"), environ.get("QUERY_STRING") or "")
 
 
 @dataclass
@@ -149,6 +153,47 @@ def too_many(message: str, retry_after_s: int) -> ApiError:
                     headers={"Retry-After": str(retry_after_s)})
 
 
+@dataclass(frozen=True)
+class Front:
+    """What the edge decided before authentication: refuse, answer a preflight, or go on
+    with `extra` headers on the answer."""
+
+    error: ApiError | None = None
+    preflight: list[tuple[str, str]] | None = None
+    extra: list[tuple[str, str]] = field(default_factory=list)
+
+
+def front_door(host: str | None, origin: str | None, method: str | None,
+               preflight_method: str | None, *, allowed_hosts: frozenset[str],
+               cors_origins: frozenset[str], methods: str) -> Front:
+    """Host (400) and CORS (preflight answered or 403; the allow headers of a listed origin)."""
+    if not host_allowed(host, allowed_hosts):
+        return Front(ApiError(400, "HOST_NOT_ALLOWED", "this Host is not served here"))
+    if origin and method == "OPTIONS" and preflight_method:
+        allow = preflight_headers(origin, cors_origins, methods)
+        if allow is None:
+            return Front(ApiError(403, "ORIGIN_NOT_ALLOWED",
+                                  f"cross-origin requests from {origin} are not allowed"))
+        return Front(preflight=[*allow, *ALWAYS])
+    extra = list(ALWAYS)
+    if origin and origin in cors_origins:
+        extra += [("Access-Control-Allow-Origin", origin), ("Vary", "Origin")]
+    return Front(extra=extra)
+
+
+def needs_token(path: str) -> bool:
+    """Whether a path is under the guarded API (health, readiness and OpenAPI are open)."""
+    return path not in OPEN_PATHS and path.startswith(API_PREFIX)
+
+
+def authenticate(verifier: TokenVerifier, path_rule: PathRule, path: str,
+                 authorization: str | None) -> Principal:
+    """The bearer token's principal if it may make this request, else 401/403 (ApiError)."""
+    principal = verifier.verify(bearer_token(authorization))
+    path_rule(path, principal)
+    return principal
+
+
 def guard(app: WsgiApp, *, verifier: TokenVerifier, allowed_hosts: frozenset[str],
           cors_origins: frozenset[str], methods: str, path_rule: PathRule = any_principal,
           limits: Limits | None = None) -> WsgiApp:
@@ -158,7 +203,12 @@ def guard(app: WsgiApp, *, verifier: TokenVerifier, allowed_hosts: frozenset[str
     limits = limits or Limits()
 
     def wsgi(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
-        extra = list(ALWAYS)
+        method = environ.get("REQUEST_METHOD")
+        front = front_door(environ.get("HTTP_HOST"), environ.get("HTTP_ORIGIN"), method,
+                           environ.get("HTTP_ACCESS_CONTROL_REQUEST_METHOD"),
+                           allowed_hosts=allowed_hosts, cors_origins=cors_origins,
+                           methods=methods)
+        extra = front.extra or list(ALWAYS)
 
         def respond(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
             headers.extend(extra)
@@ -167,27 +217,18 @@ def guard(app: WsgiApp, *, verifier: TokenVerifier, allowed_hosts: frozenset[str
         def fail(err: ApiError) -> Iterable[bytes]:
             return api_error_response(err)(environ, respond)
 
-        if not host_allowed(environ.get("HTTP_HOST"), allowed_hosts):
-            return fail(ApiError(400, "HOST_NOT_ALLOWED", "this Host is not served here"))
-        origin = environ.get("HTTP_ORIGIN")
-        method = environ.get("REQUEST_METHOD")
-        if origin and method == "OPTIONS" and environ.get("HTTP_ACCESS_CONTROL_REQUEST_METHOD"):
-            allow = preflight_headers(origin, cors_origins, methods)
-            if allow is None:
-                return fail(ApiError(403, "ORIGIN_NOT_ALLOWED",
-                                     f"cross-origin requests from {origin} are not allowed"))
-            start_response("204 No Content", [*allow, *ALWAYS])
+        if front.error is not None:
+            return fail(front.error)
+        if front.preflight is not None:
+            start_response("204 No Content", front.preflight)
             return [b""]
-        if origin and origin in cors_origins:
-            extra += [("Access-Control-Allow-Origin", origin), ("Vary", "Origin")]
         path = environ.get("PATH_INFO") or ""
-        if path in OPEN_PATHS or not path.startswith(API_PREFIX):
+        if not needs_token(path):
             return app(environ, respond)
         extra += API_HEADERS
         waiting: str | None = None
         try:
-            principal = verifier.verify(bearer_token(environ.get("HTTP_AUTHORIZATION")))
-            path_rule(path, principal)
+            principal = authenticate(verifier, path_rule, path, environ.get("HTTP_AUTHORIZATION"))
             environ[PRINCIPAL_ENVIRON] = principal
             if limits.commands is not None and method == "POST":
                 retry = limits.commands.hit(principal.subject)
@@ -264,21 +305,3 @@ def protect_write(app: WsgiApp, settings: WriteSecurity, *, redis_url: str, key_
         limits=Limits(commands=FixedWindow(client, "commands", settings.rate_limit_commands,
                                            settings.rate_limit_window_s,
                                            key_prefix=key_prefix)))
-
-
-def protect_read(app: WsgiApp, settings: ReadSecurity, *, redis_url: str, key_prefix: str,
-                 max_wait_s: float, verifier: TokenVerifier | None = None) -> WsgiApp:
-    """The read API as served in this profile: unchanged in dev, guarded in secure."""
-    if not settings.secure:
-        return app
-    client = redis_factory(redis_url)
-    return guard(
-        app, verifier=verifier or verifier_from_settings(settings),
-        allowed_hosts=settings.allowed_host_set, cors_origins=settings.cors_origin_set,
-        methods="GET", path_rule=read_path_rule,
-        limits=Limits(
-            waits=FixedWindow(client, "waits", settings.rate_limit_waits,
-                              settings.rate_limit_window_s, key_prefix=key_prefix),
-            # The counter outlives the longest wait, so only a crashed instance's waits expire.
-            wait_cap=ConcurrencyCap(client, settings.max_waits_per_principal,
-                                    int(max_wait_s) + 30, key_prefix=key_prefix)))

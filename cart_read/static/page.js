@@ -404,50 +404,18 @@
     source.addEventListener("cart", onData);
     source.addEventListener("open", () => {
       if (session !== state.session) return;
-      opened = true;
       state.retryMs = 500;
       setConnection("Live: your cart updates by itself.", false);
     });
-    let opened = false;
-    source.addEventListener("error", async () => {
+    source.addEventListener("error", () => {
       if (session !== state.session) return;
       if (source.readyState === EventSource.CLOSED) {
-        if (!opened && await noStreamRoute(url)) {
-          stopLive();
-          pollCart(session);
-          return;
-        }
         reconnectLater("Live updates lost");
       } else {
         // The browser reconnects by itself (and resumes with Last-Event-ID).
         setConnection("Live updates lost: reconnecting…", true);
       }
     });
-  }
-
-  // A read API without the stream route (an older version) answers 404: poll it instead.
-  async function noStreamRoute(url) {
-    try {
-      const res = await fetch(url, { headers: authHeaders(), cache: "no-store" });
-      if (res.body) res.body.cancel().catch(() => {});
-      return res.status === 404 || res.status === 405;
-    } catch (e) {
-      return false;
-    }
-  }
-
-  async function pollCart(session) {
-    while (session === state.session) {
-      try {
-        const doc = await readApi(customerPath());
-        if (doc) await onCart(doc, session);
-        setConnection("Live (polling): your cart updates by itself.", false);
-        await new Promise((resolve) => setTimeout(resolve, 300));
-      } catch (e) {
-        setConnection("Live updates lost (" + e.message + "): reconnecting…", true);
-        await new Promise((resolve) => setTimeout(resolve, 1000));
-      }
-    }
   }
 
   // The stream was refused (e.g. 503 while the read API restarts): try again, backing off.

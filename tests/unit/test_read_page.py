@@ -4,13 +4,18 @@ registration on Flask and Starlette apps."""
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import pytest
 from flask import Flask
+from starlette.applications import Starlette
+from starlette.testclient import TestClient
 
 from cart_read import page
 from cart_read.app import create_app
 from cart_read.config import Config
+from cart_read.waiters import CartWaiters
+from tests.support.read_client import ReadClient
 
 
 @pytest.mark.parametrize(("host", "name"), [
@@ -72,16 +77,22 @@ def test_static_files_and_unknown_names() -> None:
         assert status == 404 and b'"NOT_FOUND"' in body
 
 
-def test_registered_on_the_flask_read_app() -> None:
-    app = create_app(Config(write_port=18080), redis=object(), db_pool=object())
-    client = app.test_client()
-    resp = client.get("/", headers={"Host": "127.0.0.1:7000"})
-    assert resp.status_code == 200
-    assert b'data-write-url="http://127.0.0.1:18080"' in resp.data
-    js = client.get("/static/page.js?v=anything")
-    assert js.status_code == 200 and js.headers["Cache-Control"] == "public, max-age=86400"
-    missing = client.get("/static/other.js")
-    assert missing.status_code == 404 and missing.json["error"]["code"] == "NOT_FOUND"
+class Untouchable:
+    def __getattr__(self, name: str) -> Any:
+        raise AssertionError("serving the page must not touch a store")
+
+
+def test_registered_on_the_read_app() -> None:
+    app = create_app(Config(write_port=18080), redis=Untouchable(), db_pool=Untouchable(),
+                     waiter=CartWaiters(1))
+    with ReadClient(app) as client:
+        resp = client.get("/", headers={"Host": "127.0.0.1:7000"})
+        assert resp.status_code == 200
+        assert b'data-write-url="http://127.0.0.1:18080"' in resp.content
+        js = client.get("/static/page.js?v=anything")
+        assert js.status_code == 200 and js.headers["cache-control"] == "public, max-age=86400"
+        missing = client.get("/static/other.js")
+        assert missing.status_code == 404 and missing.json()["error"]["code"] == "NOT_FOUND"
 
 
 def test_registered_on_a_bare_flask_app_with_explicit_config() -> None:
@@ -92,10 +103,7 @@ def test_registered_on_a_bare_flask_app_with_explicit_config() -> None:
         page.register(Flask("u", static_folder=None))
 
 
-def test_registered_on_a_starlette_app() -> None:
-    # Starlette comes with the ASGI read API (requirements/read.txt once it is merged).
-    Starlette = pytest.importorskip("starlette.applications").Starlette  # noqa: N806
-    TestClient = pytest.importorskip("starlette.testclient").TestClient  # noqa: N806
+def test_registered_on_a_bare_starlette_app() -> None:
     app = Starlette()
     page.register(app, Config(write_port=18080))
     client = TestClient(app)
