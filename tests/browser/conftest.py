@@ -26,12 +26,13 @@ def load_catalog(system: System, path: Path) -> None:
                    cwd=ROOT, env=system.env, check=True, capture_output=True, timeout=120)
 
 
-def wait_for_catalog(system: System, count: int, timeout_s: float = 60) -> None:
+def wait_for_catalog(system: System, count: int, headers: dict[str, str] | None = None,
+                     timeout_s: float = 60) -> None:
     """Wait until the read API lists `count` products (the catalog sink has landed them)."""
     deadline = time.monotonic() + timeout_s
     while True:
         resp = requests.get(f"{system.read_url}/api/v1/products", params={"limit": 100},
-                            timeout=5)
+                            headers=headers, timeout=5)
         if resp.ok and len(resp.json()["items"]) >= count:
             return
         assert time.monotonic() < deadline, f"the catalog never landed: {resp.text[:200]}"
