@@ -1,13 +1,16 @@
 """Read API throughput and latency on cached carts, under the production granian config.
 
 Seeds N carts in Redis (store layout: HASH cart:{customerId} with v and doc), starts
-`cartstream serve read` on a free port (READ_WORKERS/READ_THREADS defaults: 2 x 8), drives it with
+`cartstream serve read` on a free port (READ_WORKERS default: 2 processes), drives it with
 wrk over random customer ids (Lua script), or with a Python client when wrk is missing, and
 measures /healthz as the ceiling. Then the same cached-cart load on a read API in the secure
 profile, each request with its customer's bearer token (the cost of token checks: at most
-MAX_SECURE_COST of the dev throughput). Writes bench/results/read_api.json.
+MAX_SECURE_COST of the dev throughput). With `--baseline-ref REF` a third server, the read API
+of that git commit (e.g. the Flask/WSGI one before the ASGI port), is measured in the same
+alternating rounds: the no-regression check. Writes bench/results/read_api.json.
 
     .venv/bin/python bench/read_api.py [--carts 10000] [--duration 10] [--connections 16]
+                                       [--baseline-ref 696e5fc]
 """
 
 from __future__ import annotations
@@ -121,10 +124,11 @@ def unseed(r: redis.Redis, prefix: str) -> None:
         r.delete(*keys[i:i + 1000])
 
 
-def start_server(port: int, env_extra: dict[str, str]) -> subprocess.Popen[bytes]:
+def start_server(port: int, env_extra: dict[str, str],
+                 root: Path = ROOT) -> subprocess.Popen[bytes]:
     env = {**os.environ, "READ_HOST": "127.0.0.1", "READ_PORT": str(port),
-           "READ_LOG_LEVEL": "WARNING", **env_extra}
-    proc = subprocess.Popen([sys.executable, "-m", "cartstream", "serve", "read"], cwd=ROOT,
+           "READ_LOG_LEVEL": "WARNING", "PYTHONPATH": str(root), **env_extra}
+    proc = subprocess.Popen([sys.executable, "-m", "cartstream", "serve", "read"], cwd=root,
                             env=env, start_new_session=True)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -272,6 +276,7 @@ def main() -> None:
     p.add_argument("--redis-url", default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "read_api.json")
     p.add_argument("--python-client", action="store_true", help="do not use wrk")
+    p.add_argument("--baseline-ref", help="also measure the read API of this git commit")
     args = p.parse_args()
 
     use_wrk = shutil.which("wrk") is not None and not args.python_client
@@ -290,7 +295,16 @@ def main() -> None:
                      for p, t in zip(paths, tokens, strict=True)}
     results: dict[str, Any] = {}
     servers: dict[str, tuple[subprocess.Popen[bytes], int]] = {}
+    baseline_dir = tempfile.TemporaryDirectory(prefix="read-baseline-")
     try:
+        if args.baseline_ref:
+            # An export of that commit's tree (not a git worktree: the repository stays as is).
+            archive = subprocess.run(["git", "archive", args.baseline_ref], cwd=ROOT,
+                                     capture_output=True, check=True).stdout
+            subprocess.run(["tar", "-x", "-C", baseline_dir.name], input=archive, check=True)
+            port = free_port()
+            servers["baseline"] = (start_server(port, {"REDIS_URL": args.redis_url},
+                                                Path(baseline_dir.name)), port)
         # Both profiles' servers at once (an idle one costs nothing), measured in alternating
         # rounds, so a neighbour's load on this shared machine hits both alike.
         for profile, env_extra in (("dev", {}), ("secure", secure_env)):
@@ -303,10 +317,17 @@ def main() -> None:
             ("healthz_ceiling", HEALTHZ_REQUEST + DONE_HOOK, ["/healthz"], None)],
             use_wrk, args, results)
         rounds: dict[str, list[dict[str, Any]]] = {"cached_cart": [], "cached_cart_secure": []}
+        if "baseline" in servers:
+            rounds["cached_cart_baseline"] = []
         for _ in range(args.rounds):
             measure(dev_proc, dev_port, prefix, tokens[0],
                     [("cached_cart", plain, paths, None)], use_wrk, args, results)
             rounds["cached_cart"].append(results["cached_cart"])
+            if "baseline" in servers:
+                base_proc, base_port = servers["baseline"]
+                measure(base_proc, base_port, prefix, tokens[0],
+                        [("cached_cart_baseline", plain, paths, None)], use_wrk, args, results)
+                rounds["cached_cart_baseline"].append(results["cached_cart_baseline"])
             measure(sec_proc, sec_port, prefix, tokens[0],
                     [("cached_cart_secure", with_tokens, paths, token_headers)], use_wrk, args,
                     results)
@@ -319,6 +340,7 @@ def main() -> None:
         for proc, _port in servers.values():
             stop_server(proc)
         unseed(r, prefix)
+        baseline_dir.cleanup()
     dev, secure = results["cached_cart"], results["cached_cart_secure"]
     cost = 1 - secure["requests_per_s"] / dev["requests_per_s"]
     results["secure_profile_cost"] = {
@@ -328,6 +350,16 @@ def main() -> None:
         "max_cost": MAX_SECURE_COST, "met": cost <= MAX_SECURE_COST,
     }
     print(f"secure_profile_cost: {results['secure_profile_cost']}", flush=True)
+    if "cached_cart_baseline" in results:
+        base = results["cached_cart_baseline"]
+        results["against_baseline"] = {
+            "ref": args.baseline_ref,
+            "requests_per_s_ratio": round(dev["requests_per_s"] / base["requests_per_s"], 3),
+            "p99_ms": {"new": dev["p99_ms"], "baseline": base["p99_ms"]},
+            "cpu_per_request_ratio": round(dev["server_cpu_ms_per_request"]
+                                           / base["server_cpu_ms_per_request"], 3),
+        }
+        print(f"against_baseline: {results['against_baseline']}", flush=True)
 
     cart = results["cached_cart"]
     report = {
@@ -339,9 +371,8 @@ def main() -> None:
                     "loadavg_before": round(load_before[0], 2),
                     "loadavg_after": round(os.getloadavg()[0], 2)},
         "server": {"granian_workers": int(os.environ.get("READ_WORKERS", 2)),
-                   "blocking_threads": int(os.environ.get("READ_THREADS", 8)),
                    "switch_interval_us": int(os.environ.get("READ_SWITCH_INTERVAL_US", 500)),
-                   "interface": "wsgi", "same_machine_as_client": True},
+                   "interface": "asgi", "same_machine_as_client": True},
         "load": {"carts": args.carts, "duration_s": args.duration,
                  "connections": args.connections, "client": cart["client"]},
         "results": results,

@@ -9,6 +9,7 @@ answers.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 
@@ -24,7 +25,7 @@ from prometheus_client import (
 from prometheus_client import multiprocess as _mp
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+from cart_read.server import MULTIPROC_ENV
 
 REQUESTS = Counter("cart_read_requests_total", "Read API requests answered",
                    ("route", "method", "status"))
@@ -35,6 +36,10 @@ WAITERS = Gauge("cart_read_waiters_open", "Read-your-write (minOffset) requests 
                 multiprocess_mode="livesum")
 STREAMS = Gauge("cart_read_streams_open", "Event streams open",
                 multiprocess_mode="livesum")
+# Set when /metrics is read, by the worker answering (one series per worker process): what a
+# leak of waits or streams would show first.
+TASKS = Gauge("cart_read_event_loop_tasks", "asyncio tasks alive in the worker's event loop",
+              multiprocess_mode="liveall")
 
 _API = "/api/v1/"
 _FIXED = frozenset({"/", "/healthz", "/readyz", "/openapi.json", "/metrics",
@@ -86,6 +91,7 @@ def with_metrics(app: ASGIApp) -> ASGIApp:
 
 def exposition() -> tuple[bytes, str]:
     """The metrics text of every worker (multiprocess mode) or of this process."""
+    TASKS.set(len(asyncio.all_tasks()))
     if os.environ.get(MULTIPROC_ENV):
         registry = CollectorRegistry()
         _mp.MultiProcessCollector(registry)

@@ -10,10 +10,12 @@ from granian import Granian
 from granian.constants import Interfaces
 
 from cart_read.config import Config
-from cart_read.metrics import MULTIPROC_ENV
 from cart_web.server import build_server as _build_server
 
 ASGI_TARGET = "cart_read.asgi:app"
+# prometheus-client's multiprocess directory. Set before prometheus_client is imported: granian
+# forks its workers, which keep the parent's modules (so nothing here imports cart_read.metrics).
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 
 def build_server(config: Config) -> Granian:

@@ -23,6 +23,8 @@ from cart_read.config import Config
 
 log = logging.getLogger(__name__)
 
+POOL_WAIT_S = 10.0  # the longest a Redis call queues for one of the loop's connections
+
 
 async def _configure(conn: psycopg.AsyncConnection[Any]) -> None:
     set_json_loads(orjson.loads, conn)
@@ -70,8 +72,10 @@ class Stores:
             pool = aioredis.BlockingConnectionPool.from_url(
                 self.config.redis_url,
                 max_connections=self.config.redis_connections,
-                # Waiting for a free connection counts against the same budget as a call.
-                timeout=timeout,
+                # Queueing for a free connection is normal in a burst (thousands of waiters
+                # woken at once): it must not count as Redis failing (which the breaker would
+                # answer by sending reads to PostgreSQL).
+                timeout=POOL_WAIT_S,
                 socket_timeout=timeout,
                 socket_connect_timeout=timeout,
                 # A socket broken since its last use (e.g. Redis restarted): one reconnect,
