@@ -52,9 +52,9 @@ test-e2e-secure: deps ## the e2e suite against systems in the secure profile (to
 test-browser: deps ## the cart page in a real browser (Debian's chromium via Playwright)
 	$(PY) -m pytest tests/browser
 
-screenshot: deps ## a PNG of the cart page with a filled cart: .run/cart-page.png
+screenshot: deps ## PNGs of the cart page with a filled cart: .run/cart-page.png (and -phone.png)
 	CART_PAGE_SCREENSHOT=$(CURDIR)/.run/cart-page.png $(PY) -m pytest -q tests/browser -k screenshot
-	@echo "wrote .run/cart-page.png"
+	@echo "wrote .run/cart-page.png and .run/cart-page-phone.png"
 
 lint: ## ruff
 	$(PY) -m ruff check .

@@ -19,6 +19,7 @@ from tests.e2e.conftest import ROOT
 pytestmark = [pytest.mark.browser, pytest.mark.e2e]
 # Where `make screenshot` (and every run of this module) leaves the picture of a filled cart.
 SCREENSHOT = Path(os.environ.get("CART_PAGE_SCREENSHOT", ROOT / ".run" / "cart-page.png"))
+PHONE_SCREENSHOT = SCREENSHOT.with_name(f"{SCREENSHOT.stem}-phone.png")
 LIVE_S = 15  # generous waits for the pipeline on a busy 2-core box; the 1 s test is separate
 
 
@@ -257,6 +258,9 @@ def test_screenshot_of_a_filled_cart(browser, system) -> None:
         expect(page.locator("#rejections li")).to_have_count(1, timeout=LIVE_S * 1000)
         SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(SCREENSHOT), full_page=True)
+        page.set_viewport_size({"width": 390, "height": 844})
+        page.screenshot(path=str(PHONE_SCREENSHOT), full_page=True)
     finally:
         ctx.close()
-    assert SCREENSHOT.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    for shot in (SCREENSHOT, PHONE_SCREENSHOT):
+        assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
