@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -114,9 +115,8 @@ async def load_cart(stores: Stores, customer_id: str) -> CartRead | None:
     redis_answered = False
     if stores.redis_usable():
         try:
-            v, doc = await stores.reader.hmget(
-                cart_key(customer_id, stores.config.redis_key_prefix), _CART_FIELDS)
-        except redis.RedisError as exc:
+            v, doc = await _hmget(stores, cart_key(customer_id, stores.config.redis_key_prefix))
+        except (redis.RedisError, TimeoutError) as exc:
             stores.redis_failed(exc)
         else:
             if doc is not None:
@@ -135,6 +135,16 @@ async def load_cart(stores: Stores, customer_id: str) -> CartRead | None:
     if redis_answered:
         await rewarm(stores, details)
     return CartRead(encode_cart_details(details), version, "postgres")
+
+
+async def _hmget(stores: Stores, key: str) -> list[Any]:
+    if stores.injected_redis:
+        return await stores.reader.hmget(key, _CART_FIELDS)
+    async with stores.read_slots:
+        # The call's timeout (the client has no socket timeout: see Stores.redis); waiting for
+        # a slot is not Redis failing, so it is not counted.
+        async with asyncio.timeout(stores.config.redis_timeout_ms / 1000):
+            return await stores.reader.hmget(key, _CART_FIELDS)
 
 
 async def current_cart_row(pool: Any, customer_id: str) -> tuple[int, dict[str, Any]] | None:
