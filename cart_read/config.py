@@ -12,6 +12,7 @@ from cart_contract.settings import (
     RedisKeyPrefix,
     RedisUrl,
     UpdatesChannel,
+    WritePort,
 )
 from cart_web.settings import ReadSecurity
 
@@ -94,6 +95,13 @@ class Config(ReadSecurity):
         ge=50, validation_alias="READ_SWITCH_INTERVAL_US",
         description="the workers' GIL switch interval (Python's default: 5000)")] \
         = 500
+
+    # The cart page (GET /, cart_read/page.py) sends its commands to the write API.
+    write_port: WritePort
+    page_write_url: Annotated[str, Field(
+        validation_alias="PAGE_WRITE_URL", pattern=r"^(https?://[^\s/?#]+)?$",
+        description="the write API's origin the cart page (`GET /`) sends commands to; empty: "
+                    "`http://<the page's host>:WRITE_PORT`")] = ""
 
     @model_validator(mode="after")
     def _page_default_fits(self) -> Config:

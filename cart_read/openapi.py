@@ -8,6 +8,7 @@ from typing import Any
 from cart_contract import ID_RE
 from cart_contract.layout import UPDATES_CHANNEL
 from cart_contract.limits import CART_TOTAL_MAX, LINE_QTY_MAX, LINES_MAX, PRICE_MAX
+from cart_read import page
 from cart_read.config import Config
 from cart_read.params import MONEY_PATTERN, SORTS, STATUSES
 from cart_web.openapi import ERROR_SCHEMA
@@ -357,6 +358,6 @@ def build_openapi(config: Config) -> dict[str, Any]:
             ),
         },
         "servers": [{"url": f"http://{config.host}:{config.port}"}],
-        "paths": paths,
+        "paths": {**paths, **page.openapi_paths()},
         "components": {"schemas": schemas},
     }

@@ -2,13 +2,14 @@
 
 Small framework-neutral functions (`host_allowed`, `preflight_headers`, `read_path_rule`, …)
 and one WSGI wrapper, `guard`, that applies them before the app sees the request, so the token
-is checked before any body is read. Used only in the secure profile: in dev the apps are not
-wrapped at all.
+is checked before any body is read. Used only in the secure profile; in dev the read API is not
+wrapped at all and the write API only answers CORS for loopback pages (`dev_cors`).
 """
 
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -65,6 +66,48 @@ def preflight_headers(origin: str, allowed: frozenset[str],
             ("Access-Control-Allow-Headers", CORS_REQUEST_HEADERS),
             ("Access-Control-Max-Age", CORS_MAX_AGE_S),
             ("Vary", "Origin")]
+
+
+# The dev profile's page origins: a page served from this machine (the read API's cart page on
+# any port). Only loopback: a site on the internet still cannot send JSON commands (415 without
+# the preflight this refuses).
+_LOOPBACK_ORIGIN = re.compile(r"^http://(?:localhost|127\.0\.0\.1|\[::1\])(?::[0-9]{1,5})?$")
+
+
+def dev_origin_allowed(origin: str, listed: frozenset[str]) -> bool:
+    """Whether the dev profile lets a browser page from `origin` call: listed or loopback."""
+    return origin in listed or _LOOPBACK_ORIGIN.fullmatch(origin) is not None
+
+
+def dev_cors(app: WsgiApp, *, listed: frozenset[str], methods: str) -> WsgiApp:
+    """The dev profile's only edge: CORS for loopback and listed origins (the cart page on the
+    read API's port calls the write API), nothing else checked."""
+
+    def wsgi(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+        origin = environ.get("HTTP_ORIGIN")
+        if not origin:
+            return app(environ, start_response)
+        allowed = dev_origin_allowed(origin, listed)
+        if environ.get("REQUEST_METHOD") == "OPTIONS" and environ.get(
+                "HTTP_ACCESS_CONTROL_REQUEST_METHOD"):
+            if not allowed:
+                return api_error_response(ApiError(
+                    403, "ORIGIN_NOT_ALLOWED",
+                    f"cross-origin requests from {origin} are not allowed"))(
+                    environ, start_response)
+            start_response("204 No Content", [
+                *(preflight_headers(origin, frozenset({origin}), methods) or []), *ALWAYS])
+            return [b""]
+        if not allowed:
+            return app(environ, start_response)
+
+        def respond(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+            headers += [("Access-Control-Allow-Origin", origin), ("Vary", "Origin")]
+            return start_response(status, headers, exc_info)
+
+        return app(environ, respond)
+
+    return wsgi
 
 
 def any_principal(path: str, principal: Principal) -> None:
@@ -280,9 +323,10 @@ def with_security_scheme(settings: AuthSettings, doc: dict[str, Any]) -> dict[st
 
 def protect_write(app: WsgiApp, settings: WriteSecurity, *, redis_url: str, key_prefix: str,
                   verifier: TokenVerifier | None = None) -> WsgiApp:
-    """The write API as served in this profile: unchanged in dev, guarded in secure."""
+    """The write API as served in this profile: in dev only CORS for loopback pages (the cart
+    page) and CORS_ORIGINS, guarded in secure."""
     if not settings.secure:
-        return app
+        return dev_cors(app, listed=settings.cors_origin_set, methods="POST")
     client = redis_factory(redis_url)
     return guard(
         app, verifier=verifier or verifier_from_settings(settings),
