@@ -408,7 +408,10 @@ cmd_status() {
   kafka_running && echo "Kafka: $(recorded_brokers) broker(s), bootstrap $KAFKA_BOOTSTRAP"
   if kafka_running && [[ -x "$CARTSTREAM" ]]; then
     echo
-    "$CARTSTREAM" lag --timeout 3 || echo "(consumer lag unavailable)"
+    # Consumer groups are the admin principal's to describe in the secure profile.
+    local -a admin_env=()
+    mapfile -t admin_env < <(CARTSTREAM_PROFILE="$(recorded_profile)" kafka_env_for admin)
+    env "${admin_env[@]}" "$CARTSTREAM" lag --timeout 3 || echo "(consumer lag unavailable)"
   fi
   echo "logs: $LOGS   Kafka tools: export PATH=\"$KAFKA_HOME/bin:\$PATH\""
 }
