@@ -71,7 +71,7 @@ FROM ?= details
 
 replay: deps ## rebuild the read models from the log (make replay FROM=events re-folds cart-events)
 	@$(STACK) down $(SINKS) $(if $(filter events,$(FROM)),aggregator)
-	$(CARTSTREAM) replay --from $(FROM) $(ARGS)
+	@$(STACK) replay --from $(FROM) $(ARGS)
 	@$(STACK) up
 
 token: ## print a 1 h bearer token: make -s token CUSTOMER=<id>, or make -s token ADMIN=1

@@ -12,6 +12,7 @@
 #   infra/stack.sh down [svc]  stop everything this script started (by pid), or the named services
 #   infra/stack.sh status      what runs, and where, and the consumer lag per group
 #   infra/stack.sh logs [svc]  tail the logs
+#   infra/stack.sh replay ARGS `cartstream replay ARGS` with the running profile's credentials
 #   infra/stack.sh clean       down, then remove $RUN_DIR
 set -euo pipefail
 
@@ -410,7 +411,10 @@ cmd_status() {
   kafka_running && echo "Kafka: $(recorded_brokers) broker(s), bootstrap $KAFKA_BOOTSTRAP"
   if kafka_running && [[ -x "$CARTSTREAM" ]]; then
     echo
-    "$CARTSTREAM" lag --timeout 3 || echo "(consumer lag unavailable)"
+    # Consumer groups are the admin principal's to describe in the secure profile.
+    local -a admin_env=()
+    mapfile -t admin_env < <(CARTSTREAM_PROFILE="$(recorded_profile)" kafka_env_for admin)
+    env "${admin_env[@]}" "$CARTSTREAM" lag --timeout 3 || echo "(consumer lag unavailable)"
   fi
   echo "logs: $LOGS   Kafka tools: export PATH=\"$KAFKA_HOME/bin:\$PATH\""
 }
@@ -418,6 +422,17 @@ cmd_status() {
 cmd_logs() {
   mkdir -p "$LOGS"
   if [[ $# -gt 0 ]]; then tail -n 50 -F "$LOGS/$1.log"; else tail -n 20 -F "$LOGS"/*.log; fi
+}
+
+cmd_replay() { # args -> `cartstream replay` as the profile that runs: secure gives it the admin
+  # Redis user, the owner role and the admin Kafka principal (it rewrites every read model).
+  CARTSTREAM_PROFILE="$(recorded_profile)"
+  local -a creds=()
+  if [[ "$CARTSTREAM_PROFILE" == secure ]]; then
+    creds=(REDIS_URL="$(redis_url_for admin)" DATABASE_URL="$(database_url_for replay)")
+    mapfile -t -O "${#creds[@]}" creds < <(kafka_env_for replay)
+  fi
+  env RUN_DIR="$RUN_DIR" CARTSTREAM_PROFILE="$CARTSTREAM_PROFILE" "${creds[@]}" "$CARTSTREAM" replay "$@"
 }
 
 cmd_clean() {
@@ -434,6 +449,7 @@ case "${1:-}" in
   down) shift; cmd_down "$@" ;;
   status) cmd_status ;;
   logs) shift; cmd_logs "$@" ;;
+  replay) shift; cmd_replay "$@" ;;
   clean) cmd_clean ;;
-  *) sed -n '2,14p' "$0"; exit 64 ;;
+  *) sed -n '2,16p' "$0"; exit 64 ;;
 esac
