@@ -285,7 +285,14 @@ def build_openapi(config: Config) -> dict[str, Any]:
             ],
             "responses": {
                 "200": {"description": "The event stream (ends when the client leaves).",
-                        "content": {"text/event-stream": {"schema": {"type": "string"}}}},
+                        # One event (OpenAPI 3.2's SSE item): `data` is the cart document.
+                        "content": {"text/event-stream": {"schema": {
+                            "type": "object", "required": ["data"],
+                            "properties": {"data": {"type": "string",
+                                                    "contentMediaType": "application/json"},
+                                           "id": {"type": "string"},
+                                           "event": {"type": "string"},
+                                           "retry": {"type": "integer"}}}}}},
                 "400": bad,
                 "503": _error("Too many waits and streams open in this process "
                               "(`TOO_MANY_WAITERS`); see `Retry-After`."),

@@ -49,7 +49,9 @@ def system(endpoints, tmp_path_factory) -> Iterator[System]:
         yield running
 
 
-@pytest.fixture(scope="session")
+# Per module, not per session: Playwright's sync API runs an event loop in this thread while
+# it is open, and later tests that call asyncio.run() in the same process would fail.
+@pytest.fixture(scope="module")
 def browser() -> Iterator[object]:
     """Headless chromium (the system package: Playwright's own download is not reachable)."""
     from playwright.sync_api import sync_playwright
