@@ -339,7 +339,7 @@ def replay(
 
     from connectors import replay as replaying
     from connectors.config import SINKS, Config
-    from connectors.consumer import Stopper, setup_logging
+    from connectors.consumer import Stopper, setup_logging, tune_gc
 
     chosen = [s.strip() for s in sinks.split(",") if s.strip()]
     unknown = sorted(set(chosen) - set(SINKS))
@@ -351,6 +351,7 @@ def replay(
                                  param_hint="--from")
     setup_logging()
     cfg = _config(ctx, Config)
+    tune_gc()
     stopper = Stopper().install()
     try:
         with _failures("replay refused", replaying.Refused, KafkaException), \

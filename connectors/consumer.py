@@ -14,6 +14,7 @@ Offsets of an assignment that has since been revoked or lost are never committed
 
 from __future__ import annotations
 
+import gc
 import logging
 import signal
 import threading
@@ -370,3 +371,16 @@ def setup_logging() -> None:
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
     logging.getLogger("confluent_kafka").setLevel(logging.WARNING)
     time.tzset()
+
+
+def tune_gc() -> None:
+    """Collect garbage ten times less often (a sink's or a replay's process, once at start).
+
+    A batch allocates a dozen objects per record that die by reference count (nothing forms
+    cycles), but every allocation counts toward a collection that walks whatever is alive (the
+    batch being written, the next one decoded): decoding and writing both cart sinks' batches
+    took ~46 µs of CPU a record with the default thresholds and ~33 µs with these (as the
+    aggregator's, cart_aggregator/service.py). Modules and config never need collecting.
+    """
+    gc.freeze()
+    gc.set_threshold(100_000, 20, 10)

@@ -147,52 +147,22 @@ def replay_sink(cfg: Config, sink: str, show_progress: bool = True,
     """Reset one sink's group and re-apply its topic up to today's end; return what was done."""
     marks = reset_group(cfg, sink)
     until = {p: high for p, (low, high) in marks.items() if high > low}
-    total = sum(high - low for low, high in marks.values())
     start = time.monotonic()
     if not until:
         return ReplayResult(sink, 0, 0, 0, 0.0)
     store = build_sink(sink, cfg)
-    bar = Progress(f"replay {sink}", total, "records", enabled=show_progress)
-    counts = {"records": 0, "poison": 0}
-
-    def progress(done: BatchDone) -> None:
-        counts["records"] += done.records
-        counts["poison"] += done.poison
-        # Offsets, not records, measure progress: compaction leaves gaps in a topic.
-        covered = sum(min(done.stored_until.get(p, low), high) - low
-                      for p, (low, high) in marks.items())
-        bar.set(covered, note=f"{total - covered:,} left")
-
-    try:
-        run(bootstrap=cfg.kafka_client(), topic=cfg.topic_of(sink), group=cfg.group(sink),
-            store=store,
-            dead_letters=DeadLetters(cfg.kafka_client(), cfg.topic_dead_letter,
-                                     f"replay-{sink}"),
-            stopper=stopper or Stopper(), batch_max=cfg.replay_batch_max,
-            batch_wait_s=cfg.batch_wait_s, max_backoff_s=cfg.retry_max_s, on_batch=progress,
-            until=until)
-    finally:
-        bar.close()
+    counts = _apply_up_to(cfg, cfg.topic_of(sink), sink, store, sink, marks, until,
+                          stopper, show_progress)
     return ReplayResult(sink, counts["records"], store.written, counts["poison"],
                         time.monotonic() - start)
 
 
-def replay_cart_sinks(cfg: Config, sinks: Sequence[str], show_progress: bool = True,
-                      stopper: Stopper | None = None) -> list[ReplayResult]:
-    """Reset the cart sinks' groups (idle: `replay` checks) to the start of
-    `cart-details-event` and re-apply it up to today's end, each record decoded once for all
-    of them (CartSinks); return what each did."""
-    topic = cfg.topic_cart_details
-    marks = watermarks(cfg, topic)
-    for sink in sinks:
-        move_group(cfg, sink, {p: low for p, (low, _) in marks.items()})
-    until = {p: high for p, (low, high) in marks.items() if high > low}
+def _apply_up_to(cfg: Config, topic: str, sink: str, store: Any, name: str,
+                 marks: dict[int, tuple[int, int]], until: dict[int, int],
+                 stopper: Stopper | None, show_progress: bool) -> dict[str, int]:
+    """Consume `topic` in `sink`'s group into `store` until `until`, showing progress by
+    offsets; the records and poison seen."""
     total = sum(high - low for low, high in marks.values())
-    start, cpu_start = time.monotonic(), time.process_time()
-    if not until:
-        return [ReplayResult(s, 0, 0, 0, 0.0) for s in sinks]
-    writer = CartSinks({s: build_sink(s, cfg) for s in sinks})
-    name = "+".join(sinks)
     bar = Progress(f"replay {name}", total, "records", enabled=show_progress)
     counts = {"records": 0, "poison": 0}
 
@@ -205,7 +175,7 @@ def replay_cart_sinks(cfg: Config, sinks: Sequence[str], show_progress: bool = T
         bar.set(covered, note=f"{total - covered:,} left")
 
     try:
-        run(bootstrap=cfg.kafka_client(), topic=topic, group=cfg.group(sinks[0]), store=writer,
+        run(bootstrap=cfg.kafka_client(), topic=topic, group=cfg.group(sink), store=store,
             dead_letters=DeadLetters(cfg.kafka_client(), cfg.topic_dead_letter,
                                      f"replay-{name}"),
             stopper=stopper or Stopper(), batch_max=cfg.replay_batch_max,
@@ -213,6 +183,27 @@ def replay_cart_sinks(cfg: Config, sinks: Sequence[str], show_progress: bool = T
             until=until)
     finally:
         bar.close()
+    return counts
+
+
+def replay_cart_sinks(cfg: Config, sinks: Sequence[str], show_progress: bool = True,
+                      stopper: Stopper | None = None) -> list[ReplayResult]:
+    """Reset the cart sinks' groups (idle: `replay` checks) to the start of
+    `cart-details-event` and re-apply it up to today's end, each record decoded once for all
+    of them (CartSinks); return what each did."""
+    topic = cfg.topic_cart_details
+    marks = watermarks(cfg, topic)
+    for sink in sinks:
+        move_group(cfg, sink, {p: low for p, (low, _) in marks.items()})
+    until = {p: high for p, (low, high) in marks.items() if high > low}
+    start, cpu_start = time.monotonic(), time.process_time()
+    if not until:
+        return [ReplayResult(s, 0, 0, 0, 0.0) for s in sinks]
+    writer = CartSinks({s: build_sink(s, cfg) for s in sinks})
+    try:
+        counts = _apply_up_to(cfg, topic, sinks[0], writer, "+".join(sinks), marks, until,
+                              stopper, show_progress)
+    finally:
         writer.close()
     copy_group_offsets(cfg, sinks[0], sinks[1:])
     seconds = time.monotonic() - start

@@ -16,6 +16,7 @@ from connectors.consumer import (
     Stopper,
     run,
     setup_logging,
+    tune_gc,
     with_retry,
 )
 from connectors.sinks import (
@@ -88,6 +89,7 @@ def main(name: str, config: Config | None = None, stopper: Stopper | None = None
     setup_logging()
     cfg = config or Config.from_env_or_exit()
     sink = build_sink(name, cfg)
+    tune_gc()
     stopper = stopper or Stopper().install()
     log.info("%s sink starting: topic %s, group %s", name, cfg.topic_of(name), cfg.group(name))
     db = getattr(sink, "db", None)

@@ -290,3 +290,31 @@ def test_the_copy_path_stores_every_value_the_contract_allows(conn, db, unique) 
                       for pos, li in enumerate(last.line_items)]
     assert len(stored) == LINES_MAX and {r[2] for r in stored} == {COPY_NAME}
     sink.db.close()
+
+
+def test_a_record_with_json_whitespace_and_unknown_fields_lands_as_written(conn, db,
+                                                                          unique) -> None:
+    """The staging COPY carries the record's own bytes: line ends, tabs and backslashes in
+    its JSON (between tokens and in strings) arrive intact; `carts.doc` is the record less its
+    `customer` part, unknown fields included, and the customer's row is the whole record."""
+    from cart_contract import CustomerView
+
+    c = cart(unique, 3, lines=2, item_name="tab\there \\ back\nslash")
+    c = replace(c, customer=CustomerView(4, replace(c.last_event, offset=99), (),
+                                         "2026-11-22T10:00:01.000000Z"))
+    written = orjson.loads(encode_cart_details(c))
+    written["somethingNew"] = {"a": "x\\y\tz"}
+    raw = orjson.dumps(written, option=orjson.OPT_INDENT_2).replace(b"\n", b"\r\n\t")
+    assert b"\t" in raw and b"\\\\" in raw
+    sink = PostgresCartWriter(db)
+    assert sink([FakeMessage(raw, unique.encode(), 0)]) == []
+    (doc,) = conn.execute("SELECT doc FROM carts WHERE cart_id = %s", (c.cart_id,)).fetchone()
+    (customer_doc, version, offset) = conn.execute(
+        "SELECT doc, version, last_offset FROM customers WHERE customer_id = %s",
+        (unique,)).fetchone()
+    assert customer_doc == written and (version, offset) == (4, 99)
+    del written["customer"]
+    assert doc == written
+    assert [r[3] for r in lines(conn, unique)] == ["tab\there \\ back\nslash 1",
+                                                   "tab\there \\ back\nslash 2"]
+    sink.db.close()

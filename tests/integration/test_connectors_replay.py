@@ -263,8 +263,9 @@ def test_from_events_refolds_the_log_and_brings_back_a_lost_cart(cfg, unique, ca
     assert "replay from events: done" in caplog.text  # the progress summary line
     details_end = end_offsets(cfg.kafka_bootstrap, cfg.topic_cart_details)
     for name in ("redis", "postgres"):  # the sinks carry on from the end of the new records
-        assert committed(cfg.kafka_bootstrap, cfg.group(name), cfg.topic_cart_details) == {
-            p: e for p, e in details_end.items() if e}
+        # A partition no customer hashed to may hold offset 0 or nothing (-1001): both mean 0.
+        done = committed(cfg.kafka_bootstrap, cfg.group(name), cfg.topic_cart_details)
+        assert {p: max(o, 0) for p, o in done.items()} == details_end
 
     # The records are gone from cart-details-event (a new, empty topic) and from both stores.
     lost = cfg.replace(topic_cart_details=f"c-{unique}-details2")
