@@ -28,6 +28,7 @@ from cart_contract.layout import UPDATES_CHANNEL
 log = logging.getLogger(__name__)
 
 RESUBSCRIBE_MAX_S = 5.0
+CLOSE_S = 1.0
 
 
 class TooManyWaiters(Exception):
@@ -184,6 +185,11 @@ class CartWaiters:
             pubsub = client.pubsub()
             try:
                 await pubsub.subscribe(self._channel)
+                # redis-py can swallow a cancellation that lands while it connects (redis-py
+                # #2028, #2551); the task would then block in get_message forever and hang the
+                # worker's shutdown. A cancel requested by then is honoured here.
+                if _cancel_requested():
+                    raise asyncio.CancelledError
                 # Notifications sent before this point were missed: everyone re-reads.
                 self._connected = True
                 self.wake_all()
@@ -202,7 +208,10 @@ class CartWaiters:
                     self._connected = False
                     self.wake_all()
                 with contextlib.suppress(Exception):
-                    await asyncio.shield(_close(pubsub, client))
+                    # Bounded: closing a connection redis-py half-made must not hold shutdown.
+                    await asyncio.shield(asyncio.wait_for(_close(pubsub, client), CLOSE_S))
+            if _cancel_requested():
+                raise asyncio.CancelledError
             await asyncio.sleep(delay)
             delay = min(delay * 2, RESUBSCRIBE_MAX_S)
 
@@ -211,8 +220,16 @@ class CartWaiters:
         task, self._task = self._task, None
         if task is not None and not task.done() and task.get_loop() is asyncio.get_running_loop():
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+            done, _ = await asyncio.wait({task}, timeout=2 * CLOSE_S)
+            if not done:
+                log.warning("notification subscriber did not stop within %.0f s", 2 * CLOSE_S)
+            elif not task.cancelled() and task.exception() is not None:
+                log.debug("notification subscriber ended with %r", task.exception())
+
+
+def _cancel_requested() -> bool:
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
 
 
 async def _close(pubsub: Any, client: Any) -> None:
