@@ -5,7 +5,7 @@ PY ?= .venv/bin/python
 CARTSTREAM ?= .venv/bin/cartstream
 STACK := infra/stack.sh
 
-.PHONY: help deps up infra down status logs clean test test-unit test-integration test-e2e test-e2e-secure lint bench replay catalog token
+.PHONY: help deps up infra down status logs clean test test-unit test-integration test-e2e test-e2e-secure test-browser screenshot lint bench replay catalog token
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -52,6 +52,13 @@ test-e2e: deps
 
 test-e2e-secure: deps ## the e2e suite against systems in the secure profile (tokens attached)
 	CARTSTREAM_E2E_PROFILE=secure $(PY) -m pytest tests/e2e
+
+test-browser: deps ## the cart page in a real browser (Debian's chromium via Playwright)
+	$(PY) -m pytest tests/browser
+
+screenshot: deps ## PNGs of the cart page with a filled cart: .run/cart-page.png (and -phone.png)
+	CART_PAGE_SCREENSHOT=$(CURDIR)/.run/cart-page.png $(PY) -m pytest -q tests/browser -k screenshot
+	@echo "wrote .run/cart-page.png and .run/cart-page-phone.png"
 
 lint: ## ruff
 	$(PY) -m ruff check .

@@ -2,7 +2,7 @@
 dev and the secure profile side by side.
 
 Seeds N carts in Redis (store layout: HASH cart:{customerId} with v and doc), starts one
-`cartstream serve read` per profile on free ports (READ_WORKERS/READ_THREADS defaults: 2 x 8),
+`cartstream serve read` per profile on free ports (READ_WORKERS default: 2 ASGI processes),
 and drives them with wrk over random customer ids (Lua script; in the secure profile each
 request carries its customer's own bearer token), or with a Python client when wrk is missing;
 /healthz is the ceiling. The profiles are measured in alternating rounds (dev, secure, dev,
@@ -449,9 +449,8 @@ def main() -> None:
                     "loadavg_before": round(load_before[0], 2),
                     "loadavg_after": round(os.getloadavg()[0], 2)},
         "server": {"granian_workers": int(os.environ.get("READ_WORKERS", 2)),
-                   "blocking_threads": int(os.environ.get("READ_THREADS", 8)),
                    "switch_interval_us": int(os.environ.get("READ_SWITCH_INTERVAL_US", 500)),
-                   "interface": "wsgi", "same_machine_as_client": True},
+                   "interface": "asgi", "same_machine_as_client": True},
         "load": {"carts": args.carts, "duration_s": args.duration, "rounds": args.rounds,
                  "profiles": profiles, "warm_passes": args.warm_passes,
                  "baseline_root": None if args.baseline_root is None

@@ -71,6 +71,16 @@ def waiting_key(principal: str, prefix: str = "") -> str:
     return f"{prefix}{WAITING_KEY_PREFIX}{principal}"
 
 
+# STRING `stream-ticket:{sha256 of the ticket}` = customerId: a short-lived ticket that opens
+# that customer's event stream (a browser's EventSource cannot send a bearer token).
+STREAM_TICKET_KEY_PREFIX = "stream-ticket:"
+
+
+def stream_ticket_key(ticket_hash: str, prefix: str = "") -> str:
+    """Redis key of one event-stream ticket (by its hash: the key never holds the ticket)."""
+    return f"{prefix}{STREAM_TICKET_KEY_PREFIX}{ticket_hash}"
+
+
 # ----------------------------------------------------------------------------- PostgreSQL
 
 CARTS_TABLE = "carts"  # one row per opened cart (customer and generation), doc = the cart's part

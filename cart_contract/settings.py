@@ -152,6 +152,10 @@ UpdatesChannel = Annotated[str, Field(
     description="Redis pub/sub channel of stored carts (Redis sink publishes, read API's "
                 "read-your-writes waits listen)",
 )]
+WritePort = Annotated[int, Field(
+    8080, ge=0, le=65535, validation_alias="WRITE_PORT",
+    description="the write API's HTTP port (the read API's cart page sends commands to it)",
+)]
 RunDir = Annotated[Path, Field(
     validation_alias="RUN_DIR",
     description="local state: logs, pids, server data, aggregator recovery",

@@ -1,5 +1,5 @@
 """The read API's OpenAPI 3.1 document (served at /openapi.json; a unit test keeps it in step
-with the Flask url_map)."""
+with the app's routes)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from typing import Any
 from cart_contract import ID_RE
 from cart_contract.layout import UPDATES_CHANNEL
 from cart_contract.limits import CART_TOTAL_MAX, LINE_QTY_MAX, LINES_MAX, PRICE_MAX
+from cart_read import page
 from cart_read.config import Config
 from cart_read.params import MONEY_PATTERN, SORTS, STATUSES
 from cart_web.openapi import ERROR_SCHEMA
@@ -165,6 +166,15 @@ def build_openapi(config: Config) -> dict[str, Any]:
                 "checks": {"type": "object", "additionalProperties": {"type": "string"}},
             },
         },
+        "StreamTicket": {
+            "type": "object",
+            "required": ["ticket", "expiresInS", "url"],
+            "properties": {
+                "ticket": {"type": "string"},
+                "expiresInS": {"type": "integer"},
+                "url": {"type": "string", "description": "The stream's path with the ticket."},
+            },
+        },
     }
     customer = _path_id(
         "customerId",
@@ -185,6 +195,13 @@ def build_openapi(config: Config) -> dict[str, Any]:
                 "200": _json(_ref("Health"), "Both stores reachable."),
                 "503": _error("A store is unreachable (`checks` says which)."),
             },
+        }},
+        "/metrics": {"get": {
+            "summary": "Prometheus metrics (text format), of every worker process.",
+            "operationId": "metrics",
+            "responses": {"200": {"description": "Requests by route and status, latency "
+                                                 "histograms, open waiters and streams.",
+                                  "content": {"text/plain": {"schema": {"type": "string"}}}}},
         }},
         "/openapi.json": {"get": {
             "summary": "This document.",
@@ -224,8 +241,9 @@ def build_openapi(config: Config) -> dict[str, Any]:
                                    "decided on this read."}}),
                 "400": bad,
                 "404": _error("No cart for this customer."),
-                "503": _error("Stores unavailable, or too many read-your-write requests "
-                              "wait in this process (`TOO_MANY_WAITERS`); see `Retry-After`."),
+                "503": _error("Stores unavailable, or the process's safety cap of open "
+                              "waits and streams is reached (`TOO_MANY_WAITERS`); see "
+                              "`Retry-After`."),
                 "504": _json(_ref("Timeout"),
                              "minOffset not reached in time; carries the version it has."),
             },
@@ -239,6 +257,62 @@ def build_openapi(config: Config) -> dict[str, Any]:
             "responses": {"200": _json(_ref("CartPage"), "A page (empty for an unknown "
                                        "customer)."),
                           "400": bad, "503": unavailable},
+        }},
+        "/api/v1/{customerId}/events": {"get": {
+            "summary": "The customer's cart as a Server-Sent Events stream.",
+            "description": (
+                "`text/event-stream`: first `retry:` (ms), then the current cart at once, then "
+                "each newer version as it lands (woken by the sink's "
+                f"`{UPDATES_CHANNEL}` notifications). Each event's `id:` is the customer's "
+                "version (the ETag) and its `data:` the cart document (one line of JSON, the "
+                "body of `GET /api/v1/{customerId}`). Reconnecting with `Last-Event-ID` (an "
+                "EventSource does so by itself) sends only newer versions: no duplicates, and "
+                "never a missed state (each event is the whole cart; versions landing "
+                "together arrive as the newest). A comment line is sent every "
+                f"{config.stream_heartbeat_s:g} s while nothing changes. An unknown customer's "
+                "stream stays open and sends its first cart when there is one. In the secure "
+                "profile: the customer's own bearer token, or (EventSource cannot send "
+                "headers) `ticket` from `POST /api/v1/{customerId}/events/ticket`."
+            ),
+            "operationId": "streamCart",
+            "parameters": [
+                customer,
+                _query("ticket", {"type": "string"},
+                       "Secure profile: a stream ticket instead of the bearer token."),
+                _query("lastEventId", {"type": "string", "pattern": "^[0-9]{1,19}$"},
+                       "The version the client has (as the `Last-Event-ID` header, which "
+                       "wins when both are given)."),
+            ],
+            "responses": {
+                "200": {"description": "The event stream (ends when the client leaves).",
+                        # One event (OpenAPI 3.2's SSE item): `data` is the cart document.
+                        "content": {"text/event-stream": {"schema": {
+                            "type": "object", "required": ["data"],
+                            "properties": {"data": {"type": "string",
+                                                    "contentMediaType": "application/json"},
+                                           "id": {"type": "string"},
+                                           "event": {"type": "string"},
+                                           "retry": {"type": "integer"}}}}}},
+                "400": bad,
+                "503": _error("Too many waits and streams open in this process "
+                              "(`TOO_MANY_WAITERS`); see `Retry-After`."),
+            },
+        }},
+        "/api/v1/{customerId}/events/ticket": {"post": {
+            "summary": "A short-lived ticket that opens this customer's event stream.",
+            "description": (
+                "For browsers (EventSource cannot send `Authorization`): trade the customer's "
+                "own bearer token (not an admin's) for a ticket valid "
+                f"{config.stream_ticket_ttl_s} s, then open `url`. Only the ticket's hash is "
+                "stored; no log line holds it."
+            ),
+            "operationId": "createStreamTicket",
+            "parameters": [customer],
+            "responses": {
+                "200": _json(_ref("StreamTicket"), "The ticket."),
+                "400": bad,
+                "503": _error("Redis cannot store the ticket; see `Retry-After`."),
+            },
         }},
         "/api/v1/carts": {"get": {
             "summary": "Query carts in PostgreSQL (keyset pagination).",
@@ -291,6 +365,6 @@ def build_openapi(config: Config) -> dict[str, Any]:
             ),
         },
         "servers": [{"url": f"http://{config.host}:{config.port}"}],
-        "paths": paths,
+        "paths": {**paths, **page.openapi_paths()},
         "components": {"schemas": schemas},
     }

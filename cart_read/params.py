@@ -8,10 +8,9 @@ import re
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
-from werkzeug.datastructures import MultiDict
 
 from cart_contract import CHECKED_OUT, OPEN, ContractError, parse_id
 from cart_contract.limits import AMOUNT_INT_DIGITS, PRICE_DECIMALS
@@ -38,10 +37,21 @@ KIND_CARTS_BY_ID = "c"
 KIND_CARTS_BY_TOTAL = "t"
 KIND_PRODUCTS = "p"
 
-Args = MultiDict[str, str]
+
+
+class Args(Protocol):
+    """A request's query parameters (Starlette's QueryParams, Werkzeug's MultiDict)."""
+
+    def __iter__(self) -> Any: ...
+
+    def getlist(self, key: str) -> list[str]: ...
+
 
 # The query parameters each route accepts (the OpenAPI test checks the document against them).
 CART_QUERY = ("minOffset", "timeout")
+# `ticket`: the secure profile's stream ticket (checked by the guard); `lastEventId`: resume
+# where a client that cannot send the Last-Event-ID header left off.
+STREAM_QUERY = ("ticket", "lastEventId")
 PAGE_QUERY = ("limit", "cursor")
 CARTS_QUERY = ("status", "minTotal", "maxTotal", "itemId", "sort", "limit", "cursor")
 
@@ -244,3 +254,15 @@ def carts_params(args: Args, config: Config) -> CartQuery:
     else:
         after = decode_cursor(cursor, KIND_CARTS_BY_ID, (str,))
     return CartQuery(status, min_total, max_total, item_id, sort, limit, after)
+
+
+def stream_params(args: Args, last_event_id: str | None) -> int:
+    """GET /api/v1/<customerId>/events: the version the client has already (-1: none), from
+    the Last-Event-ID header or else `lastEventId`."""
+    check_known(args, STREAM_QUERY)
+    raw = last_event_id if last_event_id is not None else one(args, "lastEventId")
+    if raw is None or raw == "":
+        return -1
+    value = uint(raw.strip(), "lastEventId")
+    assert value is not None
+    return value

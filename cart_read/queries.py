@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -31,7 +32,7 @@ from cart_contract.layout import (
     PRODUCTS_TABLE,
     cart_key,
 )
-from cart_contract.redis_carts import RedisCarts
+from cart_contract.redis_carts import CART_CAS
 from cart_read.errors import StoreUnavailable
 from cart_read.params import (
     KIND_ORDERS,
@@ -93,10 +94,11 @@ def last_offset(doc: bytes) -> int | None:
     return None if position is None else position[1]
 
 
-def _fetch(pool: Any, query: sql.Composable | str, params: list[Any]) -> list[Any]:
+async def _fetch(pool: Any, query: sql.Composable | str, params: list[Any]) -> list[Any]:
     try:
-        with pool.connection() as conn:
-            return conn.execute(query, params).fetchall()
+        async with pool.connection() as conn:
+            cur = await conn.execute(query, params)
+            return await cur.fetchall()
     except _DB_UNAVAILABLE as exc:
         raise StoreUnavailable(f"postgresql: {exc}") from exc
 
@@ -108,20 +110,19 @@ def _where(conds: list[sql.Composable]) -> sql.Composable:
 # ------------------------------------------------------------------------------------ carts
 
 
-def load_cart(stores: Stores, customer_id: str) -> CartRead | None:
+async def load_cart(stores: Stores, customer_id: str) -> CartRead | None:
     """The customer's current cart from Redis; on a miss or Redis failure from PostgreSQL."""
     redis_answered = False
     if stores.redis_usable():
         try:
-            v, doc = stores.reader.hmget(
-                cart_key(customer_id, stores.config.redis_key_prefix), _CART_FIELDS)
-        except redis.RedisError as exc:
+            v, doc = await _hmget(stores, cart_key(customer_id, stores.config.redis_key_prefix))
+        except (redis.RedisError, TimeoutError) as exc:
             stores.redis_failed(exc)
         else:
             if doc is not None:
                 return CartRead(doc, _int_or(v, -1), "redis")
             redis_answered = True
-    row = current_cart_row(stores.pool, customer_id)
+    row = await current_cart_row(await stores.db(), customer_id)
     if row is None:
         return None
     version, doc_dict = row
@@ -132,13 +133,23 @@ def load_cart(stores: Stores, customer_id: str) -> CartRead | None:
         log.warning("cart doc of %s does not follow the contract: %s", customer_id, exc)
         return CartRead(orjson.dumps(doc_dict), version, "postgres")
     if redis_answered:
-        rewarm(stores, details)
+        await rewarm(stores, details)
     return CartRead(encode_cart_details(details), version, "postgres")
 
 
-def current_cart_row(pool: Any, customer_id: str) -> tuple[int, dict[str, Any]] | None:
+async def _hmget(stores: Stores, key: str) -> list[Any]:
+    if stores.injected_redis:
+        return await stores.reader.hmget(key, _CART_FIELDS)
+    async with stores.read_slots:
+        # The call's timeout (the client has no socket timeout: see Stores.redis); waiting for
+        # a slot is not Redis failing, so it is not counted.
+        async with asyncio.timeout(stores.config.redis_timeout_ms / 1000):
+            return await stores.reader.hmget(key, _CART_FIELDS)
+
+
+async def current_cart_row(pool: Any, customer_id: str) -> tuple[int, dict[str, Any]] | None:
     """(version, doc) of the customer's current record, None if there is none."""
-    rows = _fetch(
+    rows = await _fetch(
         pool,
         f"SELECT version, doc FROM {CUSTOMERS_TABLE} WHERE customer_id = %s",
         [customer_id],
@@ -146,7 +157,7 @@ def current_cart_row(pool: Any, customer_id: str) -> tuple[int, dict[str, Any]] 
     return (rows[0][0], rows[0][1]) if rows else None
 
 
-def rewarm(stores: Stores, cart: CartDetails) -> bool:
+async def rewarm(stores: Stores, cart: CartDetails) -> bool:
     """Copy a cart read from PostgreSQL into Redis; True if written.
 
     The redis sink's own compare-and-set (cart_contract.redis_carts): written only when the
@@ -154,8 +165,11 @@ def rewarm(stores: Stores, cart: CartDetails) -> bool:
     did not change, only the cache did.
     """
     try:
-        carts = RedisCarts(stores.redis, prefix=stores.config.redis_key_prefix)
-        return carts.put_many([cart], notify=False) == 1
+        cas = stores.redis.register_script(CART_CAS)
+        written = await cas(
+            keys=[cart_key(cart.customer_id, stores.config.redis_key_prefix)],
+            args=[cart.customer_version, encode_cart_details(cart), "", b""])
+        return int(written) == 1
     except redis.RedisError as exc:
         stores.redis_failed(exc)
         return False
@@ -183,7 +197,7 @@ class Page:
         return {"items": self.items, "nextCursor": self.next_cursor}
 
 
-def orders_page(pool: Any, customer_id: str, page: PageParams) -> Page:
+async def orders_page(pool: Any, customer_id: str, page: PageParams) -> Page:
     """The customer's checked-out carts, newest generation first."""
     conds = [sql.SQL("customer_id = %s"), sql.SQL("status = %s")]
     params: list[Any] = [customer_id, CHECKED_OUT]
@@ -194,7 +208,7 @@ def orders_page(pool: Any, customer_id: str, page: PageParams) -> Page:
         f"SELECT generation, doc FROM {CARTS_TABLE} WHERE {{}} ORDER BY generation DESC LIMIT %s"
     ).format(_where(conds))
     # One row more than the page tells whether another page exists.
-    rows = _fetch(pool, query, [*params, page.limit + 1])
+    rows = await _fetch(pool, query, [*params, page.limit + 1])
     more = len(rows) > page.limit
     rows = rows[: page.limit]
     cursor = encode_cursor(KIND_ORDERS, rows[-1][0]) if more else None
@@ -204,7 +218,7 @@ def orders_page(pool: Any, customer_id: str, page: PageParams) -> Page:
 # ----------------------------------------------------------------------------- cart queries
 
 
-def carts_page(pool: Any, q: CartQuery) -> Page:
+async def carts_page(pool: Any, q: CartQuery) -> Page:
     """Carts matching the filters, in cartId or (totalPrice, cartId) order, keyset-paginated."""
     conds: list[sql.Composable] = []
     params: list[Any] = []
@@ -236,7 +250,7 @@ def carts_page(pool: Any, q: CartQuery) -> Page:
         f"SELECT c.cart_id, c.total_price, c.doc FROM {CARTS_TABLE} c"
         " WHERE {} ORDER BY {} LIMIT %s"
     ).format(_where(conds), order)
-    rows = _fetch(pool, query, [*params, q.limit + 1])
+    rows = await _fetch(pool, query, [*params, q.limit + 1])
     more = len(rows) > q.limit
     rows = rows[: q.limit]
     cursor = None
@@ -264,7 +278,7 @@ def _product(row: Any) -> dict[str, Any]:
     return doc
 
 
-def products_page(pool: Any, page: PageParams) -> Page:
+async def products_page(pool: Any, page: PageParams) -> Page:
     """Live (not deleted) products in productId order."""
     conds = [sql.SQL("NOT p.deleted")]
     params: list[Any] = []
@@ -274,16 +288,16 @@ def products_page(pool: Any, page: PageParams) -> Page:
     query = sql.SQL(
         f"SELECT {_PRODUCT_COLUMNS} WHERE {{}} ORDER BY p.product_id LIMIT %s"
     ).format(_where(conds))
-    rows = _fetch(pool, query, [*params, page.limit + 1])
+    rows = await _fetch(pool, query, [*params, page.limit + 1])
     more = len(rows) > page.limit
     rows = rows[: page.limit]
     cursor = encode_cursor(KIND_PRODUCTS, rows[-1][0]) if more else None
     return Page([_product(r) for r in rows], cursor)
 
 
-def product(pool: Any, product_id: str) -> dict[str, Any] | None:
+async def product(pool: Any, product_id: str) -> dict[str, Any] | None:
     """One live product, None when unknown or deleted."""
-    rows = _fetch(
+    rows = await _fetch(
         pool,
         f"SELECT {_PRODUCT_COLUMNS} WHERE p.product_id = %s AND NOT p.deleted",
         [product_id],
@@ -294,20 +308,22 @@ def product(pool: Any, product_id: str) -> dict[str, Any] | None:
 # ------------------------------------------------------------------------------------ health
 
 
-def ping_redis(stores: Stores) -> str | None:
+async def ping_redis(stores: Stores) -> str | None:
     """None when Redis answers PING, else the reason."""
     try:
-        stores.redis.ping()
+        await stores.redis.ping()
         return None
     except redis.RedisError as exc:
         return f"redis: {exc}"
 
 
-def ping_postgres(stores: Stores, timeout_s: float) -> str | None:
+async def ping_postgres(stores: Stores, timeout_s: float) -> str | None:
     """None when PostgreSQL answers SELECT 1 within timeout_s, else the reason."""
     try:
-        with stores.pool.connection(timeout=timeout_s) as conn:
-            conn.execute("SELECT 1").fetchone()
+        pool = await stores.db()
+        async with pool.connection(timeout=timeout_s) as conn:
+            cur = await conn.execute("SELECT 1")
+            await cur.fetchone()
         return None
     except (psycopg.Error, PoolTimeout) as exc:
         return f"postgresql: {exc}"

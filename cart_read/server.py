@@ -1,26 +1,38 @@
-"""The read API's server (`cartstream serve read`): granian (WSGI), configured from READ_*."""
+"""The read API's server (`cartstream serve read`): granian (ASGI), configured from READ_*."""
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
+
 from granian import Granian
+from granian.constants import Interfaces
 
 from cart_read.config import Config
+from cart_web.metrics import MULTIPROC_ENV
 from cart_web.server import build_server as _build_server
 
-WSGI_TARGET = "cart_read.wsgi:app"
+ASGI_TARGET = "cart_read.asgi:app"
 
 
 def build_server(config: Config) -> Granian:
-    """A granian server for the WSGI app: `workers` processes x `threads` blocking threads."""
-    # Few threads: p99 measured far better with 8 than with granian's default (256). They also
-    # bound the read-your-write waiters, each of which holds one.
+    """A granian server for the ASGI app: `workers` processes, one event loop each."""
     return _build_server(
-        WSGI_TARGET, host=config.host, port=config.port, workers=config.workers,
-        threads=config.threads, log_level=config.log_level,
+        ASGI_TARGET, host=config.host, port=config.port, workers=config.workers,
+        threads=1, log_level=config.log_level, interface=Interfaces.ASGI,
+        # Every open wait and stream is a request in flight, plus room for plain reads.
+        backpressure=config.max_waiters + 1024,
         shutdown_timeout_s=config.shutdown_timeout_s, loggers=["cart_read"],
     )
 
 
 def serve(config: Config) -> None:
     """Serve until SIGTERM/SIGINT (granian stops its workers gracefully)."""
-    build_server(config).serve()
+    # Every worker writes its metrics here, so /metrics in any of them covers all of them.
+    metrics_dir = tempfile.mkdtemp(prefix="cart-read-metrics-")
+    os.environ[MULTIPROC_ENV] = metrics_dir
+    try:
+        build_server(config).serve()
+    finally:
+        shutil.rmtree(metrics_dir, ignore_errors=True)

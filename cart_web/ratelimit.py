@@ -45,11 +45,19 @@ class FixedWindow:
         self._prefix = key_prefix
         self._clock = clock
 
-    def hit(self, principal: str) -> int | None:
-        """Count one request; None if allowed, else the seconds until the window ends."""
+    def _key(self, principal: str) -> tuple[str, float, int]:
         now = self._clock()
         window = int(now // self._window_s)
-        key = rate_limit_key(self._kind, principal, window, self._prefix)
+        return rate_limit_key(self._kind, principal, window, self._prefix), now, window
+
+    def _verdict(self, count: int, now: float, window: int) -> int | None:
+        if count <= self._limit:
+            return None
+        return max(1, math.ceil((window + 1) * self._window_s - now))
+
+    def hit(self, principal: str) -> int | None:
+        """Count one request; None if allowed, else the seconds until the window ends."""
+        key, now, window = self._key(principal)
         try:
             pipe = self._client().pipeline(transaction=False)
             pipe.incr(key)
@@ -58,9 +66,24 @@ class FixedWindow:
         except redis_lib.RedisError as exc:
             log.warning("rate limit not checked (Redis: %s)", exc)
             return None
-        if count <= self._limit:
+        return self._verdict(count, now, window)
+
+
+class AsyncFixedWindow(FixedWindow):
+    """The same window over a redis.asyncio client (the read API's event loop)."""
+
+    async def hit(self, principal: str) -> int | None:  # type: ignore[override]
+        """Count one request; None if allowed, else the seconds until the window ends."""
+        key, now, window = self._key(principal)
+        try:
+            pipe = self._client().pipeline(transaction=False)
+            pipe.incr(key)
+            pipe.expire(key, self._window_s + 1)
+            count = (await pipe.execute())[0]
+        except redis_lib.RedisError as exc:
+            log.warning("rate limit not checked (Redis: %s)", exc)
             return None
-        return max(1, math.ceil((window + 1) * self._window_s - now))
+        return self._verdict(count, now, window)
 
 
 class ConcurrencyCap:
@@ -99,3 +122,49 @@ class ConcurrencyCap:
             self._client().decr(waiting_key(principal, self._prefix))
         except redis_lib.RedisError as exc:
             log.warning("wait cap not released (Redis: %s; the counter expires)", exc)
+
+
+class AsyncConcurrencyCap(ConcurrencyCap):
+    """The same cap over a redis.asyncio client (the read API's event loop)."""
+
+    async def acquire(self, principal: str) -> bool | None:  # type: ignore[override]
+        """True: counted, call release; False: over the cap; None: Redis down, not counted."""
+        key = waiting_key(principal, self._prefix)
+        try:
+            pipe = self._client().pipeline(transaction=False)
+            pipe.incr(key)
+            pipe.expire(key, self._ttl_s)
+            count = (await pipe.execute())[0]
+            if count <= self._cap:
+                return True
+            await self._client().decr(key)
+        except redis_lib.RedisError as exc:
+            log.warning("wait cap not checked (Redis: %s)", exc)
+            return None
+        return False
+
+    async def release(self, principal: str) -> None:  # type: ignore[override]
+        """One wait of `principal` has ended."""
+        try:
+            await self._client().decr(waiting_key(principal, self._prefix))
+        except redis_lib.RedisError as exc:
+            log.warning("wait cap not released (Redis: %s; the counter expires)", exc)
+
+
+def async_redis_factory(url: str, timeout_s: float = 0.25) -> Callable[[], Any]:
+    """A lazily made redis.asyncio client, made again when the event loop changes."""
+    import asyncio
+
+    import redis.asyncio as aioredis
+
+    made: dict[str, Any] = {}
+
+    def get() -> Any:
+        loop = asyncio.get_running_loop()
+        if made.get("loop") is not loop:
+            made["loop"] = loop
+            made["client"] = aioredis.Redis.from_url(url, socket_timeout=timeout_s,
+                                                     socket_connect_timeout=timeout_s)
+        return made["client"]
+
+    return get

@@ -2,13 +2,14 @@
 
 Small framework-neutral functions (`host_allowed`, `preflight_headers`, `read_path_rule`, …)
 and one WSGI wrapper, `guard`, that applies them before the app sees the request, so the token
-is checked before any body is read. Used only in the secure profile: in dev the apps are not
-wrapped at all.
+is checked before any body is read. Used only in the secure profile; in dev the read API is not
+wrapped at all and the write API only answers CORS for loopback pages (`dev_cors`).
 """
 
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,7 +27,7 @@ from cart_web.auth import (
 from cart_web.errors import ApiError, api_error_response
 from cart_web.ratelimit import ConcurrencyCap, FixedWindow, redis_factory
 from cart_web.server import WsgiApp
-from cart_web.settings import AuthSettings, ReadSecurity, WriteSecurity
+from cart_web.settings import AuthSettings, WriteSecurity
 
 log = logging.getLogger("cart_web.security")
 
@@ -67,6 +68,48 @@ def preflight_headers(origin: str, allowed: frozenset[str],
             ("Vary", "Origin")]
 
 
+# The dev profile's page origins: a page served from this machine (the read API's cart page on
+# any port). Only loopback: a site on the internet still cannot send JSON commands (415 without
+# the preflight this refuses).
+_LOOPBACK_ORIGIN = re.compile(r"^http://(?:localhost|127\.0\.0\.1|\[::1\])(?::[0-9]{1,5})?$")
+
+
+def dev_origin_allowed(origin: str, listed: frozenset[str]) -> bool:
+    """Whether the dev profile lets a browser page from `origin` call: listed or loopback."""
+    return origin in listed or _LOOPBACK_ORIGIN.fullmatch(origin) is not None
+
+
+def dev_cors(app: WsgiApp, *, listed: frozenset[str], methods: str) -> WsgiApp:
+    """The dev profile's only edge: CORS for loopback and listed origins (the cart page on the
+    read API's port calls the write API), nothing else checked."""
+
+    def wsgi(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+        origin = environ.get("HTTP_ORIGIN")
+        if not origin:
+            return app(environ, start_response)
+        allowed = dev_origin_allowed(origin, listed)
+        if environ.get("REQUEST_METHOD") == "OPTIONS" and environ.get(
+                "HTTP_ACCESS_CONTROL_REQUEST_METHOD"):
+            if not allowed:
+                return api_error_response(ApiError(
+                    403, "ORIGIN_NOT_ALLOWED",
+                    f"cross-origin requests from {origin} are not allowed"))(
+                    environ, start_response)
+            start_response("204 No Content", [
+                *(preflight_headers(origin, frozenset({origin}), methods) or []), *ALWAYS])
+            return [b""]
+        if not allowed:
+            return app(environ, start_response)
+
+        def respond(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+            headers += [("Access-Control-Allow-Origin", origin), ("Vary", "Origin")]
+            return start_response(status, headers, exc_info)
+
+        return app(environ, respond)
+
+    return wsgi
+
+
 def any_principal(path: str, principal: Principal) -> None:
     """Every authenticated principal may make the request (checks come later, if any)."""
 
@@ -84,11 +127,15 @@ def read_path_rule(path: str, principal: Principal) -> None:
     check_owner(principal, first, admin_allowed=True)
 
 
-def is_long_poll(environ: dict[str, Any]) -> bool:
+def is_long_poll_query(method: str | None, query_string: str) -> bool:
     """A read-your-write wait: a GET with `minOffset`."""
-    qs = environ.get("QUERY_STRING") or ""
-    return (environ.get("REQUEST_METHOD") == "GET" and "minOffset" in qs
-            and "minOffset" in parse_qs(qs))
+    return (method == "GET" and "minOffset" in query_string
+            and "minOffset" in parse_qs(query_string))
+
+
+def is_long_poll(environ: dict[str, Any]) -> bool:
+    """A read-your-write wait (WSGI environ): a GET with `minOffset`."""
+    return is_long_poll_query(environ.get("REQUEST_METHOD"), environ.get("QUERY_STRING") or "")
 
 
 @dataclass
@@ -105,6 +152,47 @@ def too_many(message: str, retry_after_s: int) -> ApiError:
     """429 with Retry-After."""
     return ApiError(429, "TOO_MANY_REQUESTS", message,
                     headers={"Retry-After": str(retry_after_s)})
+
+
+@dataclass(frozen=True)
+class Front:
+    """What the edge decided before authentication: refuse, answer a preflight, or go on
+    with `extra` headers on the answer."""
+
+    error: ApiError | None = None
+    preflight: list[tuple[str, str]] | None = None
+    extra: list[tuple[str, str]] = field(default_factory=list)
+
+
+def front_door(host: str | None, origin: str | None, method: str | None,
+               preflight_method: str | None, *, allowed_hosts: frozenset[str],
+               cors_origins: frozenset[str], methods: str) -> Front:
+    """Host (400) and CORS (preflight answered or 403; the allow headers of a listed origin)."""
+    if not host_allowed(host, allowed_hosts):
+        return Front(ApiError(400, "HOST_NOT_ALLOWED", "this Host is not served here"))
+    if origin and method == "OPTIONS" and preflight_method:
+        allow = preflight_headers(origin, cors_origins, methods)
+        if allow is None:
+            return Front(ApiError(403, "ORIGIN_NOT_ALLOWED",
+                                  f"cross-origin requests from {origin} are not allowed"))
+        return Front(preflight=[*allow, *ALWAYS])
+    extra = list(ALWAYS)
+    if origin and origin in cors_origins:
+        extra += [("Access-Control-Allow-Origin", origin), ("Vary", "Origin")]
+    return Front(extra=extra)
+
+
+def needs_token(path: str) -> bool:
+    """Whether a path is under the guarded API (health, readiness and OpenAPI are open)."""
+    return path not in OPEN_PATHS and path.startswith(API_PREFIX)
+
+
+def authenticate(verifier: TokenVerifier, path_rule: PathRule, path: str,
+                 authorization: str | None) -> Principal:
+    """The bearer token's principal if it may make this request, else 401/403 (ApiError)."""
+    principal = verifier.verify(bearer_token(authorization))
+    path_rule(path, principal)
+    return principal
 
 
 def adding_headers(start_response: Any, extra: tuple[tuple[str, str], ...]) -> Any:
@@ -168,8 +256,7 @@ def guard(app: WsgiApp, *, verifier: TokenVerifier, allowed_hosts: frozenset[str
         extra = api_always + cors if cors else api_always
         waiting: str | None = None
         try:
-            principal = verifier.verify(bearer_token(environ.get("HTTP_AUTHORIZATION")))
-            path_rule(path, principal)
+            principal = authenticate(verifier, path_rule, path, environ.get("HTTP_AUTHORIZATION"))
             environ[PRINCIPAL_ENVIRON] = principal
             if commands is not None and method == "POST":
                 retry = commands.hit(principal.subject)
@@ -236,9 +323,10 @@ def with_security_scheme(settings: AuthSettings, doc: dict[str, Any]) -> dict[st
 
 def protect_write(app: WsgiApp, settings: WriteSecurity, *, redis_url: str, key_prefix: str,
                   verifier: TokenVerifier | None = None) -> WsgiApp:
-    """The write API as served in this profile: unchanged in dev, guarded in secure."""
+    """The write API as served in this profile: in dev only CORS for loopback pages (the cart
+    page) and CORS_ORIGINS, guarded in secure."""
     if not settings.secure:
-        return app
+        return dev_cors(app, listed=settings.cors_origin_set, methods="POST")
     client = redis_factory(redis_url)
     return guard(
         app, verifier=verifier or verifier_from_settings(settings),
@@ -247,21 +335,3 @@ def protect_write(app: WsgiApp, settings: WriteSecurity, *, redis_url: str, key_
         limits=Limits(commands=FixedWindow(client, "commands", settings.rate_limit_commands,
                                            settings.rate_limit_window_s,
                                            key_prefix=key_prefix)))
-
-
-def protect_read(app: WsgiApp, settings: ReadSecurity, *, redis_url: str, key_prefix: str,
-                 max_wait_s: float, verifier: TokenVerifier | None = None) -> WsgiApp:
-    """The read API as served in this profile: unchanged in dev, guarded in secure."""
-    if not settings.secure:
-        return app
-    client = redis_factory(redis_url)
-    return guard(
-        app, verifier=verifier or verifier_from_settings(settings),
-        allowed_hosts=settings.allowed_host_set, cors_origins=settings.cors_origin_set,
-        methods="GET", path_rule=read_path_rule,
-        limits=Limits(
-            waits=FixedWindow(client, "waits", settings.rate_limit_waits,
-                              settings.rate_limit_window_s, key_prefix=key_prefix),
-            # The counter outlives the longest wait, so only a crashed instance's waits expire.
-            wait_cap=ConcurrencyCap(client, settings.max_waits_per_principal,
-                                    int(max_wait_s) + 30, key_prefix=key_prefix)))

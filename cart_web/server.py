@@ -43,18 +43,23 @@ def build_server(
     shutdown_timeout_s: int,
     loggers: Sequence[str],
     quiet: Sequence[str] = (),
+    interface: Interfaces = Interfaces.WSGI,
+    backpressure: int | None = None,
 ) -> Granian:
-    """A granian WSGI server: `workers` processes x `threads` blocking threads each."""
+    """A granian server: `workers` processes x `threads` blocking threads each (WSGI), or
+    `workers` processes with one event loop each (ASGI, threads=1)."""
     return Granian(
         target,
         address=host,
         port=port,
-        interface=Interfaces.WSGI,
+        interface=interface,
         workers=workers,
         blocking_threads=threads,
         # Bound the requests a worker holds at once (queued for a thread) so overload shows up
-        # as latency at the client, not as unbounded memory here.
-        backpressure=max(threads * 8, 64),
+        # as latency at the client, not as unbounded memory here. An ASGI worker's event loop
+        # holds thousands of waits and streams: its caller names the bound.
+        backpressure=backpressure or max(threads * 8, 64),
+        backlog=4096 if interface == Interfaces.ASGI else 1024,
         respawn_failed_workers=True,
         # A worker still importing the app when SIGTERM arrives misses it and would serve on:
         # without a kill timeout granian waits for it forever.

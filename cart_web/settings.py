@@ -59,8 +59,9 @@ class AuthSettings(Settings):
         description="clock skew allowed on `exp`/`nbf`/`iat`")] = 10
     cors_origins: Annotated[str, Field(
         validation_alias="CORS_ORIGINS",
-        description="secure profile: origins (scheme://host[:port], comma-separated) browsers "
-                    "may call from; empty: no cross-origin access")] = ""
+        description="origins (scheme://host[:port], comma-separated) browsers may call from; "
+                    "secure profile: only these (empty: no cross-origin access); dev: these and "
+                    "any http://localhost, 127.0.0.1 or [::1] page (the cart page)")] = ""
     allowed_hosts: Annotated[str, Field(
         validation_alias="ALLOWED_HOSTS",
         description="secure profile: Host header values accepted (comma-separated, port "

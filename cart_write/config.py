@@ -12,6 +12,7 @@ from cart_contract.settings import (
     RedisKeyPrefix,
     RedisUrl,
     TopicCartEvents,
+    WritePort,
 )
 from cart_web.settings import WriteSecurity
 
@@ -21,8 +22,7 @@ class Config(WriteSecurity, KafkaClientSettings):
 
     host: Annotated[str, Field(validation_alias="WRITE_HOST",
                                description="address to listen on")] = "127.0.0.1"
-    port: Annotated[int, Field(ge=0, le=65535, validation_alias="WRITE_PORT",
-                               description="HTTP port")] = 8080
+    port: WritePort
     # Measured on 2 cores (bench/write_api.py): 2 granian workers x 16 blocking threads keep
     # enough requests in flight to fill the producer's batches; more threads only add GIL
     # contention (same throughput, worse p99), fewer leave the CPU waiting on acks.

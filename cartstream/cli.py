@@ -110,7 +110,7 @@ def serve_write(ctx: typer.Context) -> None:
 @serve_app.command("read", help=f"""Serve the read API (carts and products from Redis and
 PostgreSQL).
 
-Granian runs READ_WORKERS processes of READ_THREADS threads on READ_HOST:READ_PORT until
+Granian runs READ_WORKERS processes (one event loop each, ASGI) on READ_HOST:READ_PORT until
 SIGTERM/SIGINT, then stops gracefully (READ_SHUTDOWN_TIMEOUT_S).
 
 Environment: {ENV_READ}.

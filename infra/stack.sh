@@ -111,6 +111,9 @@ deps_apt() {
   # Its promtool checks infra/prometheus/ (tests/integration/test_prometheus_config.py); the
   # stack uses nothing else of the package.
   command -v promtool >/dev/null || pkgs+=(prometheus)
+  # The cart page's browser tests (tests/browser) drive it with Playwright: Playwright's own
+  # browser download is not reachable here.
+  command -v chromium >/dev/null || pkgs+=(chromium)
   if ((${#pkgs[@]})); then
     [[ $(id -u) -eq 0 ]] || die "missing ${pkgs[*]}: install them (apt-get install ${pkgs[*]}) or run as root"
     say "installing ${pkgs[*]} from Debian packages"

@@ -33,6 +33,7 @@ from cart_read import queries
 from cart_read.app import create_app
 from cart_read.config import Config
 from connectors.migrate import migrate
+from tests.support.read_client import ReadClient
 
 pytestmark = pytest.mark.integration
 
@@ -71,20 +72,22 @@ def rds(redis_url: str) -> Iterator[redis.Redis]:
 
 
 @pytest.fixture
-def make_app(redis_url: str, read_db: str) -> Iterator[Callable[..., Any]]:
-    apps = []
+def make_app(redis_url: str, read_db: str) -> Iterator[Callable[..., ReadClient]]:
+    """A client of a fresh app (its lifespan runs: subscribed; stores closed at the end)."""
+    clients: list[ReadClient] = []
 
-    def make(**overrides: Any) -> Any:
+    def make(**overrides: Any) -> ReadClient:
         settings = {"redis_url": redis_url, "database_url": read_db, "page_max": 100, **overrides}
-        app = create_app(Config(**settings))
-        apps.append(app)
-        return app
+        clients.append(ReadClient(create_app(Config(**settings))))
+        return clients[-1]
 
     yield make
-    for app in apps:
-        ctx = app.extensions["cart_read"]
-        ctx.waiters.close()
-        ctx.stores.close()
+    for client in clients:
+        client.close()
+
+
+def ctx_of(client: ReadClient) -> Any:
+    return client.app.state.cart_read
 
 
 # ------------------------------------------------------------------------------ seeding
@@ -153,8 +156,8 @@ def product_put(url: str, pid: str, name: str, price: str, stock: int, deleted: 
 def test_cart_from_redis(make_app, rds, unique) -> None:
     cid = f"c-{unique}"
     doc = redis_put(rds, make_cart(cid, 1))
-    resp = make_app().test_client().get(f"/api/v1/{cid}")
-    assert resp.status_code == 200 and resp.data == doc
+    resp = make_app().get(f"/api/v1/{cid}")
+    assert resp.status_code == 200 and resp.content == doc
 
 
 def test_missing_redis_key_falls_back_to_postgres_and_rewarms(make_app, read_db, rds,
@@ -164,9 +167,9 @@ def test_missing_redis_key_falls_back_to_postgres_and_rewarms(make_app, read_db,
     current = make_cart(cid, 2, lines=(("1", 3, "65000"),))
     pg_put(read_db, old)
     pg_put(read_db, current)
-    resp = make_app().test_client().get(f"/api/v1/{cid}")
+    resp = make_app().get(f"/api/v1/{cid}")
     assert resp.status_code == 200
-    assert orjson.loads(resp.data) == cart_details_to_dict(current)  # highest generation
+    assert orjson.loads(resp.content) == cart_details_to_dict(current)  # highest generation
     stored = rds.hgetall(cart_key(cid))
     assert stored[b"v"] == str(current.version).encode()
     assert decode_cart_details(stored[b"doc"]) == current
@@ -177,70 +180,58 @@ def test_last_checked_out_cart_when_none_is_open(make_app, read_db, rds, unique)
     done = make_cart(cid, 3, status=CHECKED_OUT)
     pg_put(read_db, make_cart(cid, 2, status=CHECKED_OUT))
     pg_put(read_db, done)
-    resp = make_app().test_client().get(f"/api/v1/{cid}")
-    assert resp.get_json()["cartId"] == f"{cid}:3" and resp.get_json()["status"] == CHECKED_OUT
+    resp = make_app().get(f"/api/v1/{cid}")
+    assert resp.json()["cartId"] == f"{cid}:3" and resp.json()["status"] == CHECKED_OUT
 
 
 def test_rewarm_is_version_guarded(make_app, rds, unique) -> None:
     cid = f"c-{unique}"
     newer_doc = redis_put(rds, make_cart(cid, 2, version=20))
-    stores = make_app().extensions["cart_read"].stores
+    client = make_app()
+    stores = ctx_of(client).stores
     key = cart_key(cid)
-    assert not queries.rewarm(stores, make_cart(cid, 1, version=19))
-    assert not queries.rewarm(stores, make_cart(cid, 9, version=20))
+    assert not client.call(queries.rewarm, stores, make_cart(cid, 1, version=19))
+    assert not client.call(queries.rewarm, stores, make_cart(cid, 9, version=20))
     assert rds.hget(key, "doc") == newer_doc
     newest = make_cart(cid, 3, version=21)
-    assert queries.rewarm(stores, newest)
+    assert client.call(queries.rewarm, stores, newest)
     assert rds.hmget(key, "v", "doc") == [b"21", encode_cart_details(newest)]
 
 
-def test_pinned_redis_connection_survives_a_killed_socket(make_app, rds, unique) -> None:
+def test_a_killed_redis_connection_is_replaced(make_app, rds, unique) -> None:
     cid = f"c-{unique}"
     doc = redis_put(rds, make_cart(cid, 1))
-    app = make_app()
-    client, stores = app.test_client(), app.extensions["cart_read"].stores
-    assert client.get(f"/api/v1/{cid}").data == doc  # pins a connection to this thread
-    conn = stores.reader._local.pinned.conn
-    conn.send_command("CLIENT", "ID")
-    assert rds.client_kill_filter(_id=conn.read_response()) == 1
+    client = make_app()
+    assert client.get(f"/api/v1/{cid}").content == doc
+    # Kill the app's pooled connection (only it: other processes share this Redis).
+    stores = ctx_of(client).stores
+    assert rds.client_kill_filter(_id=client.call(stores.redis.client_id)) == 1
     # The database is empty: only Redis can answer, and the breaker must stay closed.
-    assert client.get(f"/api/v1/{cid}").data == doc
+    assert client.get(f"/api/v1/{cid}").content == doc
     assert stores.redis_usable()
-
-
-def test_a_pinned_connection_returns_to_the_pool_when_its_thread_ends(make_app, rds,
-                                                                       unique) -> None:
-    cid = f"c-{unique}"
-    redis_put(rds, make_cart(cid, 1))
-    stores = make_app().extensions["cart_read"].stores
-    pool = stores.redis.connection_pool
-    t = threading.Thread(target=lambda: queries.load_cart(stores, cid))
-    t.start()
-    t.join()
-    assert len(pool._in_use_connections) == 0 and len(pool._available_connections) == 1
 
 
 def test_redis_down_falls_back_to_postgres(make_app, read_db, unique) -> None:
     cid = f"c-{unique}"
     c = make_cart(cid, 1)
     pg_put(read_db, c)
-    client = make_app(redis_url=f"redis://127.0.0.1:{closed_port()}/0").test_client()
+    client = make_app(redis_url=f"redis://127.0.0.1:{closed_port()}/0")
     resp = client.get(f"/api/v1/{cid}")
-    assert resp.status_code == 200 and orjson.loads(resp.data) == cart_details_to_dict(c)
+    assert resp.status_code == 200 and orjson.loads(resp.content) == cart_details_to_dict(c)
     assert client.get(f"/api/v1/{cid}").status_code == 200  # again, breaker open
     assert client.get(f"/api/v1/x{unique}").status_code == 404
 
 
 def test_unknown_customer_is_404(make_app, unique) -> None:
-    resp = make_app().test_client().get(f"/api/v1/nobody-{unique}")
-    assert resp.status_code == 404 and resp.get_json()["error"]["code"] == "NOT_FOUND"
+    resp = make_app().get(f"/api/v1/nobody-{unique}")
+    assert resp.status_code == 404 and resp.json()["error"]["code"] == "NOT_FOUND"
 
 
 def test_readyz(make_app) -> None:
-    assert make_app().test_client().get("/readyz").status_code == 200
-    down = make_app(redis_url=f"redis://127.0.0.1:{closed_port()}/0").test_client()
+    assert make_app().get("/readyz").status_code == 200
+    down = make_app(redis_url=f"redis://127.0.0.1:{closed_port()}/0")
     resp = down.get("/readyz")
-    assert resp.status_code == 503 and resp.get_json()["checks"]["postgres"] == "ok"
+    assert resp.status_code == 503 and resp.json()["checks"]["postgres"] == "ok"
 
 
 # ------------------------------------------------------------------------ read your write
@@ -269,8 +260,8 @@ def test_read_your_write_wakes_on_the_notification(make_app, rds, unique) -> Non
     redis_put(rds, make_cart(cid, 1, version=5, offset=100))
     # A poll interval longer than the test: only a notification can end the wait with 200.
     app = make_app(degraded_poll_ms=120_000, wait_max_ms=120_000)
-    waiters = app.extensions["cart_read"].waiters
-    t, result = _request_in_thread(app.test_client(),
+    waiters = ctx_of(app).waiters
+    t, result = _request_in_thread(app,
                                    f"/api/v1/{cid}?minOffset=102&timeout=120000")
     _until(lambda: len(waiters) == 1 and waiters.connected)
     time.sleep(0.2)
@@ -286,7 +277,7 @@ def test_read_your_write_wakes_on_the_notification(make_app, rds, unique) -> Non
     assert not t.is_alive()
     resp = result["resp"]
     assert resp.status_code == 200
-    assert resp.get_json()["version"] == 7 and resp.get_json()["lastEvent"]["offset"] == 102
+    assert resp.json()["version"] == 7 and resp.json()["lastEvent"]["offset"] == 102
     assert len(waiters) == 0
 
 
@@ -294,12 +285,12 @@ def test_read_your_write_times_out_with_504(make_app, rds, unique) -> None:
     cid = f"c-{unique}"
     redis_put(rds, make_cart(cid, 1, version=5, offset=100))
     app = make_app()
-    resp = app.test_client().get(f"/api/v1/{cid}?minOffset=101&timeout=300")
+    resp = app.get(f"/api/v1/{cid}?minOffset=101&timeout=300")
     assert resp.status_code == 504
-    body = resp.get_json()
+    body = resp.json()
     assert body["error"]["code"] == "TIMEOUT"
     assert body["version"] == 5 and body["lastOffset"] == 100 and body["cart"]["version"] == 5
-    assert len(app.extensions["cart_read"].waiters) == 0
+    assert len(ctx_of(app).waiters) == 0
 
 
 def test_read_your_write_polls_postgres_while_redis_is_down(make_app, read_db, unique) -> None:
@@ -307,14 +298,14 @@ def test_read_your_write_polls_postgres_while_redis_is_down(make_app, read_db, u
     pg_put(read_db, make_cart(cid, 1, version=5, offset=100))
     app = make_app(redis_url=f"redis://127.0.0.1:{closed_port()}/0", degraded_poll_ms=20,
                    wait_max_ms=120_000)
-    waiters = app.extensions["cart_read"].waiters
-    t, result = _request_in_thread(app.test_client(),
+    waiters = ctx_of(app).waiters
+    t, result = _request_in_thread(app,
                                    f"/api/v1/{cid}?minOffset=101&timeout=120000")
     _until(lambda: len(waiters) == 1)
     pg_put(read_db, make_cart(cid, 1, version=6, offset=101))
     t.join(30)
     assert not t.is_alive()
-    assert result["resp"].status_code == 200 and result["resp"].get_json()["version"] == 6
+    assert result["resp"].status_code == 200 and result["resp"].json()["version"] == 6
 
 
 # -------------------------------------------------------------------------------- orders
@@ -326,11 +317,11 @@ def test_orders_newest_first_across_pages(make_app, read_db, unique) -> None:
         pg_put(read_db, make_cart(cid, gen, status=CHECKED_OUT))
     pg_put(read_db, make_cart(cid, 6))  # open: not an order
     pg_put(read_db, make_cart(f"other-{unique}", 1, status=CHECKED_OUT))
-    client = make_app().test_client()
+    client = make_app()
     seen, cursor, pages = [], None, 0
     while True:
         url = f"/api/v1/{cid}/orders?limit=2" + (f"&cursor={cursor}" if cursor else "")
-        body = client.get(url).get_json()
+        body = client.get(url).json()
         seen.extend(d["cartId"] for d in body["items"])
         pages += 1
         cursor = body["nextCursor"]
@@ -338,7 +329,7 @@ def test_orders_newest_first_across_pages(make_app, read_db, unique) -> None:
             break
     assert seen == [f"{cid}:{g}" for g in (5, 4, 3, 2, 1)]
     assert pages == 3
-    empty = client.get(f"/api/v1/nobody-{unique}/orders").get_json()
+    empty = client.get(f"/api/v1/nobody-{unique}/orders").json()
     assert empty == {"items": [], "nextCursor": None}
 
 
@@ -374,8 +365,8 @@ def _walk(client: Any, query: str, limit: int) -> tuple[list[str], int]:
     while True:
         url = f"/api/v1/carts?{query}&limit={limit}" + (f"&cursor={cursor}" if cursor else "")
         resp = client.get(url)
-        assert resp.status_code == 200, resp.get_json()
-        body = resp.get_json()
+        assert resp.status_code == 200, resp.json()
+        body = resp.json()
         seen.extend(d["cartId"] for d in body["items"])
         pages += 1
         cursor = body["nextCursor"]
@@ -406,7 +397,7 @@ def _has(c: CartDetails, item: str) -> bool:
 @pytest.mark.parametrize("limit", [1, 3, 100])
 def test_carts_queries_page_without_gaps_or_duplicates(make_app, cart_set, query, keep,
                                                        by_total, limit) -> None:
-    seen, pages = _walk(make_app().test_client(), query, limit)
+    seen, pages = _walk(make_app(), query, limit)
     wanted = [c for c in cart_set if keep(c)]
     key = (lambda c: (c.total_price, c.cart_id)) if by_total else (lambda c: c.cart_id)
     assert seen == [c.cart_id for c in sorted(wanted, key=key)]
@@ -415,7 +406,7 @@ def test_carts_queries_page_without_gaps_or_duplicates(make_app, cart_set, query
 
 def test_carts_query_answers_the_cart_documents(make_app, cart_set) -> None:
     target = cart_set[7]
-    body = make_app().test_client().get("/api/v1/carts?minTotal=1000").get_json()
+    body = make_app().get("/api/v1/carts?minTotal=1000").json()
     assert body["items"] == [cart_details_to_dict(target)]
 
 
@@ -425,11 +416,11 @@ def test_carts_query_answers_the_cart_documents(make_app, cart_set) -> None:
 def test_products_listing_excludes_deleted_and_pages(make_app, read_db) -> None:
     for i in range(7):
         product_put(read_db, f"p{i:02d}", f"Product {i}", f"{i}99.5", i, deleted=(i == 3))
-    client = make_app().test_client()
+    client = make_app()
     seen, cursor = [], None
     while True:
         body = client.get("/api/v1/products?limit=2" + (f"&cursor={cursor}" if cursor else "")
-                          ).get_json()
+                          ).json()
         seen.extend(body["items"])
         cursor = body["nextCursor"]
         if cursor is None:
@@ -437,13 +428,13 @@ def test_products_listing_excludes_deleted_and_pages(make_app, read_db) -> None:
     assert [p["productId"] for p in seen] == ["p00", "p01", "p02", "p04", "p05", "p06"]
     assert seen[1] == {"productId": "p01", "productName": "Product 1", "price": "199.50",
                        "stockQty": 1, "schemaVersion": 1, "reserved": 0, "available": 1}
-    assert client.get("/api/v1/products/p05").get_json()["price"] == "599.50"
+    assert client.get("/api/v1/products/p05").json()["price"] == "599.50"
     # Units reserved by checkouts (the reservations sink's table) show beside the warehouse
     # count; available never goes below 0.
     with psycopg.connect(read_db, autocommit=True) as conn:
         conn.execute("INSERT INTO product_reservations VALUES ('p05', 2, 7), ('p02', 9, 8)")
-    p05 = client.get("/api/v1/products/p05").get_json()
+    p05 = client.get("/api/v1/products/p05").json()
     assert (p05["stockQty"], p05["reserved"], p05["available"]) == (5, 2, 3)
-    assert client.get("/api/v1/products/p02").get_json()["available"] == 0
+    assert client.get("/api/v1/products/p02").json()["available"] == 0
     assert client.get("/api/v1/products/p03").status_code == 404
     assert client.get("/api/v1/products/nope").status_code == 404

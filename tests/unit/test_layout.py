@@ -36,6 +36,9 @@ USERS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "waiting_key": (("cart_web/ratelimit.py",), ()),
     "RATE_LIMIT_KEY_PREFIX": ((), ()),
     "WAITING_KEY_PREFIX": ((), ()),
+    # The read API issues event-stream tickets and redeems them.
+    "stream_ticket_key": (("cart_read/tickets.py",), ()),
+    "STREAM_TICKET_KEY_PREFIX": ((), ()),
     "CARTS_TABLE": (("connectors/stores.py",), ("cart_read/queries.py",)),
     "CUSTOMERS_TABLE": (("connectors/stores.py",), ("cart_read/queries.py",)),
     "CART_LINES_TABLE": (("connectors/stores.py",), ("cart_read/queries.py",)),

@@ -2,18 +2,13 @@
 
 from __future__ import annotations
 
-from contextlib import contextmanager
 from decimal import Decimal
 from typing import Any
 
 import orjson
 import pytest
-import redis
 
 from cart_contract import (
-    CartDetails,
-    EventPosition,
-    LineItem,
     cart_details_to_dict,
     encode_cart_details,
 )
@@ -22,116 +17,23 @@ from cart_read.app import create_app
 from cart_read.config import Config
 from cart_read.params import KIND_ORDERS, encode_cursor
 from cart_read.waiters import CartWaiters
+from tests.support.read_client import ReadClient, mimetype
+from tests.support.read_fakes import FakePool, FakeRedis, NoDb, cart
 
 CFG = Config(redis_retry_ms=0)
 
 
-def cart(customer: str = "123", version: int = 3, offset: int = 10, gen: int = 1) -> CartDetails:
-    line = LineItem("1", "IPhone 12", 3, Decimal("65000"), Decimal("195000"))
-    return CartDetails(customer, f"{customer}:{gen}", "OPEN", (line,), 3, Decimal("195000"),
-                       version, EventPosition(f"e{version}", 2, offset), (),
-                       "2025-01-01T00:00:00.000000Z")
-
-
-class FakeRedis:
-    """The few redis.Redis calls the read API makes, over dicts."""
-
-    def __init__(self, down: bool = False) -> None:
-        self.hashes: dict[str, dict[str, bytes]] = {}
-        self.down = down
-        self.evals: list[tuple[Any, ...]] = []
-
-    def _check(self) -> None:
-        if self.down:
-            raise redis.ConnectionError("connection refused")
-
-    def hmget(self, key: str, fields: tuple[str, ...]) -> list[bytes | None]:
-        self._check()
-        h = self.hashes.get(key, {})
-        return [h.get(f) for f in fields]
-
-    def cas(self, key: str, v: int, doc: bytes) -> int:
-        """The sink's compare-and-set on `v` (cart_contract.redis_carts.CART_CAS)."""
-        self._check()
-        self.evals.append((key, v, doc))
-        cur = self.hashes.get(key, {}).get("v")
-        if cur is not None and int(cur) >= v:
-            return 0
-        self.hashes[key] = {"v": str(v).encode(), "doc": doc}
-        return 1
-
-    def register_script(self, script: str) -> Any:
-        assert "HSET" in script and "'v'" in script
-        return lambda keys, args, client: client.queue(
-            lambda: self.cas(keys[0], int(args[0]), args[1]))
-
-    def pipeline(self, transaction: bool = True) -> Any:
-        return FakePipeline()
-
-    def ping(self) -> bool:
-        self._check()
-        return True
-
-    def put(self, c: CartDetails) -> bytes:
-        doc = encode_cart_details(c)
-        self.hashes[cart_key(c.customer_id)] = {"v": str(c.version).encode(), "doc": doc}
-        return doc
-
-
-class FakePipeline:
-    def __init__(self) -> None:
-        self.calls: list[Any] = []
-
-    def queue(self, call: Any) -> None:
-        self.calls.append(call)
-
-    def execute(self) -> list[Any]:
-        return [call() for call in self.calls]
-
-
-class FakePool:
-    """A psycopg pool whose connections answer from a list of canned row lists."""
-
-    def __init__(self, *answers: list[tuple[Any, ...]], error: Exception | None = None) -> None:
-        self.answers = list(answers)
-        self.error = error
-        self.queries: list[tuple[Any, list[Any]]] = []
-
-    @contextmanager
-    def connection(self, timeout: float | None = None):
-        if self.error is not None:
-            raise self.error
-        yield self
-
-    def execute(self, query: Any, params: Any = None) -> FakePool:
-        self.queries.append((query, list(params or [])))
-        return self
-
-    def fetchall(self) -> list[tuple[Any, ...]]:
-        return self.answers.pop(0) if self.answers else []
-
-    def fetchone(self) -> tuple[Any, ...] | None:
-        rows = self.fetchall()
-        return rows[0] if rows else None
-
-
-class NoDb:
-    """A pool that fails the test if a handler touches it."""
-
-    def connection(self, timeout: float | None = None):
-        raise AssertionError("the database must not be queried here")
-
-
-def client(r: Any = None, pool: Any = None, waiter: CartWaiters | None = None, cfg=CFG):
+def client(r: Any = None, pool: Any = None, waiter: CartWaiters | None = None,
+           cfg=CFG) -> ReadClient:
     app = create_app(cfg, redis=r or FakeRedis(), db_pool=pool or NoDb(),
                      waiter=waiter or CartWaiters(4))
-    return app.test_client()
+    return ReadClient(app)
 
 
 def assert_error(resp: Any, status: int, code: str, field: str | None = None) -> dict:
     assert resp.status_code == status
-    assert resp.mimetype == "application/json"
-    body = resp.get_json()
+    assert mimetype(resp) == "application/json"
+    body = resp.json()
     assert set(body["error"]) == {"code", "message", "field"}
     assert body["error"]["code"] == code
     assert body["error"]["field"] == field
@@ -156,13 +58,13 @@ def test_wrong_method_is_json_405_with_allow() -> None:
 
 def test_healthz_does_no_io() -> None:
     resp = client(FakeRedis(down=True)).get("/healthz")
-    assert resp.status_code == 200 and resp.get_json() == {"status": "ok"}
+    assert resp.status_code == 200 and resp.json() == {"status": "ok"}
 
 
 def test_readyz_reports_each_store() -> None:
     ok = client(FakeRedis(), FakePool([(1,)])).get("/readyz")
     assert ok.status_code == 200
-    assert ok.get_json()["checks"] == {"redis": "ok", "postgres": "ok"}
+    assert ok.json()["checks"] == {"redis": "ok", "postgres": "ok"}
     import psycopg
 
     bad = client(FakeRedis(down=True), FakePool(error=psycopg.OperationalError("down")))
@@ -178,8 +80,8 @@ def test_cart_comes_from_redis_byte_for_byte() -> None:
     r = FakeRedis()
     doc = r.put(cart())
     resp = client(r).get("/api/v1/123")
-    assert resp.status_code == 200 and resp.mimetype == "application/json"
-    assert resp.data == doc
+    assert resp.status_code == 200 and mimetype(resp) == "application/json"
+    assert resp.content == doc
 
 
 def test_bad_customer_id_and_parameters_are_400() -> None:
@@ -196,7 +98,7 @@ def test_redis_miss_reads_postgres_and_rewarms() -> None:
     pool = FakePool([(5, orjson.loads(encode_cart_details(c)))])
     resp = client(r, pool).get("/api/v1/123")
     assert resp.status_code == 200
-    assert orjson.loads(resp.data) == cart_details_to_dict(c)
+    assert orjson.loads(resp.content) == cart_details_to_dict(c)
     assert pool.queries[0][1] == ["123"]
     assert r.hashes[cart_key("123")] == {"v": b"5", "doc": encode_cart_details(c)}
 
@@ -207,7 +109,7 @@ def test_redis_down_reads_postgres_without_rewarm() -> None:
     pool = FakePool([(5, cart_details_to_dict(c))])
     resp = client(r, pool).get("/api/v1/123")
     assert resp.status_code == 200
-    assert orjson.loads(resp.data) == cart_details_to_dict(c)
+    assert orjson.loads(resp.content) == cart_details_to_dict(c)
     assert r.evals == []
 
 
@@ -223,7 +125,7 @@ def test_a_doc_the_contract_refuses_is_served_but_not_rewarmed() -> None:
     r = FakeRedis()
     pool = FakePool([(5, {"customerId": "123", "odd": True})])
     resp = client(r, pool).get("/api/v1/123")
-    assert resp.status_code == 200 and resp.get_json()["odd"] is True
+    assert resp.status_code == 200 and resp.json()["odd"] is True
     assert r.evals == []
 
 
@@ -245,7 +147,7 @@ def test_min_offset_already_reached_answers_at_once() -> None:
     r = FakeRedis()
     doc = r.put(cart(offset=10))
     resp = client(r, waiter=CartWaiters(0)).get("/api/v1/123?minOffset=10&timeout=1")
-    assert resp.status_code == 200 and resp.data == doc
+    assert resp.status_code == 200 and resp.content == doc
 
 
 def test_min_offset_timeout_is_504_with_the_version_it_has() -> None:
@@ -278,9 +180,9 @@ def test_too_many_waiters_is_503_with_retry_after() -> None:
 
 def test_carts_and_products_are_not_customer_ids() -> None:
     carts = client(FakeRedis(), FakePool([])).get("/api/v1/carts")
-    assert carts.status_code == 200 and carts.get_json() == {"items": [], "nextCursor": None}
+    assert carts.status_code == 200 and carts.json() == {"items": [], "nextCursor": None}
     products = client(FakeRedis(), FakePool([])).get("/api/v1/products")
-    assert products.get_json() == {"items": [], "nextCursor": None}
+    assert products.json() == {"items": [], "nextCursor": None}
 
 
 # --------------------------------------------------------------------------------- listings
@@ -290,7 +192,7 @@ def test_orders_page_and_cursor() -> None:
     docs = [(g, {"cartId": f"123:{g}"}) for g in (5, 4, 3)]
     pool = FakePool(docs)
     resp = client(FakeRedis(), pool).get("/api/v1/123/orders?limit=2")
-    body = resp.get_json()
+    body = resp.json()
     assert [d["cartId"] for d in body["items"]] == ["123:5", "123:4"]
     assert body["nextCursor"] == encode_cursor(KIND_ORDERS, 4)
     assert pool.queries[0][1] == ["123", "CHECKED_OUT", 3]  # limit + 1 rows asked for
@@ -323,7 +225,7 @@ def test_product_found_and_not_found() -> None:
     c = client(FakeRedis(), pool)
     resp = c.get("/api/v1/products/1")
     assert resp.status_code == 200
-    assert resp.get_json() == {"productId": "1", "productName": "IPhone 12", "price": "65000.00",
+    assert resp.json() == {"productId": "1", "productName": "IPhone 12", "price": "65000.00",
                                "stockQty": 768, "schemaVersion": 1, "reserved": 5,
                                "available": 763}
     assert_error(c.get("/api/v1/products/2"), 404, "NOT_FOUND", "productId")
@@ -350,21 +252,22 @@ def test_fixed_endpoints_refuse_unknown_parameters(path: str) -> None:
     ("HEAD", "/api/v1/123"),
     ("POST", "/api/v1/123"),
 ])
-def test_the_fast_path_answers_exactly_like_flask(method: str, path: str) -> None:
-    from flask import Flask
-    from werkzeug.test import Client
+def test_the_fast_path_answers_exactly_like_the_router(method: str, path: str) -> None:
+    from cart_read.fast import with_fast_cart_reads
 
-    def build() -> Any:
+    def build(fast: bool) -> ReadClient:
         r = FakeRedis()
         r.put(cart())
-        return create_app(CFG, redis=r, db_pool=FakePool([], [], []), waiter=CartWaiters(4))
+        app = create_app(CFG, redis=r, db_pool=FakePool([], [], []), waiter=CartWaiters(4))
+        if not fast:
+            app.user_middleware = [m for m in app.user_middleware
+                                   if m.cls is not with_fast_cart_reads]
+        return ReadClient(app)
 
-    app = build()
-    fast = Client(app).open(path, method=method)
-    flask_only = build()
-    plain = Client(Flask.wsgi_app.__get__(flask_only)).open(path, method=method)
-    assert (fast.status_code, fast.data) == (plain.status_code, plain.data)
-    assert sorted(fast.headers.items()) == sorted(plain.headers.items())
+    fast = build(True).request(method, path)
+    routed = build(False).request(method, path)
+    assert (fast.status_code, fast.content) == (routed.status_code, routed.content)
+    assert sorted(fast.headers.items()) == sorted(routed.headers.items())
 
 
 def test_a_cart_read_answers_the_customers_version_as_etag() -> None:
@@ -372,7 +275,7 @@ def test_a_cart_read_answers_the_customers_version_as_etag() -> None:
     r.put(cart(version=7))
     resp = client(r).get("/api/v1/123")  # the fast path
     assert resp.headers["ETag"] == '"7"'
-    resp = client(r).get("/api/v1/123?minOffset=0")  # through Flask, read-your-write
+    resp = client(r).get("/api/v1/123?minOffset=0")  # through the router, read-your-write
     assert resp.status_code == 200 and resp.headers["ETag"] == '"7"'
 
 

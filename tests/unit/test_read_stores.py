@@ -1,70 +1,35 @@
-"""The read API's pinned Redis reader: one reconnect after a broken socket, then the error."""
+"""The read API's store handles: made on first use in the running event loop, made again in
+another loop (a handle of another loop cannot be used there), never made without a loop."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
-import pytest
-import redis
-
-from cart_read.stores import PinnedReader
+from cart_read.config import Config
+from cart_read.stores import Stores
 
 
-class FakeConn:
-    def __init__(self, failures: list[Exception]) -> None:
-        self.failures = failures
-        self.disconnects = 0
+def test_the_redis_client_belongs_to_its_event_loop() -> None:
+    stores = Stores(Config(redis_connections=5))
 
-    def send_command(self, *args: Any) -> None:
-        self.sent = args
+    async def twice() -> tuple[Any, Any]:
+        return stores.redis, stores.redis
 
-    def read_response(self) -> list[bytes | None]:
-        if self.failures:
-            raise self.failures.pop(0)
-        return [b"1", None]
+    a1, a2 = asyncio.run(twice())
+    b1, _ = asyncio.run(twice())
+    assert a1 is a2 and b1 is not a1
+    # Five cart reads at once; the pool has spare connections for re-warms and pings.
+    assert b1.connection_pool.max_connections > 5
 
-    def disconnect(self) -> None:
-        self.disconnects += 1
+    async def slots() -> int:
+        return stores.read_slots._value
 
-
-class FakePool:
-    def __init__(self, *failures: Exception) -> None:
-        self.conn = FakeConn(list(failures))
-
-    def get_connection(self) -> FakeConn:
-        return self.conn
-
-    def release(self, conn: FakeConn) -> None:
-        pass
+    assert asyncio.run(slots()) == 5
 
 
-class FakeClient:
-    def __init__(self, pool: FakePool) -> None:
-        self.connection_pool = pool
-
-
-def test_a_broken_socket_is_reconnected_once() -> None:
-    pool = FakePool(redis.ConnectionError("Connection reset by peer"))
-    reader = PinnedReader(FakeClient(pool))  # type: ignore[arg-type]
-    assert reader.hmget("cart:1", ("v", "doc")) == [b"1", None]
-    assert pool.conn.sent == ("HMGET", "cart:1", "v", "doc")
-    assert pool.conn.disconnects == 1
-
-
-def test_a_second_connection_failure_is_raised() -> None:
-    pool = FakePool(*[redis.ConnectionError("refused")] * 3)
-    reader = PinnedReader(FakeClient(pool))  # type: ignore[arg-type]
-    with pytest.raises(redis.ConnectionError):
-        reader.hmget("cart:1", ("v",))
-    assert pool.conn.disconnects == 2 and len(pool.conn.failures) == 1
-
-
-@pytest.mark.parametrize("error, disconnects", [
-    (redis.TimeoutError("slow"), 1), (redis.ResponseError("WRONGTYPE"), 0),
-])
-def test_other_errors_are_raised_at_once(error: Exception, disconnects: int) -> None:
-    pool = FakePool(error)
-    reader = PinnedReader(FakeClient(pool))  # type: ignore[arg-type]
-    with pytest.raises(type(error)):
-        reader.hmget("cart:1", ("v",))
-    assert pool.conn.disconnects == disconnects
+def test_injected_handles_are_used_as_they_are() -> None:
+    fake, pool = object(), object()
+    stores = Stores(Config(), redis_client=fake, db_pool=pool)
+    assert stores.redis is fake and stores.reader is fake
+    assert asyncio.run(stores.db()) is pool

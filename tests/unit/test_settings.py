@@ -139,12 +139,12 @@ def test_a_bad_setting_is_one_line_and_exit_status_2(capsys: pytest.CaptureFixtu
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     from cart_read.config import Config
 
-    monkeypatch.setenv("READ_THREADS", "0")
+    monkeypatch.setenv("READ_WORKERS", "0")
     with pytest.raises(SystemExit) as caught:
         Config.from_env_or_exit()
     assert caught.value.code == 2
     assert capsys.readouterr().err == (
-        "bad configuration: READ_THREADS must be an integer >= 1, got '0'\n")
+        "bad configuration: READ_WORKERS must be an integer >= 1, got '0'\n")
     assert format_settings_error(ValueError("a\n  b")) == "bad configuration: a b"
 
 

@@ -1,4 +1,4 @@
-"""WSGI entry point for granian: `cart_read.wsgi:app` (connections open lazily per worker)."""
+"""ASGI entry point for granian: `cart_read.asgi:app` (connections open lazily per worker)."""
 
 from __future__ import annotations
 
