@@ -90,6 +90,52 @@ def test_lines_follow_the_winning_version_and_doc_is_the_record(conn, unique) ->
     assert last == [0, 20, v2.last_event.event_id]
 
 
+def test_lines_are_brought_to_the_winner_and_unchanged_lines_are_not_rewritten(conn,
+                                                                               unique) -> None:
+    v1 = cart(unique, 1, lines=3, qty=2)
+    first, second, third = v1.line_items
+    # v2: line 1 as it was, line 2 with another qty, line 3 gone, a new line 4.
+    new = replace(first, item_id="4", item_name="New")
+    changed = replace(second, qty=7, total_price=second.unit_price * 7)
+    v2 = replace(v1, version=2, line_items=(first, changed, new), total_qty=11,
+                 total_price=first.total_price + changed.total_price + new.total_price)
+    assert upsert_carts(conn, [v1]) == 1
+
+    def versions() -> dict[str, str]:
+        return dict(conn.execute("SELECT item_id, xmin::text FROM cart_lines WHERE cart_id = %s",
+                                 (v1.cart_id,)).fetchall())
+
+    before = versions()
+    assert upsert_carts(conn, [v2]) == 1
+    after = versions()
+    assert sorted(after) == ["1", "2", "4"]
+    assert after["1"] == before["1"]  # the same row version: not written again
+    assert after["2"] != before["2"]
+    assert lines(conn, unique) == [
+        (v1.cart_id, li.item_id, pos, li.item_name, li.qty, li.unit_price, li.total_price)
+        for pos, li in enumerate(v2.line_items)]
+    assert upsert_carts(conn, [v1]) == 0  # older: lines untouched
+    assert versions() == after
+
+
+@pytest.mark.parametrize("stored_before", [False, True])
+def test_a_cart_with_two_lines_of_one_item_is_dead_lettered(db, unique, stored_before) -> None:
+    good = cart(f"{unique}-g", 1)
+    twice = cart(unique, 2, lines=2)
+    twice = replace(twice, line_items=(twice.line_items[0],
+                                       replace(twice.line_items[1], item_id="1")))
+    sink = PostgresCartWriter(db)
+    if stored_before:
+        assert sink([FakeMessage(encode_cart_details(cart(unique, 1, lines=1)), None, 0)]) == []
+    poison = sink([FakeMessage(encode_cart_details(good), None, 1),
+                   FakeMessage(encode_cart_details(twice), None, 2)])
+    assert [(p.message.offset(), p.error.reason) for p in poison] == [(2, "STORE_REJECTED")]
+    with psycopg.connect(db) as conn:
+        assert [r[3] for r in rows(conn, unique)] == ([1] if stored_before else [])
+        assert len(lines(conn, f"{unique}-g")) == 1
+    sink.db.close()
+
+
 def test_read_api_indexes_exist(conn) -> None:
     defs = {r[0]: r[1] for r in conn.execute(
         "SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = 'public'")}
