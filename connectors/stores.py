@@ -101,32 +101,9 @@ ON CONFLICT (cart_id) DO UPDATE SET
 WHERE {CARTS_TABLE}.version < EXCLUDED.version
 RETURNING cart_id
 """
-# A winning cart's lines are staged, then its stored lines are brought to them: lines no longer
-# in the cart are deleted, the others upserted, and a line that did not change is not written.
-# A rewritten line keeps its cart_id and item_id (the only indexed columns), so with the
-# table's fillfactor (migration 0005) it is a HOT update: no index entries. The staging
-# table's key refuses two lines of one cart with the same item, as the table's own key does
-# (the upsert alone would let the second overwrite the first): that record is poison.
-_LINE_COLUMNS = "cart_id, item_id, position, item_name, qty, unit_price, total_price"
-_STAGE_LINES = f"""
-CREATE TEMP TABLE IF NOT EXISTS stage_lines
-    (LIKE {CART_LINES_TABLE}, PRIMARY KEY (cart_id, item_id)) ON COMMIT DELETE ROWS
-"""
-_COPY_LINES = f"COPY stage_lines ({_LINE_COLUMNS}) FROM STDIN"
-_DELETE_LINES = f"""
-DELETE FROM {CART_LINES_TABLE} l WHERE l.cart_id = ANY(%s)
-AND NOT EXISTS (SELECT 1 FROM stage_lines s WHERE s.cart_id = l.cart_id AND s.item_id = l.item_id)
-"""
-_UPSERT_LINES = f"""
-INSERT INTO {CART_LINES_TABLE} AS l ({_LINE_COLUMNS})
-SELECT {_LINE_COLUMNS} FROM stage_lines
-ON CONFLICT (cart_id, item_id) DO UPDATE SET
-    position = EXCLUDED.position, item_name = EXCLUDED.item_name, qty = EXCLUDED.qty,
-    unit_price = EXCLUDED.unit_price, total_price = EXCLUDED.total_price
-WHERE (l.position, l.item_name, l.qty, l.unit_price, l.total_price) IS DISTINCT FROM
-      (EXCLUDED.position, EXCLUDED.item_name, EXCLUDED.qty, EXCLUDED.unit_price,
-       EXCLUDED.total_price)
-"""
+_LINES = (f"COPY {CART_LINES_TABLE} (cart_id, item_id, position, item_name, qty, unit_price,"
+          " total_price) FROM STDIN")
+_DELETE_LINES = f"DELETE FROM {CART_LINES_TABLE} WHERE cart_id = ANY(%s)"
 
 
 def _text(value: str) -> str:
@@ -148,8 +125,7 @@ def upsert_cart_docs(conn: psycopg.Connection, docs: Sequence[tuple[CartDetails,
 
     The rows go as preformatted COPY text in one COPY into one staging table, and two
     set-based statements merge them (far cheaper, for both sides, than row upserts or a
-    staging table and a document per table); the winners' lines are staged the same way and
-    merged by a delete of the lines gone and an upsert of the lines that changed.
+    staging table and a document per table).
     """
     docs = newest(docs, lambda d: d[0].cart_id, lambda d: d[0].customer_version)
     if not docs:
@@ -175,8 +151,9 @@ def upsert_cart_docs(conn: psycopg.Connection, docs: Sequence[tuple[CartDetails,
         cur.execute(_MERGE_CUSTOMERS)
         won = {row[0] for row in cur.execute(_MERGE)}
         if won:
-            # The carts that won get their lines (COPY from here is cheaper for the database
-            # than unpacking the staged documents).
+            # The carts that won get their lines replaced (COPY from here is cheaper for the
+            # database than unpacking the staged documents).
+            cur.execute(_DELETE_LINES, (list(won),))
             lines = []
             for c, _ in docs:
                 if c.cart_id in won:
@@ -185,11 +162,8 @@ def upsert_cart_docs(conn: psycopg.Connection, docs: Sequence[tuple[CartDetails,
                         lines.append(f"{cart_id}\t{_text(li.item_id)}\t{position}\t"
                                      f"{_text(li.item_name)}\t{li.qty}\t{li.unit_price}\t"
                                      f"{li.total_price}\n")
-            cur.execute(_STAGE_LINES)
-            with cur.copy(_COPY_LINES) as copy:
+            with cur.copy(_LINES) as copy:
                 copy.write("".join(lines))
-            cur.execute(_DELETE_LINES, (list(won),))
-            cur.execute(_UPSERT_LINES)
     return len(won)
 
 
