@@ -150,6 +150,13 @@ class StatementClock:
                 finally:
                     clock.add(query, clock.now() - t0)
 
+            def executemany(self, query: Any, params_seq: Any, **kw: Any) -> None:
+                t0 = clock.now()
+                try:
+                    super().executemany(query, params_seq, **kw)
+                finally:
+                    clock.add(query, clock.now() - t0)
+
             @contextlib.contextmanager
             def copy(self, statement: Any, *a: Any, **kw: Any) -> Any:
                 t0 = clock.now()
