@@ -90,6 +90,31 @@ def test_lines_follow_the_winning_version_and_doc_is_the_record(conn, unique) ->
     assert last == [0, 20, v2.last_event.event_id]
 
 
+@pytest.mark.parametrize("stored_before", [False, True])
+def test_a_cart_with_two_lines_of_one_item_is_dead_lettered(db, unique, stored_before) -> None:
+    good = cart(f"{unique}-g", 1)
+    twice = cart(unique, 2, lines=2)
+    twice = replace(twice, line_items=(twice.line_items[0],
+                                       replace(twice.line_items[1], item_id="1")))
+    sink = PostgresCartWriter(db)
+    if stored_before:
+        assert sink([FakeMessage(encode_cart_details(cart(unique, 1, lines=1)), None, 0)]) == []
+    poison = sink([FakeMessage(encode_cart_details(good), None, 1),
+                   FakeMessage(encode_cart_details(twice), None, 2)])
+    assert [(p.message.offset(), p.error.reason) for p in poison] == [(2, "STORE_REJECTED")]
+    with psycopg.connect(db) as conn:
+        assert [r[3] for r in rows(conn, unique)] == ([1] if stored_before else [])
+        assert len(lines(conn, f"{unique}-g")) == 1
+    sink.db.close()
+
+
+def test_customers_leave_room_for_hot_updates(conn) -> None:
+    """Every customers update changes no indexed column: with room on the page it is HOT."""
+    options = conn.execute("SELECT reloptions FROM pg_class WHERE relname = 'customers'"
+                           ).fetchone()[0]
+    assert "fillfactor=50" in options
+
+
 def test_read_api_indexes_exist(conn) -> None:
     defs = {r[0]: r[1] for r in conn.execute(
         "SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = 'public'")}
