@@ -110,6 +110,15 @@ def create_topics(bootstrap: str, topics: dict[str, int]) -> None:
         fut.result(timeout=30)
 
 
+def delete_topics(bootstrap: str, prefix: str) -> list[str]:
+    """Delete every topic whose name starts with `prefix` (a run's own), and wait for it."""
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    names = [t for t in admin.list_topics(timeout=30).topics if t.startswith(prefix)]
+    for future in (admin.delete_topics(names).values() if names else ()):
+        future.result(timeout=60)
+    return names
+
+
 def preload(bootstrap: str, tag: str, events: list[CartEvent],
             products: dict[str, Product]) -> dict[str, str]:
     """Fresh input topics holding the catalog and the events."""
@@ -529,12 +538,16 @@ def settings_variants(args: argparse.Namespace) -> None:
                      catalog(args.products))
     processes = args.processes[0]
     runs: list[dict] = []
-    for _ in range(args.repeat):
-        for i, settings in enumerate(variants):  # alternately: all see the same machine load
-            r = run_flow(args.bootstrap, inputs, tag, args.events, processes, settings=settings)
-            r.update(variant=i, settings=settings, load=os.getloadavg()[0])
-            runs.append(r)
-            print(json.dumps(r))
+    try:
+        for _ in range(args.repeat):
+            for i, settings in enumerate(variants):  # alternately: all see the same load
+                r = run_flow(args.bootstrap, inputs, tag, args.events, processes,
+                             settings=settings)
+                r.update(variant=i, settings=settings, load=os.getloadavg()[0])
+                runs.append(r)
+                print(json.dumps(r), flush=True)
+    finally:
+        delete_topics(args.bootstrap, f"bench-{tag}-")
     table = []
     for i, settings in enumerate(variants):
         mine = [r for r in runs if r["variant"] == i]
