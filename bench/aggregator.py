@@ -4,6 +4,8 @@
                                [--processes 1 2] [--repeat 1] [--bootstrap localhost:9092]
                                [--baseline 64bc8fb]
     python bench/aggregator.py --callgrind [--events 20000]   # instructions per event (fold)
+    python bench/aggregator.py --variants "" "AGG_GC_THRESHOLD=0" [--processes 1] [--repeat 3]
+                               [--events 1000000 --customers 100000]   # settings, this tree
 
 1. Checks out the baseline commit in a temporary git worktree (.run/, removed at the end), so
    "today's" aggregator runs beside this one on the same machine, in the same run.
@@ -20,6 +22,12 @@
    ratio.
 5. State per open cart, each tree: the RSS a live in-memory flow needs per extra customer with an
    open 3-line cart (two runs with C and 2C customers); this tree's pickled snapshot size.
+
+--variants runs only this tree, once per group of settings (space-separated NAME=VALUE, "" for
+the defaults), alternately, --repeat rounds, over one preloaded input: CPU µs per event (whole
+run and sustained) per variant, median, and its ratio to the first variant. The replay's
+aggregator settings (connectors/replay.py) were chosen with it. Writes
+bench/results/aggregator_variants.json.
 
 --callgrind runs the fold loop (apply + encode, no parse) of each tree under valgrind's
 callgrind with one and with two passes over the events: the difference, divided by the events,
@@ -100,6 +108,15 @@ def create_topics(bootstrap: str, topics: dict[str, int]) -> None:
     admin = AdminClient({"bootstrap.servers": bootstrap})
     for fut in admin.create_topics([NewTopic(n, p, 1) for n, p in topics.items()]).values():
         fut.result(timeout=30)
+
+
+def delete_topics(bootstrap: str, prefix: str) -> list[str]:
+    """Delete every topic whose name starts with `prefix` (a run's own), and wait for it."""
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    names = [t for t in admin.list_topics(timeout=30).topics if t.startswith(prefix)]
+    for future in (admin.delete_topics(names).values() if names else ()):
+        future.result(timeout=60)
+    return names
 
 
 def preload(bootstrap: str, tag: str, events: list[CartEvent],
@@ -186,8 +203,12 @@ def free_port(count: int = 1) -> int:
 
 
 def run_flow(bootstrap: str, inputs: dict[str, str], tag: str, events: int,
-             processes: int, root: Path = ROOT) -> dict:
-    """Run the aggregator until every event has its record; measure rate and memory."""
+             processes: int, root: Path = ROOT, settings: dict[str, str] | None = None,
+             prefix: tuple[str, ...] = ()) -> dict:
+    """Run the aggregator until every event has its record; measure rate and memory.
+
+    `settings`: more environment (AGG_* variants); `prefix`: a command to run it under (py-spy).
+    """
     run_tag = uuid.uuid4().hex[:6]
     out = {"TOPIC_CART_DETAILS": f"bench-{tag}-details-{processes}p-{run_tag}",
            "TOPIC_DEAD_LETTER": f"bench-{tag}-dead-{processes}p-{run_tag}",
@@ -201,12 +222,13 @@ def run_flow(bootstrap: str, inputs: dict[str, str], tag: str, events: int,
     run_dir = Path(tempfile.mkdtemp(prefix="agg-bench-"))
     env = {**os.environ, **inputs, **out, "KAFKA_BOOTSTRAP": bootstrap, "RUN_DIR": str(run_dir),
            "AGG_PROCESSES": str(processes), "AGG_METRICS_PORT": str(free_port(processes)),
-           "AGG_CLUSTER_PORT": str(free_port(processes)), "PYTHONUNBUFFERED": "1"}
+           "AGG_CLUSTER_PORT": str(free_port(processes)), "PYTHONUNBUFFERED": "1",
+           **(settings or {})}
     log = (run_dir / "aggregator.log").open("wb")
     # This tree has one command line; the baseline commit predates it.
     command = (["cartstream", "aggregate"] if (root / "cartstream" / "cli.py").exists()
                else ["cart_aggregator"])
-    proc = subprocess.Popen([sys.executable, "-m", *command], cwd=root, env=env,
+    proc = subprocess.Popen([*prefix, sys.executable, "-m", *command], cwd=root, env=env,
                             stdout=log, stderr=subprocess.STDOUT)
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"bench-{uuid.uuid4()}"})
     start = time.monotonic()
@@ -508,6 +530,55 @@ def summary(runs: list[dict]) -> dict[str, dict]:
     return out
 
 
+def settings_variants(args: argparse.Namespace) -> None:
+    """This tree's flow under each group of settings in turn, `args.repeat` rounds."""
+    variants = [dict(kv.split("=", 1) for kv in v.split()) for v in args.variants]
+    tag = uuid.uuid4().hex[:8]
+    inputs = preload(args.bootstrap, tag, workload(args.events, args.customers, args.products),
+                     catalog(args.products))
+    processes = args.processes[0]
+    runs: list[dict] = []
+    try:
+        for _ in range(args.repeat):
+            for i, settings in enumerate(variants):  # alternately: all see the same load
+                r = run_flow(args.bootstrap, inputs, tag, args.events, processes,
+                             settings=settings)
+                r.update(variant=i, settings=settings, load=os.getloadavg()[0])
+                runs.append(r)
+                print(json.dumps(r), flush=True)
+    finally:
+        delete_topics(args.bootstrap, f"bench-{tag}-")
+    table = []
+    for i, settings in enumerate(variants):
+        mine = [r for r in runs if r["variant"] == i]
+        us = statistics.median(1e6 * r["cpu_s"] / r["events"] for r in mine)
+        sustained = statistics.median(1e6 / (r["sustained_events_per_cpu_s"] or 1e-9)
+                                      for r in mine)
+        table.append({"settings": settings, "cpu_us_per_event_median": round(us, 1),
+                      "cpu_us_per_event": [round(1e6 * r["cpu_s"] / r["events"], 1)
+                                           for r in mine],
+                      "sustained_cpu_us_per_event_median": round(sustained, 1),
+                      "events_per_s_median": round(statistics.median(r["events_per_s"]
+                                                                     for r in mine)),
+                      "peak_rss_mib_max": max(max(r["peak_rss_mib"]) for r in mine)})
+    for row in table:
+        row["cpu_over_first"] = round(row["cpu_us_per_event_median"]
+                                      / table[0]["cpu_us_per_event_median"], 2)
+    result = {"workload": {"events": args.events, "customers": args.customers,
+                           "products": args.products}, "processes": processes,
+              "machine": {"cpus": os.cpu_count(), "load_average_at_end": os.getloadavg()[0]},
+              "runs": runs, "variants": table}
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "aggregator_variants.json").write_text(json.dumps(result, indent=2) + "\n")
+    print("| settings | CPU µs/event (median) | sustained | / first | events/s | peak RSS MiB |\n"
+          "|---|---|---|---|---|---|")
+    for row in table:
+        name = " ".join(f"{k}={v}" for k, v in row["settings"].items()) or "defaults"
+        print(f"| {name} | {row['cpu_us_per_event_median']} {row['cpu_us_per_event']} | "
+              f"{row['sustained_cpu_us_per_event_median']} | {row['cpu_over_first']} | "
+              f"{row['events_per_s_median']} | {row['peak_rss_mib_max']} |")
+
+
 def stock_cost(args: argparse.Namespace) -> None:
     """Events/s with and without checkouts, baseline and this tree alternately, same run."""
     tag = uuid.uuid4().hex[:8]
@@ -565,7 +636,13 @@ def main() -> None:
                         help="the cost of the reservation stage: the workload with 10%% "
                              "checkouts and without, each through the baseline and this tree "
                              "(1 process; use --baseline with the commit before the stage)")
+    parser.add_argument("--variants", nargs="+", metavar="SETTINGS",
+                        help="this tree only, once per group of space-separated NAME=VALUE "
+                             "settings (\"\" = the defaults), alternately")
     args = parser.parse_args()
+    if args.variants:
+        settings_variants(args)
+        return
     if args.stock:
         stock_cost(args)
         return

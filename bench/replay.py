@@ -1,8 +1,8 @@
 """Rebuild from the log: N cart events through the aggregator and both sinks, three ways, timed.
 
     python bench/replay.py [--events 1000000] [--customers 100000] [--products 1000]
-                           [--agg-processes 2] [--rounds 1] [--modes live,details,events]
-                           [--timeout 900]
+                           [--agg-processes 1] [--rounds 1] [--modes live,details,events]
+                           [--replay-agg "" "AGG_GC_THRESHOLD=100000"] [--timeout 900]
 
 On fresh topics, so the live system is untouched: preloads a catalog and N random cart events
 (the aggregator bench's workload), then measures, in this order, each round:
@@ -24,7 +24,12 @@ is the CPU of the measured processes (the aggregator's included; not the servers
 The stores of each run are checked against the first run's (same customers and versions in
 Redis and PostgreSQL, same cart rows and versions, same number of lines).
 `--replay-batch-max 5000,50000` runs each replay once per value, alternately (an A/B in one
-session). Cleans up topics, databases and keys. Writes bench/results/replay.json.
+session); `--replay-agg` does the same for groups of aggregator settings of `--from events`
+(space-separated NAME=VALUE; "" = the replay's own defaults, connectors/replay.py; e.g.
+"AGG_SOURCE_BATCH_SIZE=10000 AGG_GC_THRESHOLD=100000" is how the live aggregator runs).
+`--agg-processes` defaults to 1, as `make up` and `make replay` run it: on 2 cores a second
+process costs 40-60% more aggregator CPU (bench/aggregator.py, docs/architecture.md).
+Cleans up topics, databases and keys. Writes bench/results/replay.json.
 """
 
 from __future__ import annotations
@@ -218,7 +223,7 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--customers", type=int, default=100_000)
     parser.add_argument("--products", type=int, default=1000)
-    parser.add_argument("--agg-processes", type=int, default=2)
+    parser.add_argument("--agg-processes", type=int, default=1)
     parser.add_argument("--rounds", type=int, default=1, help="measure every mode this often")
     parser.add_argument("--modes", default=",".join(MODES),
                         help="which of live,details,events (details needs live: it replays "
@@ -226,6 +231,10 @@ def main() -> None:
     parser.add_argument("--replay-batch-max", default="",
                         help="REPLAY_BATCH_MAX values to compare, e.g. 5000,50000: each replay "
                              "runs once per value, alternately (default: the setting's)")
+    parser.add_argument("--replay-agg", nargs="+", default=[""], metavar="SETTINGS",
+                        help="aggregator settings of replays from events to compare, each a "
+                             "group of space-separated NAME=VALUE (\"\": the replay's defaults), "
+                             "alternately")
     parser.add_argument("--timeout", type=float, default=900, help="give up after this (s)")
     args = parser.parse_args()
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
@@ -254,16 +263,19 @@ def main() -> None:
     reference: dict[str, Any] | None = None
     try:
         for rnd in range(args.rounds):
-            plan = [(m, b) for m in MODES if m in modes
-                    for b in (batch_maxes if m != "live" else [""])]
-            for mode, batch_max in plan:
+            plan = [(m, b, a) for m in MODES if m in modes
+                    for b in (batch_maxes if m != "live" else [""])
+                    for a in (args.replay_agg if m == "events" else [""])]
+            for mode, batch_max, agg in plan:
                 # The details replay reads what the first live run wrote.
                 details = (live_details if mode == "details" or reference is None
-                           else f"bench-{tag}-details-{mode}-{rnd}-{batch_max or 'd'}")
+                           else f"bench-{tag}-details-{mode}-{rnd}-{batch_max or 'd'}-"
+                                f"{args.replay_agg.index(agg) if mode == 'events' else 0}")
                 if details not in topics:
                     create_topics(bootstrap, {details: 6})
                     topics.append(details)
                 extra = {"REPLAY_BATCH_MAX": batch_max} if batch_max else {}
+                extra.update(kv.split("=", 1) for kv in agg.split())
                 run = Run(base, tag, mode, {**shared, "TOPIC_CART_DETAILS": details,
                                             "AGG_CLUSTER_PORT": str(cluster_ports(
                                                 args.agg_processes)), **extra},
@@ -280,7 +292,7 @@ def main() -> None:
                 if reference is None:
                     reference = stores
                 same = stores == reference
-                result.update(mode=mode, round=rnd + 1, same_stores_as_first=same,
+                result.update(mode=mode, round=rnd + 1, same_stores_as_first=same, settings=extra,
                               replay_batch_max=int(batch_max) if batch_max else None,
                               events_per_s=round(args.events / result["seconds"]),
                               customers_stored=len(stores["customers"]),

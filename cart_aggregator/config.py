@@ -104,6 +104,12 @@ class Config(KafkaClientSettings):
         ge=0, validation_alias="AGG_SOURCE_IDLE_MS",
         description="after a poll that found nothing, a partition is polled again this much "
                     "later (0 = at once); see \"Idle aggregator\"")] = 10.0
+    # Collections walk the batches in flight and every customer's stage object; see
+    # service.py. A replay (`cartstream replay --from events`) runs its aggregator with 0.
+    gc_threshold: Annotated[int, Field(
+        ge=0, validation_alias="AGG_GC_THRESHOLD",
+        description="allocations between Python's youngest garbage collections (0 = no "
+                    "collection)")] = 100_000
     delivery_timeout_s: Annotated[float, Field(
         gt=0, validation_alias="AGG_DELIVERY_TIMEOUT_S",
         description="a batch the broker has not acknowledged within this stops the flow")] \

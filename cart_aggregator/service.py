@@ -126,6 +126,15 @@ def _stop_with_parent(parent: int) -> None:
     threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
+def tune_gc(threshold: int) -> None:
+    """Collect the youngest generation every `threshold` allocations; 0: never collect."""
+    if threshold:
+        gc.set_threshold(threshold, 20, 10)
+        gc.enable()
+    else:
+        gc.disable()
+
+
 def run_process(cfg: Config) -> int:
     """Run this process's share of the flow until it stops; returns the exit status."""
     from bytewax.recovery import RecoveryConfig
@@ -155,9 +164,11 @@ def run_process(cfg: Config) -> int:
     # or 100,000 objects are pending (it mostly walks survivors: states and batches in
     # flight), so collecting ten times less often cut GC from ~7 % to ~3 % of the CPU of an
     # in-memory run, for pauses of ~0.1 s every few seconds under full load. Modules and
-    # config never need collecting.
+    # config never need collecting. A replay folds a bounded log into a process that then
+    # stops, and with 100k customers collections were still ~10 % of its CPU (perf): it
+    # runs with none (AGG_GC_THRESHOLD=0, see connectors/replay.py).
     gc.freeze()
-    gc.set_threshold(100_000, 20, 10)
+    tune_gc(cfg.gc_threshold)
     log.info("aggregator process %d: %d worker(s), cluster %s, recovery %s", index, cfg.workers,
              list(cfg.addresses) or "-", cfg.recovery_dir if recovery else "off")
     try:

@@ -8,7 +8,7 @@ import pytest
 
 from cart_aggregator.config import Config, parse_addresses
 from cart_aggregator.flow import STATE_FORMAT
-from cart_aggregator.service import apply_flags, prepare_recovery
+from cart_aggregator.service import apply_flags, prepare_recovery, tune_gc
 from tests.support.cli import cartstream
 
 
@@ -24,6 +24,28 @@ def test_defaults_fit_the_local_stack() -> None:
     assert (cfg.workers, cfg.processes, cfg.addresses, cfg.process_id) == (1, 1, (), None)
     assert (cfg.source_batch_size, cfg.source_idle_ms) == (10_000, 10)
     assert cfg.snapshot_interval_s == 10
+    assert cfg.gc_threshold == 100_000
+
+
+@pytest.fixture
+def gc_restored():
+    """Puts Python's collector back as it was after a test that tunes it."""
+    import gc
+
+    enabled, threshold = gc.isenabled(), gc.get_threshold()
+    yield gc
+    gc.set_threshold(*threshold)
+    (gc.enable if enabled else gc.disable)()
+
+
+def test_gc_threshold_zero_turns_collection_off(gc_restored) -> None:
+    gc = gc_restored
+    tune_gc(Config.from_env({"AGG_GC_THRESHOLD": "0"}).gc_threshold)
+    assert not gc.isenabled()
+    tune_gc(Config.from_env({"AGG_GC_THRESHOLD": "250000"}).gc_threshold)
+    assert gc.isenabled() and gc.get_threshold() == (250_000, 20, 10)
+    with pytest.raises(ValueError):
+        Config.from_env({"AGG_GC_THRESHOLD": "-1"})
 
 
 def test_an_idle_partition_is_polled_again_after_the_configured_wait() -> None:

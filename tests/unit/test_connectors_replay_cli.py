@@ -35,3 +35,18 @@ def test_from_takes_details_or_events() -> None:
     assert result.exit_code == 2 and "'elsewhere' is not one of details, events" in result.stderr
     help_text = cartstream("replay", "--help").stdout
     assert "--from" in help_text and "re-folds the whole of" in help_text
+
+
+def test_the_replay_aggregator_gets_replay_defaults_the_environment_overrides() -> None:
+    from connectors.config import Config
+
+    cfg = Config.from_env({"TOPIC_CART_EVENTS": "ev", "RUN_DIR": "/tmp/r"})
+    env = replay.replay_aggregator_environ(cfg, {"PATH": "/bin"})
+    assert env["AGG_GC_THRESHOLD"] == "0" and int(env["AGG_SOURCE_BATCH_SIZE"]) > 10_000
+    assert (env["PATH"], env["TOPIC_CART_EVENTS"]) == ("/bin", "ev")
+    # What the operator sets wins over the replay's defaults; the topics are the replay's own.
+    env = replay.replay_aggregator_environ(cfg, {"AGG_GC_THRESHOLD": "100000",
+                                                 "TOPIC_CART_EVENTS": "other"})
+    assert (env["AGG_GC_THRESHOLD"], env["TOPIC_CART_EVENTS"]) == ("100000", "ev")
+    assert env["AGG_SOURCE_BATCH_SIZE"] == replay.REPLAY_AGGREGATOR_DEFAULTS[
+        "AGG_SOURCE_BATCH_SIZE"]
