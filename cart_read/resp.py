@@ -43,6 +43,14 @@ class _Protocol(asyncio.Protocol):
         self.pending: deque[asyncio.Future[Any]] = deque()
         self.transport: asyncio.Transport | None = None
         self.closed = False
+        # Commands of one event-loop pass, written together when the pass ends: a burst of
+        # reads (woken waiters, concurrent requests) costs one send, and Redis one read.
+        self.outbox: list[bytes] = []
+
+    def flush(self) -> None:
+        out, self.outbox = self.outbox, []
+        if self.transport is not None and not self.closed:
+            self.transport.write(b"".join(out))
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -130,8 +138,9 @@ class PipelinedRedis:
     def _send(proto: _Protocol, command: bytes) -> asyncio.Future[Any]:
         future = asyncio.get_running_loop().create_future()
         proto.pending.append(future)
-        assert proto.transport is not None
-        proto.transport.write(command)
+        if not proto.outbox:
+            asyncio.get_running_loop().call_soon(proto.flush)
+        proto.outbox.append(command)
         return future
 
     async def hmget(self, key: str, fields: tuple[str, ...]) -> list[Any]:
