@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from typing import Any
 
 import pytest
 import redis
+import uvloop
 
 from cart_read.resp import PipelinedRedis
 
 pytestmark = pytest.mark.integration
 
 
-def test_hmget_pipelines_concurrent_reads_in_order(redis_url: str) -> None:
+# granian runs the app on uvloop when it is installed (its transports are not asyncio's).
+@pytest.mark.parametrize("run", [asyncio.run, uvloop.run], ids=["asyncio", "uvloop"])
+def test_hmget_pipelines_concurrent_reads_in_order(redis_url: str, run: Any) -> None:
     r = redis.Redis.from_url(redis_url)
     keys = [f"test-resp-{uuid.uuid4().hex}" for _ in range(200)]
     for i, key in enumerate(keys):
@@ -28,7 +32,7 @@ def test_hmget_pipelines_concurrent_reads_in_order(redis_url: str) -> None:
         finally:
             await client.aclose()
 
-    got, none = asyncio.run(main())
+    got, none = run(main())
     assert got == [[str(i).encode(), f"doc-{i}".encode()] for i in range(len(keys))]
     assert none == [None, None]
 
