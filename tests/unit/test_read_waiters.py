@@ -250,3 +250,54 @@ def test_the_subscriber_reconnects_after_a_lost_connection_and_every_waiter_rere
 
     w = run(scenario())
     assert made[1].closed and not w.connected
+
+
+def test_a_notification_with_the_document_answers_without_a_store_read() -> None:
+    from cart_read.queries import CartRead
+
+    async def scenario() -> tuple[Any, int]:
+        w = CartWaiters(10)
+        loads = []
+
+        async def load() -> Cart:
+            loads.append(1)
+            return Cart(1, version=1)
+
+        task = asyncio.create_task(wait_for_offset(load, w, "a", 7, 60.0))
+        while not len(w):
+            await asyncio.sleep(0.001)
+        doc = b'{"customer":{"lastEvent":{"partition":0,"offset":7}}}'
+        w.notify("a", 7, 0, CartRead(doc, 2, "notification"))
+        out = await asyncio.wait_for(task, 10)
+        return out, len(loads)
+
+    out, loads = run(scenario())
+    assert out.reached and out.cart.version == 2 and out.cart.source == "notification"
+    assert loads == 1  # the read made on registering, none after the wake-up
+
+
+def test_a_notification_without_the_document_or_a_resubscription_means_a_store_read() -> None:
+    from cart_read.queries import CartRead
+
+    w = CartWaiters(10)
+    notice = CartRead(b"{}", 2, "notification")
+    with w.waiting("a", 5) as waiter:
+        w.notify("a", 5, 0, notice)
+        assert waiter.notice is notice
+        w.notify("a", 6, 0)  # schema 1, or a cart too big to carry: newer, and unknown
+        assert waiter.take_notice() is None
+        w.notify("a", 6, 0, notice)
+        w.wake_all()
+        assert waiter.take_notice() is None and waiter.event.is_set()
+
+
+def test_handle_message_hands_the_carried_document_to_the_waiter() -> None:
+    doc = b'{"customer":{"lastEvent":{"partition":1,"offset":3}}}'
+    w = CartWaiters(10)
+    with w.waiting("42", 3) as waiter:
+        data = b'{"schemaVersion":2,"customerId":"42","version":7,"partition":1,"offset":3,' \
+            b'"doc":' + doc + b"}"
+        assert w.handle_message(data) == 1
+        notice = waiter.take_notice()
+        assert notice is not None and (notice.doc, notice.version) == (doc, 7)
+        assert notice.last_position == (1, 3)
