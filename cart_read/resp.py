@@ -39,6 +39,8 @@ def supports(url: str) -> bool:
 
 class _Protocol(asyncio.Protocol):
     def __init__(self) -> None:
+        # Made by create_connection in the loop it belongs to; never used from another one.
+        self.loop = asyncio.get_running_loop()
         self.reader = hiredis.Reader()
         self.pending: deque[asyncio.Future[Any]] = deque()
         self.transport: asyncio.Transport | None = None
@@ -120,9 +122,13 @@ class PipelinedRedis:
 
     async def _connection(self) -> _Protocol:
         proto = self._proto
-        if proto is not None and not proto.closed:
+        loop = asyncio.get_running_loop()
+        if proto is not None and not proto.closed and proto.loop is loop:
             return proto
-        # One connect at a time; concurrent callers wait for it.
+        # One connect at a time; concurrent callers wait for it. (A connection or a connect of
+        # another loop is dropped, not closed: its transport belongs to that loop.)
+        if self._connecting is not None and self._connecting.get_loop() is not loop:
+            self._connecting = None
         if self._connecting is None:
             self._connecting = asyncio.ensure_future(self._connect())
         connecting = self._connecting
@@ -146,14 +152,31 @@ class PipelinedRedis:
     async def hmget(self, key: str, fields: tuple[str, ...]) -> list[Any]:
         """HMGET key fields..., the values as bytes (None when absent)."""
         proto = self._proto
-        if proto is None or proto.closed:
+        if proto is None or proto.closed or proto.loop is not asyncio.get_running_loop():
             proto = await self._connection()
         command = encode(b"HMGET", key.encode(), *(f.encode() for f in fields))
         result: list[Any] = await self._send(proto, command)
         return result
 
     async def aclose(self) -> None:
-        """Close the connection; calls in flight fail with ConnectionError."""
+        """Close the connection (and stop a connect under way); calls in flight fail with
+        ConnectionError. Never waits on Redis."""
+        loop = asyncio.get_running_loop()
+        connecting, self._connecting = self._connecting, None
+        if connecting is not None and connecting.get_loop() is loop:
+            if not connecting.done():
+                # A caller cancelled while connecting leaves the connect running (shielded):
+                # it must not outlive the client (nor the loop, nor leak its socket).
+                connecting.cancel()
+                await asyncio.wait({connecting}, timeout=1.0)
+            if connecting.done() and not connecting.cancelled():
+                if connecting.exception() is None and connecting.result() is not self._proto:
+                    _close(connecting.result())
         proto, self._proto = self._proto, None
-        if proto is not None and proto.transport is not None:
-            proto.transport.close()
+        if proto is not None and proto.loop is loop:
+            _close(proto)
+
+
+def _close(proto: _Protocol) -> None:
+    if proto.transport is not None:
+        proto.transport.close()

@@ -81,3 +81,44 @@ def test_a_closed_port_is_a_connection_error() -> None:
 
     with pytest.raises(redis.ConnectionError):
         asyncio.run(main())
+
+
+# Cancel points from "before the connect" through "connecting / AUTH" to "reading".
+CANCEL_DELAYS_S = [0, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01]
+
+
+@pytest.mark.parametrize("run", [asyncio.run, uvloop.run], ids=["asyncio", "uvloop"])
+def test_a_cancel_while_connecting_or_reading_ends_the_call_and_close_leaves_nothing(
+        redis_url: str, run: Any) -> None:
+    key = f"test-resp-{uuid.uuid4().hex}"
+    redis.Redis.from_url(redis_url).hset(key, "v", "1")
+
+    async def once(delay: float) -> tuple[bool, set[asyncio.Task[Any]]]:
+        client = PipelinedRedis(redis_url, 2.0)
+        call = asyncio.ensure_future(client.hmget(key, ("v",)))
+        await asyncio.sleep(delay)
+        call.cancel()
+        done, _ = await asyncio.wait({call}, timeout=2)
+        async with asyncio.timeout(2):  # closing is bounded
+            await client.aclose()
+        # Nothing of the client keeps running (asyncio.run would cancel or warn about it).
+        return bool(done), asyncio.all_tasks() - {asyncio.current_task()}  # type: ignore[operator]
+
+    for delay in CANCEL_DELAYS_S * 3:
+        ended, left = run(once(delay))
+        assert ended and left == set(), delay
+
+
+def test_a_connection_of_another_loop_is_never_used(redis_url: str) -> None:
+    key = f"test-resp-{uuid.uuid4().hex}"
+    redis.Redis.from_url(redis_url).hset(key, "v", "3")
+    client = PipelinedRedis(redis_url, 2.0)
+
+    async def read() -> tuple[list[object], Any]:
+        return await client.hmget(key, ("v",)), client._proto
+
+    first, proto1 = asyncio.run(read())  # that loop is closed now, its connection with it
+    second, proto2 = asyncio.run(read())
+    assert first == second == [b"3"]
+    assert proto2 is not proto1 and proto2.loop is not proto1.loop
+    asyncio.run(client.aclose())
