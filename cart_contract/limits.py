@@ -51,10 +51,6 @@ STOCK_MAX = 2**31 - 1  # a 32-bit SQL integer
 MESSAGE_BYTES_MAX = 1_048_588
 # The largest cart-details record: 277,182 bytes measured by tests/unit/test_limits.py, rounded up.
 RECORD_BYTES_MAX = 300_000
-# A stored cart's pub/sub notification carries the document up to this size (most carts: well
-# under 2 KB); every read-API process receives every notification, so a larger cart is only
-# named and its waiters read it from Redis (cart_contract.redis_carts.notification).
-NOTIFICATION_DOC_BYTES_MAX = 8_192
 
 
 def price_error(price: Decimal) -> str | None:

@@ -9,7 +9,6 @@ client is passed in.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import orjson
@@ -18,7 +17,6 @@ from cart_contract.cart_details import CartDetails, encode_cart_details
 from cart_contract.layout import CART_DOC_FIELD as DOC
 from cart_contract.layout import CART_VERSION_FIELD as V
 from cart_contract.layout import UPDATES_CHANNEL, cart_key
-from cart_contract.limits import NOTIFICATION_DOC_BYTES_MAX
 
 if TYPE_CHECKING:
     import redis
@@ -54,72 +52,13 @@ return applied
 _CHUNK = 500  # carts per script call: keeps each call short for the readers waiting behind it
 
 
-# Schema of the notification: 1 = customerId, version, partition, offset; 2 adds schemaVersion
-# and `doc`, the stored document itself (when at most NOTIFICATION_DOC_BYTES_MAX), so a woken
-# reader can answer without reading Redis. Readers accept both (a message without `doc` means
-# "re-read the store").
-NOTIFICATION_SCHEMA_VERSION = 2
-
-
-@dataclass(frozen=True, slots=True)
-class Notification:
-    """A parsed notification: the customer's stored version, its last event and, when it fit,
-    the stored document's bytes (exactly what Redis holds; None: read the store)."""
-
-    customer_id: str
-    version: int | None
-    partition: int | None
-    offset: int | None
-    doc: bytes | None
-
-
-def notification(cart: CartDetails, doc: bytes | None = None) -> bytes:
-    """The pub/sub message announcing a stored cart version (the read API's waiters parse it);
-    `doc` is the document stored with it, carried when it is small enough."""
+def notification(cart: CartDetails) -> bytes:
+    """The pub/sub message announcing a stored cart version (the read API's waiters parse it)."""
     # The customer's version and last event: they advance even while the cart shown is a
     # frozen order, and they are what a minOffset waiter waits for.
     event = cart.customer_event
-    note: dict[str, object] = {
-        "schemaVersion": NOTIFICATION_SCHEMA_VERSION, "customerId": cart.customer_id,
-        "version": cart.customer_version, "partition": event.partition, "offset": event.offset}
-    if doc is not None and len(doc) <= NOTIFICATION_DOC_BYTES_MAX:
-        # Last, and embedded as it is (no re-encoding): parse_notification slices it out.
-        note["doc"] = orjson.Fragment(doc)
-    return orjson.dumps(note)
-
-
-_DOC_KEY = b',"doc":'
-
-
-def _int_or_none(value: object) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
-
-
-def parse_notification(data: bytes | str) -> Notification | None:
-    """A notification of any schema version; None when it is not one (no customerId)."""
-    if isinstance(data, str):
-        data = data.encode()
-    try:
-        msg = orjson.loads(data)
-        customer_id = msg["customerId"]
-    except (orjson.JSONDecodeError, KeyError, TypeError):
-        return None
-    if customer_id is None or isinstance(customer_id, (dict, list)):
-        return None
-    doc = None
-    value = msg.get("doc")
-    if isinstance(value, dict):
-        # The document's own bytes, not a re-encoding: the slice after the first ,"doc": key
-        # when doc is the last key and every other value is a scalar (so that key cannot be
-        # a nested one; and a quote inside a JSON string is always escaped).
-        start = data.find(_DOC_KEY)
-        if (start > 0 and next(reversed(msg)) == "doc" and data.endswith(b"}")
-                and not any(isinstance(v, (dict, list)) for k, v in msg.items() if k != "doc")):
-            doc = data[start + len(_DOC_KEY):-1]
-        else:
-            doc = orjson.dumps(value)
-    return Notification(str(customer_id), _int_or_none(msg.get("version")),
-                        _int_or_none(msg.get("partition")), _int_or_none(msg.get("offset")), doc)
+    return orjson.dumps({"customerId": cart.customer_id, "version": cart.customer_version,
+                         "partition": event.partition, "offset": event.offset})
 
 
 def _newest_per_customer(
@@ -147,10 +86,9 @@ class RedisCarts:
         channel = self.channel if notify else ""
         pipe = self.client.pipeline(transaction=False)
         for c in carts:
-            doc = encode_cart_details(c)
             self._cas(keys=[cart_key(c.customer_id, self.prefix)],
-                      args=[c.customer_version, doc, channel,
-                            notification(c, doc) if notify else b""], client=pipe)
+                      args=[c.customer_version, encode_cart_details(c), channel,
+                            notification(c) if notify else b""], client=pipe)
         return sum(int(n) for n in pipe.execute())
 
     def put_docs(self, docs: Sequence[tuple[CartDetails, bytes]], notify: bool = True) -> int:
@@ -165,6 +103,6 @@ class RedisCarts:
             keys = [cart_key(c.customer_id, self.prefix) for c, _ in chunk]
             args: list[bytes | str | int] = [channel]
             for c, doc in chunk:
-                args += (c.customer_version, doc, notification(c, doc) if notify else b"")
+                args += (c.customer_version, doc, notification(c) if notify else b"")
             self._cas_many(keys=keys, args=args, client=pipe)
         return sum(int(n) for n in pipe.execute())

@@ -81,17 +81,12 @@ class CartStream:
         heartbeat_s = ctx.config.stream_heartbeat_s
         poll_s = ctx.config.degraded_poll_ms / 1000
         last_sent = time.monotonic()
-        notice = None
         while not gone.is_set() and not ctx.closing.is_set():
-            if notice is not None:
-                # The notification carried the stored cart: sent without a Redis read.
-                cart = notice
-            else:
-                try:
-                    cart = await queries.load_cart(ctx.stores, self.customer_id)
-                except StoreUnavailable as exc:
-                    log.warning("stream of %s: store unavailable: %s", self.customer_id, exc)
-                    cart = None
+            try:
+                cart = await queries.load_cart(ctx.stores, self.customer_id)
+            except StoreUnavailable as exc:
+                log.warning("stream of %s: store unavailable: %s", self.customer_id, exc)
+                cart = None
             if cart is not None and cart.version > self.last_version:
                 await self._body(send, event(cart.version, cart.doc))
                 self.last_version = cart.version
@@ -101,7 +96,6 @@ class CartStream:
             if not ctx.waiters.connected:
                 wait_s = min(wait_s, poll_s)
             woken = await waiter.wait(wait_s)
-            notice = waiter.take_notice()
             if not woken and time.monotonic() - last_sent >= heartbeat_s:
                 await self._body(send, b": heartbeat\n\n")
                 last_sent = time.monotonic()

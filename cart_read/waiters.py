@@ -8,11 +8,6 @@ needed beyond `max_waiters`, a high safety cap on memory and sockets (beyond it:
 A waiter always re-reads the store after registering, so a notification sent between its
 first read and its registration is never lost; after a (re)subscription every waiter re-reads
 too. Event streams (`stream=True`) are waiters that every notification of their customer wakes.
-
-A notification that carries the stored document (schema 2, cart_contract.redis_carts) hands it
-to the waiters it wakes (`Waiter.notice`): a woken waiter answers from it without a Redis read.
-One without a document (schema 1, or a cart too big to carry) and a re-subscription clear it,
-so the waiter reads the store as before.
 """
 
 from __future__ import annotations
@@ -26,9 +21,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 from cart_contract.layout import UPDATES_CHANNEL
-from cart_contract.redis_carts import parse_notification
-from cart_read.queries import CartRead
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +38,7 @@ class TooManyWaiters(Exception):
 class Waiter:
     """One waiting request or stream: a customer, the offset it waits for, an Event."""
 
-    __slots__ = ("customer_id", "min_offset", "partition", "event", "stream", "notice")
+    __slots__ = ("customer_id", "min_offset", "partition", "event", "stream")
 
     def __init__(self, customer_id: str, min_offset: int, partition: int | None = None,
                  stream: bool = False) -> None:
@@ -52,9 +47,6 @@ class Waiter:
         self.partition = partition  # None: the offset is on whatever partition the cart is
         self.event = asyncio.Event()
         self.stream = stream
-        # The cart of the newest notification since the last wait, when it carried its
-        # document (None: read the store).
-        self.notice: CartRead | None = None
 
     def reached_by(self, partition: int | None, offset: int | None) -> bool:
         """Whether a notified position may satisfy this waiter (it re-reads to make sure)."""
@@ -64,14 +56,8 @@ class Waiter:
             return False
         return offset >= self.min_offset
 
-    def take_notice(self) -> CartRead | None:
-        """The notified cart (if the last wake-up carried one), forgotten once taken."""
-        notice, self.notice = self.notice, None
-        return notice
-
     async def wait(self, timeout_s: float) -> bool:
-        """Until woken or timeout_s passed; True if woken. Re-arms for the next wait (the
-        notice of the wake-up stays until take_notice)."""
+        """Until woken or timeout_s passed; True if woken. Re-arms for the next wait."""
         if not self.event.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.event.wait(), max(0.0, timeout_s))
@@ -137,20 +123,15 @@ class CartWaiters:
             self._count -= 1
             self._streams -= stream
 
-    def notify(self, customer_id: str, offset: int | None, partition: int | None = None,
-               notice: CartRead | None = None) -> int:
+    def notify(self, customer_id: str, offset: int | None, partition: int | None = None) -> int:
         """Wake the customer's waiters whose position is reached (all of them if offset is
-        None), handing them `notice` (the notified cart, None: read the store); returns how
-        many were woken."""
+        None); returns how many were woken."""
         group = self._by_customer.get(customer_id)
         if not group:
             return 0
         woken = 0
         for w in group:
             if w.reached_by(partition, offset):
-                # Notifications of a customer arrive in version order (the sink publishes only
-                # what its compare-and-set stored): the newest replaces any older one.
-                w.notice = notice
                 w.event.set()
                 woken += 1
         return woken
@@ -159,7 +140,6 @@ class CartWaiters:
         """Wake every waiter (after a (re)subscription or a lost connection) to re-read."""
         for group in self._by_customer.values():
             for w in group:
-                w.notice = None
                 w.event.set()
 
     def handle_message(self, data: bytes | str) -> int:
@@ -167,14 +147,20 @@ class CartWaiters:
         if not self._by_customer:
             # Every process hears every cart update; with nobody waiting, skip the parse.
             return 0
-        note = parse_notification(data)
-        if note is None:
+        try:
+            msg = orjson.loads(data)
+            customer_id = msg["customerId"]
+        except (orjson.JSONDecodeError, KeyError, TypeError):
             log.debug("ignoring malformed notification %r", data)
             return 0
-        notice = None
-        if note.doc is not None and note.version is not None:
-            notice = CartRead(note.doc, note.version, "notification")
-        return self.notify(note.customer_id, note.offset, note.partition, notice)
+        if not isinstance(customer_id, str):
+            customer_id = str(customer_id)
+        offset, partition = msg.get("offset"), msg.get("partition")
+        if isinstance(offset, bool) or not isinstance(offset, int):
+            offset = None
+        if isinstance(partition, bool) or not isinstance(partition, int):
+            partition = None
+        return self.notify(customer_id, offset, partition)
 
     # ------------------------------------------------------------------------- subscriber
 
@@ -286,9 +272,9 @@ async def wait_for_offset(
     # answers both "already there?" and "nothing slipped in before registering?". (Thousands
     # of waits arriving together halve their Redis reads.)
     with waiters.waiting(customer_id, min_offset, partition) as waiter:
-        # Registered first, read second: no notification can slip in between unseen.
-        cart = await load()
         while True:
+            # Registered first, read second: no notification can slip in between unseen.
+            cart = await load()
             if reached(cart, min_offset, partition):
                 return WaitOutcome(True, cart)
             remaining = deadline - clock()
@@ -296,10 +282,6 @@ async def wait_for_offset(
                 return WaitOutcome(False, cart)
             # Without a subscription nothing will wake us: re-read now and then until it is back.
             await waiter.wait(remaining if waiters.connected else min(remaining, poll_s))
-            # The notification that woke us carried the stored cart: no Redis read.
-            notice = waiter.take_notice()
-            cart = notice if notice is not None and reached(notice, min_offset, partition) \
-                else await load()
 
 
 def reached(cart: Any, min_offset: int, partition: int | None = None) -> bool:

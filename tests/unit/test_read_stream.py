@@ -142,27 +142,3 @@ def test_bad_last_event_id_and_unknown_parameters_are_400() -> None:
     assert run(one(scope("/api/v1/123/events", headers=[(b"last-event-id", b"x")]))) == 400
     assert run(one(scope("/api/v1/123/events", query=b"since=1"))) == 400
     assert run(one(scope("/api/v1/a%20b/events"))) in (400, 404)
-
-
-def test_a_notification_carrying_the_cart_is_streamed_without_a_store_read() -> None:
-    from cart_contract import encode_cart_details
-    from cart_contract.redis_carts import notification
-
-    r = FakeRedis()
-    first = r.put(cart(version=3, offset=10))
-    waiters = CartWaiters(10)
-    app = create_app(CFG, redis=r, db_pool=FakePool(), waiter=waiters)
-
-    async def scenario() -> None:
-        s = Stream(app, scope("/api/v1/123/events"))
-        await s.start()
-        await s.chunk()
-        assert await s.chunk() == b"id: 3\ndata: " + first + b"\n\n"
-        # Redis still holds version 3: what arrives can only be the notification's document.
-        newer = cart(version=5, offset=12)
-        doc = encode_cart_details(newer)
-        assert waiters.handle_message(notification(newer, doc)) == 1
-        assert await s.chunk() == b"id: 5\ndata: " + doc + b"\n\n"
-        await s.close()
-
-    run(scenario())
