@@ -7,9 +7,15 @@ keep-alive connections read cached carts without minOffset: their p99 is the "pl
 flowing" figure. Then the paused pipeline "resumes": the next version of every cart lands
 through the redis sink's own write path (cart_contract.redis_carts.RedisCarts.put_docs: the
 version-guarded script that stores each cart and publishes its notification, 500 carts per
-call as the sink chunks them). Each waiter's wake latency is the time from the start of the
-sink call that stored its cart to its 200. (The Kafka aggregator is not in this loop: what it
-adds is the time before the sink call, measured by bench/freshness.py.)
+call as the sink chunks them). Each waiter's wake latency is the time from its write landing in
+Redis (the return of the sink call that stored it; from the call's start too, a bound that adds
+the call itself) to its 200. (The Kafka aggregator is not in this loop: what it adds is the time
+before the sink call, measured by bench/freshness.py.)
+
+`--rate 0` (default) lands all N writes back to back, as a paused sink resuming does; `--rate R`
+lands them at R carts/s in sink calls every 10 ms, the steady state of a sink keeping up.
+The bench client itself (N sockets, asyncio) runs on the same machine: its CPU during the
+release is reported next to the server's.
 
     .venv/bin/python bench/read_waiters.py [--waiters 5000] [--readers 8]
 
@@ -140,33 +146,49 @@ async def scenario(args: argparse.Namespace, base: str, r: redis.Redis, prefix: 
     # "Resume": the sink stores the next version of every cart, notifying as it goes.
     carts = RedisCarts(r)
     docs = [(c, encode_cart_details(c)) for c in (cart(cid, 2, 101) for cid in cids)]
-    released: dict[str, float] = {}
-    cpu0 = tree_cpu_s(server_pid)
+    called: dict[str, float] = {}
+    landed: dict[str, float] = {}
+    step_s = 0.01
+    chunk_n = SINK_CHUNK if args.rate <= 0 else max(1, min(SINK_CHUNK, round(args.rate * step_s)))
+    cpu0, client_cpu0 = tree_cpu_s(server_pid), time.process_time()
     t_release = time.monotonic()
-    for start in range(0, len(docs), SINK_CHUNK):
-        chunk = docs[start:start + SINK_CHUNK]
+    for start in range(0, len(docs), chunk_n):
+        if args.rate > 0:
+            # Open loop: the chunk starting at cart i is due at i / rate, whatever the answers do.
+            await asyncio.sleep(max(0.0, t_release + start / args.rate - time.monotonic()))
+        chunk = docs[start:start + chunk_n]
         t0 = time.monotonic()
         await asyncio.to_thread(carts.put_docs, chunk)
+        t1 = time.monotonic()
         for c, _ in chunk:
-            released[c.customer_id] = t0
+            called[c.customer_id], landed[c.customer_id] = t0, t1
+    t_written = time.monotonic()
     results = await asyncio.gather(*waits)
     t_done = time.monotonic()
     server_cpu_s = tree_cpu_s(server_pid) - cpu0
+    client_cpu_s = time.process_time() - client_cpu0
     stop.set()
     await asyncio.gather(*readers)
     statuses: dict[str, int] = {}
     for status, _ in results:
         statuses[str(status)] = statuses.get(str(status), 0) + 1
-    wake = [t - released[cid] for cid, (status, t) in zip(cids, results, strict=True)
-            if status == 200]
+    ok = [(cid, t) for cid, (status, t) in zip(cids, results, strict=True) if status == 200]
+    wake = [t - landed[cid] for cid, t in ok]
+    wake_from_call = [t - called[cid] for cid, t in ok]
     return {
         "waiters": len(cids),
         "statuses": statuses,
         "all_200": statuses == {"200": len(cids)},
         "seconds_to_hold_all": round(t_held - t_open, 2),
+        "rate_per_s": args.rate or "all at once",
+        "sink_calls_of": chunk_n,
+        "seconds_to_write_all": round(t_written - t_release, 3),
         "wake_latency": summary(wake),
+        "wake_latency_from_sink_call_start": summary(wake_from_call),
         "release_to_last_answer_s": round(t_done - t_release, 3),
         "server_cpu_s_during_release": round(server_cpu_s, 3),
+        "server_cpu_ms_per_wait": round(server_cpu_s * 1000 / max(1, len(ok)), 3),
+        "client_cpu_s_during_release": round(client_cpu_s, 3),
         "plain_reads_while_held": summary([lat for t0, lat in plain if t_held <= t0 < t_release]),
         "plain_reads_during_release": summary([lat for t0, lat in plain if t0 >= t_release]),
     }
@@ -178,6 +200,10 @@ def main() -> None:
     p.add_argument("--readers", type=int, default=8, help="plain-read connections")
     p.add_argument("--hold-s", type=float, default=5.0)
     p.add_argument("--timeout-ms", type=int, default=30_000)
+    p.add_argument("--server-root", type=Path, default=None,
+                   help="serve the read API from another checkout (a before/after)")
+    p.add_argument("--rate", type=float, default=0,
+                   help="carts/s landing (0: all at once, as a resuming sink)")
     p.add_argument("--redis-url", default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "read_waiters.json")
     args = p.parse_args()
@@ -194,7 +220,8 @@ def main() -> None:
     port = free_port()
     load_before = os.getloadavg()[0]
     proc = start_server(port, {"REDIS_URL": args.redis_url, "READ_WORKERS": "1",
-                               "READ_WAIT_MAX_MS": str(args.timeout_ms)})
+                               "READ_WAIT_MAX_MS": str(args.timeout_ms)},
+                        root=args.server_root or ROOT)
     try:
         result = asyncio.run(scenario(args, f"http://127.0.0.1:{port}", r, prefix, proc.pid))
     finally:
@@ -207,7 +234,8 @@ def main() -> None:
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
                     "loadavg_before": round(load_before, 2),
                     "loadavg_after": round(os.getloadavg()[0], 2)},
-        "server": {"workers": 1, "interface": "asgi", "nofile": nofile},
+        "server": {"workers": 1, "interface": "asgi", "nofile": nofile,
+                   "root": str(args.server_root or ROOT)},
         "result": result,
         "targets": {"wake_p99_ms": TARGET_P99_WAKE_MS, "plain_p99_ms": TARGET_P99_PLAIN_MS},
         "met": bool(result["all_200"] and wake and wake["p99_ms"] <= TARGET_P99_WAKE_MS
