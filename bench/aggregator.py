@@ -44,7 +44,6 @@ import json
 import os
 import pickle
 import random
-import socket
 import statistics
 import subprocess
 import sys
@@ -71,6 +70,7 @@ from cart_contract import (  # noqa: E402
     encode_product,
     new_cart_event,
 )
+from tests.support.ports import free_port_block  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 BASELINE = "64bc8fb"  # today's aggregator, before the fold went to log order
@@ -186,21 +186,6 @@ def descendants(pid: int) -> list[int]:
     return out
 
 
-def free_port(count: int = 1) -> int:
-    """The first of `count` consecutive TCP ports nobody listens on right now."""
-    while True:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            first = int(s.getsockname()[1])
-        try:
-            # Process i of a cluster uses port + i: all of them must be free, not just the first.
-            for port in range(first + 1, first + count):
-                with socket.socket() as s:
-                    s.bind(("127.0.0.1", port))
-            return first
-        except OSError:
-            continue
-
 
 def run_flow(bootstrap: str, inputs: dict[str, str], tag: str, events: int,
              processes: int, root: Path = ROOT, settings: dict[str, str] | None = None,
@@ -221,8 +206,8 @@ def run_flow(bootstrap: str, inputs: dict[str, str], tag: str, events: int,
                               out["TOPIC_PRODUCT_RESERVATIONS"]: 3})
     run_dir = Path(tempfile.mkdtemp(prefix="agg-bench-"))
     env = {**os.environ, **inputs, **out, "KAFKA_BOOTSTRAP": bootstrap, "RUN_DIR": str(run_dir),
-           "AGG_PROCESSES": str(processes), "AGG_METRICS_PORT": str(free_port(processes)),
-           "AGG_CLUSTER_PORT": str(free_port(processes)), "PYTHONUNBUFFERED": "1",
+           "AGG_PROCESSES": str(processes), "AGG_METRICS_PORT": str(free_port_block(processes)),
+           "AGG_CLUSTER_PORT": str(free_port_block(processes)), "PYTHONUNBUFFERED": "1",
            **(settings or {})}
     log = (run_dir / "aggregator.log").open("wb")
     # This tree has one command line; the baseline commit predates it.

@@ -32,7 +32,6 @@ import re
 import resource
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -61,6 +60,7 @@ from cart_contract import (  # noqa: E402 - after the path tweak, so the bench r
 from cart_contract.layout import cart_key  # noqa: E402
 from cart_web.auth import issue_token  # noqa: E402
 from cart_web.settings import AuthSettings  # noqa: E402
+from tests.support.ports import free_port  # noqa: E402
 
 TARGET_RPS = 6_000
 TARGET_P99_MS = 20.0
@@ -112,11 +112,6 @@ done = function(summary, latency, requests)
 end
 """
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def seed(r: redis.Redis, prefix: str, n: int) -> None:

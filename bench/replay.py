@@ -37,9 +37,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import random
 import resource
-import socket
 import subprocess
 import sys
 import tempfile
@@ -63,6 +61,7 @@ from bench.aggregator import (  # noqa: E402
 )
 from connectors.config import Config as SinkConfig  # noqa: E402
 from tests.support.connectors import committed, end_offsets  # noqa: E402
+from tests.support.ports import free_port_block  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 TARGET_S = 90
@@ -76,23 +75,6 @@ def start(args: list[str], env: dict[str, str], log_path: Path) -> subprocess.Po
     return subprocess.Popen([sys.executable, "-m", "cartstream", *args], cwd=ROOT, env=env,
                             stdout=log, stderr=subprocess.STDOUT)
 
-
-def cluster_ports(n: int) -> int:
-    """The first of `n` consecutive free ports, below the ephemeral range (the port after an
-    ephemeral one is often some client connection's by the time the process binds it)."""
-    for base in random.Random().sample(range(20_000, 30_000, n), 100):
-        socks: list[socket.socket] = []
-        try:
-            for port in range(base, base + n):
-                socks.append(socket.socket())
-                socks[-1].bind(("127.0.0.1", port))
-            return base
-        except OSError:
-            continue
-        finally:
-            for sock in socks:
-                sock.close()
-    raise RuntimeError(f"no {n} consecutive free ports")
 
 
 def children_cpu() -> float:
@@ -277,7 +259,7 @@ def main() -> None:
                 extra = {"REPLAY_BATCH_MAX": batch_max} if batch_max else {}
                 extra.update(kv.split("=", 1) for kv in agg.split())
                 run = Run(base, tag, mode, {**shared, "TOPIC_CART_DETAILS": details,
-                                            "AGG_CLUSTER_PORT": str(cluster_ports(
+                                            "AGG_CLUSTER_PORT": str(free_port_block(
                                                 args.agg_processes)), **extra},
                           run_dir)
                 print(f"round {rnd + 1}: {mode} {extra}", flush=True)

@@ -31,7 +31,6 @@ import platform
 import re
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -51,6 +50,8 @@ RESULTS = ROOT / "bench" / "results" / "write_api.json"
 PROFILES = ("dev", "secure")
 if str(ROOT) not in sys.path:  # `python bench/write_api.py` puts bench/ first, not the repo
     sys.path.insert(0, str(ROOT))
+
+from tests.support.ports import free_port  # noqa: E402
 
 # wrk runs this per thread; `done` prints one machine-readable line with the latency percentiles.
 LUA = r"""
@@ -122,12 +123,6 @@ class Result:
     # Context switches of the server's threads per request: its wake-ups and preemptions.
     server_ctx_switches: float | None = None
 
-
-def free_port() -> int:
-    """A port nothing listens on now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wait_ready(base: str, proc: subprocess.Popen[bytes], timeout_s: float = 60) -> None:

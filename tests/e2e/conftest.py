@@ -10,7 +10,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -31,6 +30,7 @@ from cart_web.auth import issue_token
 from cart_web.settings import AuthSettings
 from infra.topics import ensure_topics, topic_specs
 from tests.support.kafka_secure import Principals, SecureKafka, principals
+from tests.support.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVICES = {
@@ -43,12 +43,6 @@ SERVICES = {
     "read-api": ["-m", "cartstream", "serve", "read"],
 }
 
-
-def free_port() -> int:
-    """A TCP port nobody listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _with_db(url: str, db: str) -> str:

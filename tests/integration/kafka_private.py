@@ -20,15 +20,11 @@ import uuid
 from pathlib import Path
 from types import TracebackType
 
+from tests.support.ports import free_port
+
 ROOT = Path(__file__).resolve().parents[2]
 KAFKA_HOME = ROOT / "infra" / "kafka"
 
-
-def free_port() -> int:
-    """A TCP port nobody listens on right now (the OS picks it)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _port_open(port: int) -> bool:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -40,35 +39,10 @@ from cart_contract import (
     new_cart_event,
 )
 from tests.support.fold_model import ReservationModel, apply, fold, to_cart_details
+from tests.support.ports import free_port, free_port_block
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def free_ports(n: int) -> int:
-    """The first of `n` consecutive free ports (process i of a cluster takes base + i).
-
-    Taken below the ephemeral range: the port after an ephemeral one is often some client
-    connection's by the time the process binds it."""
-    for base in random.Random().sample(range(20_000, 30_000, n), 100):
-        socks: list[socket.socket] = []
-        try:
-            for port in range(base, base + n):
-                socks.append(socket.socket())
-                socks[-1].bind(("127.0.0.1", port))
-            return base
-        except OSError:
-            continue
-        finally:
-            for sock in socks:
-                sock.close()
-    raise RuntimeError(f"no {n} consecutive free ports")
 
 
 def make_topics(bootstrap: str, tag: str, partitions: int = 3) -> dict[str, str]:
@@ -369,9 +343,9 @@ def test_two_processes_dead_letters_metrics_and_a_clean_stop(kafka_bootstrap: st
             [*products_of(list(catalog.values())), (b"11", b'{"productId":"11","price":"1"}')])
     produce(kafka_bootstrap, topics["TOPIC_CART_EVENTS"], [*events_of(events[:700]), *bad,
                                                           *events_of(events[700:])])
-    port = free_ports(2)
+    port = free_port_block(2)
     agg = Aggregator(env_for(kafka_bootstrap, topics, tmp_path, AGG_PROCESSES="2",
-                             AGG_METRICS_PORT=str(port), AGG_CLUSTER_PORT=str(free_ports(2)),
+                             AGG_METRICS_PORT=str(port), AGG_CLUSTER_PORT=str(free_port_block(2)),
                              AGG_LAG_INTERVAL_S="0.5", AGG_PRODUCT_WAIT_S="5"),
                      tmp_path / "aggregator.log")
     carts = Carts(kafka_bootstrap, topics["TOPIC_CART_DETAILS"])

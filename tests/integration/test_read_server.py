@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -21,17 +20,13 @@ import requests
 
 from cart_contract import CartDetails, EventPosition, LineItem, encode_cart_details
 from cart_contract.layout import UPDATES_CHANNEL, cart_key
+from tests.support.ports import free_port
 
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
 WORKERS = 2  # the production default
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def cart(customer: str, version: int, offset: int) -> CartDetails:

@@ -13,9 +13,7 @@ test's own RUN_DIR, so a test may kill -9 brokers without touching anyone's stac
 from __future__ import annotations
 
 import os
-import random
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -24,21 +22,12 @@ from pathlib import Path
 
 from confluent_kafka.admin import AdminClient
 
+from tests.support.ports import bindable, free_port_block
+
 ROOT = Path(__file__).resolve().parents[2]
 STACK = ROOT / "infra" / "stack.sh"
 SIZE = 3
 
-
-def _bindable(port: int) -> bool:
-    """True when a server could listen on the port now (SO_REUSEADDR, as Kafka binds: the
-    connections a killed broker leaves in TIME_WAIT do not hold its port)."""
-    with socket.socket() as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
 
 
 def _alive(pid: int) -> bool:
@@ -50,15 +39,6 @@ def _alive(pid: int) -> bool:
         return False
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
-
-def free_port_block(n: int, low: int = 20000, high: int = 30000) -> int:
-    """An even port p such that p .. p+n-1 are all free (below the ephemeral range)."""
-    rng = random.Random()
-    for _ in range(200):
-        base = rng.randrange(low, high - n, 2)
-        if all(_bindable(base + i) for i in range(n)):
-            return base
-    raise RuntimeError(f"no block of {n} free ports in {low}..{high}")
 
 
 class LocalCluster:
@@ -120,7 +100,7 @@ class LocalCluster:
             return
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            if not _alive(pid) and _bindable(self.node_port(node)):
+            if not _alive(pid) and bindable(self.node_port(node)):
                 return
             time.sleep(0.05)
         raise TimeoutError(f"kafka-{node} (pid {pid}) did not die within {timeout_s}s")

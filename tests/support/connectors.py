@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -22,6 +21,7 @@ from types import TracebackType
 
 from cart_contract import CHECKED_OUT, OPEN, CartDetails, EventPosition, LineItem
 from connectors.config import Config
+from tests.support.ports import free_port
 
 
 @dataclass(frozen=True)
@@ -71,12 +71,6 @@ def cart(customer: str, version: int, generation: int = 1, qty: int = 1,
                                      0, version * 10),
                        (), "2026-11-22T10:00:00.000000Z")
 
-
-def free_port() -> int:
-    """A TCP port nobody listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wait_until(check: object, timeout_s: float, what: str, every_s: float = 0.1) -> None:
