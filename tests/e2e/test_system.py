@@ -288,4 +288,5 @@ def test_every_consumer_gets_ready_and_the_write_metrics_sum_all_workers(system)
             assert time.monotonic() < deadline, f"{who} not ready: {resp.text}"
             time.sleep(0.5)
     text = s.get(f"http://127.0.0.1:{ports['redis']}/metrics", timeout=5).text
-    assert _metric(text, "cartstream_sink_records_total", sink="redis") >= 9
+    # 8 events (the replayed add is none): 9 held only after the module's earlier tests.
+    assert _metric(text, "cartstream_sink_records_total", sink="redis") >= 8
