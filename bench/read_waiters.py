@@ -72,6 +72,15 @@ def cart(cid: str, version: int, offset: int) -> CartDetails:
                        "2025-01-01T00:00:00.000000Z")
 
 
+def put_carts(r: redis.Redis, prefix: str, n: int, offset: int) -> None:
+    """Customers prefix0 .. prefix{n-1}, each with a one-line cart at version 1 in the store."""
+    pipe = r.pipeline(transaction=False)
+    for i in range(n):
+        c = cart(f"{prefix}{i}", 1, offset)
+        pipe.hset(cart_key(c.customer_id), mapping={"v": 1, "doc": encode_cart_details(c)})
+    pipe.execute()
+
+
 def metric(base: str, name: str) -> float:
     total = 0.0
     for line in requests.get(f"{base}/metrics", timeout=10).text.splitlines():
@@ -212,11 +221,7 @@ def main() -> None:
         raise SystemExit(f"ulimit -n is {nofile}: too low for {args.waiters} waiters")
     r = redis.Redis.from_url(args.redis_url)
     prefix = f"wait-{uuid.uuid4().hex[:8]}-"
-    pipe = r.pipeline(transaction=False)
-    for i in range(args.waiters):
-        c = cart(f"{prefix}{i}", 1, 100)
-        pipe.hset(cart_key(c.customer_id), mapping={"v": 1, "doc": encode_cart_details(c)})
-    pipe.execute()
+    put_carts(r, prefix, args.waiters, 100)
     port = free_port()
     load_before = os.getloadavg()[0]
     proc = start_server(port, {"REDIS_URL": args.redis_url, "READ_WORKERS": "1",

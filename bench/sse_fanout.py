@@ -36,9 +36,8 @@ sys.path.insert(0, str(ROOT))
 from bench.cpu import tree_cpu_s  # noqa: E402
 from bench.freshness import percentile  # noqa: E402
 from bench.read_api import free_port, start_server, stop_server, unseed  # noqa: E402
-from bench.read_waiters import cart, raise_nofile  # noqa: E402
+from bench.read_waiters import cart, put_carts, raise_nofile  # noqa: E402
 from cart_contract import encode_cart_details  # noqa: E402
-from cart_contract.layout import cart_key  # noqa: E402
 from cart_contract.redis_carts import RedisCarts  # noqa: E402
 
 STEP_S = 0.01  # how often the simulated sink stores what is due
@@ -152,11 +151,7 @@ def main() -> None:
     raise_nofile()
     r = redis.Redis.from_url(args.redis_url)
     prefix = f"fan-{uuid.uuid4().hex[:8]}-"
-    pipe = r.pipeline(transaction=False)
-    for i in range(args.streams):
-        c = cart(f"{prefix}{i}", 1, 101)
-        pipe.hset(cart_key(c.customer_id), mapping={"v": 1, "doc": encode_cart_details(c)})
-    pipe.execute()
+    put_carts(r, prefix, args.streams, 101)
     port = free_port()
     load_before = os.getloadavg()[0]
     proc = start_server(port, {"REDIS_URL": args.redis_url}, root=args.server_root or ROOT)

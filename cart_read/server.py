@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
-
 from granian import Granian
 from granian.constants import Interfaces
 
 from cart_read.config import Config
-from cart_web.metrics import MULTIPROC_ENV
+from cart_web.metrics import own_multiprocess_dir
 from cart_web.server import build_server as _build_server
 
 ASGI_TARGET = "cart_read.asgi:app"
@@ -29,10 +25,5 @@ def build_server(config: Config) -> Granian:
 
 def serve(config: Config) -> None:
     """Serve until SIGTERM/SIGINT (granian stops its workers gracefully)."""
-    # Every worker writes its metrics here, so /metrics in any of them covers all of them.
-    metrics_dir = tempfile.mkdtemp(prefix="cart-read-metrics-")
-    os.environ[MULTIPROC_ENV] = metrics_dir
-    try:
+    with own_multiprocess_dir("read"):
         build_server(config).serve()
-    finally:
-        shutil.rmtree(metrics_dir, ignore_errors=True)

@@ -14,9 +14,12 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
+import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from socketserver import ThreadingMixIn
 from typing import Any
@@ -117,6 +120,22 @@ def use_multiprocess_dir() -> None:
     from prometheus_client import values
 
     values.ValueClass = values.get_value_class()
+
+
+@contextmanager
+def own_multiprocess_dir(server: str) -> Iterator[str]:
+    """A fresh metrics directory for one server's worker processes, removed when it stops.
+
+    Set before any worker imports prometheus_client (prometheus_client's multiprocess mode), so
+    /metrics in any worker sums every worker. It is this server's own: another server on the
+    machine, or a previous run, never adds to its counts.
+    """
+    metrics_dir = tempfile.mkdtemp(prefix=f"cartstream-{server}-metrics-")
+    os.environ[MULTIPROC_ENV] = metrics_dir
+    try:
+        yield metrics_dir
+    finally:
+        shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
 def exposition(registry: CollectorRegistry = REGISTRY) -> tuple[bytes, str]:

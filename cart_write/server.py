@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
-
 from granian import Granian
 
-from cart_web.metrics import MULTIPROC_ENV
+from cart_web.metrics import own_multiprocess_dir
 from cart_web.server import build_server as _build_server
 from cart_write.config import Config
 
@@ -29,15 +25,6 @@ def build_server(config: Config, target: str = WSGI_TARGET) -> Granian:
 
 
 def serve(config: Config) -> None:
-    """Serve until SIGTERM/SIGINT.
-
-    The workers share one fresh metrics directory (prometheus_client's multiprocess mode), set
-    before any of them imports prometheus_client, so /metrics sums every worker. It is this
-    server's own: another server on the machine, or a previous run, never adds to its counts.
-    """
-    metrics_dir = tempfile.mkdtemp(prefix="cartstream-write-metrics-")
-    os.environ[MULTIPROC_ENV] = metrics_dir
-    try:
+    """Serve until SIGTERM/SIGINT; /metrics sums every worker (own_multiprocess_dir)."""
+    with own_multiprocess_dir("write"):
         build_server(config).serve()
-    finally:
-        shutil.rmtree(metrics_dir, ignore_errors=True)
