@@ -53,8 +53,9 @@ def read_at(bootstrap: str, topic: str, partition: int, offset: int) -> Any:
 
 
 @pytest.fixture
-def config(kafka_bootstrap: str) -> Config:
-    return Config(kafka_bootstrap=kafka_bootstrap, topic_cart_events=TOPIC)
+def config(kafka_bootstrap: str, redis_url: str) -> Config:
+    # The test's Redis, not the default URL: idempotency records live there.
+    return Config(kafka_bootstrap=kafka_bootstrap, redis_url=redis_url, topic_cart_events=TOPIC)
 
 
 @pytest.fixture
