@@ -5,12 +5,15 @@ from __future__ import annotations
 import random
 import socket
 
+# Below Linux's ephemeral range (32768+): a port taken from there is often some client
+# connection's by the time the server binds it.
+LOW, HIGH = 20000, 30000
 
-def free_port() -> int:
-    """A TCP port nobody listens on right now (the OS picks it)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+# Ports this process has handed out. Two calls must never return the same port: a system's
+# read API and a sink's metrics server once got one port between them (both looked free,
+# neither was bound yet), and the tests talked to the metrics server as if it were the API.
+_handed_out: set[int] = set()
+_rng = random.Random()
 
 
 def bindable(port: int) -> bool:
@@ -25,14 +28,18 @@ def bindable(port: int) -> bool:
     return True
 
 
-def free_port_block(n: int, low: int = 20000, high: int = 30000) -> int:
-    """An even port p such that p .. p+n-1 are all free (process i of a cluster takes p + i).
-
-    Below the ephemeral range: the port after an ephemeral one is often some client
-    connection's by the time the process binds it."""
-    rng = random.Random()
-    for _ in range(200):
-        base = rng.randrange(low, high - n, 2)
-        if all(bindable(base + i) for i in range(n)):
+def free_port_block(n: int, low: int = LOW, high: int = HIGH) -> int:
+    """An even port p such that p .. p+n-1 are all free and none was handed out before by
+    this process (process i of a cluster takes p + i)."""
+    for _ in range(500):
+        base = _rng.randrange(low, high - n, 2)
+        block = range(base, base + n)
+        if not _handed_out.intersection(block) and all(bindable(p) for p in block):
+            _handed_out.update(block)
             return base
     raise RuntimeError(f"no block of {n} free ports in {low}..{high}")
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now, and one this process has not handed out."""
+    return free_port_block(1)
