@@ -10,7 +10,13 @@ import requests
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.e2e.test_system import SEED_PRODUCTS, console_produce, post, read_after
+from tests.e2e.test_system import (
+    SEED_PRODUCTS,
+    console_produce,
+    post,
+    read_after,
+    wait_for_products,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -51,13 +57,9 @@ def sentinel(system) -> tuple[str, dict]:
     """A customer no fuzzed request may touch, with its cart as it stands."""
     console_produce(system, system.env["TOPIC_PRODUCTS"], SEED_PRODUCTS)
     customer = f"sentinel-{uuid.uuid4().hex[:6]}"
+    wait_for_products(system, ["1"])
     s = requests.Session()
-    for _ in range(40):  # the catalog sink may still be landing product 1
-        r = s.post(f"{system.write_url}/api/v1/add", timeout=10,
-                   json={"customerId": customer, "itemId": "1", "qty": 2})
-        if r.status_code == 202:
-            break
-    ack = r.json()
+    ack = post(s, system, "add", {"customerId": customer, "itemId": "1", "qty": 2})
     return customer, read_after(s, system, customer, ack)
 
 

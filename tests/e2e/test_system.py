@@ -13,6 +13,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+import redis
 import requests
 from confluent_kafka import Consumer, TopicPartition
 
@@ -23,6 +24,7 @@ from cart_contract import (
     cart_details_to_dict,
     decode_cart_event,
 )
+from cart_contract.layout import PRODUCT_DOC_FIELD, product_key
 from tests.support.fold_model import fold, to_cart_details
 from tests.support.reservations import model_of_topic
 
@@ -53,13 +55,19 @@ def console_produce(system, topic: str, lines: list[str]) -> None:
 
 
 def wait_for_products(system, ids: list[str]) -> None:
-    """Wait until the catalog sink has landed these products (the read API lists them)."""
+    """Wait until the catalog sink has landed these products in both stores: the read API
+    lists them from PostgreSQL, and the write API checks commands against Redis (written
+    after PostgreSQL, so the first alone would let an add meet UNKNOWN_PRODUCT)."""
     deadline = time.monotonic() + 60
+    store = redis.Redis.from_url(system.env["REDIS_URL"])
+    prefix = system.env["REDIS_KEY_PREFIX"]
     for pid in ids:
         url = f"{system.read_url}/api/v1/products/{pid}"
-        while requests.get(url, timeout=5).status_code != 200:
+        while (requests.get(url, timeout=5).status_code != 200
+               or not store.hexists(product_key(pid, prefix), PRODUCT_DOC_FIELD)):
             assert time.monotonic() < deadline, f"product {pid} never landed"
             time.sleep(0.2)
+    store.close()
 
 
 def post(session: requests.Session, system, command: str, body: dict, **kw) -> dict:
