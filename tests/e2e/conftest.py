@@ -173,6 +173,9 @@ def make_system(endpoints, run_dir: Path, extra: dict[str, str] | None = None,
         "AGG_METRICS_PORT": str(free_port()),
         **{f"SINK_{sink.upper()}_METRICS_PORT": str(free_port())
            for sink in ("redis", "postgres", "catalog", "reservations")},
+        # An add the write API let through for an unknown product (its catalog check fails
+        # open when Redis is slow) is refused after this wait: shorter than read_after's 30 s.
+        "AGG_PRODUCT_WAIT_S": "5",
         "RUN_DIR": str(run_dir),
         "PYTHONUNBUFFERED": "1",
         **(extra or {}),
