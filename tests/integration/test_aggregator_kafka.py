@@ -38,6 +38,7 @@ from cart_contract import (
     encode_product,
     new_cart_event,
 )
+from tests.support.connectors import wait_for_partitions
 from tests.support.fold_model import ReservationModel, apply, fold, to_cart_details
 from tests.support.ports import free_port, free_port_block
 
@@ -55,6 +56,8 @@ def make_topics(bootstrap: str, tag: str, partitions: int = 3) -> dict[str, str]
     admin = AdminClient({"bootstrap.servers": bootstrap})
     for fut in admin.create_topics([NewTopic(n, p, 1) for n, p in names.values()]).values():
         fut.result(timeout=30)
+    for n, p in names.values():  # Topic() reads the partitions from the broker's metadata
+        wait_for_partitions(bootstrap, n, p)
     return {k: n for k, (n, _) in names.items()}
 
 
