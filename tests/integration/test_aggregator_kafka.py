@@ -38,6 +38,7 @@ from cart_contract import (
     encode_product,
     new_cart_event,
 )
+from tests.support.connectors import wait_for_partitions, wait_until
 from tests.support.fold_model import ReservationModel, apply, fold, to_cart_details
 from tests.support.ports import free_port, free_port_block
 
@@ -55,6 +56,8 @@ def make_topics(bootstrap: str, tag: str, partitions: int = 3) -> dict[str, str]
     admin = AdminClient({"bootstrap.servers": bootstrap})
     for fut in admin.create_topics([NewTopic(n, p, 1) for n, p in names.values()]).values():
         fut.result(timeout=30)
+    for n, p in names.values():  # Topic() reads the partitions from the broker's metadata
+        wait_for_partitions(bootstrap, n, p)
     return {k: n for k, (n, _) in names.items()}
 
 
@@ -373,20 +376,39 @@ def test_two_processes_dead_letters_metrics_and_a_clean_stop(kafka_bootstrap: st
         assert {(d.key, d.value) for d in letters[:4]} == set(bad)
 
         # Each process serves its metrics; together they read every event once.
-        time.sleep(1)
-        pages = [requests.get(f"http://127.0.0.1:{port + i}/metrics", timeout=5).text
-                 for i in (0, 1)]
+        def scrape() -> list[str]:
+            return [requests.get(f"http://127.0.0.1:{port + i}/metrics", timeout=5).text
+                    for i in (0, 1)]
+
+        def lags(pages: list[str]) -> list[str]:
+            return [line for p in pages for line in p.splitlines()
+                    if line.startswith("cartstream_aggregator_consumer_lag{")
+                    and topics["TOPIC_CART_EVENTS"] in line]
+
+        def no_lag(pages: list[str]) -> bool:
+            return len(lags(pages)) == 4 and all(line.endswith(" 0.0") for line in lags(pages))
+
+        # The lag is measured every AGG_LAG_INTERVAL_S: wait for a measurement after the end.
+        wait_until(lambda: no_lag(scrape()), 30, "every partition's lag to be measured as 0")
+        pages = scrape()
         assert sum(metric(p, "cartstream_aggregator_events_read_total") for p in pages) == 1500
         assert sum(metric(p, "cartstream_aggregator_cart_details_total") for p in pages) == 1500
-        lags = [line for p in pages for line in p.splitlines()
-                if line.startswith("cartstream_aggregator_consumer_lag{")
-                and topics["TOPIC_CART_EVENTS"] in line]
-        assert len(lags) == 4 and all(line.endswith(" 0.0") for line in lags)
+        assert no_lag(pages), lags(pages)
+
         # Caught up: each process reads partitions and measured its lag, so it is ready.
+        def ready(i: int) -> requests.Response:
+            return requests.get(f"http://127.0.0.1:{port + i}/readyz", timeout=5)
+
+        def both_ready() -> bool:
+            answers = [ready(i) for i in (0, 1)]
+            return all(r.status_code == 200 and r.json()["partitions"] > 0
+                       and r.json()["lag"] == 0 for r in answers)
+
+        wait_until(both_ready, 30, "both processes to be ready")
         for i in (0, 1):
-            ready = requests.get(f"http://127.0.0.1:{port + i}/readyz", timeout=5)
-            assert ready.status_code == 200, ready.text
-            assert ready.json()["partitions"] > 0 and ready.json()["lag"] == 0
+            answer = ready(i)
+            assert answer.status_code == 200, answer.text
+            assert answer.json()["partitions"] > 0 and answer.json()["lag"] == 0
     finally:
         status = agg.stop()
     assert status == 0, agg.log.read_text()[-3000:]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import threading
 import time
@@ -38,6 +37,7 @@ from connectors.replay import GroupActive, replay_sink
 from connectors.sinks import PostgresCartWriter, RedisCartWriter
 from tests.support.cli import cartstream
 from tests.support.connectors import upsert_carts
+from tests.support.ports import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -235,11 +235,6 @@ def test_poison_goes_to_dead_letters_and_good_records_around_it_land(
 
 # ------------------------------------------------------------------ outages
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 def _start_redis(port: int, data: Path) -> subprocess.Popen[bytes]:
     proc = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1",
@@ -257,7 +252,7 @@ def _start_redis(port: int, data: Path) -> subprocess.Popen[bytes]:
 
 @pytest.mark.skipif(shutil.which("redis-server") is None, reason="needs redis-server")
 def test_redis_outage_waits_and_catches_up(kafka_bootstrap, topics, unique, tmp_path) -> None:
-    port = _free_port()
+    port = free_port()
     server = _start_redis(port, tmp_path)
     client = redis.Redis(port=port, socket_timeout=2, socket_connect_timeout=1)
     customers = [f"o{unique}-{i}" for i in range(30)]

@@ -244,7 +244,11 @@ def cart_versions(cfg: Config) -> dict[str, int]:
     return in_pg
 
 
-AGG_ENV = {"AGG_METRICS_PORT": "0", "AGG_PRODUCT_WAIT_S": "2", "AGG_PROCESSES": "1"}
+# An add waits AGG_PRODUCT_WAIT_S (wall clock) for its product before UNKNOWN_PRODUCT: long
+# enough that the products topic, read from the start, is in before any known product's add
+# gives up (at 2 s a slow first read of it made two replays differ); short because every
+# replay waits it out for the history's unknown product (30 s made this file ~5x slower).
+AGG_ENV = {"AGG_METRICS_PORT": "0", "AGG_PRODUCT_WAIT_S": "10", "AGG_PROCESSES": "1"}
 
 
 def test_from_events_refolds_the_log_and_brings_back_a_lost_cart(cfg, unique, caplog) -> None:

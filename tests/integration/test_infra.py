@@ -14,6 +14,7 @@ from confluent_kafka.admin import AdminClient, ConfigResource, ResourceType
 from kafka import KafkaConsumer, KafkaProducer
 
 from infra.topics import topic_specs
+from tests.support.connectors import wait_for_partitions
 
 pytestmark = pytest.mark.integration
 KAFKA_BIN = Path(__file__).resolve().parents[2] / "infra" / "kafka" / "bin"
@@ -125,8 +126,7 @@ def test_the_topics_command_creates_converges_and_waits(kafka_bootstrap: str,
         again = cartstream("topics", env={**env, "CART_EVENTS_PARTITIONS": "3"})
         assert again.exit_code == 0, again.output
         assert again.stdout == f"grew {names['TOPIC_CART_EVENTS']} to 3 partitions\n"
-        assert len(admin.list_topics(timeout=10).topics[names["TOPIC_CART_EVENTS"]]
-                   .partitions) == 3
+        wait_for_partitions(kafka_bootstrap, names["TOPIC_CART_EVENTS"], 3)
         assert cartstream("topics", "--check-only", env=env).stdout == ""
     finally:
         admin.delete_topics(list(names.values()))

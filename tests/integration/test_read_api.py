@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -33,6 +32,7 @@ from cart_read import queries
 from cart_read.app import create_app
 from cart_read.config import Config
 from connectors.migrate import migrate
+from tests.support.ports import free_port
 from tests.support.read_client import ReadClient
 
 pytestmark = pytest.mark.integration
@@ -41,12 +41,6 @@ def create_schema(url: str) -> None:
     """The connectors' schema (their versioned migrations) in the database at url."""
     with psycopg.connect(url, autocommit=True) as conn:
         assert migrate(conn)  # a fresh database: at least one migration applies
-
-
-def closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture
@@ -215,7 +209,7 @@ def test_redis_down_falls_back_to_postgres(make_app, read_db, unique) -> None:
     cid = f"c-{unique}"
     c = make_cart(cid, 1)
     pg_put(read_db, c)
-    client = make_app(redis_url=f"redis://127.0.0.1:{closed_port()}/0")
+    client = make_app(redis_url=f"redis://127.0.0.1:{free_port()}/0")
     resp = client.get(f"/api/v1/{cid}")
     assert resp.status_code == 200 and orjson.loads(resp.content) == cart_details_to_dict(c)
     assert client.get(f"/api/v1/{cid}").status_code == 200  # again, breaker open
@@ -229,7 +223,7 @@ def test_unknown_customer_is_404(make_app, unique) -> None:
 
 def test_readyz(make_app) -> None:
     assert make_app().get("/readyz").status_code == 200
-    down = make_app(redis_url=f"redis://127.0.0.1:{closed_port()}/0")
+    down = make_app(redis_url=f"redis://127.0.0.1:{free_port()}/0")
     resp = down.get("/readyz")
     assert resp.status_code == 503 and resp.json()["checks"]["postgres"] == "ok"
 
@@ -296,7 +290,7 @@ def test_read_your_write_times_out_with_504(make_app, rds, unique) -> None:
 def test_read_your_write_polls_postgres_while_redis_is_down(make_app, read_db, unique) -> None:
     cid = f"c-{unique}"
     pg_put(read_db, make_cart(cid, 1, version=5, offset=100))
-    app = make_app(redis_url=f"redis://127.0.0.1:{closed_port()}/0", degraded_poll_ms=20,
+    app = make_app(redis_url=f"redis://127.0.0.1:{free_port()}/0", degraded_poll_ms=20,
                    wait_max_ms=120_000)
     waiters = ctx_of(app).waiters
     t, result = _request_in_thread(app,

@@ -15,7 +15,7 @@ import pytest
 import redis
 
 from cart_contract import CartDetails, EventPosition, LineItem, encode_cart_details
-from cart_contract.layout import cart_key, stream_ticket_key
+from cart_contract.layout import cart_key, stream_ticket_key, waiting_key
 from cart_read.app import create_app
 from cart_read.config import Config
 from cart_web.auth import issue_token
@@ -114,7 +114,14 @@ def test_the_wait_cap_per_principal_still_holds(redis_url, database_url, unique)
 
         t = threading.Thread(target=wait)
         t.start()
-        time.sleep(1)
+        # The first wait must hold the slot before the second asks (else the second takes it):
+        # its counter in Redis says when.
+        store = redis.Redis.from_url(redis_url)
+        counter = waiting_key(cid, cfg.redis_key_prefix)
+        deadline = time.monotonic() + 15
+        while store.get(counter) != b"1":
+            assert t.is_alive() and time.monotonic() < deadline, held
+            time.sleep(0.02)
         second = client.get(f"/api/v1/{cid}?minOffset=5&timeout=10", headers=bearer(cfg, cid))
         t.join(10)
         assert second.status_code == 429 and second.headers["Retry-After"] == "1"

@@ -7,7 +7,6 @@ a client without credentials, or with a wrong password, gets nothing.
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import time
 import uuid
@@ -28,16 +27,11 @@ from connectors.records import ProductItem
 from connectors.stores import RedisProducts
 from infra.redis_acl import USERS, passwords, service_url, write_aclfile
 from tests.support.connectors import cart
+from tests.support.ports import free_port
 
 pytestmark = pytest.mark.integration
 PREFIX = f"acl-{uuid.uuid4().hex[:6]}:"
 CHANNEL = f"acl-updates-{uuid.uuid4().hex[:6]}"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +43,7 @@ def acl_redis(tmp_path_factory) -> Iterator[tuple[str, dict[str, str], Path]]:
     secrets = passwords(run_dir)
     aclfile = run_dir / "users.acl"
     write_aclfile(aclfile, secrets, key_prefix=PREFIX, channel=CHANNEL)
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen(
         ["redis-server", "--bind", "127.0.0.1", "--port", str(port), "--save", "",
          "--appendonly", "no", "--dir", str(run_dir), "--aclfile", str(aclfile)],
@@ -122,8 +116,11 @@ def test_the_write_api_checks_products_keeps_its_records_and_counts(acl_redis) -
     assert store.begin("k1", "fp").status == 202
     assert store.begin("k2", "fp") is None
     store.abandon("k2", "fp")
+    # One instant for both hits: on the wall clock they could fall on either side of a
+    # minute boundary, i.e. in two windows, and the second would be allowed.
+    now = time.time()
     limit = FixedWindow(lambda: as_user(acl_redis, "write-api"), "commands", 1, 60,
-                        key_prefix=PREFIX)
+                        key_prefix=PREFIX, clock=lambda: now)
     assert limit.hit("c1") is None and limit.hit("c1") is not None  # counted in Redis
     w = as_user(acl_redis, "write-api")
     with pytest.raises(redis.exceptions.NoPermissionError):
@@ -160,7 +157,7 @@ def test_script_writes_survive_a_restart_with_the_acl_file(tmp_path) -> None:
         pytest.skip("redis-server is not installed")
     secrets = passwords(tmp_path)
     write_aclfile(tmp_path / "users.acl", secrets, key_prefix=PREFIX, channel=CHANNEL)
-    port = _free_port()
+    port = free_port()
     base = f"redis://127.0.0.1:{port}/0"
     cmd = ["redis-server", "--bind", "127.0.0.1", "--port", str(port), "--save", "",
            "--appendonly", "yes", "--appendfsync", "always", "--dir", str(tmp_path),

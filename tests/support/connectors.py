@@ -259,6 +259,20 @@ def create_topics(bootstrap: str, names: Sequence[str], partitions: int = 2) -> 
         fut.result(timeout=30)
 
 
+def wait_for_partitions(bootstrap: str, topic: str, partitions: int,
+                        timeout_s: float = 30) -> None:
+    """Wait until the broker's metadata shows `topic` with `partitions` partitions.
+
+    Creating or growing a topic returns once the controller has it; the broker a client asks
+    may learn it a moment later, and until then it answers with no (or the old) partitions.
+    """
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    wait_until(lambda: len(admin.list_topics(topic, timeout=5).topics[topic].partitions)
+               == partitions, timeout_s, f"{topic} to show {partitions} partitions")
+
+
 def committed(bootstrap: str, group: str, topic: str) -> dict[int, int]:
     """Partition -> the group's committed offset (-1001 when none)."""
     from confluent_kafka import Consumer, TopicPartition
