@@ -257,6 +257,8 @@ def create_topics(bootstrap: str, names: Sequence[str], partitions: int = 2) -> 
     admin = AdminClient({"bootstrap.servers": bootstrap})
     for fut in admin.create_topics([NewTopic(n, partitions, 1) for n in names]).values():
         fut.result(timeout=30)
+    for n in names:
+        wait_for_partitions(bootstrap, n, partitions)
 
 
 def wait_for_partitions(bootstrap: str, topic: str, partitions: int,
