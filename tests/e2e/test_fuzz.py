@@ -44,9 +44,15 @@ RAW = st.one_of(
 )
 
 
+# The documented 503s: a dependency slower than its bound (a Kafka delivery over 5 s, a store
+# over 2 s) on this busy box. Any other 5xx is a bug.
+DEPENDENCY_DOWN = {"KAFKA_UNAVAILABLE", "IDEMPOTENCY_UNAVAILABLE", "STORE_UNAVAILABLE"}
+
+
 def assert_error_shape(resp: requests.Response, allowed: tuple[int, ...] = ()) -> None:
-    assert resp.status_code < 500 or resp.status_code in allowed, (resp.status_code,
-                                                                   resp.text[:300])
+    documented_503 = resp.status_code == 503 and resp.json()["error"]["code"] in DEPENDENCY_DOWN
+    assert resp.status_code < 500 or resp.status_code in allowed or documented_503, (
+        resp.status_code, resp.text[:300])
     if resp.status_code >= 400:
         err = resp.json()["error"]
         assert set(err) >= {"code", "message", "field"} and isinstance(err["code"], str)
