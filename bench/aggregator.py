@@ -55,7 +55,7 @@ from decimal import Decimal
 from pathlib import Path
 
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -70,6 +70,7 @@ from cart_contract import (  # noqa: E402
     encode_product,
     new_cart_event,
 )
+from tests.support.connectors import create_topics  # noqa: E402
 from tests.support.ports import free_port_block  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
@@ -101,13 +102,6 @@ def workload(events: int, customers: int, products: int,
         out.append(new_cart_event(kind, cid, item,
                                   rng.randint(1, 3) if kind is EventType.ITEM_ADDED else None))
     return out
-
-
-def create_topics(bootstrap: str, topics: dict[str, int]) -> None:
-    """Create topics (name -> partitions) and wait for them."""
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    for fut in admin.create_topics([NewTopic(n, p, 1) for n, p in topics.items()]).values():
-        fut.result(timeout=30)
 
 
 def delete_topics(bootstrap: str, prefix: str) -> list[str]:
@@ -184,7 +178,6 @@ def descendants(pid: int) -> list[int]:
             except FileNotFoundError:
                 pass
     return out
-
 
 
 def run_flow(bootstrap: str, inputs: dict[str, str], tag: str, events: int,

@@ -55,12 +55,11 @@ sys.path.insert(0, str(ROOT))
 
 from bench.aggregator import (  # noqa: E402
     catalog,
-    create_topics,
     preload,
     workload,
 )
 from connectors.config import Config as SinkConfig  # noqa: E402
-from tests.support.connectors import committed, end_offsets  # noqa: E402
+from tests.support.connectors import committed, create_topics, end_offsets  # noqa: E402
 from tests.support.ports import free_port_block  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
@@ -74,7 +73,6 @@ def start(args: list[str], env: dict[str, str], log_path: Path) -> subprocess.Po
     log = log_path.open("wb")
     return subprocess.Popen([sys.executable, "-m", "cartstream", *args], cwd=ROOT, env=env,
                             stdout=log, stderr=subprocess.STDOUT)
-
 
 
 def children_cpu() -> float:

@@ -38,7 +38,7 @@ from cart_contract import (
     encode_product,
     new_cart_event,
 )
-from tests.support.connectors import wait_for_partitions, wait_until
+from tests.support.connectors import create_topics, wait_until
 from tests.support.fold_model import ReservationModel, apply, fold, to_cart_details
 from tests.support.ports import free_port, free_port_block
 
@@ -53,11 +53,8 @@ def make_topics(bootstrap: str, tag: str, partitions: int = 3) -> dict[str, str]
              "TOPIC_DEAD_LETTER": (f"agg-{tag}-dead", 1),
              "TOPIC_CART_RESERVATIONS": (f"agg-{tag}-reservations", 1),
              "TOPIC_PRODUCT_RESERVATIONS": (f"agg-{tag}-reserved", 2)}
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    for fut in admin.create_topics([NewTopic(n, p, 1) for n, p in names.values()]).values():
-        fut.result(timeout=30)
-    for n, p in names.values():  # Topic() reads the partitions from the broker's metadata
-        wait_for_partitions(bootstrap, n, p)
+    # It waits for the broker's metadata too: Topic() reads the partitions from there.
+    create_topics(bootstrap, dict(names.values()))
     return {k: n for k, (n, _) in names.items()}
 
 

@@ -197,9 +197,9 @@ def events_config(cfg: Config, unique: str) -> Config:
     names = {"topic_cart_events": f"c-{unique}-events",
              "topic_cart_reservations": f"c-{unique}-reservations",
              "topic_product_reservations": f"c-{unique}-reserved"}
-    create_topics(cfg.kafka_bootstrap, [names["topic_cart_events"]], 3)
-    create_topics(cfg.kafka_bootstrap, [names["topic_cart_reservations"]], 1)
-    create_topics(cfg.kafka_bootstrap, [names["topic_product_reservations"]], 2)
+    create_topics(cfg.kafka_bootstrap, {names["topic_cart_events"]: 3,
+                                        names["topic_cart_reservations"]: 1,
+                                        names["topic_product_reservations"]: 2})
     return cfg.replace(**names)
 
 
@@ -273,7 +273,7 @@ def test_from_events_refolds_the_log_and_brings_back_a_lost_cart(cfg, unique, ca
 
     # The records are gone from cart-details-event (a new, empty topic) and from both stores.
     lost = cfg.replace(topic_cart_details=f"c-{unique}-details2")
-    create_topics(cfg.kafka_bootstrap, [lost.topic_cart_details], 3)
+    create_topics(cfg.kafka_bootstrap, {lost.topic_cart_details: 3})
     wipe(lost)
     assert cart_versions(lost) == {}
     result = cartstream("replay", "--from-events", "--sinks", "redis,postgres", config=lost,

@@ -126,7 +126,7 @@ def test_the_topics_command_creates_converges_and_waits(kafka_bootstrap: str,
         again = cartstream("topics", env={**env, "CART_EVENTS_PARTITIONS": "3"})
         assert again.exit_code == 0, again.output
         assert again.stdout == f"grew {names['TOPIC_CART_EVENTS']} to 3 partitions\n"
-        wait_for_partitions(kafka_bootstrap, names["TOPIC_CART_EVENTS"], 3)
+        wait_for_partitions(kafka_bootstrap, {names["TOPIC_CART_EVENTS"]: 3})
         assert cartstream("topics", "--check-only", env=env).stdout == ""
     finally:
         admin.delete_topics(list(names.values()))

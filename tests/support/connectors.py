@@ -13,7 +13,7 @@ import subprocess
 import tempfile
 import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -70,7 +70,6 @@ def cart(customer: str, version: int, generation: int = 1, qty: int = 1,
                        EventPosition(str(uuid.uuid5(uuid.NAMESPACE_OID, f"{customer}/{version}")),
                                      0, version * 10),
                        (), "2026-11-22T10:00:00.000000Z")
-
 
 
 def wait_until(check: object, timeout_s: float, what: str, every_s: float = 0.1) -> None:
@@ -250,20 +249,19 @@ def produce(bootstrap: str, topic: str, records: Iterable[tuple[bytes | None, by
     assert p.flush(30) == 0
 
 
-def create_topics(bootstrap: str, names: Sequence[str], partitions: int = 2) -> None:
-    """Create fresh topics and wait until they exist."""
+def create_topics(bootstrap: str, topics: Mapping[str, int]) -> None:
+    """Create fresh topics (name -> partitions) and wait until the broker's metadata has them."""
     from confluent_kafka.admin import AdminClient, NewTopic
 
     admin = AdminClient({"bootstrap.servers": bootstrap})
-    for fut in admin.create_topics([NewTopic(n, partitions, 1) for n in names]).values():
+    for fut in admin.create_topics([NewTopic(n, p, 1) for n, p in topics.items()]).values():
         fut.result(timeout=30)
-    for n in names:
-        wait_for_partitions(bootstrap, n, partitions)
+    wait_for_partitions(bootstrap, topics)
 
 
-def wait_for_partitions(bootstrap: str, topic: str, partitions: int,
+def wait_for_partitions(bootstrap: str, topics: Mapping[str, int],
                         timeout_s: float = 30) -> None:
-    """Wait until the broker's metadata shows `topic` with `partitions` partitions.
+    """Wait until the broker's metadata shows each topic with its number of partitions.
 
     Creating or growing a topic returns once the controller has it; the broker a client asks
     may learn it a moment later, and until then it answers with no (or the old) partitions.
@@ -271,8 +269,12 @@ def wait_for_partitions(bootstrap: str, topic: str, partitions: int,
     from confluent_kafka.admin import AdminClient
 
     admin = AdminClient({"bootstrap.servers": bootstrap})
-    wait_until(lambda: len(admin.list_topics(topic, timeout=5).topics[topic].partitions)
-               == partitions, timeout_s, f"{topic} to show {partitions} partitions")
+
+    def shown() -> bool:
+        known = admin.list_topics(timeout=5).topics
+        return all(t in known and len(known[t].partitions) == n for t, n in topics.items())
+
+    wait_until(shown, timeout_s, f"the broker's metadata to show {dict(topics)}")
 
 
 def committed(bootstrap: str, group: str, topic: str) -> dict[int, int]:
@@ -353,8 +355,8 @@ def private_config(kafka_bootstrap: str, redis_url: str, database_url: str, uniq
                  group_prefix=f"t-{unique}", key_prefix=f"t:{unique}:",
                  updates_channel=f"t:{unique}:cart-updated", batch_wait_ms=50,
                  retry_max_s=0.5)
-    create_topics(kafka_bootstrap, [cfg.topic_cart_details, cfg.topic_products], partitions)
-    create_topics(kafka_bootstrap, [cfg.topic_dead_letter], 1)
+    create_topics(kafka_bootstrap, {cfg.topic_cart_details: partitions,
+                                    cfg.topic_products: partitions, cfg.topic_dead_letter: 1})
     return cfg
 
 
