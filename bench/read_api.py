@@ -113,7 +113,6 @@ end
 """
 
 
-
 def seed(r: redis.Redis, prefix: str, n: int) -> None:
     """N realistic carts (3 lines each) in the store layout."""
     lines = tuple(

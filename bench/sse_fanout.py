@@ -35,10 +35,11 @@ sys.path.insert(0, str(ROOT))
 
 from bench.cpu import tree_cpu_s  # noqa: E402
 from bench.freshness import percentile  # noqa: E402
-from bench.read_api import free_port, start_server, stop_server, unseed  # noqa: E402
+from bench.read_api import start_server, stop_server, unseed  # noqa: E402
 from bench.read_waiters import cart, put_carts, raise_nofile  # noqa: E402
 from cart_contract import encode_cart_details  # noqa: E402
 from cart_contract.redis_carts import RedisCarts  # noqa: E402
+from tests.support.ports import free_port  # noqa: E402
 
 STEP_S = 0.01  # how often the simulated sink stores what is due
 

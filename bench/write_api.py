@@ -124,7 +124,6 @@ class Result:
     server_ctx_switches: float | None = None
 
 
-
 def wait_ready(base: str, proc: subprocess.Popen[bytes], timeout_s: float = 60) -> None:
     """Wait until /readyz says Kafka is reachable (the server is up and configured)."""
     deadline = time.monotonic() + timeout_s

@@ -44,7 +44,6 @@ SERVICES = {
 }
 
 
-
 def _with_db(url: str, db: str) -> str:
     parts = urlparse(url)
     return urlunparse(parts._replace(path=f"/{db}"))

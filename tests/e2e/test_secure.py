@@ -18,8 +18,9 @@ from confluent_kafka import KafkaError
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from cart_contract.layout import waiting_key
-from tests.e2e.conftest import free_port
 from tests.e2e.test_system import SEED_PRODUCTS, console_produce
+from tests.support.connectors import wait_until
+from tests.support.ports import free_port
 
 pytestmark = pytest.mark.e2e
 
@@ -196,10 +197,8 @@ def test_one_principal_holds_a_bounded_number_of_waits(secure_system) -> None:
     # its counter in Redis says when.
     store = redis.Redis.from_url(s.env["REDIS_URL"])
     counter = waiting_key(customer, s.env.get("REDIS_KEY_PREFIX", ""))
-    deadline = time.monotonic() + 15
-    while store.get(counter) != b"1":
-        assert waiting.is_alive() and time.monotonic() < deadline, first
-        time.sleep(0.02)
+    wait_until(lambda: store.get(counter) == b"1", 15, "the first wait to hold its slot",
+               every_s=0.02)
     # MAX_WAITS_PER_PRINCIPAL=1: while the first wait is open, another one is refused.
     refused = None
     while waiting.is_alive() and refused is None:
@@ -215,9 +214,8 @@ def test_one_principal_holds_a_bounded_number_of_waits(secure_system) -> None:
     assert first[0].status_code in (404, 504)  # the first one waited its time out
     # Its slot is given back just after its answer was sent (the server's `finally`): a
     # request racing that to another worker would meet the cap still held.
-    while store.get(counter) not in (None, b"0"):
-        assert time.monotonic() < deadline + 15, "the first wait never gave its slot back"
-        time.sleep(0.02)
+    wait_until(lambda: store.get(counter) in (None, b"0"), 15,
+               "the first wait to give its slot back", every_s=0.02)
     again = requests.get(url, headers=s.auth(customer), params={**far, "timeout": 100},
                          timeout=20)
     assert again.status_code != 429  # released when it ended

@@ -11,6 +11,7 @@ import requests
 from confluent_kafka import Producer
 
 from tests.e2e.test_system import console_produce, post, read_after, wait_for_products
+from tests.support.connectors import wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -60,10 +61,9 @@ def test_fifty_customers_and_three_units_give_three_orders(system) -> None:
     # Reservations reach PostgreSQL by their own path (the reservations sink), not with the
     # carts the waits above read from Redis: poll until they have landed.
     url = f"{system.read_url}/api/v1/products/{pid}"
-    deadline = time.monotonic() + 30
-    while (product := requests.get(url, timeout=10).json())["reserved"] < 3:
-        assert time.monotonic() < deadline, product
-        time.sleep(0.1)
+    wait_until(lambda: requests.get(url, timeout=10).json()["reserved"] >= 3, 30,
+               "the reservations to land")
+    product = requests.get(url, timeout=10).json()
     assert (product["stockQty"], product["reserved"], product["available"]) == (3, 3, 0)
 
 

@@ -26,7 +26,6 @@ ROOT = Path(__file__).resolve().parents[2]
 KAFKA_HOME = ROOT / "infra" / "kafka"
 
 
-
 def _port_open(port: int) -> bool:
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=0.5):

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import threading
-import time
 from collections.abc import Iterator
 from decimal import Decimal
 
@@ -20,6 +19,7 @@ from cart_read.app import create_app
 from cart_read.config import Config
 from cart_web.auth import issue_token
 from tests.support.asgi_stream import Stream, scope
+from tests.support.connectors import wait_until
 from tests.support.read_client import ReadClient
 
 pytestmark = pytest.mark.integration
@@ -118,10 +118,8 @@ def test_the_wait_cap_per_principal_still_holds(redis_url, database_url, unique)
         # its counter in Redis says when.
         store = redis.Redis.from_url(redis_url)
         counter = waiting_key(cid, cfg.redis_key_prefix)
-        deadline = time.monotonic() + 15
-        while store.get(counter) != b"1":
-            assert t.is_alive() and time.monotonic() < deadline, held
-            time.sleep(0.02)
+        wait_until(lambda: store.get(counter) == b"1", 15, "the first wait to hold its slot",
+                   every_s=0.02)
         second = client.get(f"/api/v1/{cid}?minOffset=5&timeout=10", headers=bearer(cfg, cid))
         t.join(10)
         assert second.status_code == 429 and second.headers["Retry-After"] == "1"

@@ -28,7 +28,6 @@ ROOT = Path(__file__).resolve().parents[2]
 WORKERS = 2  # the production default
 
 
-
 def cart(customer: str, version: int, offset: int) -> CartDetails:
     line = LineItem("1", "IPhone 12", 1, Decimal("65000"), Decimal("65000"))
     return CartDetails(customer, f"{customer}:1", "OPEN", (line,), 1, Decimal("65000"), version,

@@ -29,7 +29,6 @@ STACK = ROOT / "infra" / "stack.sh"
 SIZE = 3
 
 
-
 def _alive(pid: int) -> bool:
     """True while the process exists and is not a zombie (stack.sh's children are reaped by
     whoever adopted them, which may take a while)."""
@@ -38,7 +37,6 @@ def _alive(pid: int) -> bool:
     except OSError:
         return False
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
-
 
 
 class LocalCluster:
